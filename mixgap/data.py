@@ -1,0 +1,204 @@
+"""Problems and benchmarks as one normalised record, from the Hugging Face Hub or the offline JSONL kit.
+
+Every source (MATH train, the five benchmarks, imported teacher responses) becomes a list of
+:class:`Problem` with ``id``, ``problem``, ``answer`` (gold final answer), ``solution`` and ``meta``.
+Hub ids and field names live in the config (``conf/benchmark/*.yaml``, ``conf/problems/*.yaml``); when
+``paths.data`` (``MIXGAP_DATA``) names a folder laid out like the kit (``math/``, ``gsm8k/``, ``eval/``,
+``traces/``), the same loaders read its already-normalised JSONL files instead.
+
+Decontamination compares training and evaluation problems by normalised text (:func:`normalize_text`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KIT_LAYOUT = "math/math_train.jsonl, math/math_test.jsonl, math/math500_test.jsonl, gsm8k/, eval/, traces/"
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message is one line saying what to do."""
+
+
+@dataclass
+class Problem:
+    """One normalised record: a problem with its gold final answer."""
+
+    id: str
+    problem: str
+    answer: str
+    solution: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_text(text: str) -> str:
+    """Problem text normalised for decontamination: NFKC, lower case, every whitespace run removed."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
+
+
+def fill_prompt(template: str, problem: str) -> str:
+    """The prompt for one problem: ``{problem}`` in the template replaced by its text (no other field)."""
+    if "{problem}" not in template:
+        raise ValueError(f"prompt template {template[:60]!r}... has no {{problem}} placeholder")
+    return template.replace("{problem}", problem)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All records of a JSONL file; DataError names the file and line of a bad record."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{n}: not JSON ({err.msg})") from None
+    return rows
+
+
+def kit_file(data_root: Path, relative: str) -> Path:
+    """A file of the offline kit; DataError names ``MIXGAP_DATA`` and the expected layout when absent."""
+    path = Path(relative) if Path(relative).is_absolute() else data_root / relative
+    if not path.is_file():
+        raise DataError(
+            f"{path} not found: MIXGAP_DATA (paths.data={data_root}) must hold the offline kit ({KIT_LAYOUT})"
+        )
+    return path
+
+
+def load_hub_rows(hub_id: str, hub_config: str | None, split: str) -> list[dict[str, Any]]:
+    """Rows of a Hub dataset split through ``datasets.load_dataset``; DataError when it cannot be reached."""
+    import datasets  # noqa: PLC0415 (slow import, only on the Hub path)
+
+    try:
+        return list(datasets.load_dataset(hub_id, hub_config, split=split))
+    except Exception as err:  # the Hub raises many kinds: offline, auth, missing config
+        raise DataError(
+            f"cannot load {hub_id} ({split}) from the Hugging Face Hub ({type(err).__name__}); without the Hub, "
+            f"set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
+        ) from err
+
+
+def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field: str | None, fmt: str) -> str:
+    """The gold final answer of a Hub row written in one of ``config.ANSWER_FORMATS``.
+
+    ``plain``: the field as text (AMC floats stay ``27.0``; the grader matches them to integers);
+    ``boxed_in_solution``: the last ``\\boxed{}`` of the solution (MATH); ``after_hashes``: the text after
+    ``####`` with thousands commas removed (GSM8K); ``list_join``: a list joined with ", ", outer ``$``
+    removed (OlympiadBench ``final_answer``).
+    """
+    if fmt == "boxed_in_solution":
+        from mixgap.grading import extract_answer  # noqa: PLC0415
+
+        answer = extract_answer(str(row[solution_field or "solution"]), "boxed")
+        if answer is None:
+            raise DataError(f"no \\boxed{{}} answer in the solution of row {row!r:.120}")
+        return answer
+    value = row[answer_field] if answer_field else None
+    if fmt == "after_hashes":
+        return str(value).split("####")[-1].strip().replace(",", "")
+    if fmt == "list_join":
+        items = value if isinstance(value, list) else [value]
+        return ", ".join(str(x).strip().strip("$").strip() for x in items)
+    return str(value).strip()
+
+
+def _normalise_hub_row(row: Mapping[str, Any], index: int, source: Any) -> Problem:
+    f = source.fields
+    solution = row.get(f.solution) if f.solution else None
+    if isinstance(solution, list):
+        solution = solution[0] if solution else None
+    known = {f.id, f.problem, f.answer, f.solution}
+    return Problem(
+        id=str(row[f.id]) if f.id else f"{source.name}-{index}",
+        problem=str(row[f.problem]),
+        answer=gold_answer(row, f.answer, f.solution, source.answer_format),
+        solution=None if solution is None else str(solution),
+        meta={k: v for k, v in row.items() if k not in known and isinstance(v, (str, int, float, bool))},
+    )
+
+
+def _normalise_kit_row(row: Mapping[str, Any]) -> Problem:
+    known = ("id", "problem", "answer", "solution")
+    return Problem(
+        id=str(row["id"]),
+        problem=str(row["problem"]),
+        answer=str(row["answer"]),
+        solution=row.get("solution"),
+        meta={k: v for k, v in row.items() if k not in known},
+    )
+
+
+def subset(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
+    """The first ``limit`` problems of a seeded shuffle, kept in source order (all when ``limit`` is None)."""
+    if limit is None or limit >= len(problems):
+        return list(problems)
+    chosen = set(random.Random(seed).sample(range(len(problems)), limit))
+    return [p for i, p in enumerate(problems) if i in chosen]
+
+
+def load_source(source: Any, data_root: Path | None, *, limit: int | None = None) -> list[Problem]:
+    """Load a problem source (``SourceConfig``/``BenchmarkConfig`` node) as normalised problems.
+
+    Args:
+        source: config node with ``name``, ``hub_id``, ``hub_config``, ``split``, ``kit_path``, ``fields``,
+            ``answer_format``, ``limit``, ``subset_seed``.
+        data_root: the offline kit folder, or None to read the Hub.
+        limit: an extra cap (e.g. ``eval.limit``); the smaller of it and ``source.limit`` applies.
+
+    Raises:
+        DataError: the kit file or the Hub dataset cannot be read, or ids repeat.
+    """
+    if data_root is not None:
+        problems = [_normalise_kit_row(r) for r in read_jsonl(kit_file(data_root, source.kit_path))]
+    else:
+        rows = load_hub_rows(source.hub_id, source.hub_config, source.split)
+        problems = [_normalise_hub_row(r, i, source) for i, r in enumerate(rows)]
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{source.name}: problem ids repeat; set fields.id=null to number the rows")
+    caps = [c for c in (source.limit, limit) if c is not None]
+    return subset(problems, min(caps) if caps else None, source.subset_seed)
+
+
+def overlap(train: Iterable[Problem], bench: Iterable[Problem]) -> list[str]:
+    """Ids of benchmark problems whose normalised text equals a training problem's."""
+    seen = {normalize_text(p.problem) for p in train}
+    return [p.id for p in bench if normalize_text(p.problem) in seen]
+
+
+def decontaminate(
+    train: Sequence[Problem], benchmarks: Mapping[str, Sequence[Problem]], policy: str
+) -> tuple[dict[str, list[Problem]], dict[str, int]]:
+    """Check evaluation benchmarks against the training problems (normalised text).
+
+    Args:
+        train: the problems a mixture trains on.
+        benchmarks: benchmark name -> its evaluation problems.
+        policy: ``error`` (overlap raises), ``drop`` (overlapping problems are removed from evaluation),
+            or ``allow`` (kept, counted).
+
+    Returns:
+        (benchmarks to evaluate, overlap count per benchmark).
+
+    Raises:
+        DataError: policy ``error`` and a benchmark overlaps; the message names it and the count.
+    """
+    kept, counts = {}, {}
+    for name, problems in benchmarks.items():
+        hits = set(overlap(train, problems))
+        counts[name] = len(hits)
+        if hits and policy == "error":
+            raise DataError(
+                f"{len(hits)} of {len(problems)} {name} problems are in the training mixture; evaluate without "
+                "them with data.decontamination=drop, or allow it with data.decontamination=allow"
+            )
+        kept[name] = [p for p in problems if p.id not in hits] if policy == "drop" else list(problems)
+    return kept, counts

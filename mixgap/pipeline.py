@@ -1,0 +1,307 @@
+"""One Hydra job: compute the artifact keys it needs (the plan), then build what is missing, stage by stage.
+
+Stages (``stage=``), each making everything before it as needed through the store:
+
+- ``plan``: print the artifacts the job needs and which already exist; loads no model.
+- ``prepare``: the student's weights (a GGUF file is converted once into the store).
+- ``generate``: teacher pools: ``teacher=<name>`` alone, else the job's strong and weak teachers.
+- ``mix``: the mixture at ``mix.weight``; the decontamination check against the job's benchmarks.
+- ``train``: the fine-tuned student (checkpoint).
+- ``evaluate``: the untuned student on the job's benchmarks (the reference row; once per student).
+- ``all``: train, then evaluate the untuned and the fine-tuned student.
+- ``report`` / ``analyze``: read finished sweeps (``mixgap.report``, ``mixgap.analysis``).
+
+Keys come from :func:`job_specs` only, so the plan and the run can never disagree. A job writes
+``result.json`` (atomically) into its Hydra output folder; the report reads that and the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mixgap import data, models
+from mixgap.config import data_root, validate
+from mixgap.store import ArtifactSpec, Store, write_json_atomic
+
+log = logging.getLogger(__name__)
+RESULT = "result.json"
+
+
+class PoolMissing(RuntimeError):
+    """A teacher pool this job needs is not in the store and ``data.missing_pool`` forbids building it here."""
+
+
+def student_spec(student: DictConfig) -> ArtifactSpec:
+    """Identity of an untuned student (never built): its weights and the chat template it is used with."""
+    weights = models.model_spec(student)
+    fields = {"hf_id": student.hf_id, "chat_template": student.chat_template}
+    return ArtifactSpec("student", fields, (weights.key,) if weights else ())
+
+
+def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
+    """Every artifact a job may need, by role, in build order (the plan).
+
+    Roles: ``model`` (converted GGUF weights, when the student has them), ``generation.<r>`` and
+    ``pool.<r>`` for r in strong/weak (or ``teacher`` with stage=generate teacher=...), ``mixture``,
+    ``checkpoint``, ``eval.untuned.<benchmark>`` and ``eval.tuned.<benchmark>``.
+    """
+    from mixgap import evaluate, generate, mix, train  # noqa: PLC0415 (stage modules import torch lazily)
+
+    root = data_root(cfg)
+    specs: dict[str, ArtifactSpec] = {}
+    weights = models.model_spec(cfg.student)
+    if weights is not None:
+        specs["model"] = weights
+    roles = {"teacher": cfg.teacher} if cfg.stage == "generate" and cfg.get("teacher") else cfg.mix
+    for role in ("teacher", "strong", "weak"):
+        if role in roles:
+            gen = generate.generation_spec(roles[role], cfg.problems, root)
+            specs[f"generation.{role}"] = gen
+            specs[f"pool.{role}"] = generate.pool_spec(roles[role], gen.key)
+    if "pool.strong" not in specs:
+        return specs
+    strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
+    specs["mixture"] = mix.mixture_spec(cfg.mix, strong, weak)
+    student = student_spec(cfg.student).key
+    specs["checkpoint"] = train.checkpoint_spec(cfg.finetune_mode, student, specs["mixture"].key)
+    exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
+    for arm, model_key in (("untuned", student), ("tuned", specs["checkpoint"].key)):
+        for name, bench in cfg.benchmark.items():
+            specs[f"eval.{arm}.{name}"] = evaluate.eval_spec(bench, cfg.eval, model_key, exclude, root)
+    return specs
+
+
+def needed_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
+    """The roles of ``specs`` that ``cfg.stage`` builds."""
+    upto = {
+        "plan": (),
+        "prepare": ("model",),
+        "generate": ("model", "generation", "pool"),
+        "mix": ("model", "generation", "pool", "mixture"),
+        "train": ("model", "generation", "pool", "mixture", "checkpoint"),
+        "evaluate": ("model", "generation", "pool", "mixture", "eval.untuned"),
+        "all": ("model", "generation", "pool", "mixture", "checkpoint", "eval.untuned", "eval.tuned"),
+    }[cfg.stage if cfg.stage != "plan" else "all"]
+    if cfg.stage == "all" and not cfg.eval.untuned:
+        upto = tuple(u for u in upto if u != "eval.untuned")
+    return [role for role in specs if role.startswith(upto)]
+
+
+def job_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The coordinates of a job in the study: what the report groups and compares by."""
+    return {
+        "stage": cfg.stage,
+        "student": cfg.student.name,
+        "student_family": cfg.student.family,
+        "student_size_b": cfg.student.size_b,
+        "strong": cfg.mix.strong.name,
+        "weak": cfg.mix.weak.name,
+        "strong_cot": cfg.mix.strong.cot,
+        "weight": cfg.mix.weight,
+        "mix_seed": cfg.mix.seed,
+        "finetune_mode": cfg.finetune_mode.mode,
+        "seed": cfg.seed,
+        "benchmarks": list(cfg.benchmark),
+    }
+
+
+def plan(cfg: DictConfig, store: Store) -> list[dict[str, Any]]:
+    """Rows ``{role, key, done}`` for every artifact the job's stage needs; touches no model."""
+    specs = job_specs(cfg)
+    return [{"role": r, "key": specs[r].key, "done": store.is_done(specs[r].key)} for r in needed_roles(cfg, specs)]
+
+
+def _log_plan(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
+
+
+def run_job(
+    cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Validate, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
+
+    Returns:
+        The result dict (also written): ``status``, ``job`` (identity), ``artifacts`` (role -> key),
+        ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per stage), ``plan``.
+
+    Raises:
+        ConfigError: before any work, for a bad config value.
+        PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
+    """
+    from mixgap.tracking import make_tracker  # noqa: PLC0415
+
+    validate(cfg, overrides)
+    job_dir = Path(job_dir)
+    if cfg.stage in ("report", "analyze"):
+        from mixgap import analysis, report  # noqa: PLC0415
+
+        return (report if cfg.stage == "report" else analysis).run(cfg, Store(cfg.paths.cache))
+    store = Store(cfg.paths.cache)
+    result: dict[str, Any] = {"status": "running", "job": job_identity(cfg), "timings": {}}
+    rows = plan(cfg, store)
+    result["plan"] = rows
+    log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
+    _log_plan(rows)
+    if cfg.stage == "plan":
+        result["status"] = "planned"
+        write_json_atomic(job_dir / RESULT, result)
+        return result
+    tracker = make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name, run_dir=job_dir)
+    exit_code = 1
+    try:
+        result.update(build(cfg, store, tracker, result["timings"]))
+        result["status"] = "done"
+        result["wandb_run_id"] = tracker.run_id
+        exit_code = 0
+    finally:
+        if result["status"] != "done":
+            result["status"] = "failed"
+        write_json_atomic(job_dir / RESULT, result)
+        tracker.finish(exit_code=exit_code)
+    return result
+
+
+def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, ArtifactSpec], tracker: Any) -> Path:
+    """The finished pool of ``role``, generating it first when ``data.missing_pool`` allows."""
+    from mixgap import generate  # noqa: PLC0415
+
+    teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
+    gen_spec, pool_spec = specs[f"generation.{role}"], specs[f"pool.{role}"]
+    policy = cfg.data.missing_pool if teacher.backend != "dataset" else "generate"  # imports are cheap
+    if not store.is_done(gen_spec.key) and policy != "generate":
+        if policy == "wait":  # wait for a job generating it right now, if any
+            with store.lock(gen_spec.key):
+                pass
+        if not store.is_done(gen_spec.key):
+            raise PoolMissing(
+                f"the {teacher.name} pool ({gen_spec.key}) is not in {store.root}; make it first with: "
+                f"python launch.py stage=generate teacher={teacher.name}"
+            )
+    gen_dir = store.get_or_build(
+        gen_spec, lambda out, work: generate.build_generation(teacher, cfg, store, out, work, tracker)
+    )
+    return store.get_or_build(pool_spec, lambda out, work: generate.build_pool(gen_dir, teacher, out))
+
+
+def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]) -> dict[str, Any]:
+    """Build every artifact ``cfg.stage`` needs, in order; returns ``artifacts``, ``scores``, ``untuned``, ``counts``."""
+    from mixgap import evaluate, mix, train  # noqa: PLC0415
+
+    specs = job_specs(cfg)
+    roles = needed_roles(cfg, specs)
+    out: dict[str, Any] = {"artifacts": {r: specs[r].key for r in roles}, "counts": {}}
+    with timed(timings, "prepare"):
+        student_path = models.resolve_model(cfg.student, store) if cfg.stage != "generate" else None
+    pools = {}
+    for role in ("teacher", "strong", "weak"):
+        if f"pool.{role}" in roles:
+            with timed(timings, f"generate.{role}"):
+                pools[role] = _build_pool(cfg, store, role, specs, tracker)
+    if "mixture" not in roles:
+        return out
+    with timed(timings, "mix"):
+        mixture = store.get_or_build(
+            specs["mixture"], lambda o, _w: mix.build_mixture(pools["strong"], pools["weak"], cfg.mix, o)
+        )
+        out["counts"]["mixture"] = store.manifest(specs["mixture"].key).get("counts", {})
+        benchmarks, overlap = data.decontaminate(
+            mix.read_mixture(mixture), load_benchmarks(cfg), cfg.data.decontamination
+        )
+        out["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}
+    checkpoint = None
+    if "checkpoint" in roles:
+        with timed(timings, "train"):
+            checkpoint = store.get_or_build(
+                specs["checkpoint"],
+                lambda o, w: train.build_checkpoint(cfg, mixture, student_path, o, w, tracker),
+            )
+            out["counts"]["train"] = store.manifest(specs["checkpoint"].key).get("counts", {})
+    for arm, model_path in (("untuned", student_path), ("tuned", checkpoint)):
+        if not any(r.startswith(f"eval.{arm}.") for r in roles):
+            continue
+        with timed(timings, f"evaluate.{arm}"), evaluate.Engine(str(model_path), cfg) as engine:
+            scores = {}
+            for name, bench in cfg.benchmark.items():
+                done = store.get_or_build(
+                    specs[f"eval.{arm}.{name}"],
+                    lambda o, _w, b=bench, n=name: evaluate.build_eval(engine, b, benchmarks[n], cfg, o, tracker),
+                )
+                scores[name] = evaluate.read_scores(done)
+            out["scores" if arm == "tuned" else "untuned"] = evaluate.with_average(scores)
+    return out
+
+
+def load_benchmarks(cfg: DictConfig) -> dict[str, list[data.Problem]]:
+    """The job's evaluation problems per benchmark (``eval.limit`` applied), before decontamination."""
+    root = data_root(cfg)
+    return {name: data.load_source(bench, root, limit=cfg.eval.limit) for name, bench in cfg.benchmark.items()}
+
+
+def timed(timings: dict[str, float], name: str):
+    """Context manager adding the wall seconds of a block to ``timings[name]``."""
+
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - self.start, 3)
+
+    return _Timer()
+
+
+def sweep_results(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each job folder of a sweep (``<n>/`` with ``.hydra/``) and its ``result.json`` (None when missing)."""
+    import json  # noqa: PLC0415
+
+    jobs = sorted((p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
+    return [(p, json.loads((p / RESULT).read_text()) if (p / RESULT).is_file() else None) for p in jobs]
+
+
+def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``."""
+    kinds: dict[str, dict[str, int]] = {}
+    seen: dict[str, bool] = {}
+    uses: Counter[str] = Counter()
+    for result in results:
+        for row in result.get("plan", []):
+            uses[row["key"]] += 1
+            seen[row["key"]] = row["done"]
+    for key, done in seen.items():
+        kind = key.rsplit("-", 1)[0]
+        entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
+        entry["distinct"] += 1
+        entry["done"] += int(done)
+        entry["uses"] += uses[key]
+    return kinds
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, print how the jobs share artifacts (plan) or how they ended."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        jobs = sweep_results(sweep_dir)
+        results = [r for _, r in jobs if r is not None]
+        statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
+        print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+        summary = plan_summary(results)
+        if summary:
+            print("artifacts they need (shared artifacts are built once):")
+            for kind, entry in summary.items():
+                print(
+                    f"  {kind:<12} {entry['distinct']:>4} distinct ({entry['done']} done), "
+                    f"used {entry['uses']} times"
+                )
+

@@ -1,0 +1,197 @@
+"""Content-addressed artifact store (DESIGN.md, "Pipeline and artifacts").
+
+Layout under the root (``paths.cache``)::
+
+    <stage>/<key>/            a finished artifact: its data files and manifest.json
+    .work/<key>/              resumable scratch of an unfinished artifact (generation shards, training checkpoints)
+    .tmp/<key>.<pid>.<rand>/  an artifact being written; renamed into <stage>/<key>/ when complete
+    .locks/<key>.lock         one file lock per key
+
+The key is ``<stage>-<16 hex>``: the SHA-256 of the canonical JSON of the config fields that determine the
+artifact plus the keys of its inputs. An artifact folder is finished if and only if it holds
+``manifest.json``; it is built in a temporary folder and renamed into place under the key's lock, so a
+killed writer leaves nothing that reads as finished and two jobs asking for one key build it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("mixgap", "torch", "transformers", "peft", "datasets", "math-verify", "hydra-core", "vllm", "deepspeed")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the text that is hashed into a key."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def make_key(stage: str, fields: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
+    """The store key of an artifact.
+
+    Args:
+        stage: artifact kind, e.g. ``pool``, ``mixture``, ``checkpoint``; ``[a-z_]+``.
+        fields: the plain-value config fields that determine the artifact (nothing cosmetic).
+        inputs: keys of the artifacts it is built from (order matters: strong before weak).
+
+    Returns:
+        ``"<stage>-<first 16 hex digits of sha256(canonical JSON)>"``.
+    """
+    if not stage.replace("_", "").isalpha() or not stage.islower():
+        raise ValueError(f"stage={stage!r} must be lowercase letters and underscores")
+    digest = hashlib.sha256(canonical_json({"stage": stage, "fields": fields, "inputs": list(inputs)}).encode())
+    return f"{stage}-{digest.hexdigest()[:16]}"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(value, fh, indent=2, ensure_ascii=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment_facts() -> dict[str, Any]:
+    """Package versions, git SHA of the mixgap checkout, host and Python: recorded in every manifest."""
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"versions": versions, "git_sha": sha, "host": socket.gethostname(), "python": platform.python_version()}
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """What identifies an artifact: its stage, its determining fields and its input keys."""
+
+    stage: str
+    fields: Mapping[str, Any]
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return make_key(self.stage, self.fields, self.inputs)
+
+
+class Store:
+    """The artifact store rooted at ``root`` (created on first use)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, key: str) -> Path:
+        """Folder of the finished artifact ``key`` (it may not exist yet)."""
+        return self.root / key.rsplit("-", 1)[0] / key
+
+    def work_dir(self, key: str) -> Path:
+        """Persistent scratch for resumable work on ``key``; survives a killed job, removed once finished."""
+        path = self.root / ".work" / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def lock(self, key: str) -> FileLock:
+        (self.root / ".locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / ".locks" / f"{key}.lock"))
+
+    def is_done(self, key: str) -> bool:
+        """True when the artifact exists and is finished (has its manifest)."""
+        return (self.path(key) / MANIFEST).is_file()
+
+    def manifest(self, key: str) -> dict[str, Any]:
+        """The manifest of a finished artifact; FileNotFoundError names the key when it is not finished."""
+        path = self.path(key) / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {key} is not finished (no {path})")
+        return json.loads(path.read_text())
+
+    def get_or_build(
+        self,
+        spec: ArtifactSpec,
+        build: Callable[[Path, Path], Mapping[str, Any] | None],
+        *,
+        config: Any = None,
+        wait: bool = True,
+    ) -> Path:
+        """Return the finished artifact of ``spec``, building it once if needed.
+
+        Args:
+            spec: stage, determining fields and input keys.
+            build: ``build(out_dir, work_dir) -> extra manifest fields`` writes the artifact's files into
+                ``out_dir`` (a fresh temporary folder); ``work_dir`` keeps resumable state across attempts.
+            config: the resolved config subtree to record in the manifest (defaults to ``spec.fields``).
+            wait: when another process holds the key's lock, wait for it (True) or raise TimeoutError (False).
+
+        Returns:
+            The artifact folder, which holds ``manifest.json``.
+
+        Raises:
+            TimeoutError: ``wait=False`` and another process is building the key.
+            Whatever ``build`` raises; nothing is then left that reads as finished.
+        """
+        key = spec.key
+        if self.is_done(key):
+            return self.path(key)
+        with self.lock(key).acquire(timeout=-1 if wait else 0):
+            if self.is_done(key):  # built by the process we waited for
+                return self.path(key)
+            tmp_root = self.root / ".tmp"
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            for stale in tmp_root.glob(f"{key}.*"):  # left by a killed writer; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = tmp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            started = time.time()
+            try:
+                extra = build(tmp, self.work_dir(key)) or {}
+                manifest = {
+                    "key": key,
+                    "stage": spec.stage,
+                    "inputs": list(spec.inputs),
+                    "config": spec.fields if config is None else config,
+                    **environment_facts(),
+                    "started": started,
+                    "finished": time.time(),
+                    "wall_s": round(time.time() - started, 3),
+                    **dict(extra),
+                }
+                write_json_atomic(tmp / MANIFEST, manifest)
+                final = self.path(key)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(self.root / ".work" / key, ignore_errors=True)
+            return final
