@@ -171,6 +171,7 @@ class FinetuneConfig:
     save_steps: int = 200
     logging_steps: int = 10
     seed: int = 42
+    prompt: str = PAPER_PROMPT  # the user turn of every training example; the response is the teacher's CoT
     lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
 
 

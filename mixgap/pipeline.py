@@ -146,7 +146,9 @@ def run_job(
 
         return (report if cfg.stage == "report" else analysis).run(cfg, Store(cfg.paths.cache))
     store = Store(cfg.paths.cache)
-    result: dict[str, Any] = {"status": "running", "job": job_identity(cfg), "timings": {}}
+    result: dict[str, Any] = {
+        "status": "running", "job": job_identity(cfg), "store": str(store.root), "timings": {}
+    }
     rows = plan(cfg, store)
     result["plan"] = rows
     log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
@@ -296,6 +298,11 @@ class SweepSummary(Callback):
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
         print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+        timings: Counter[str] = Counter()
+        for result in results:
+            timings.update(result.get("timings", {}))
+        if timings:
+            print("wall time per stage, summed over jobs: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         summary = plan_summary(results)
         if summary:
             print("artifacts they need (shared artifacts are built once):")

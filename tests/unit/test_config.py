@@ -1,0 +1,109 @@
+"""The config tree: every option of every group composes and validates; bad values fail with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, compose_cfg
+from mixgap.config import BENCHMARKS, ConfigError, validate
+
+CONF = ROOT / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _group_overrides() -> list[str]:
+    overrides = []
+    for group in ("student", "mix_ratio", "finetune_mode", "problems"):
+        overrides += [f"{group}={name}" for name in _options(group)]
+    for name in _options("teacher"):
+        overrides += [f"teacher@mix.strong={name}", f"teacher@mix.weak={name}", f"teacher={name}"]
+    overrides += [f"benchmark=[{name}]" for name in _options("benchmark")]
+    overrides += [f"+experiment={name}" for name in _options("experiment")]
+    return overrides
+
+
+@pytest.mark.parametrize("override", _group_overrides())
+def test_every_option_of_every_group_composes_and_validates(override, tmp_path):
+    cfg = compose_cfg(override, "paths.data=null")
+    validate(cfg)
+
+
+@pytest.mark.parametrize("launcher", _options("hydra/launcher") + ["basic"])
+def test_every_launcher_composes(launcher):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_
+
+
+def test_every_group_has_options():
+    for group in ("teacher", "student", "mix_ratio", "finetune_mode", "benchmark", "problems"):
+        assert _options(group), group
+    assert set(_options("benchmark")) == set(BENCHMARKS)
+
+
+def test_paper_defaults():
+    cfg = compose_cfg()
+    assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == ("qwq32b", "qwen32b", 0.2)
+    assert (cfg.student.name, cfg.finetune_mode.mode) == ("qwen3b", "full")
+    ft = cfg.finetune_mode
+    assert (ft.learning_rate, ft.epochs, ft.lr_scheduler, ft.deepspeed, ft.max_seq_len) == (1e-5, 2, "cosine", "zero3", 16384)
+    assert (ft.per_device_batch_size, ft.global_batch_size) == (2, 8)
+    assert list(cfg.benchmark) == ["math500", "gsm8k", "aime24", "amc23", "olympiadbench"]
+    assert cfg.benchmark.gsm8k.prompt == "{problem}" and "\\boxed{your_answer}" in cfg.benchmark.math500.prompt
+
+
+@pytest.mark.parametrize(
+    "student, mode",
+    [("qwen7b", "full"), ("qwen14b", "lora"), ("qwen32b", "lora"), ("llama70b", "lora"), ("llama8b", "full")],
+)
+def test_students_of_14b_and_more_default_to_lora(student, mode):
+    assert compose_cfg(f"student={student}").finetune_mode.mode == mode
+    assert compose_cfg(f"student={student}", "finetune_mode=full").finetune_mode.mode == "full"
+
+
+def test_mix_ratio_presets_set_the_weight():
+    weights = {name: compose_cfg(f"mix_ratio={name}").mix.weight for name in _options("mix_ratio")}
+    assert weights == {"pure_weak": 0.0, "mix": 0.2, "pure_strong": 1.0}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["mix.weight=1.5"], "mix.weight=1.5 is not allowed; it must be in [0, 1]"),
+        (["mix.weight=-0.1"], "mix.weight=-0.1 is not allowed; it must be in [0, 1]"),
+        (["finetune_mode.learning_rate=-1e-5"], "finetune_mode.learning_rate=-1e-05 is not allowed; it must be > 0"),
+        (["benchmark.math500.name=math501"], "benchmark.math500.name='math501' is not allowed; choose one of math500, math,"),
+        (["mix.problems=all"], "mix.problems='all' is not allowed; choose one of intersection, union"),
+        (["stage=fit"], "stage='fit' is not allowed; choose one of plan, prepare,"),
+        (["data.decontamination=ignore"], "data.decontamination='ignore' is not allowed; choose one of error, drop, allow"),
+        (["finetune_mode.global_batch_size=7"], "finetune_mode.global_batch_size=7 is not allowed; it must be a multiple"),
+        (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (MIXGAP_DATA) is not an existing folder"),
+        (["stage=report"], "report.sweep is empty; give a multirun folder"),
+        (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*overrides))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_lora_field_under_full_finetuning_is_an_error():
+    cfg = compose_cfg("finetune_mode.lora.r=8")
+    with pytest.raises(ConfigError, match=r"^finetune_mode.lora.r=8 is not allowed with finetune_mode.mode='full'"):
+        validate(cfg, ["finetune_mode.lora.r=8"])
+    lora = compose_cfg("finetune_mode=lora", "finetune_mode.lora.r=8")
+    validate(lora, ["finetune_mode=lora", "finetune_mode.lora.r=8"])
+    assert lora.finetune_mode.lora.r == 8
+
+
+def test_conf_has_no_stray_files():
+    stray = [p for p in CONF.rglob("*") if p.is_file() and p.suffix not in (".yaml", ".json")]
+    assert stray == [], stray
+    assert Path(CONF / "deepspeed" / "zero3.json").is_file()
