@@ -1,0 +1,307 @@
+"""Accuracy and gap statistics with bootstrap confidence intervals.
+
+The paper (Li et al., 2025) reports point estimates only; a gap such as Δ_Long = P_Long − P_Short is
+read here with a **paired percentile bootstrap** over problems (Efron & Tibshirani 1993, *An Introduction
+to the Bootstrap*, ch. 13; paired resampling of test items as in Koehn 2004 and Dror et al. 2018): every
+resample draws the benchmark's problems with replacement *once* and scores both arms on that same draw,
+so the arms' shared problem difficulty cancels out of Δ.
+
+Conventions (all functions):
+
+- A *run* is one evaluated model on one benchmark: a 0/1 vector over the benchmark's problems. An *arm*
+  is one condition (e.g. weight = 1) and holds one run per seed: an array of shape ``(S, n)`` (or ``(n,)``
+  for a single seed). Runs of every arm of a comparison must cover the same ``n`` problems in the same
+  order (join by problem id first: :func:`align`).
+- Accuracies and gaps are in **percent / percentage points** (0–100), like the paper's tables.
+- The average over benchmarks is the plain mean of per-benchmark accuracies (the paper's "Average"); its
+  bootstrap resamples each benchmark's problems independently (stratified) and averages the resampled
+  per-benchmark values.
+- With several seeds the bootstrap has **two levels**: each resample first draws the arm's seeds with
+  replacement (once, shared by all benchmarks, since one seed is one trained model), then the problems
+  (shared by all seeds and arms, keeping the pairing). Seeds and problems are crossed, not nested, so this
+  is the conservative two-way ("pigeonhole") bootstrap of Owen (2007, *Ann. Appl. Stat.* 1(2)); see also
+  Davison & Hinkley (1997) §3.8 on hierarchical data. With one seed it reduces to the plain problem bootstrap.
+- Intervals are percentile intervals: the ``(1−c)/2`` and ``(1+c)/2`` quantiles of the resampled values,
+  taken as order statistics (``numpy.quantile(..., method="inverted_cdf")``; Efron & Tibshirani ch. 13).
+
+Resampling is exact and vectorised: drawing ``n`` problems with replacement only matters through how many
+times each distinct *correctness pattern* (the problem's 0/1 column over all runs) is drawn, which is
+multinomial; cost is O(n_boot × k) for k distinct patterns (k ≤ min(n, 2^runs); 4 for a single-seed pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+AVERAGE = "average"
+_CHUNK_CELLS = 1 << 22  # multinomial draws per chunk (bounds memory: 32 MiB of counts)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap percentile interval, in percent (or percentage points)."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def fmt(self, digits: int = 1) -> str:
+        """``"12.3 [10.1, 14.5]"``."""
+        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two arms on the same problems: each arm's accuracy and Δ = strong − weak, with intervals."""
+
+    strong: Interval
+    weak: Interval
+    delta: Interval
+    n: int  # problems (summed over benchmarks for the average)
+    seeds: tuple[int, int]  # runs per arm (strong, weak)
+
+    @property
+    def verdict(self) -> str:
+        """``"Strong"`` when the Δ interval lies above 0, ``"Weak"`` below 0, else ``"n.s."``."""
+        return verdict(self.delta)
+
+
+def verdict(delta: Interval) -> str:
+    """The paper's "Better?" column, decided by the interval: Strong (low > 0), Weak (high < 0) or n.s."""
+    if delta.low > 0:
+        return "Strong"
+    if delta.high < 0:
+        return "Weak"
+    return "n.s."
+
+
+def as_runs(correct: object, name: str = "correct") -> np.ndarray:
+    """A run matrix of shape ``(S, n)`` (bool) from a 0/1 vector ``(n,)`` or matrix ``(S, n)``.
+
+    Raises:
+        ValueError: naming ``name``, for an empty array, more than 2 dimensions, or values other than 0/1.
+    """
+    array = np.asarray(correct)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 0/1 array of shape (n,) or (seeds, n); got shape {array.shape}")
+    if array.dtype != bool:
+        if not np.isin(array, (0, 1)).all():
+            raise ValueError(f"{name} must hold only 0/1 (or bool) values; got {np.unique(array)[:5].tolist()}")
+        array = array.astype(bool)
+    return array
+
+
+def align(runs: Sequence[Mapping[str, bool]]) -> tuple[list[str], np.ndarray]:
+    """Join runs by problem id: the sorted ids every run has, and the ``(len(runs), n)`` bool matrix.
+
+    Args:
+        runs: one ``{problem id: correct}`` mapping per run.
+
+    Returns:
+        ``(ids, matrix)``; ``len(ids)`` is smaller than a run's size when the id sets differ (the caller
+        warns with :func:`dropped_ids`).
+
+    Raises:
+        ValueError: when no run is given or the runs share no problem id.
+    """
+    if not runs:
+        raise ValueError("runs is empty; give at least one {problem id: correct} mapping")
+    ids = sorted(set.intersection(*(set(r) for r in runs)))
+    if not ids:
+        raise ValueError("the runs share no problem id; they did not evaluate the same benchmark")
+    return ids, np.array([[bool(r[i]) for i in ids] for r in runs], dtype=bool)
+
+
+def dropped_ids(runs: Sequence[Mapping[str, bool]]) -> int:
+    """How many problem ids appear in some run but not in all (left out by :func:`align`)."""
+    sets = [set(r) for r in runs]
+    return len(set.union(*sets) - set.intersection(*sets)) if sets else 0
+
+
+def _check(n_boot: int, confidence: float | None = None) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot={n_boot!r} is not allowed; it must be an integer >= 1 (e.g. 10000)")
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} is not allowed; it must be in (0, 1), e.g. 0.95")
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The ``(1−c)/2`` and ``(1+c)/2`` order-statistic quantiles of bootstrap ``samples`` (shape ``(B,)``)."""
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha], method="inverted_cdf")
+    return _clean(low), _clean(high)
+
+
+def _clean(value: float) -> float:
+    """Round away float noise (e.g. 30.000000000000004 -> 30.0); 1e-9 points is far below any reported digit."""
+    return round(float(value), 9) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _resample_runs(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-run accuracies (fraction, shape ``(n_boot, R)``) on ``n_boot`` resamples of the problems.
+
+    ``matrix`` is ``(R, n)``; one draw of problems with replacement is shared by all R runs (pairing).
+    """
+    runs, n = matrix.shape
+    patterns, counts = np.unique(matrix.T, axis=0, return_counts=True)  # (k, R), (k,)
+    weights = patterns.astype(np.float64) / n
+    chunk = max(1, _CHUNK_CELLS // len(counts))
+    out = np.empty((n_boot, runs))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        drawn = rng.multinomial(n, counts / n, size=size)  # (size, k): times each pattern is drawn
+        out[start : start + size] = drawn @ weights
+    return out
+
+
+def _seed_draws(seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Seed indices drawn with replacement, ``(n_boot, seeds)``; None for a single seed (nothing to draw)."""
+    return None if seeds == 1 else rng.integers(0, seeds, size=(n_boot, seeds))
+
+
+def _arm_mean(per_run: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
+    """Mean over the arm's (resampled) seeds: ``(n_boot, S)`` -> ``(n_boot,)``."""
+    if draws is None:
+        return per_run.mean(axis=1)
+    return np.take_along_axis(per_run, draws, axis=1).mean(axis=1)
+
+
+def _arms_matrix(arms: Sequence[Mapping[str, object]]) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+    """Validate the arms (same benchmarks, same n per benchmark) and convert them to run matrices."""
+    if not arms or not arms[0]:
+        raise ValueError("no benchmark given; each arm maps benchmark name -> 0/1 array (seeds, n)")
+    names = list(arms[0])
+    if AVERAGE in names:
+        raise ValueError(f"benchmark name {AVERAGE!r} is reserved for the average over benchmarks")
+    matrices: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        matrices[name] = []
+        for a, arm in enumerate(arms):
+            if set(arm) != set(names):
+                raise ValueError(f"arm {a} has benchmarks {sorted(arm)}; every arm needs exactly {sorted(names)}")
+            matrices[name].append(as_runs(arm[name], f"arm {a} {name}"))
+        sizes = {m.shape[1] for m in matrices[name]}
+        if len(sizes) > 1:
+            raise ValueError(f"benchmark {name}: arms cover different numbers of problems {sorted(sizes)}; align by id first")
+    seeds = [m.shape[0] for m in matrices[names[0]]]
+    for name in names[1:]:
+        if [m.shape[0] for m in matrices[name]] != seeds:
+            raise ValueError(f"benchmark {name}: seeds per arm differ from {names[0]}'s {seeds}; each seed needs every benchmark")
+    return names, matrices
+
+
+def bootstrap_arms(
+    arms: Sequence[Mapping[str, object]], *, n_boot: int = 10_000, seed: int = 0
+) -> tuple[dict[str, list[float]], dict[str, list[np.ndarray]]]:
+    """Point accuracies and bootstrap resamples of several arms on the same problems.
+
+    Args:
+        arms: per arm, ``{benchmark: 0/1 array (S_arm, n_benchmark) or (n_benchmark,)}``; all arms give
+            the same benchmarks with the same problems in the same order.
+        n_boot: bootstrap resamples B.
+        seed: seed of numpy's ``default_rng`` (same inputs and seed → same intervals).
+
+    Returns:
+        ``(points, samples)``, keyed by benchmark and :data:`AVERAGE`: per arm, the accuracy in percent
+        (mean over seeds of the run accuracies; the average is the plain mean over benchmarks) and its
+        ``(B,)`` resampled values (two-level, stratified: see the module docstring).
+
+    Raises:
+        ValueError: naming the arm or benchmark whose shape or values are wrong, or a bad ``n_boot``.
+    """
+    _check(n_boot)
+    names, matrices = _arms_matrix(arms)
+    rng = np.random.default_rng(seed)
+    draws = [_seed_draws(m.shape[0], n_boot, rng) for m in matrices[names[0]]]
+    points: dict[str, list[float]] = {}
+    samples: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        runs = matrices[name]
+        per_run = _resample_runs(np.concatenate(runs), n_boot, rng)
+        bounds = np.cumsum([0] + [m.shape[0] for m in runs])
+        samples[name] = [100.0 * _arm_mean(per_run[:, lo:hi], d) for lo, hi, d in zip(bounds[:-1], bounds[1:], draws, strict=True)]
+        points[name] = [_clean(100.0 * m.mean()) for m in runs]
+    points[AVERAGE] = [_clean(np.mean([points[b][a] for b in names])) for a in range(len(arms))]
+    samples[AVERAGE] = [np.mean([samples[b][a] for b in names], axis=0) for a in range(len(arms))]
+    return points, samples
+
+
+def accuracy(
+    runs: Mapping[str, object], *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, Interval]:
+    """Accuracy of one arm per benchmark and on average, with percentile bootstrap intervals.
+
+    Args:
+        runs: ``{benchmark: 0/1 array (S, n) or (n,)}`` (S seeds of the arm).
+        n_boot, seed, confidence: bootstrap resamples, RNG seed, interval coverage in (0, 1).
+
+    Returns:
+        ``{benchmark: Interval, ..., "average": Interval}`` in percent.
+    """
+    _check(n_boot, confidence)
+    points, samples = bootstrap_arms([runs], n_boot=n_boot, seed=seed)
+    return {name: Interval(points[name][0], *percentile_interval(samples[name][0], confidence)) for name in points}
+
+
+def compare(
+    strong: Mapping[str, object],
+    weak: Mapping[str, object],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Comparison]:
+    """Δ = P_strong − P_weak per benchmark and on average, by the paired (two-level) bootstrap.
+
+    Args:
+        strong, weak: ``{benchmark: 0/1 array (S, n) or (n,)}`` on the same problems (see :func:`align`);
+            the arms may have different numbers of seeds.
+        n_boot, seed, confidence: bootstrap resamples, RNG seed, interval coverage in (0, 1).
+
+    Returns:
+        ``{benchmark: Comparison, ..., "average": Comparison}``: each arm's accuracy and Δ (percentage
+        points) with percentile intervals; Δ's resamples are the differences of the arms' resamples on
+        the same problem (and seed) draws.
+    """
+    _check(n_boot, confidence)
+    points, samples = bootstrap_arms([strong, weak], n_boot=n_boot, seed=seed)
+    seeds = (as_runs(next(iter(strong.values()))).shape[0], as_runs(next(iter(weak.values()))).shape[0])
+    sizes = {name: as_runs(strong[name]).shape[1] for name in strong}
+    sizes[AVERAGE] = sum(sizes.values())
+    out = {}
+    for name in points:
+        (p_s, p_w), (s_s, s_w) = points[name], samples[name]
+        out[name] = Comparison(
+            strong=Interval(p_s, *percentile_interval(s_s, confidence)),
+            weak=Interval(p_w, *percentile_interval(s_w, confidence)),
+            delta=Interval(_clean(p_s - p_w), *percentile_interval(s_s - s_w, confidence)),
+            n=sizes[name],
+            seeds=seeds,
+        )
+    return out
+
+
+def accuracy_ci(
+    correct: object, *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval ``(low, high)`` in percent of the accuracy of one benchmark run.
+
+    Args:
+        correct: 0/1 per problem, shape ``(n,)``; or ``(S, n)`` for S seeds (two-level bootstrap).
+        n_boot, seed, confidence: bootstrap resamples, RNG seed, interval coverage in (0, 1).
+    """
+    result = accuracy({"benchmark": correct}, n_boot=n_boot, seed=seed, confidence=confidence)["benchmark"]
+    return result.low, result.high
+
+
+def paired_delta(
+    strong: object, weak: object, *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> Interval:
+    """Δ = P_strong − P_weak (percentage points) on one benchmark, paired bootstrap interval."""
+    result = compare({"benchmark": strong}, {"benchmark": weak}, n_boot=n_boot, seed=seed, confidence=confidence)
+    return result["benchmark"].delta

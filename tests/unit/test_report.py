@@ -1,0 +1,256 @@
+"""mixgap.report on a synthetic sweep (tests/fixtures/report_sweep.json) with hand-computed numbers.
+
+Derivations used below (resampling n problems with replacement draws a fixed set of m of them
+Binomial(n, m/n) times; benchmarks are resampled independently; average = mean of MATH500 and AIME24):
+
+- qwen3b, qwq32b/qwen32b. w=1 (seed 42; seed 43 lacks AIME24, so it is missing, not averaged): MATH500 5/10,
+  AIME24 1/5 -> 35.0, resamples (10 Bin(10, .5) + 20 Bin(5, .2)) / 2. w=0: 4/10, 1/5 -> 30.0.
+  They differ on one MATH500 problem only: Δ = 5.0, Δ* = 5 Bin(10, .1) -> [0, 15], n.s.
+- qwen0.5b: w=1 has two seeds with identical answers, 2/10 and 0/5 -> 10.0; w=0: 6/10, 1/5 -> 40.0.
+  Δ = -30.0; Δ* = -(5 Bin(10, .4) + 10 Bin(5, .2)) -> [-55, -10]: Weak. Seed 42's AIME24 stopped by length
+  on 2/5 problems (40% > 20%): a loud warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from fractions import Fraction
+from math import comb
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import FIXTURES, compose_cfg
+from mixgap import figures, report, stats
+from mixgap.pipeline import job_identity, run_job
+from mixgap.store import write_json_atomic
+
+BENCHES = "benchmark=[math500,aime24]"
+
+
+def exact_ci(*terms: tuple[int, int, float], confidence: float = 0.95) -> tuple[float, float]:
+    """Exact percentile interval of sum(scale * Binomial(n, k/n)) over independent terms (n, k, scale)."""
+    dist = {Fraction(0): Fraction(1)}
+    for n, k, scale in terms:
+        p, new = Fraction(k, n), {}
+        for value, prob in dist.items():
+            for j in range(n + 1):
+                v = value + Fraction(scale) * j
+                new[v] = new.get(v, Fraction(0)) + prob * comb(n, j) * p**j * (1 - p) ** (n - j)
+        dist = new
+    alpha = (1 - Fraction(confidence)) / 2
+
+    def quantile(q: Fraction) -> float:  # smallest value whose cdf reaches q
+        cdf = Fraction(0)
+        for value in sorted(dist):
+            cdf += dist[value]
+            if cdf >= q:
+                return float(value)
+        raise AssertionError(q)
+
+    return quantile(alpha), quantile(1 - alpha)
+
+
+def build_sweep(root: Path) -> tuple[list[Path], Path]:
+    """Job folders (.hydra/config.yaml + result.json) and a store with hand-made evaluations."""
+    spec = json.loads((FIXTURES / "report_sweep.json").read_text())
+    cache = root / "cache"
+    for key, ev in spec["evals"].items():
+        folder = cache / "eval" / key
+        folder.mkdir(parents=True)
+        n, bench = spec["problems"][ev["benchmark"]], ev["benchmark"]
+        rows = [{"id": f"{bench}/{i}", "completion": "...", "extracted": None, "correct": i in ev["correct"],
+                 "reason": "", "finish_reason": "length" if i in ev.get("length", []) else "stop",
+                 "completion_tokens": 10} for i in range(n)]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_json_atomic(folder / "scores.json", {"benchmark": bench, "n": n, "correct": len(ev["correct"]),
+                                                   "accuracy": 100 * len(ev["correct"]) / n,
+                                                   "length_stop_frac": len(ev.get("length", [])) / n})
+        write_json_atomic(folder / "manifest.json", {"key": key})
+    sweeps = []
+    for name, jobs in spec["sweeps"].items():
+        sweep = root / "multirun" / name / "10-00-00"
+        sweeps.append(sweep)
+        for num, job in enumerate(jobs):
+            cfg = compose_cfg(*job["overrides"], BENCHES, "tracking.backend=none")
+            folder = sweep / str(num)
+            (folder / ".hydra").mkdir(parents=True)
+            OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+            if job["status"] is None:
+                continue
+            artifacts = {f"eval.{arm}.{b}": f"eval-{job[arm]}_{b}" for arm in ("tuned", "untuned") if arm in job
+                         for b in spec["problems"]} if job["status"] == "done" else {}
+            write_json_atomic(folder / "result.json", {"status": job["status"], "job": job_identity(cfg),
+                                                       "store": str(cache), "artifacts": artifacts})
+    return sweeps, cache
+
+
+class RecordingTracker:
+    run_id = None
+
+    def __init__(self):
+        self.tables, self.images, self.values, self.finished = {}, [], {}, None
+
+    def log(self, metrics, step=None):
+        pass
+
+    def log_table(self, name, columns, rows):
+        self.tables[name] = (list(columns), [list(r) for r in rows])
+
+    def log_image(self, name, path):
+        self.images.append(Path(path).name)
+
+    def summary(self, values):
+        self.values.update(values)
+
+    def finish(self, exit_code=0):
+        self.finished = exit_code
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Run stage=report once (through pipeline.run_job, as the CLI does) and keep what it wrote."""
+    root = tmp_path_factory.mktemp("report")
+    sweeps, cache = build_sweep(root)
+    tracker = RecordingTracker()
+    mp = pytest.MonkeyPatch()
+    mp.setattr("mixgap.tracking.make_tracker", lambda *a, **k: tracker)
+    cfg = compose_cfg("stage=report", f"report.sweep=['{sweeps[0]}','{sweeps[1]}']", f"paths.cache={cache}",
+                      "tracking.backend=none")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        paths = run_job(cfg, root / "report_job")
+    mp.undo()
+    return {"paths": paths, "stdout": stdout.getvalue(), "tracker": tracker, "sweeps": sweeps}
+
+
+def _gap(made, student, bench="average"):
+    rows = list(csv.DictReader(open(made["paths"]["gaps_csv"])))
+    (row,) = [r for r in rows if r["student"] == student and r["benchmark"] == bench]
+    return row
+
+
+def _triple(row, prefix):
+    return tuple(float(row[k]) for k in (prefix, f"{prefix}_low", f"{prefix}_high"))
+
+
+def test_gap_table_numbers_match_hand_computation(made):
+    q3 = _gap(made, "qwen3b")
+    assert (q3["strong"], q3["weak"], q3["kind"], q3["seeds_strong"], q3["seeds_weak"]) == ("qwq32b", "qwen32b", "long", "1", "1")
+    assert _triple(q3, "p_strong") == (35.0, *exact_ci((10, 5, 5), (5, 1, 10))) == (35.0, 15.0, 60.0)
+    assert _triple(q3, "p_weak") == (30.0, *exact_ci((10, 4, 5), (5, 1, 10))) == (30.0, 10.0, 55.0)
+    assert _triple(q3, "delta") == (5.0, *exact_ci((10, 1, 5))) == (5.0, 0.0, 15.0)
+    assert q3["better"] == "n.s."
+    assert (float(q3["paper_p_strong"]), float(q3["paper_p_weak"]), float(q3["paper_delta"])) == (40.3, 43.4, -3.1)
+    math = _gap(made, "qwen3b", "math500")
+    assert _triple(math, "delta") == (10.0, 0.0, 30.0) and math["n"] == "10"
+    assert _triple(_gap(made, "qwen3b", "aime24"), "delta") == (0.0, 0.0, 0.0)
+
+    q05 = _gap(made, "qwen0.5b")
+    assert (q05["seeds_strong"], q05["seeds_weak"]) == ("2", "1")
+    assert _triple(q05, "p_strong") == (10.0, *exact_ci((10, 2, 5), (5, 0, 10))) == (10.0, 0.0, 25.0)
+    assert _triple(q05, "p_weak") == (40.0, *exact_ci((10, 6, 5), (5, 1, 10))) == (40.0, 20.0, 65.0)
+    assert _triple(q05, "delta") == (-30.0, *exact_ci((10, 4, -5), (5, 1, -10))) == (-30.0, -55.0, -10.0)
+    assert q05["better"] == "Weak"
+
+
+def test_markdown_stdout_and_tracker(made):
+    text = Path(made["paths"]["markdown"]).read_text()
+    gap_line = "| qwen3b | 3.09 | full | 1/1 | 35.0 [15.0, 60.0] | 30.0 [10.0, 55.0] | 5.0 [0.0, 15.0] | n.s. | 40.3 | 43.4 | -3.1 |"
+    assert gap_line in text and gap_line in made["stdout"]
+    assert "| P_Long (w=1) | P_Short (w=0) | Δ_Long |" in text
+    assert "| qwen0.5b | 0.49 | full | 2/1 | 10.0 [0.0, 25.0] | 40.0 [20.0, 65.0] | -30.0 [-55.0, -10.0] | Weak ⚠ length stops |" in text
+    # Table 3: untuned (3/10, 1/5 -> 25.0, (10 Bin(10,.3) + 20 Bin(5,.2)) / 2 -> [5, 50]) and Mix-Long (6/10, 2/5)
+    assert exact_ci((10, 3, 5), (5, 1, 10)) == (5.0, 50.0) and exact_ci((10, 6, 5), (5, 2, 10)) == (25.0, 75.0)
+    assert "| Untuned | — | — | 1 | 30.0 [" in text and "| 25.0 [5.0, 50.0] |" in text
+    assert "| Mix-Long | qwq32b / qwen32b | full | 1 | 60.0 [" in text and "| 50.0 [25.0, 75.0] |" in text
+    assert "| Mix-Long (paper) | qwq32b / qwen32b |  |  | 64.7 | 10.0 | 45.9 |" in text
+    # the half-finished, failed and never-run jobs are listed as missing
+    missing = made["paths"]["missing"]
+    assert len(missing) == 3
+    assert any("seed=43" in m and "aime24" in m and "not finished" in m for m in missing)
+    assert any("status 'failed'" in m for m in missing) and any("no result.json" in m for m in missing)
+    assert "a student that never learned to stop is a training bug, not a result" in text
+    assert "40% of the answers stopped by length" in text
+    tracker = made["tracker"]
+    assert tracker.finished == 0 and set(tracker.tables) == {"gaps", "table3/qwen3b", "table3/qwen0.5b"}
+    assert tracker.values["delta/qwq32b_vs_qwen32b/qwen0.5b/full"] == -30.0
+    assert tracker.values["better/qwq32b_vs_qwen32b/qwen0.5b/full"] == "Weak"
+    assert sorted(tracker.images) == sorted(Path(f).stem + ".png" for f in made["paths"]["figures"])
+
+
+def test_tidy_csv_has_one_row_per_job_arm_benchmark(made):
+    rows = list(csv.DictReader(open(made["paths"]["results_csv"])))
+    # sweep a: 3 jobs x (tuned + untuned) x (2 benchmarks + average) = 18; the half-finished job 2 rows;
+    # 3 complete tuned-only jobs x 3 = 9; failed and never-run jobs 2 missing rows each; sweep b's evaluate
+    # job: untuned 2 + average = 3. Total 18 + 2 + 9 + 4 + 3 = 36.
+    assert len(rows) == 36
+    assert sum(r["eval_status"] == "missing" for r in rows) == 5
+    (untuned,) = [r for r in rows if r["stage"] == "evaluate" and r["benchmark"] == "average"]
+    assert (untuned["arm"], float(untuned["accuracy"]), float(untuned["ci_low"]), float(untuned["ci_high"])) == (
+        "untuned", 25.0, 5.0, 50.0)
+    (aime,) = [r for r in rows if r["eval_key"] == "eval-q05b_w1s42_aime24"]
+    assert (aime["correct"], aime["n"], float(aime["length_stop_frac"])) == ("0", "5", 0.4)
+
+
+def test_figures_are_written_and_open(made):
+    from matplotlib.image import imread
+
+    names = sorted(Path(f).name for f in made["paths"]["figures"])
+    assert names == ["fig_average_vs_weight_qwq32b_vs_qwen32b.png", "fig_gap_vs_size_qwq32b_vs_qwen32b.png"]
+    for path in made["paths"]["figures"]:
+        image = imread(path)
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+        assert Path(made["paths"]["out"]) == Path(path).parent == made["sweeps"][0] / "report"
+
+
+def test_aligned_warns_on_different_problem_ids():
+    warnings: list[str] = []
+    strong = [{"math500": {"a": True, "b": True, "c": False}}]
+    weak = [{"math500": {"a": False, "b": True}}]
+    s_arm, w_arm = report.aligned([strong, weak], "qwen3b", warnings)
+    assert s_arm["math500"].tolist() == [[True, True]] and w_arm["math500"].tolist() == [[False, True]]
+    assert warnings == ["qwen3b math500: 1 problem ids not in every run; compared on the intersection"]
+    assert stats.compare(s_arm, w_arm)["math500"].delta.estimate == 50.0
+
+
+def test_names_and_published_lookup():
+    assert figures.method_name(0.2, figures.pair_kind("long")) == "Mix-Long"
+    assert figures.method_name(0.5, figures.pair_kind("short")) == "Mix-Large (w=0.5)"
+    assert figures.method_name(0.0, figures.pair_kind("short")) == "Small"
+    assert figures.paper_gap("qwen72b", "qwen3b", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
+    assert figures.paper_gap("qwq32b", "qwen72b", "qwen3b") is None  # another pair: nothing to compare with
+    assert figures.paper_table3("llama3b", "qwen72b", "qwen3b", 0.2)["amc23"] == 25.0
+    assert figures.paper_table3("qwen3b", "qwq32b", "qwen32b", 0.5) is None
+
+
+def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="report.sweep="):
+        report.find_jobs(tmp_path / "nope")
+    cfg = compose_cfg("stage=report", f"report.sweep={tmp_path}", "tracking.backend=none", "report.n_boot=0")
+    with pytest.raises(ValueError, match="n_boot=0"):
+        report.run(cfg, None)
+
+
+def test_jobs_that_differ_in_more_than_seeds_are_not_pooled(tmp_path):
+    folder = tmp_path / "0"
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_cfg("finetune_mode.learning_rate=2e-5", "seed=7", "mix.weight=1"), folder / ".hydra" / "config.yaml")
+    identity, fields = report.read_config(folder)
+    assert (identity["seed"], identity["weight"]) == (7, 1.0)
+    assert fields["finetune_mode.learning_rate"] == "2e-05"
+    assert not {"seed", "mix.seed", "finetune_mode.seed", "mix.weight", "paths.cache", "stage"} & set(fields)
+
+    def job(num, weight, lr):
+        ident = {"student": "qwen3b", "strong": "qwq32b", "weak": "qwen32b", "finetune_mode": "full", "weight": weight}
+        return report.Job(tmp_path / str(num), "done", ident, fields={"finetune_mode.learning_rate": lr, "x": "1"})
+
+    jobs = [job(0, 1.0, "1e-05"), job(1, 0.0, "1e-05"), job(2, 1.0, "2e-05"), job(3, 1.0, "1e-05")]
+    report.assign_variants(jobs)
+    assert [j.mode() for j in jobs] == ["full (finetune_mode.learning_rate=1e-05)", "full (finetune_mode.learning_rate=1e-05)",
+                                        "full (finetune_mode.learning_rate=2e-05)", "full (finetune_mode.learning_rate=1e-05)"]
+    assert jobs[0].condition() == jobs[3].condition() != jobs[2].condition()
