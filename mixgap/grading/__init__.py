@@ -1,0 +1,121 @@
+r"""Answer grading: every accuracy (pass@1) mixgap reports is a verdict of :func:`grade`.
+
+Grading policy
+==============
+
+math-verify (``latex2sympy2_extended`` parsing + ``math_verify.verify``) is the core; these rules wrap
+it. Each rule has cases in ``tests/unit/test_grading.py``; disagreements with plain math-verify and
+with the source harness on real traces are listed in ``benchmarks/grading_disagreements.md``.
+
+1. **Extraction, last box wins.** MATH, MATH500, AIME24, AMC23, OlympiadBench: the content of the
+   *last* balanced, non-empty ``\boxed{}``/``\fbox{}``; else the text after the last ``Final Answer:``
+   (or "final answer is": its math span, else its sentence); else no answer (``no_answer``) -- an
+   answer stated only in prose is not read. An unclosed box is no answer. Long-CoT students box several
+   candidates while self-correcting; math-verify alone turns ``\boxed{5} ... \boxed{7}`` into the set
+   {5, 7} and says wrong. GSM8K: a box wins, else the last number in the text (thousands separators
+   and a trailing ``.0``/``.00`` removed).
+2. **Integers exactly.** No relative tolerance: ``123450`` is not ``123456``, ``10001`` is not
+   ``10000``. Exact values (fractions, radicals, ...) must be equal; distinct tiny values stay
+   distinct (``\frac{1}{2^{98}}`` is not ``\frac{1}{2^{99}}``; math-verify's chopped numeric test says
+   equal, so every numeric "equal" it returns is re-checked to 1e-25 relative).
+3. **Decimals.** A value written with a decimal point matches when it agrees to 6 decimal places
+   (math-verify's ``float_rounding``) *and* within 1e-5 relative (``0.333333`` = ``\frac13``;
+   ``1.5\times10^{-8}`` is not ``2\times10^{-8}``).
+4. **AMC float golds.** ``27.0`` matches ``27`` (value equality).
+5. **No percent rescue.** Nothing is multiplied or divided by 100: ``0.5`` is not ``50`` and
+   ``50\%`` is not ``0.5``. The percent sign is a unit and is dropped: gold ``50\%`` matches ``50``
+   and ``50\%``; gold ``10`` matches ``10\%`` (MATH500 ``test/prealgebra/1233`` asks "by what percent",
+   gold ``10``).
+6. **Commas** are thousands separators only in the shape ``^-?\d{1,3}(,\d{3})+$`` (not with a leading
+   ``0,`` group; ``,\!`` and ``{,}`` are commas): ``115,000`` is 115000, gold ``0,1`` is the pair
+   (0, 1), and ``\boxed{1}`` does not match gold ``0,1``.
+7. **Stripped**: ``\text{}``/``\mbox{}`` wrappers and trailing text units, unit words after a number
+   (``cm``, ``dollars``, ``degrees``...) and any words after a bare number ("28 different pizzas"),
+   degree marks (``^\circ``), dollar signs, ordinal suffixes (``12^{\text{th}}``), ``x =``/``f(x) =``/
+   ``x \in`` prefixes (only when the other side is not an equation), ``\left``/``\right``,
+   ``\dfrac``, spacing. ``\text{(C)}`` is ``C``; word answers ("odd", "Evelyn") compare
+   case-insensitively; a base subscript must match (``2516_8``; a bare ``2516`` is read in the gold's
+   base, ``4343_7`` is not ``4343_6``).
+8. **Structure.** Ordered tuples stay ordered (``(1,2)`` is not ``(2,1)``); a list of solutions
+   matches in any order (``1, 2`` = ``2, 1``; ``3 \pm 2\sqrt2`` = ``3+2\sqrt2, 3-2\sqrt2``); a number
+   never matches a list, tuple, interval or set; open/closed interval ends matter (``[1,2)`` is not
+   ``[1,2]``; an infinite end is always open); an interval written as inequalities matches the
+   interval (``1 < x \le 2`` = ``(1,2]``, ``x<2 \text{ or } x>3`` = ``(-\infty,2)\cup(3,\infty)``);
+   equations compare as equations (``y = 2x+1`` = ``2x+1 = y``; ``x = 5`` is not ``y = 5``).
+9. **Bounded.** A verdict never takes longer than its timeout (``timeout_s``, default 5 s). The
+   symbolic check runs in a worker process, killed and restarted on timeout; a timeout counts as
+   wrong with reason ``timeout``. Powers/factorials above ~100k bits (``2^{10^{10}}``) are never
+   expanded; a normalised prediction over 4000 characters is ``too_large`` (wrong) unless it equals
+   the gold as a string; worker memory is capped (``RLIMIT_AS``, 4 GiB).
+10. **No evaluation of model text.** No ``eval``/``exec``/``sympify``/``parse_expr`` on anything from a
+    completion; parsing is latex2sympy's ANTLR grammar only.
+
+Verdict reasons: ``exact`` (same normalised string or same exact value), ``numeric`` (decimal rule),
+``symbolic`` (math-verify), ``mismatch``, ``no_answer``, ``parse_error``, ``too_large``, ``timeout``,
+``worker_error``. Only the first three are correct.
+
+Importing this package is cheap (no sympy); the worker starts on the first symbolic check.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mixgap.grading.equivalence import compare, is_equivalent
+from mixgap.grading.extract import extract_answer
+
+#: Bumped whenever a rule above changes a verdict: pools and evaluations are keyed by it, so they are rebuilt.
+POLICY_VERSION = "2026.11.1"
+BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
+EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
+
+__all__ = ["BENCHMARKS", "EXTRACTION_STYLE", "POLICY_VERSION", "Verdict", "extract_answer", "grade", "is_equivalent"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One grading decision.
+
+    Attributes:
+        correct: the completion's answer is equivalent to the gold.
+        extracted: the answer taken from the completion (``None`` when it gave none).
+        reason: ``exact``, ``numeric``, ``symbolic``, ``mismatch``, ``no_answer``, ``parse_error``,
+            ``too_large``, ``timeout`` or ``worker_error`` (see the policy above).
+    """
+
+    correct: bool
+    extracted: str | None
+    reason: str
+
+
+def grade(completion: str, gold: str, benchmark: str, *, timeout_s: float = 5.0) -> Verdict:
+    """Grade one completion against its gold answer under the grading policy (module docstring).
+
+    Args:
+        completion: the model output (short or long CoT).
+        gold: the reference answer (e.g. the data kit's ``answer`` field).
+        benchmark: one of :data:`BENCHMARKS`; ``gsm8k`` uses ``last_number`` extraction, the others
+            ``boxed`` (see :func:`extract_answer`).
+        timeout_s: the verdict never takes longer than this; a timeout is wrong with reason ``timeout``.
+
+    Returns:
+        :class:`Verdict`.
+
+    Raises:
+        ValueError: ``benchmark`` is not in :data:`BENCHMARKS`, or ``timeout_s`` is not positive.
+        TypeError: ``completion`` or ``gold`` is not a ``str``.
+    """
+    start = time.monotonic()
+    if benchmark not in EXTRACTION_STYLE:
+        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    if not isinstance(gold, str):
+        raise TypeError(f"gold must be a str, got {type(gold).__name__}")
+    extracted = extract_answer(completion, EXTRACTION_STYLE[benchmark])
+    if extracted is None:
+        return Verdict(False, None, "no_answer")
+    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    remaining = max(1e-3, timeout_s - (time.monotonic() - start))
+    correct, reason = compare(extracted, gold, remaining)
+    return Verdict(correct, extracted, reason)

@@ -1,0 +1,204 @@
+"""A small, safe numeric evaluator for a LaTeX subset -- used only to prove two answers *different*.
+
+The symbolic worker spends most of a mismatch in ANTLR parsing and ``sympy.simplify``. Most wrong
+answers are plain numeric or polynomial expressions (``4\\sqrt{10}`` vs ``2\\sqrt{113}``, ``4n^2`` vs
+``8n^2 + 4n + 1``), and two expressions that take different values at one generic point are not
+equal. This module reads such expressions with its own recursive-descent parser (no ``eval``, no
+sympy) into complex floats and reports a mismatch only when the values clearly differ. Anything
+outside the subset, any ambiguity (mixed numbers, ``a/bc``), overflow, or numerical cancellation
+returns ``None`` so the worker decides. It never declares two answers equal.
+
+Subset: numbers, single-letter variables (lower-cased, as latex2sympy does), Greek-letter variables,
+``\\pi``, ``e``, ``i``, ``+ - * / ^``, ``\\cdot``, ``\\times``, ``\\div``, implicit products,
+``( ) { }``, ``\\frac{}{}``, ``\\sqrt{}``, ``\\sqrt[n]{}``.
+"""
+
+from __future__ import annotations
+
+import cmath
+import re
+
+_TOKEN = re.compile(r"\\[a-zA-Z]+|\d+\.\d*|\.\d+|\d+|[a-zA-Z]|[{}()\[\]+\-*/^]|\S")
+_GREEK = {"alpha", "beta", "gamma", "delta", "theta", "lambda", "mu", "phi", "omega", "sigma", "tau", "rho"}
+_POINT = (0.7310585786, 1.4142857, 2.2360679, 0.5772156, 1.6180339, 1.2020569, 0.6931471, 1.3247179)
+_MAX_EXP = 1.0e4
+_ATOM_START = {"(", "{", "\\frac", "\\sqrt", "\\pi"}
+
+
+class Undecided(Exception):
+    """The expression is outside the subset or cannot be evaluated reliably."""
+
+
+class _Parser:
+    def __init__(self, text: str, env: dict[str, complex]) -> None:
+        self.toks = _TOKEN.findall(text)
+        self.pos = 0
+        self.env = env
+
+    def peek(self) -> str | None:
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise Undecided(f"expected {expected!r}, got {tok!r}")
+        self.pos += 1
+        return tok
+
+    def parse(self) -> complex:
+        value = self.expr()
+        if self.peek() is not None:
+            raise Undecided(f"trailing {self.peek()!r}")
+        return value
+
+    def expr(self) -> complex:
+        value = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            rhs = self.term()
+            new = value + rhs if op == "+" else value - rhs
+            if abs(new) < 1e-7 * (abs(value) + abs(rhs)):
+                raise Undecided("cancellation")
+            value = new
+        return value
+
+    def term(self) -> complex:
+        value = self.unary()
+        divided = False
+        while True:
+            tok = self.peek()
+            if tok in ("*", "\\cdot", "\\times", "/", "\\div"):
+                self.take()
+                rhs = self.unary()
+                if tok in ("/", "\\div"):
+                    if rhs == 0:
+                        raise Undecided("division by zero")
+                    value, divided = value / rhs, True
+                else:
+                    value *= rhs
+            elif tok is not None and self._starts_atom(tok):
+                if divided:
+                    raise Undecided("a/bc is ambiguous")
+                if tok[0].isdigit() or tok[0] == ".":
+                    raise Undecided("a number after a factor is ambiguous")
+                value *= self.unary()
+            else:
+                return value
+
+    def _starts_atom(self, tok: str) -> bool:
+        return tok in _ATOM_START or tok[0].isdigit() or tok[0] == "." or tok.isalpha() or (
+            tok[0] == "\\" and tok[1:] in _GREEK)
+
+    def unary(self) -> complex:
+        if self.peek() in ("-", "+"):
+            return -self.unary() if self.take() == "-" else self.unary()
+        return self.power()
+
+    def power(self) -> complex:
+        base = self.atom()
+        if self.peek() != "^":
+            return base
+        self.take()
+        exponent = self.group() if self.peek() == "{" else self.atom()
+        if abs(exponent) > _MAX_EXP or (base == 0 and exponent.real <= 0):
+            raise Undecided("power out of range")
+        try:
+            if exponent.imag == 0 and exponent.real == int(exponent.real):
+                return base ** int(exponent.real)
+            return base**exponent
+        except (OverflowError, ZeroDivisionError) as err:
+            raise Undecided("power") from err
+
+    def group(self) -> complex:
+        self.take("{")
+        value = self.expr()
+        self.take("}")
+        return value
+
+    def atom(self) -> complex:
+        tok = self.take()
+        if tok[0].isdigit() or tok[0] == ".":
+            if self.peek() == "\\frac":
+                raise Undecided("mixed number")
+            return complex(float(tok))
+        if tok == "(":
+            value = self.expr()
+            self.take(")")
+            return value
+        if tok == "{":
+            value = self.expr()
+            self.take("}")
+            return value
+        if tok == "\\frac":
+            num, den = self.group(), self.group()
+            if den == 0:
+                raise Undecided("division by zero")
+            return num / den
+        if tok == "\\sqrt":
+            index = None
+            if self.peek() == "[":
+                self.take("[")
+                index = self.expr()
+                self.take("]")
+            radicand = self.group() if self.peek() == "{" else self.atom()
+            if index is None:
+                return cmath.sqrt(radicand)
+            if index == 0:
+                raise Undecided("zeroth root")
+            return radicand ** (1 / index)
+        if tok == "\\pi":
+            return complex(cmath.pi)
+        if tok.isalpha() or (tok[0] == "\\" and tok[1:] in _GREEK):
+            name = tok.lstrip("\\").lower()
+            if name == "e":
+                return complex(cmath.e)
+            if name == "i":
+                return 1j
+            if name not in self.env:
+                raise Undecided(f"unknown variable {name}")
+            return self.env[name]
+        raise Undecided(f"unsupported token {tok!r}")
+
+
+def variables(text: str) -> set[str]:
+    """The variable names the evaluator would bind in ``text`` (lower-cased; ``e``/``i`` excluded)."""
+    names = set()
+    for tok in _TOKEN.findall(text):
+        if tok.isalpha() or (tok[0] == "\\" and tok[1:] in _GREEK):
+            name = tok.lstrip("\\").lower()
+            if name not in ("e", "i"):
+                names.add(name)
+    return names
+
+
+def evaluate(text: str, env: dict[str, complex]) -> complex:
+    """Evaluate ``text`` in the subset with variables bound by ``env``.
+
+    Raises:
+        Undecided: outside the subset, ambiguous, non-finite, or numerically unreliable.
+    """
+    try:
+        value = _Parser(text, env).parse()
+    except (OverflowError, ZeroDivisionError, ValueError, RecursionError) as err:
+        raise Undecided(str(err)) from err
+    if not (cmath.isfinite(value)):
+        raise Undecided("not finite")
+    return value
+
+
+def clearly_different(pred: str, gold: str) -> bool:
+    """True only if ``pred`` and ``gold`` evaluate to clearly different values at a generic point.
+
+    Relative tolerance 1e-9, or 1e-5 when either side has a decimal point (the float rule). Both sides
+    must use the same variables. ``False`` means "not proven different", never "equal".
+    """
+    names = variables(pred)
+    if names != variables(gold) or len(names) > len(_POINT):
+        return False
+    env = {name: complex(_POINT[i]) for i, name in enumerate(sorted(names))}
+    try:
+        a, b = evaluate(pred, env), evaluate(gold, env)
+    except Undecided:
+        return False
+    tol = 1e-5 if ("." in pred or "." in gold) else 1e-9
+    return abs(a - b) > tol * max(abs(a), abs(b))
