@@ -178,7 +178,8 @@ def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, Artif
 
     teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
     gen_spec, pool_spec = specs[f"generation.{role}"], specs[f"pool.{role}"]
-    policy = cfg.data.missing_pool if teacher.backend != "dataset" else "generate"  # imports are cheap
+    # stage=generate is what makes pools; dataset imports are cheap
+    policy = "generate" if cfg.stage == "generate" or teacher.backend == "dataset" else cfg.data.missing_pool
     if not store.is_done(gen_spec.key) and policy != "generate":
         if policy == "wait":  # wait for a job generating it right now, if any
             with store.lock(gen_spec.key):

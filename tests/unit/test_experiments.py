@@ -1,0 +1,199 @@
+"""Experiment presets (conf/experiment/): each composes with the SLURM launcher, sweeps the paper's grid, and its
+header gives the commands that make every teacher pool it needs, on a launcher with enough GPUs."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import re
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_cfg
+from mixgap.config import validate
+
+CONF = ROOT / "conf"
+TEN = ["qwen0.5b", "qwen1.5b", "qwen3b", "qwen7b", "qwen14b", "qwen32b", "llama1b", "llama3b", "llama8b", "llama70b"]
+W01 = ["0.0", "1.0"]
+# experiment -> (paper artefact named in its header, {sweep axis: values}, (strong, weak) when fixed)
+EXPECTED = {
+    "long_vs_short": ("Table 1 / Figure 2", {"student": TEN, "mix.weight": W01}, ("qwq32b", "qwen32b")),
+    "large_vs_small": ("Table 2 / Figure 3", {"student": TEN, "mix.weight": W01}, ("qwen72b", "qwen3b")),
+    "teacher_families": (
+        "Table 9", {"+experiment/pair": ["llama", "gemma"], "student": TEN, "mix.weight": W01}, None,
+    ),
+    "mix_distillation": (
+        "Table 3",
+        {"student": ["qwen3b", "llama3b"],
+         "+experiment/method": ["long", "short", "large", "small", "r1_long", "mix_long", "mix_large"]},
+        None,
+    ),
+    "mix_weight_sweep": (
+        "Figure 6",
+        {"+experiment/pair": ["long_short", "large_small"], "mix.weight": [f"{i / 10:.1f}" for i in range(11)]},
+        None,
+    ),
+    "math_experts": (
+        "Figure 4",
+        {"+experiment/pair": ["long_short", "large_small"],
+         "student": ["qwen_math1.5b", "qwen_math7b", "qwen1.5b", "qwen7b"], "mix.weight": W01},
+        None,
+    ),
+    "base_vs_instruct": (
+        "Figure 5",
+        {"+experiment/pair": ["long_short", "large_small"],
+         "student": ["qwen0.5b_base", "qwen1.5b_base", "qwen3b_base", "qwen7b_base",
+                     "qwen0.5b", "qwen1.5b", "qwen3b", "qwen7b"],
+         "mix.weight": W01},
+        None,
+    ),
+}
+PAIRS = {"long_short": ("qwq32b", "qwen32b"), "large_small": ("qwen72b", "qwen3b"),
+         "llama": ("llama70b", "llama8b"), "gemma": ("gemma27b", "gemma9b")}
+METHODS = {  # Table 3's rows: (strong, weak, weight)
+    "long": ("qwq32b", "qwen32b", 1.0), "short": ("qwq32b", "qwen32b", 0.0),
+    "large": ("qwen72b", "qwen3b", 1.0), "small": ("qwen72b", "qwen3b", 0.0),
+    "r1_long": ("r1_qwen32b", "qwen32b", 1.0),
+    "mix_long": ("qwq32b", "qwen32b", 0.2), "mix_large": ("qwen72b", "qwen3b", 0.2),
+}
+
+
+@functools.cache
+def _sweep_cfg(name: str):
+    """The master config of ``python launch.py -m +experiment=<name> hydra/launcher=slurm`` (read only)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={name}", "hydra/launcher=slurm"], return_hydra_config=True)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+@functools.cache
+def _gpus_per_node(launcher: str) -> int:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    return cfg.hydra.launcher.gpus_per_node
+
+
+@functools.cache
+def _tensor_parallel_size(teacher: str) -> int:
+    return compose_cfg(f"teacher={teacher}").teacher.tensor_parallel_size
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_environment(monkeypatch):
+    """The launcher reads MIXGAP_SLURM_* from the environment: test the defaults, not this shell's cluster."""
+    for name in [n for n in os.environ if n.startswith("MIXGAP_SLURM_")]:
+        monkeypatch.delenv(name)
+
+
+def _axes(params) -> dict[str, list[str]]:
+    """Each sweep axis of ``hydra.sweeper.params`` and its values, as Hydra's parser reads them."""
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return {o.get_key_element(): [str(v) for v in o.sweep_string_iterator()] for o in overrides}
+
+
+def _jobs(params) -> list[list[str]]:
+    """The jobs of the sweep: BasicSweeper's own expansion (the cartesian product of the axes)."""
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+def test_every_experiment_file_is_covered():
+    on_disk = {p.stem for p in (CONF / "experiment").glob("*.yaml")} - {"demo"}
+    assert on_disk == set(EXPECTED)
+    assert {p.stem for p in (CONF / "experiment" / "pair").glob("*.yaml")} == set(PAIRS)
+    assert {p.stem for p in (CONF / "experiment" / "method").glob("*.yaml")} == set(METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_experiment_sweeps_the_paper_grid_on_slurm(name):
+    _, axes, fixed_pair = EXPECTED[name]
+    cfg = _sweep_cfg(name)
+    assert _axes(cfg.hydra.sweeper.params) == axes
+    jobs = _jobs(cfg.hydra.sweeper.params)
+    assert len(jobs) == math.prod(len(v) for v in axes.values())
+    assert len({tuple(sorted(j)) for j in jobs}) == len(jobs)  # no job twice
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.tasks_per_node == 1
+    assert cfg.data.missing_pool == "wait"
+    # the sweep folder is named after the experiment and never after a SLURM job id
+    assert cfg.hydra.sweep.dir.startswith(f"multirun/{name}/") and "job" not in cfg.hydra.sweep.dir
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"
+    if fixed_pair:
+        assert (cfg.mix.strong.name, cfg.mix.weak.name) == fixed_pair
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_first_and_last_job_compose_with_their_grid_values(name):
+    jobs = _jobs(_sweep_cfg(name).hydra.sweeper.params)
+    for job in (jobs[0], jobs[-1]):
+        cfg = compose_cfg(f"+experiment={name}", *job)
+        validate(cfg)
+        values = dict(o.split("=", 1) for o in job)
+        if "student" in values:
+            assert cfg.student.name == values["student"]
+        if "mix.weight" in values:
+            assert cfg.mix.weight == float(values["mix.weight"])
+        if "+experiment/pair" in values:
+            assert (cfg.mix.strong.name, cfg.mix.weak.name) == PAIRS[values["+experiment/pair"]]
+        if "+experiment/method" in values:
+            assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[values["+experiment/method"]]
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_pair_presets_set_the_two_teachers(pair):
+    cfg = compose_cfg(f"+experiment/pair={pair}")
+    assert (cfg.mix.strong.name, cfg.mix.weak.name) == PAIRS[pair]
+    assert cfg.mix.weight == 0.2  # a pair leaves the weight to the sweep
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_presets_set_teachers_and_weight(method):
+    cfg = compose_cfg(f"+experiment/method={method}")
+    assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[method]
+
+
+def test_command_line_narrows_an_axis():
+    """``student=...`` on the command line replaces the experiment's student axis (same override key)."""
+    cfg = _sweep_cfg("long_vs_short")
+    params = dict(cfg.hydra.sweeper.params)
+    overrides = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + ["student=qwen0.5b,qwen3b"]
+    )
+    jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    assert sorted(tuple(j) for j in jobs) == [
+        ("student=qwen0.5b", "mix.weight=0.0"), ("student=qwen0.5b", "mix.weight=1.0"),
+        ("student=qwen3b", "mix.weight=0.0"), ("student=qwen3b", "mix.weight=1.0"),
+    ]
+
+
+def _teachers_needed(name: str) -> set[str]:
+    _, axes, fixed_pair = EXPECTED[name]
+    pairs = [PAIRS[p] for p in axes.get("+experiment/pair", [])]
+    pairs += [METHODS[m][:2] for m in axes.get("+experiment/method", [])]
+    return set(itertools.chain(*(pairs or [fixed_pair])))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_header_gives_the_commands_and_generates_every_teacher_on_enough_gpus(name):
+    """The header names the artefact, the grid command, and `stage=generate` lines that cover exactly the
+    teachers the grid needs, each on a launcher whose GPUs hold the teacher's tensor_parallel_size."""
+    artefact = EXPECTED[name][0]
+    header = "\n".join(
+        line for line in (CONF / "experiment" / f"{name}.yaml").read_text().splitlines() if line.startswith("#")
+    )
+    assert artefact in header
+    assert f"python launch.py -m +experiment={name} hydra/launcher=slurm" in header
+    assert f"stage=report report.sweep=multirun/{name}/" in header
+    generated = set()
+    for teachers, launcher in re.findall(r"stage=generate teacher=(\S+) hydra/launcher=(\S+)", header):
+        for teacher in teachers.split(","):
+            tp, gpus = _tensor_parallel_size(teacher), _gpus_per_node(launcher)
+            assert tp <= gpus, f"{teacher} needs {tp} GPUs, hydra/launcher={launcher} asks {gpus}"
+            generated.add(teacher)
+    assert generated == _teachers_needed(name)
