@@ -209,6 +209,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
         if f"pool.{role}" in roles:
             with timed(timings, f"generate.{role}"):
                 pools[role] = _build_pool(cfg, store, role, specs, tracker)
+                out["counts"][f"pool.{role}"] = store.manifest(specs[f"pool.{role}"].key).get("counts", {})
     if "mixture" not in roles:
         return out
     with timed(timings, "mix"):
@@ -271,16 +272,20 @@ def sweep_results(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | No
 
 
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``."""
+    """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
+
+    The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
+    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``.
+    """
     kinds: dict[str, dict[str, int]] = {}
-    seen: dict[str, bool] = {}
+    seen: dict[str, tuple[str, bool]] = {}
     uses: Counter[str] = Counter()
     for result in results:
         for row in result.get("plan", []):
+            parts = row["role"].split(".")
             uses[row["key"]] += 1
-            seen[row["key"]] = row["done"]
-    for key, done in seen.items():
-        kind = key.rsplit("-", 1)[0]
+            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], row["done"])
+    for key, (kind, done) in seen.items():
         entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
         entry["distinct"] += 1
         entry["done"] += int(done)
@@ -309,7 +314,7 @@ class SweepSummary(Callback):
             print("artifacts they need (shared artifacts are built once):")
             for kind, entry in summary.items():
                 print(
-                    f"  {kind:<12} {entry['distinct']:>4} distinct ({entry['done']} done), "
+                    f"  {kind:<13} {entry['distinct']:>4} distinct ({entry['done']} done), "
                     f"used {entry['uses']} times"
                 )
 

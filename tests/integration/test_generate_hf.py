@@ -1,0 +1,104 @@
+"""The hf backend with the real SmolLM2-135M-Instruct as a teacher, on a few MATH train problems (CPU)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import compose_cfg
+from mixgap import data
+from mixgap.backends import load_backend, render_prompts
+from mixgap.config import PAPER_PROMPT
+from mixgap.generate import build_generation, build_pool
+from mixgap.store import Store
+from mixgap.tracking import NullTracker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread while these tests run: with the 2 cores shared by other jobs, OpenMP threads that
+    spin-wait for a busy core made these small generations ~10x slower (measured: 39 s vs 4 s)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2_path):
+    engine = load_backend("hf", smollm2_path, dtype="float32", batch_size=4)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def prompts(kit):
+    problems = data.read_jsonl(kit / "math" / "math_train.jsonl")[:40]
+    short = sorted(problems, key=lambda r: len(r["problem"]))[:4]  # 4 short problems of different lengths
+    return [data.fill_prompt(PAPER_PROMPT, r["problem"]) for r in short]
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(backend, prompts):
+    batched = backend.generate(prompts, max_new_tokens=24)
+    alone = [backend.generate([p], max_new_tokens=24)[0] for p in prompts]
+    assert [len(b) for b in batched] == [1, 1, 1, 1]
+    for b, a in zip(batched, alone, strict=True):
+        assert (b[0].text, b[0].completion_tokens, b[0].finish_reason) == (
+            a[0].text, a[0].completion_tokens, a[0].finish_reason)
+        assert b[0].prompt_tokens > 30 and 1 <= b[0].completion_tokens <= 24
+        assert b[0].status == ("ok" if b[0].finish_reason == "stop" else "truncated")
+
+
+def test_context_limit_gives_prompt_too_long_and_truncated(backend, prompts):
+    lengths = [len(ids) for ids in render_prompts(backend.tokenizer, prompts)]
+    shortest = min(lengths)
+    saved = backend.max_model_len
+    backend.max_model_len = shortest + 3  # the shortest prompt may add 3 tokens; the others do not fit
+    try:
+        out = backend.generate(prompts, max_new_tokens=24)
+    finally:
+        backend.max_model_len = saved
+    for length, (sample,) in zip(lengths, out, strict=True):
+        assert sample.prompt_tokens == length
+        if length == shortest:
+            assert sample.completion_tokens <= 3 and sample.status in ("truncated", "ok")
+        else:
+            assert (sample.status, sample.finish_reason, sample.text, sample.completion_tokens) == (
+                "prompt_too_long", "prompt_too_long", "", 0)
+    assert sorted(lengths)[1] > shortest + 3  # at least one prompt really was too long
+
+
+def test_generation_stage_end_to_end_and_resume(tmp_path, kit, test_cache):
+    cfg = compose_cfg("teacher@mix.strong=smollm2_135m", "mix.strong.sampling.max_new_tokens=32",
+                      "problems.limit=3", data=kit)
+    teacher, store = cfg.mix.strong, Store(test_cache)  # the converted weights live in the test cache
+    work, out = tmp_path / "work", tmp_path / "gen"
+    work.mkdir()
+    out.mkdir()
+    counts = build_generation(teacher, cfg, store, out, work, NullTracker())["counts"]
+    rows = data.read_jsonl(out / "samples.jsonl")
+    assert counts["problems"] == 3 and counts["samples"] == 3 and counts["resumed"] == 0
+    assert sum(counts["status"].values()) == 3
+    assert [r["id"] for r in rows] == [p.id for p in data.load_source(cfg.problems, kit)]
+    assert all(r["teacher"] == "smollm2_135m" and 1 <= r["completion_tokens"] <= 32 for r in rows)
+    assert all((r["finish_reason"] == "length") == (r["status"] == "truncated") for r in rows)
+    start = time.perf_counter()
+    again = build_generation(teacher, cfg, store, tmp_path, work, NullTracker())["counts"]
+    assert again["resumed"] == 3 and time.perf_counter() - start < 5  # no model load, no generation
+    pool = build_pool(out, teacher, tmp_path / "pool")["counts"]
+    assert pool["tried"] == 3 and pool["kept"] + sum(pool["dropped"].values()) == 3
+    assert pool["length_tried"]["unit"] == "tokens"
+
+
+def test_sampling_n_per_prompt_is_seeded(backend, prompts):
+    first = backend.generate(prompts[:2], max_new_tokens=8, temperature=1.0, top_p=0.95, n=3, seed=5)
+    again = backend.generate(prompts[:2], max_new_tokens=8, temperature=1.0, top_p=0.95, n=3, seed=5)
+    assert [len(samples) for samples in first] == [3, 3]
+    assert [[s.text for s in samples] for samples in first] == [[s.text for s in samples] for samples in again]
+    assert len({s.text for s in first[0]}) > 1  # three different samples at temperature 1
+    assert all(1 <= s.completion_tokens <= 8 for samples in first for s in samples)
