@@ -168,6 +168,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = True
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | bf16 | fp32
     deepspeed: str | None = "zero3"  # zero2 | zero3 | None; a file name under conf/deepspeed/
+    launch: str = "auto"  # auto: torchrun over every GPU when there are GPUs, this process on a CPU | local | torchrun
     save_steps: int = 200
     logging_steps: int = 10
     seed: int = 42
@@ -292,7 +293,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             f"finetune_mode.per_device_batch_size={ft.per_device_batch_size}"
         )
     _positive("finetune_mode.max_seq_len", ft.max_seq_len)
-    _positive("finetune_mode.warmup_ratio", ft.warmup_ratio, allow_zero=True)
+    if not 0.0 <= ft.warmup_ratio < 1.0:
+        raise ConfigError(f"finetune_mode.warmup_ratio={ft.warmup_ratio!r} is not allowed; it must be in [0, 1)")
+    _one_of("finetune_mode.launch", ft.launch, ("auto", "local", "torchrun"))
     _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate"))
     _one_of("finetune_mode.precision", ft.precision, ("auto", "bf16", "fp32"))
     _one_of("finetune_mode.deepspeed", ft.deepspeed, (None, "zero2", "zero3"))

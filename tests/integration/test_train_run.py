@@ -1,0 +1,166 @@
+"""The train stage end to end on the CPU: in-process full and LoRA, DeepSpeed ZeRO-2/3 under torchrun, kill + resume.
+
+A tiny random Llama (2 layers, SmolLM2's tokenizer and vocabulary) keeps each run to seconds; its
+generation config has a base model's ``eos = <|endoftext|>`` so the end-of-turn fix is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_cfg
+from mixgap.store import Store
+from mixgap.tracking import NullTracker
+from mixgap.train import build_checkpoint, checkpoint_spec
+
+pytestmark = pytest.mark.slow
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MIXTURE = FIXTURES / "train_mixture"
+# 8 of the fixture's 10 rows fit in 200 tokens with the paper prompt (t-09, t-10: long traces, dropped);
+# 4 examples per optimiser step -> 2 steps per epoch; checkpoints at steps 3 and 6.
+RUN = ("student=smollm2_135m", "finetune_mode.max_steps=6", "finetune_mode.max_seq_len=200",
+       "finetune_mode.per_device_batch_size=2", "finetune_mode.global_batch_size=4",
+       "finetune_mode.logging_steps=1", "finetune_mode.save_steps=3", "finetune_mode.learning_rate=1e-3")
+
+
+class Recorder(NullTracker):
+    def __init__(self):
+        self.logs: list[tuple[int, dict]] = []
+        self.summaries: dict = {}
+
+    def log(self, metrics, step=None):
+        self.logs.append((step, dict(metrics)))
+
+    def summary(self, values):
+        self.summaries.update(values)
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory, smollm2_path):
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_student")
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=0, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(path)
+    GenerationConfig(bos_token_id=1, eos_token_id=0, pad_token_id=2).save_pretrained(path)
+    AutoTokenizer.from_pretrained(smollm2_path).save_pretrained(path)
+    return str(path)
+
+
+def build(root: Path, student: str, *overrides: str, tracker=None, launch: str | None = None) -> tuple[Path, dict]:
+    from omegaconf import open_dict
+
+    cfg = compose_cfg(*RUN, *overrides)
+    if launch is not None:  # finetune_mode.launch (proposed field); open_dict also adds it where absent
+        with open_dict(cfg.finetune_mode):
+            cfg.finetune_mode.launch = launch
+    store = Store(root)
+    spec = checkpoint_spec(cfg.finetune_mode, "student-test", "mixture-test")
+    out = store.get_or_build(spec, lambda o, w: build_checkpoint(cfg, MIXTURE, student, o, w, tracker or NullTracker()))
+    return out, store.manifest(spec.key)["counts"]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tiny_student):
+    tracker = Recorder()
+    out, counts = build(tmp_path_factory.mktemp("local"), tiny_student, tracker=tracker)
+    return out, counts, tracker
+
+
+def test_full_sft_in_process(local_run, tiny_student):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, counts, tracker = local_run
+    assert counts["dropped"] == {"strong": 2, "weak": 0} and counts["kept"] == {"strong": 2, "weak": 6}
+    assert counts["truncated"] == {"strong": 0, "weak": 0} and counts["examples"] == 8
+    assert (counts["steps"], counts["world_size"], counts["launch"], counts["precision"]) == (6, 1, "local", "fp32")
+    assert counts["deepspeed"] is None  # zero3 is configured but ignored in-process on a CPU
+    assert counts["end_of_turn_token"] == "<|im_end|>"
+    # the base model's eos was <|endoftext|> (0): the checkpoint now stops on <|im_end|> (2) first
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
+    assert counts["eos_token_id"] == [2, 0]
+    # the tracker got the dropped counts, then loss/lr every step and throughput
+    assert tracker.logs[0] == (0, {"train/examples": 8, "train/tokens": counts["tokens"], "train/dropped_strong": 2,
+                                   "train/dropped_weak": 0, "train/truncated_strong": 0, "train/truncated_weak": 0})
+    steps = [(s, m) for s, m in tracker.logs[1:]]
+    assert [s for s, _ in steps] == [1, 2, 3, 4, 5, 6]
+    assert all({"train/loss", "train/learning_rate"} <= set(m) for _, m in steps)
+    assert all(m["train/tokens_per_s"] > 0 for _, m in steps[1:])
+    assert counts["final_loss"] == steps[-1][1]["train/loss"] < steps[0][1]["train/loss"]
+    assert tracker.summaries["train/final_loss"] == counts["final_loss"]
+    # tokenizer beside the weights, with the chat template in use; the weights moved
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>")
+    trained, initial = (AutoModelForCausalLM.from_pretrained(p) for p in (out, tiny_student))
+    assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, initial.model.layers[0].mlp.up_proj.weight)
+    assert counts["weights"]["elements"] == sum(p.numel() for p in initial.parameters())
+    assert not (out / "training_args.bin").exists()
+
+
+def test_packed_training_follows_the_padded_run(tmp_path, tiny_student, local_run):
+    tracker = Recorder()
+    _out, counts = build(tmp_path, tiny_student, "finetune_mode.packing=true", tracker=tracker)
+    packed = [m["train/loss"] for s, m in tracker.logs if s > 0]
+    padded = [m["train/loss"] for s, m in local_run[2].logs if s > 0]
+    assert packed == pytest.approx(padded, rel=1e-4)  # same batches, same loss at every step
+    assert counts["tokens_per_s"] > 0
+
+
+def test_lora_sft_is_merged(tmp_path, tiny_student):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out, counts = build(tmp_path, tiny_student, "finetune_mode=lora", "finetune_mode.max_steps=2")
+    assert counts["steps"] == 2 and not (out / "adapter_config.json").exists()
+    merged, initial = (AutoModelForCausalLM.from_pretrained(p) for p in (out, tiny_student))
+    q_merged, q_initial = merged.model.layers[1].self_attn.q_proj.weight, initial.model.layers[1].self_attn.q_proj.weight
+    assert q_merged.shape == q_initial.shape and not torch.equal(q_merged, q_initial)
+    # LoRA leaves the non-target weights alone
+    assert torch.equal(merged.model.embed_tokens.weight, initial.model.embed_tokens.weight)
+    assert counts["weights"]["elements"] == sum(p.numel() for p in initial.parameters())
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_zero_under_torchrun(tmp_path, tiny_student, local_run, stage):
+    pytest.importorskip("deepspeed")
+    tracker = Recorder()
+    out, counts = build(tmp_path, tiny_student, f"finetune_mode.deepspeed={stage}", tracker=tracker, launch="torchrun")
+    assert (counts["launch"], counts["deepspeed"], counts["world_size"], counts["steps"]) == ("torchrun", stage, 1, 6)
+    # the same computation as the in-process run, partitioned by ZeRO: the same losses
+    assert counts["final_loss"] == pytest.approx(local_run[1]["final_loss"], rel=1e-4)
+    assert [s for s, _ in tracker.logs] == [0, 1, 2, 3, 4, 5, 6]  # tailed from the subprocess's metrics file
+    # gathered full weights, not partition placeholders (ZeRO's state dict also writes the tied lm_head copy)
+    assert counts["weights"]["elements"] >= local_run[1]["weights"]["elements"]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    zero, local = (AutoModelForCausalLM.from_pretrained(p) for p in (out, local_run[0]))
+    for (name, a), (_, b) in zip(zero.named_parameters(), local.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_sigkill_mid_training_then_resume(tmp_path, tiny_student, local_run):
+    script = [sys.executable, str(FIXTURES / "train_resume_job.py"), str(tmp_path), tiny_student]
+    killed = subprocess.run([*script, "4", *RUN], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    store = Store(tmp_path)
+    key = checkpoint_spec(compose_cfg(*RUN).finetune_mode, "student-test", "mixture-test").key
+    assert not store.is_done(key)
+    trainer_dir = tmp_path / ".work" / key / "trainer"
+    assert sorted(p.name for p in trainer_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    resumed = subprocess.run([*script, "-1", *RUN], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    counts = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert counts["resumed_from"].endswith("checkpoint-3") and counts["steps"] == 6
+    assert counts["final_loss"] == pytest.approx(local_run[1]["final_loss"], rel=0.01)
+    assert store.is_done(key) and not (tmp_path / ".work" / key).exists()
