@@ -34,8 +34,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
+# The CPU demo: SmolLM2-135M-Instruct x the kit's long/short CoT traces at w = 0, 0.2, 1, then the report.
+# Resumable: Ctrl-C and run it again; finished artifacts in ./cache are reused.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m mixgap.demo
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) launch.py -m +experiment=demo
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) launch.py stage=report report.sweep=multirun/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

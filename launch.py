@@ -21,6 +21,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from mixgap.backends import BackendUnavailable  # noqa: PLC0415
     from mixgap.config import ConfigError  # noqa: PLC0415
     from mixgap.data import DataError  # noqa: PLC0415
     from mixgap.models import ModelSourceError  # noqa: PLC0415
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
     try:
         run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task))
-    except (ConfigError, DataError, ModelSourceError, PoolMissing) as err:
+    except (ConfigError, DataError, ModelSourceError, PoolMissing, BackendUnavailable) as err:
         # one line, no traceback: the message names the field or file and what to do
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -218,8 +218,10 @@ class ReportConfig:
 
 @dataclass
 class AnalyzeConfig:
-    sweep: Any = None
-    max_completions: int = 64
+    sweep: Any = None  # a multirun folder, or a list of them
+    out: str | None = None  # default: <first sweep>/analysis
+    max_completions: int = 64  # completions per arm fed through the untuned student
+    max_cases: int = 10  # case-study problems when analyze.problems is None
     batch_size: int = 4
     problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
 
@@ -320,6 +322,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("eval.batch_size", cfg.eval.batch_size)
     if cfg.eval.limit is not None:
         _positive("eval.limit", cfg.eval.limit)
+    _positive("analyze.max_completions", cfg.analyze.max_completions)
+    _positive("analyze.max_cases", cfg.analyze.max_cases)
+    _positive("analyze.batch_size", cfg.analyze.batch_size)
     _one_of("data.decontamination", cfg.data.decontamination, ("error", "drop", "allow"))
     _one_of("data.missing_pool", cfg.data.missing_pool, MISSING_POOL_POLICIES)
     _one_of("tracking.backend", cfg.tracking.backend, ("wandb", "none"))

@@ -144,14 +144,13 @@ def subset(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Pr
     return [p for i, p in enumerate(problems) if i in chosen]
 
 
-def load_source(source: Any, data_root: Path | None, *, limit: int | None = None) -> list[Problem]:
-    """Load a problem source (``SourceConfig``/``BenchmarkConfig`` node) as normalised problems.
+def load_all(source: Any, data_root: Path | None) -> list[Problem]:
+    """Every problem of a source (``SourceConfig``/``BenchmarkConfig`` node), normalised, no subset taken.
 
     Args:
         source: config node with ``name``, ``hub_id``, ``hub_config``, ``split``, ``kit_path``, ``fields``,
-            ``answer_format``, ``limit``, ``subset_seed``.
+            ``answer_format``.
         data_root: the offline kit folder, or None to read the Hub.
-        limit: an extra cap (e.g. ``eval.limit``); the smaller of it and ``source.limit`` applies.
 
     Raises:
         DataError: the kit file or the Hub dataset cannot be read, or ids repeat.
@@ -164,8 +163,37 @@ def load_source(source: Any, data_root: Path | None, *, limit: int | None = None
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise DataError(f"{source.name}: problem ids repeat; set fields.id=null to number the rows")
-    caps = [c for c in (source.limit, limit) if c is not None]
-    return subset(problems, min(caps) if caps else None, source.subset_seed)
+    return problems
+
+
+def _cap(*limits: int | None) -> int | None:
+    caps = [c for c in limits if c is not None]
+    return min(caps) if caps else None
+
+
+def load_source(source: Any, data_root: Path | None, *, limit: int | None = None) -> list[Problem]:
+    """A source's problems (:func:`load_all`), then the seeded subset of ``source.limit`` / ``limit``
+    (the smaller applies; ``source.subset_seed`` picks it)."""
+    return subset(load_all(source, data_root), _cap(source.limit, limit), source.subset_seed)
+
+
+def evaluation_sets(
+    benchmarks: Mapping[str, Any], data_root: Path | None, train: Sequence[Problem], policy: str,
+    limit: int | None = None,
+) -> tuple[dict[str, list[Problem]], dict[str, int]]:
+    """The problems each benchmark is evaluated on: decontaminated first, then subset.
+
+    Decontamination (:func:`decontaminate`) runs on the whole benchmark, so a ``limit`` subset always has
+    ``limit`` problems and none of them is a training problem (``drop``).
+
+    Returns:
+        (benchmark name -> problems, benchmark name -> overlap count over the whole benchmark).
+    """
+    full = {name: load_all(bench, data_root) for name, bench in benchmarks.items()}
+    kept, counts = decontaminate(train, full, policy)
+    return {
+        name: subset(kept[name], _cap(bench.limit, limit), bench.subset_seed) for name, bench in benchmarks.items()
+    }, counts
 
 
 def overlap(train: Iterable[Problem], bench: Iterable[Problem]) -> list[str]:

@@ -46,6 +46,7 @@ def eval_spec(
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
         "source": "kit" if data_root is not None else "hub",
+        "selection": "decontaminate, then subset",  # data.evaluation_sets
     }
     return ArtifactSpec("eval", fields, (model_key, exclude_key) if exclude_key else (model_key,))
 

@@ -74,6 +74,9 @@ def method_name(weight: float, names: dict[str, str]) -> str:
 def length_flags(jobs: Sequence[Any], threshold: float) -> tuple[list[str], set[str]]:
     """Loud warnings for evaluations where more than ``threshold`` of the problems stopped by length.
 
+    One warning per evaluation artifact: the untuned student's evaluation, shared by every job of a sweep,
+    is reported once.
+
     Returns:
         ``(warnings, flagged evaluation keys)``.
     """
@@ -82,10 +85,11 @@ def length_flags(jobs: Sequence[Any], threshold: float) -> tuple[list[str], set[
         for arm, evals in job.evals.items():
             for bench, ev in evals.items():
                 frac = float(ev.scores.get("length_stop_frac") or 0.0)
-                if frac > threshold:
+                if frac > threshold and ev.key not in flagged:
                     flagged.add(ev.key)
+                    where = f"untuned {job.identity.get('student')}" if arm == "untuned" else job.label()
                     warnings.append(
-                        f"LENGTH STOP: {job.label()} {arm} {bench}: {100 * frac:.0f}% of the answers stopped by "
+                        f"LENGTH STOP: {where} {bench}: {100 * frac:.0f}% of the answers stopped by "
                         f"length (> {100 * threshold:.0f}%); {LENGTH_BUG}"
                     )
     return warnings, flagged
@@ -236,6 +240,41 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]]) -> str:
     return "\n\n".join(parts) or "No finished evaluation."
 
 
+def data_markdown(jobs: Sequence[Any]) -> str:
+    """What each job trained on: the teacher pools after rejection sampling, and per job the mixture and
+    the examples dropped over ``max_seq_len`` per source (the drops are part of the result)."""
+    pools: dict[str, dict[str, Any]] = {}
+    rows = []
+    for job in jobs:
+        for role in ("strong", "weak"):
+            pool = job.counts.get(f"pool.{role}")
+            if pool:
+                pools.setdefault(pool["teacher"], pool)
+        train, mixture = job.counts.get("train"), job.counts.get("mixture", {})
+        if train:
+            i = job.identity
+            kept, dropped, cut = train.get("kept", {}), train.get("dropped", {}), train.get("truncated", {})
+            loss = train.get("final_loss")
+            rows.append([i.get("student"), f"{i.get('strong')} / {i.get('weak')}", i.get("weight"),
+                         f"{mixture.get('N', '—')} ({mixture.get('strong', '—')} / {mixture.get('weak', '—')})",
+                         f"{dropped.get('strong', 0)} / {dropped.get('weak', 0)}",
+                         f"{cut.get('strong', 0)} / {cut.get('weak', 0)}",
+                         f"{kept.get('strong', 0)} / {kept.get('weak', 0)}", train.get("steps"),
+                         "—" if loss is None else f"{loss:.3f}"])
+    pool_rows = [[t, p.get("cot"), p.get("tried"), p.get("kept"), p.get("keep_rate"),
+                  ", ".join(f"{k} {v}" for k, v in sorted(p.get("dropped", {}).items())) or "—"]
+                 for t, p in pools.items()]
+    parts = []
+    if pool_rows:
+        parts.append("Teacher pools (rejection sampling: kept = graded correct and not truncated):\n\n" + _table(
+            ["Teacher", "CoT", "Problems", "Kept", "Keep rate", "Dropped (reason n)"], pool_rows))
+    if rows:
+        parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped, never silently "
+                     "cut:\n\n" + _table(["Student", "Teachers", "w", "Mixture N", "Dropped > max_seq_len",
+                                           "Truncated", "After drops", "Steps", "Final loss"], rows))
+    return "\n\n".join(parts)
+
+
 def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, boot) -> str:
     """``report.md``: summary line, warnings (loud), missing jobs, gap tables, Table 3, figures, method."""
     counts = defaultdict(int)
@@ -255,6 +294,9 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
               "## Per benchmark (Table 3 style)", "", "Rows marked (paper): Li et al. (2025) Table 3 for the same "
               "student, teacher pair and weight; their Average is over the paper's five benchmarks.", "",
               table3_markdown(table3), ""]
+    training = data_markdown(jobs)
+    if training:
+        lines += ["## Training data", "", training, ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
     lines += ["## Method", "",

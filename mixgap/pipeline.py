@@ -216,9 +216,10 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
         mixture = store.get_or_build(
             specs["mixture"], lambda o, _w: mix.build_mixture(pools["strong"], pools["weak"], cfg.mix, o)
         )
-        out["counts"]["mixture"] = store.manifest(specs["mixture"].key).get("counts", {})
-        benchmarks, overlap = data.decontaminate(
-            mix.read_mixture(mixture), load_benchmarks(cfg), cfg.data.decontamination
+        counts = store.manifest(specs["mixture"].key).get("counts", {})  # the id lists stay in the manifest
+        out["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
+        benchmarks, overlap = data.evaluation_sets(
+            cfg.benchmark, data_root(cfg), mix.read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
         )
         out["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}
     checkpoint = None
@@ -242,12 +243,6 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
                 scores[name] = evaluate.read_scores(done)
             out["scores" if arm == "tuned" else "untuned"] = evaluate.with_average(scores)
     return out
-
-
-def load_benchmarks(cfg: DictConfig) -> dict[str, list[data.Problem]]:
-    """The job's evaluation problems per benchmark (``eval.limit`` applied), before decontamination."""
-    root = data_root(cfg)
-    return {name: data.load_source(bench, root, limit=cfg.eval.limit) for name, bench in cfg.benchmark.items()}
 
 
 def timed(timings: dict[str, float], name: str):
@@ -274,6 +269,8 @@ def sweep_results(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | No
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
 
+    ``done`` counts finished artifacts: as planned for ``stage=plan`` jobs, in the store now for the others.
+
     The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
     ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``.
     """
@@ -281,10 +278,12 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     seen: dict[str, tuple[str, bool]] = {}
     uses: Counter[str] = Counter()
     for result in results:
+        store = Store(result["store"]) if result.get("status") != "planned" and result.get("store") else None
         for row in result.get("plan", []):
             parts = row["role"].split(".")
             uses[row["key"]] += 1
-            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], row["done"])
+            done = store.is_done(row["key"]) if store is not None else row["done"]  # now, after the jobs ran
+            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], done)
     for key, (kind, done) in seen.items():
         entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
         entry["distinct"] += 1

@@ -54,6 +54,7 @@ class Job:
     complete: set[str] = field(default_factory=set)  # arms with every benchmark evaluated
     missing: list[str] = field(default_factory=list)  # why the job (or an arm) does not count
 
+    counts: dict[str, Any] = field(default_factory=dict)  # result.json counts: pools, mixture, train, decontamination
     fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
 
@@ -88,7 +89,7 @@ def find_jobs(sweep: str | Path) -> list[Path]:
             if (folder / ".hydra").is_dir():
                 found.append(folder)
             else:
-                below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name != "report"]
+                below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name not in ("report", "analysis")]
         frontier = below
     return sorted(found, key=lambda p: (str(p.parent), p.name.zfill(12)))
 
@@ -169,7 +170,7 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     result = json.loads(path.read_text()) if path.is_file() else {}
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
-    job = Job(folder, result.get("status", "missing"), identity, fields=fields,
+    job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
               expected=expected_arms(identity.get("stage"), result.get("artifacts", {})))
     if job.status != "done":
         if job.status != "planned":

@@ -126,3 +126,18 @@ def test_fill_prompt_replaces_only_the_problem():
     assert data.fill_prompt("P: {problem} {x}", "a {b}") == "P: a {b} {x}"
     with pytest.raises(ValueError, match="no {problem} placeholder"):
         data.fill_prompt("no placeholder", "x")
+
+
+def test_evaluation_sets_decontaminate_the_whole_benchmark_before_the_subset(kit):
+    """Training on the kit's MATH500 traces: MATH is evaluated on the full test minus those 500, then subset."""
+    traces = [data._normalise_kit_row(r) for r in data.read_jsonl(kit / "traces/short_cot_qwen2.5-14b-instruct_math500.jsonl")]
+    benchmarks = compose_cfg("benchmark=[math,aime24]").benchmark
+    sets, counts = data.evaluation_sets(benchmarks, kit, traces, "drop", limit=8)
+    assert counts == {"math": 500, "aime24": 0}
+    assert len(sets["math"]) == 8 and len(sets["aime24"]) == 8
+    math500 = {p.id for p in traces}
+    assert not math500 & {p.id for p in sets["math"]}
+    full, _ = data.evaluation_sets(benchmarks, kit, traces, "drop")
+    assert len(full["math"]) == 4500 and len(full["aime24"]) == 30
+    with pytest.raises(DataError, match="^500 of 5000 math problems are in the training mixture"):
+        data.evaluation_sets(benchmarks, kit, traces, "error", limit=8)

