@@ -84,8 +84,8 @@ def needed_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
     upto = {
         "plan": (),
         "prepare": ("model",),
-        "generate": ("model", "generation", "pool"),
-        "mix": ("model", "generation", "pool", "mixture"),
+        "generate": ("generation", "pool"),
+        "mix": ("generation", "pool", "mixture"),
         "train": ("model", "generation", "pool", "mixture", "checkpoint"),
         "evaluate": ("model", "generation", "pool", "mixture", "eval.untuned"),
         "all": ("model", "generation", "pool", "mixture", "checkpoint", "eval.untuned", "eval.tuned"),
@@ -202,14 +202,15 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     specs = job_specs(cfg)
     roles = needed_roles(cfg, specs)
     out: dict[str, Any] = {"artifacts": {r: specs[r].key for r in roles}, "counts": {}}
-    with timed(timings, "prepare"):
-        student_path = models.resolve_model(cfg.student, store) if cfg.stage != "generate" else None
     pools = {}
     for role in ("teacher", "strong", "weak"):
         if f"pool.{role}" in roles:
             with timed(timings, f"generate.{role}"):
                 pools[role] = _build_pool(cfg, store, role, specs, tracker)
                 out["counts"][f"pool.{role}"] = store.manifest(specs[f"pool.{role}"].key).get("counts", {})
+    if cfg.stage == "prepare":
+        with timed(timings, "prepare"):
+            models.resolve_model(cfg.student, store)
     if "mixture" not in roles:
         return out
     with timed(timings, "mix"):
@@ -222,6 +223,10 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
             cfg.benchmark, data_root(cfg), mix.read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
         )
         out["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}
+    if cfg.stage == "mix":
+        return out
+    with timed(timings, "prepare"):  # after the data checks: a data error never waits for a model
+        student_path = models.resolve_model(cfg.student, store)
     checkpoint = None
     if "checkpoint" in roles:
         with timed(timings, "train"):

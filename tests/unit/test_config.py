@@ -29,9 +29,8 @@ def _group_overrides() -> list[str]:
 
 
 @pytest.mark.parametrize("override", _group_overrides())
-def test_every_option_of_every_group_composes_and_validates(override, tmp_path):
-    cfg = compose_cfg(override, "paths.data=null")
-    validate(cfg)
+def test_every_option_of_every_group_composes_and_validates(override, kit):
+    validate(compose_cfg(override, data=kit))
 
 
 @pytest.mark.parametrize("launcher", _options("hydra/launcher") + ["basic"])
@@ -86,6 +85,7 @@ def test_mix_ratio_presets_set_the_weight():
         (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (MIXGAP_DATA) is not an existing folder"),
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
+        (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, message):
