@@ -263,14 +263,6 @@ def timed(timings: dict[str, float], name: str):
     return _Timer()
 
 
-def sweep_results(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | None]]:
-    """Each job folder of a sweep (``<n>/`` with ``.hydra/``) and its ``result.json`` (None when missing)."""
-    import json  # noqa: PLC0415
-
-    jobs = sorted((p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
-    return [(p, json.loads((p / RESULT).read_text()) if (p / RESULT).is_file() else None) for p in jobs]
-
-
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
 
@@ -304,7 +296,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        jobs = sweep_results(sweep_dir)
+        from mixgap.sweep import find_jobs, read_result  # noqa: PLC0415
+
+        jobs = [(folder, read_result(folder)) for folder in find_jobs(sweep_dir)]
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
         print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))

@@ -89,11 +89,11 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
     """
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from mixgap import report  # noqa: PLC0415
+    from mixgap import sweep as sweep_folders  # noqa: PLC0415
 
     cache: dict[str, Any] = {}
-    jobs = [report.read_job(f, store, cache) for sweep in sweeps for f in report.find_jobs(sweep)]
-    report.assign_variants(jobs)
+    jobs = [sweep_folders.read_job(f, store, cache) for folder in sweeps for f in sweep_folders.find_jobs(folder)]
+    sweep_folders.assign_variants(jobs)
     cells: dict[tuple, Cell] = {}
     seen: set[tuple] = set()
     skipped = []
@@ -101,9 +101,9 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
         if "tuned" not in job.complete:
             skipped.append(f"{job.label()}: {'; '.join(job.missing) or 'no fine-tuned evaluation'}")
             continue
-        result = json.loads((job.folder / report.RESULT).read_text())
+        result = json.loads((job.folder / sweep_folders.RESULT).read_text())
         job_store = Store(result["store"]) if result.get("store") else store
-        cfg = OmegaConf.load(job.folder / report.CONFIG)
+        cfg = OmegaConf.load(job.folder / sweep_folders.CONFIG)
         key = job.condition()[:4]
         cell = cells.setdefault(key, Cell(f"{key[0]}, {key[1]}/{key[2]}, {key[3]}"))
         for kind in ("untuned", "tuned"):

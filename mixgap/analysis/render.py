@@ -1,5 +1,5 @@
 """Writing the rank-shift results (``mixgap.analysis`` computes, this module writes): CSV, the PNG bar chart,
-``analysis.md`` and the W&B tables. Files go through ``mixgap.figures.atomic_write`` (temp file + rename);
+``analysis.md`` and the W&B tables. Files go through ``mixgap.tables.atomic_write`` (temp file + rename);
 the figure uses matplotlib's object API on the Agg canvas, as ``mixgap.figures`` does.
 
 ``results`` everywhere is ``[(cell name, [arm dict, ...]), ...]`` as returned by ``analysis.rank_cell``:
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.analysis.rank_shift import CATEGORIES, top_shifted
-from mixgap.figures import atomic_write, write_csv, write_text_atomic
+from mixgap.tables import atomic_write, write_csv, write_text_atomic
 
 CHART_TOKENS = 15  # tokens in the chart and in analysis.md
 Results = Sequence[tuple[str, Sequence[dict[str, Any]]]]
@@ -124,7 +124,7 @@ def slug(name: str) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write UTF-8 ``text`` atomically (``mixgap.figures.write_text_atomic``)."""
+    """Write UTF-8 ``text`` atomically (``mixgap.tables.write_text_atomic``)."""
     return write_text_atomic(path, text)
 
 

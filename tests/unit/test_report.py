@@ -25,7 +25,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, compose_cfg
-from mixgap import figures, report, stats
+from mixgap import report, stats, sweep, tables
 from mixgap.pipeline import job_identity, run_job
 from mixgap.store import write_json_atomic
 
@@ -219,18 +219,18 @@ def test_aligned_warns_on_different_problem_ids():
 
 
 def test_names_and_published_lookup():
-    assert figures.method_name(0.2, figures.pair_kind("long")) == "Mix-Long"
-    assert figures.method_name(0.5, figures.pair_kind("short")) == "Mix-Large (w=0.5)"
-    assert figures.method_name(0.0, figures.pair_kind("short")) == "Small"
-    assert figures.paper_gap("qwen72b", "qwen3b", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
-    assert figures.paper_gap("qwq32b", "qwen72b", "qwen3b") is None  # another pair: nothing to compare with
-    assert figures.paper_table3("llama3b", "qwen72b", "qwen3b", 0.2)["amc23"] == 25.0
-    assert figures.paper_table3("qwen3b", "qwq32b", "qwen32b", 0.5) is None
+    assert tables.method_name(0.2, tables.pair_kind("long")) == "Mix-Long"
+    assert tables.method_name(0.5, tables.pair_kind("short")) == "Mix-Large (w=0.5)"
+    assert tables.method_name(0.0, tables.pair_kind("short")) == "Small"
+    assert tables.paper_gap("qwen72b", "qwen3b", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
+    assert tables.paper_gap("qwq32b", "qwen72b", "qwen3b") is None  # another pair: nothing to compare with
+    assert tables.paper_table3("llama3b", "qwen72b", "qwen3b", 0.2)["amc23"] == 25.0
+    assert tables.paper_table3("qwen3b", "qwq32b", "qwen32b", 0.5) is None
 
 
 def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="report.sweep="):
-        report.find_jobs(tmp_path / "nope")
+        sweep.find_jobs(tmp_path / "nope")
     cfg = compose_cfg("stage=report", f"report.sweep={tmp_path}", "tracking.backend=none", "report.n_boot=0")
     with pytest.raises(ValueError, match="n_boot=0"):
         report.run(cfg, None)
@@ -240,17 +240,17 @@ def test_jobs_that_differ_in_more_than_seeds_are_not_pooled(tmp_path):
     folder = tmp_path / "0"
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(compose_cfg("finetune_mode.learning_rate=2e-5", "seed=7", "mix.weight=1"), folder / ".hydra" / "config.yaml")
-    identity, fields = report.read_config(folder)
+    identity, fields = sweep.read_config(folder)
     assert (identity["seed"], identity["weight"]) == (7, 1.0)
     assert fields["finetune_mode.learning_rate"] == "2e-05"
     assert not {"seed", "mix.seed", "finetune_mode.seed", "mix.weight", "paths.cache", "stage"} & set(fields)
 
     def job(num, weight, lr):
         ident = {"student": "qwen3b", "strong": "qwq32b", "weak": "qwen32b", "finetune_mode": "full", "weight": weight}
-        return report.Job(tmp_path / str(num), "done", ident, fields={"finetune_mode.learning_rate": lr, "x": "1"})
+        return sweep.Job(tmp_path / str(num), "done", ident, fields={"finetune_mode.learning_rate": lr, "x": "1"})
 
     jobs = [job(0, 1.0, "1e-05"), job(1, 0.0, "1e-05"), job(2, 1.0, "2e-05"), job(3, 1.0, "1e-05")]
-    report.assign_variants(jobs)
+    sweep.assign_variants(jobs)
     assert [j.mode() for j in jobs] == ["full (finetune_mode.learning_rate=1e-05)", "full (finetune_mode.learning_rate=1e-05)",
                                         "full (finetune_mode.learning_rate=2e-05)", "full (finetune_mode.learning_rate=1e-05)"]
     assert jobs[0].condition() == jobs[3].condition() != jobs[2].condition()
