@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -250,26 +251,22 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     return out
 
 
-def timed(timings: dict[str, float], name: str):
-    """Context manager adding the wall seconds of a block to ``timings[name]``."""
-
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - self.start, 3)
-
-    return _Timer()
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall seconds of the block to ``timings[name]`` (also when it raises)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
 
-    ``done`` counts finished artifacts: as planned for ``stage=plan`` jobs, in the store now for the others.
-
     The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
-    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``.
+    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
+    planned for ``stage=plan`` jobs, in the store now for the others.
     """
     kinds: dict[str, dict[str, int]] = {}
     seen: dict[str, tuple[str, bool]] = {}

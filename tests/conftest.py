@@ -22,6 +22,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 register_configs()
 
 
+class RecordingTracker:
+    """A Tracker (mixgap.tracking) that keeps what it is given: tables, image names, summary values."""
+
+    run_id = None
+
+    def __init__(self):
+        self.tables, self.images, self.values, self.finished = {}, [], {}, None
+
+    def log(self, metrics, step=None):
+        pass
+
+    def log_table(self, name, columns, rows):
+        self.tables[name] = (list(columns), [list(r) for r in rows])
+
+    def log_image(self, name, path):
+        self.images.append(Path(path).name)
+
+    def summary(self, values):
+        self.values.update(values)
+
+    def finish(self, exit_code=0):
+        self.finished = exit_code
+
+
 def kit_root() -> Path:
     """The offline data kit: MIXGAP_DATA, else ../shared/data beside the checkout."""
     return Path(os.environ.get("MIXGAP_DATA", ROOT.parent / "shared" / "data")).resolve()

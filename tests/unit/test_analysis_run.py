@@ -26,7 +26,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FIXTURES, compose_cfg
+from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap import analysis
 from mixgap.pipeline import job_identity, run_job
 from mixgap.store import Store, write_json_atomic
@@ -98,28 +98,6 @@ def build_sweep(root: Path) -> Path:
         write_json_atomic(folder / "result.json", {"status": job["status"], "job": job_identity(cfg),
                                                    "store": str(store.root), "artifacts": artifacts})
     return sweep
-
-
-class RecordingTracker:
-    run_id = None
-
-    def __init__(self):
-        self.tables, self.images, self.values, self.finished = {}, [], {}, None
-
-    def log(self, metrics, step=None):
-        pass
-
-    def log_table(self, name, columns, rows):
-        self.tables[name] = (list(columns), [list(r) for r in rows])
-
-    def log_image(self, name, path):
-        self.images.append(Path(path).name)
-
-    def summary(self, values):
-        self.values.update(values)
-
-    def finish(self, exit_code=0):
-        self.finished = exit_code
 
 
 @pytest.fixture(scope="module")
