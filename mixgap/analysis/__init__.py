@@ -1,7 +1,7 @@
 """Stage ``analyze``: what fine-tuning changed in a student's *speaking style* (Li et al. 2025, Section 5).
 
 ``python launch.py stage=analyze analyze.sweep=<multirun folder>`` (or a list). Reads finished job folders
-through :mod:`mixgap.report` (``find_jobs``, ``read_job``) and the store their ``result.json`` names, groups
+through :mod:`mixgap.sweep` (``find_jobs``, ``read_job``) and the store their ``result.json`` names, groups
 jobs into cells (student x teacher pair x fine-tune mode) whose arms are the untuned student and each
 fine-tuned student (one per mix weight; seeds apart), and writes into ``<first sweep>/analysis/``:
 
