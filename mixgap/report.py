@@ -22,7 +22,7 @@ from typing import Any
 
 from mixgap import figures, stats, tables
 from mixgap.store import Store
-from mixgap.sweep import Job, assign_variants, find_jobs, read_job
+from mixgap.sweep import Job, assign_variants, read_sweeps
 
 
 def runs_of(jobs: list[Job], arm: str) -> list[dict[str, dict[str, bool]]]:
@@ -150,7 +150,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         (paths as strings; ``missing``/``warnings`` as listed in ``report.md``).
 
     Raises:
-        FileNotFoundError: a sweep folder does not exist.
+        ConfigError: a sweep folder does not exist or holds no job folder.
         ValueError: ``report.sweep`` is empty, or ``report.n_boot``/``report.confidence`` are out of range.
     """
     from mixgap.config import to_container  # noqa: PLC0415
@@ -162,8 +162,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         raise ValueError("report.sweep is empty; give a multirun folder or a list of them")
     boot = {"n_boot": int(cfg.report.n_boot), "seed": int(cfg.report.seed), "confidence": float(cfg.report.confidence)}
     stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
-    cache: dict[str, Any] = {}  # evaluation key -> sweep.Evaluation (or None), shared across jobs
-    jobs = [read_job(folder, store, cache) for sweep in sweeps for folder in find_jobs(sweep)]
+    jobs = read_sweeps(sweeps, store)
     assign_variants(jobs)
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
@@ -192,5 +191,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         tracker.finish(exit_code=exit_code)
     warnings = list(dict.fromkeys(warnings))  # the same id mismatch is met by several tables
     print(gap_text)
-    print(f"\n{len(warnings)} warnings, {len(missing)} missing or unfinished jobs; full report: {paths['markdown']}")
+    planned = sum(job.status == "planned" for job in jobs)  # stage=plan jobs: nothing to score, by design
+    print(f"\n{len(warnings)} warnings, {len(missing)} missing or unfinished jobs"
+          + (f", {planned} planned only (stage=plan)" if planned else "") + f"; full report: {paths['markdown']}")
     return {**paths, "missing": missing, "warnings": warnings}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixgap.config import ConfigError
 from mixgap.data import read_jsonl
 from mixgap.store import Store
 
@@ -66,15 +67,16 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def find_jobs(sweep: str | Path) -> list[Path]:
+def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:
     """Job folders (those holding ``.hydra/``) in ``sweep``: itself, or up to three levels below it.
 
     Raises:
-        FileNotFoundError: ``report.sweep`` names no folder.
+        ConfigError: ``sweep`` names no folder (the message names ``field``).
     """
     root = Path(sweep)
     if not root.is_dir():
-        raise FileNotFoundError(f"report.sweep={str(sweep)!r} is not a folder; give a multirun folder")
+        raise ConfigError(f"{field}={str(sweep)!r} is not a folder; give a multirun folder, e.g. "
+                          f"{field}=multirun/<date>/<time>")
     found, frontier = [], [root]
     for _ in range(4):
         below = []
@@ -85,6 +87,20 @@ def find_jobs(sweep: str | Path) -> list[Path]:
                 below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name not in ("report", "analysis")]
         frontier = below
     return sorted(found, key=lambda p: (str(p.parent), p.name.zfill(12)))
+
+
+def read_sweeps(sweeps: list[str], store: Store | None, field: str = "report.sweep") -> list[Job]:
+    """Every job of the multirun folders ``sweeps``, read with :func:`read_job` (evaluations shared across jobs).
+
+    Raises:
+        ConfigError: a folder does not exist, or none of them holds a Hydra job folder (``.hydra/``).
+    """
+    folders = [folder for sweep in sweeps for folder in find_jobs(sweep, field)]
+    if not folders:
+        raise ConfigError(f"{field}={sweeps}: no Hydra job folder (one holding .hydra/) in it; give the folder a "
+                          f"`launch.py -m` run wrote (its hydra.sweep.dir)")
+    cache: dict[str, Evaluation | None] = {}  # evaluation key -> Evaluation, shared across jobs
+    return [read_job(folder, store, cache) for folder in folders]
 
 
 def load_evaluation(store: Store, key: str) -> Evaluation | None:

@@ -91,8 +91,7 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
 
     from mixgap import sweep as sweep_folders  # noqa: PLC0415
 
-    cache: dict[str, Any] = {}
-    jobs = [sweep_folders.read_job(f, store, cache) for folder in sweeps for f in sweep_folders.find_jobs(folder)]
+    jobs = sweep_folders.read_sweeps(list(sweeps), store, "analyze.sweep")
     sweep_folders.assign_variants(jobs)
     cells: dict[tuple, Cell] = {}
     seen: set[tuple] = set()
@@ -220,11 +219,11 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         "shares": [row per cell x arm], "skipped": [...]}`` (paths as strings).
 
     Raises:
-        ValueError: ``analyze.sweep`` is empty or holds no finished fine-tuned job; a bad ``analyze`` value.
-        FileNotFoundError: a sweep folder does not exist.
+        ConfigError: a sweep folder does not exist or holds no finished fine-tuned job.
+        ValueError: ``analyze.sweep`` is empty; a bad ``analyze`` value.
     """
     from mixgap.analysis import case_study, render  # noqa: PLC0415
-    from mixgap.config import to_container  # noqa: PLC0415
+    from mixgap.config import ConfigError, to_container  # noqa: PLC0415
     from mixgap.tracking import make_tracker  # noqa: PLC0415
 
     a = cfg.analyze
@@ -236,7 +235,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     chosen = None if a.problems is None else [str(i) for i in to_container(a.problems)]
     cells, skipped = read_cells(sweeps, store)
     if not cells:
-        raise ValueError(f"analyze.sweep={sweeps}: no finished job with a fine-tuned evaluation; left out: {skipped}")
+        raise ConfigError(f"analyze.sweep={sweeps}: no finished job with a fine-tuned evaluation; left out: {skipped}")
     out = Path(a.out or Path(sweeps[0]) / "analysis")
     out.mkdir(parents=True, exist_ok=True)
     results, studies = [], []

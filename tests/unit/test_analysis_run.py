@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap import analysis
+from mixgap.config import ConfigError
 from mixgap.pipeline import job_identity, run_job
 from mixgap.store import Store, write_json_atomic
 
@@ -206,5 +207,8 @@ def test_bad_cap_and_empty_sweep_raise(tmp_path):
         analysis.pick_completions({"a": ["1"]}, 0)
     (tmp_path / "sweep").mkdir()
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={tmp_path / 'sweep'}", "tracking.backend=none")
-    with pytest.raises(ValueError, match="no finished job with a fine-tuned evaluation"):
+    with pytest.raises(ConfigError, match="analyze.sweep=.*: no Hydra job folder"):
+        analysis.run(cfg, Store(tmp_path / "cache"))
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir(parents=True)  # a job that never wrote result.json
+    with pytest.raises(ConfigError, match="no finished job with a fine-tuned evaluation; left out: .*no result.json"):
         analysis.run(cfg, Store(tmp_path / "cache"))

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap import report, stats, sweep, tables
+from mixgap.config import ConfigError
 from mixgap.pipeline import job_identity, run_job
 from mixgap.store import write_json_atomic
 
@@ -207,8 +208,13 @@ def test_names_and_published_lookup():
 
 
 def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="report.sweep="):
+    with pytest.raises(ConfigError, match="report.sweep=.*nope' is not a folder"):
         sweep.find_jobs(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="analyze.sweep=.*nope' is not a folder"):
+        sweep.read_sweeps([str(tmp_path / "nope")], None, "analyze.sweep")
+    (tmp_path / "empty" / "0").mkdir(parents=True)  # a folder, but no job wrote .hydra/ in it
+    with pytest.raises(ConfigError, match=r"report.sweep=\[.*empty'\]: no Hydra job folder"):
+        report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'empty'}", "tracking.backend=none"), None)
     cfg = compose_cfg("stage=report", f"report.sweep={tmp_path}", "tracking.backend=none", "report.n_boot=0")
     with pytest.raises(ValueError, match="n_boot=0"):
         report.run(cfg, None)
