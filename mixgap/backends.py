@@ -186,7 +186,9 @@ def import_vllm() -> Any:
         import vllm  # noqa: PLC0415
     except ImportError:
         raise BackendUnavailable(
-            "vLLM is not installed: pip install 'mixgap[gpu]' (needs a CUDA GPU; on a CPU use backend=hf)"
+            "vLLM is not installed: pip install 'mixgap[gpu]' (needs a CUDA GPU); on a CPU use the hf backend: "
+            "eval.backend=hf for evaluation, teacher.backend=hf (stage=generate) or mix.strong.backend=hf / "
+            "mix.weak.backend=hf for teacher generation"
         ) from None
     return vllm
 

@@ -331,12 +331,12 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _one_of("tracking.mode", cfg.tracking.mode, ("auto", "online", "offline", "disabled"))
     for role, teacher in (("mix.strong", cfg.mix.strong), ("mix.weak", cfg.mix.weak), ("teacher", cfg.get("teacher"))):
         relative = teacher is not None and teacher.backend == "dataset" and teacher.dataset.path
-        if relative and cfg.paths.data is None and not Path(relative).is_absolute():
+        if relative and not cfg.paths.data and not Path(relative).is_absolute():  # MIXGAP_DATA unset or empty
             raise ConfigError(
                 f"{role}.dataset.path={relative!r} is a file of the offline data kit, but MIXGAP_DATA (paths.data) "
                 "is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
             )
-    if cfg.paths.data is not None and not Path(cfg.paths.data).is_dir():
+    if cfg.paths.data and not Path(cfg.paths.data).is_dir():
         raise ConfigError(
             f"paths.data={cfg.paths.data!r} (MIXGAP_DATA) is not an existing folder; point it at the offline "
             "data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"

@@ -164,8 +164,9 @@ def build_eval(
     write_json_atomic(out_dir / SCORES, scores)
     if scores["length_stop_frac"] > cfg.eval.length_warning:
         log.warning(
-            "!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the model does not stop (a training "
-            "bug, not a result) or the budget is too small",
+            "!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the budget is too small for this model "
+            "(raise eval.max_new_tokens; the paper used 16,000), or, for a fine-tuned student, it never learned "
+            "to stop (a training bug, not a result)",
             bench.name, 100 * scores["length_stop_frac"], cfg.eval.max_new_tokens,
         )
     log.info("%s: pass@1 %.1f%% (%d/%d)", bench.name, scores["accuracy"], scores["correct"], scores["n"])

@@ -147,7 +147,8 @@ def _dataset_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
     if ds.path:
         if root is None and not Path(ds.path).is_absolute():
             raise data.DataError(
-                f"teacher.dataset.path={ds.path!r} is relative to MIXGAP_DATA (paths.data), which is not set"
+                f"teacher {teacher.name}: dataset.path={ds.path!r} is a file of the offline data kit, but "
+                "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
             )
         return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
     if ds.hub_id:

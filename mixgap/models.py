@@ -86,6 +86,28 @@ def resolve_model(source: Any, store: Store) -> str:
     if spec is None:
         if not source.hf_id:
             raise ModelSourceError(f"{source.name}: neither hf_id nor gguf is set")
+        check_hub_model(source.name, str(source.hf_id))
         return str(source.hf_id)
     path = gguf_path(source.gguf)
     return str(store.get_or_build(spec, lambda out, _work: convert_gguf(path, out)))
+
+
+def check_hub_model(name: str, hf_id: str) -> None:
+    """Fail fast, in one line, when ``hf_id`` (a Hub id or a local folder) cannot be loaded: its
+    ``config.json`` is read (from the Hub, or the local cache under ``HF_HUB_OFFLINE=1``) before any stage
+    loads tokenizer or weights, so an unreachable Hub, a model missing from the cache or a gated repo
+    is a :class:`ModelSourceError` naming the model and the fix, not a chain of tracebacks.
+
+    Raises:
+        ModelSourceError: transformers raised ``OSError`` (its error for every unreachable/absent model).
+    """
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    try:
+        AutoConfig.from_pretrained(hf_id)
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelSourceError(
+            f"{name}: cannot load {hf_id!r} ({reason}); download it where the Hub is reachable "
+            f"(`hf download {hf_id}`, then copy the Hugging Face cache here) or set hf_id to a local folder"
+        ) from None

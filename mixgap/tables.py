@@ -21,6 +21,7 @@ from mixgap.stats import AVERAGE, Interval, accuracy, verdict
 
 PUBLISHED = Path(__file__).parent / "published" / "li2025.json"
 LENGTH_BUG = "a student that never learned to stop is a training bug, not a result"
+LENGTH_UNTUNED = "the untuned model needs more than eval.max_new_tokens: its accuracy is a lower bound"
 BENCH_LABELS = {"math500": "MATH500", "math": "MATH", "gsm8k": "GSM8K", "aime24": "AIME24", "amc23": "AMC23",
                 "olympiadbench": "OlympiadBench", AVERAGE: "Average"}
 
@@ -86,7 +87,7 @@ def length_flags(jobs: Sequence[Any], threshold: float) -> tuple[list[str], set[
                     where = f"untuned {job.identity.get('student')}" if arm == "untuned" else job.label()
                     warnings.append(
                         f"LENGTH STOP: {where} {bench}: {100 * frac:.0f}% of the answers stopped by "
-                        f"length (> {100 * threshold:.0f}%); {LENGTH_BUG}"
+                        f"length (> {100 * threshold:.0f}%); {LENGTH_UNTUNED if arm == 'untuned' else LENGTH_BUG}"
                     )
     return warnings, flagged
 

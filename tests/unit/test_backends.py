@@ -104,6 +104,7 @@ def test_missing_vllm_gives_one_line_with_the_install_command(monkeypatch):
     with pytest.raises(BackendUnavailable) as err:
         load_backend("vllm", "Qwen/Qwen2.5-32B-Instruct")
     assert "pip install 'mixgap[gpu]'" in str(err.value) and "\n" not in str(err.value)
+    assert "eval.backend=hf" in str(err.value) and "teacher.backend=hf" in str(err.value)  # the full keys
 
 
 def test_unknown_backend_kind():

@@ -86,6 +86,7 @@ def test_mix_ratio_presets_set_the_weight():
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
         (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
+        (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
     ],
 )
 def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, message):

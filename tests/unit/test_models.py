@@ -12,10 +12,24 @@ from mixgap.store import Store
 
 
 def test_a_hub_student_resolves_to_its_id_without_touching_the_store(tmp_path):
-    student = compose_cfg("student=qwen0.5b").student
+    from transformers import LlamaConfig
+
+    LlamaConfig(num_hidden_layers=1).save_pretrained(tmp_path / "local")  # hf_id may be a local folder
+    student = compose_cfg("student=qwen0.5b", f"student.hf_id={tmp_path / 'local'}").student
     assert models.model_spec(student) is None
-    assert models.resolve_model(student, Store(tmp_path)) == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert not any(tmp_path.iterdir())
+    assert models.resolve_model(student, Store(tmp_path / "cache")) == str(tmp_path / "local")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line_before_any_work(tmp_path):
+    """Offline (not in the cache) or online (no such repo): transformers' OSError becomes one line."""
+    student = compose_cfg("student=qwen0.5b", "student.hf_id=mixgap-tests/no-such-model").student
+    with pytest.raises(models.ModelSourceError) as err:
+        models.resolve_model(student, Store(tmp_path))
+    message = str(err.value)
+    assert message.startswith("qwen0.5b: cannot load 'mixgap-tests/no-such-model' (") and "\n" not in message
+    assert message.endswith("(`hf download mixgap-tests/no-such-model`, then copy the Hugging Face cache here) "
+                            "or set hf_id to a local folder")
 
 
 def test_a_missing_gguf_package_is_one_line_with_the_install_command(monkeypatch, tmp_path):

@@ -238,3 +238,19 @@ def test_jobs_that_differ_in_more_than_seeds_are_not_pooled(tmp_path):
     assert [j.mode() for j in jobs] == ["full (finetune_mode.learning_rate=1e-05)", "full (finetune_mode.learning_rate=1e-05)",
                                         "full (finetune_mode.learning_rate=2e-05)", "full (finetune_mode.learning_rate=1e-05)"]
     assert jobs[0].condition() == jobs[3].condition() != jobs[2].condition()
+
+
+def test_length_stops_of_the_untuned_model_read_as_a_budget_not_a_training_bug(tmp_path):
+    def ev(key, frac):
+        return sweep.Evaluation(key, {"p1": False}, {"length_stop_frac": frac})
+
+    job = sweep.Job(tmp_path, "done", {"student": "qwen0.5b", "weight": 1.0})
+    job.evals = {"untuned": {"math": ev("e-untuned", 0.5)}, "tuned": {"math": ev("e-tuned", 0.6), "gsm8k": ev("e-ok", 0.2)}}
+    warnings, flagged = tables.length_flags([job, job], 0.2)  # the same key met twice is flagged once
+    assert flagged == {"e-untuned", "e-tuned"}  # 0.2 is not above the 0.2 threshold
+    assert warnings == [
+        "LENGTH STOP: untuned qwen0.5b math: 50% of the answers stopped by length (> 20%); "
+        "the untuned model needs more than eval.max_new_tokens: its accuracy is a lower bound",
+        f"LENGTH STOP: {job.label()} math: 60% of the answers stopped by length (> 20%); "
+        "a student that never learned to stop is a training bug, not a result",
+    ]
