@@ -107,14 +107,17 @@ def made(tmp_path_factory, kit):
     sweep = build_sweep(root)
     tracker, tokenizer = RecordingTracker(), WordTokenizer()
     mp = pytest.MonkeyPatch()
+    mp.setattr("mixgap.models.check_hub_model", lambda name, hf_id: None)  # the student below is a fake
     mp.setattr("mixgap.analysis.rank_shift.load_student", lambda path: (NeverWaits(), tokenizer))
     mp.setattr("mixgap.tracking.make_tracker", lambda *a, **k: tracker)
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={sweep}", "analyze.max_completions=3",
                       f"paths.cache={root / 'cache'}", "tracking.backend=none", data=kit)
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        result = run_job(cfg, root / "job")
-    mp.undo()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            result = run_job(cfg, root / "job")
+    finally:
+        mp.undo()  # never leak the fake tracker into later tests
     return {"result": result, "tracker": tracker, "stdout": stdout.getvalue(), "sweep": sweep}
 
 

@@ -101,9 +101,11 @@ def made(tmp_path_factory):
     cfg = compose_cfg("stage=report", f"report.sweep=['{sweeps[0]}','{sweeps[1]}']", f"paths.cache={cache}",
                       "tracking.backend=none")
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        paths = run_job(cfg, root / "report_job")
-    mp.undo()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            paths = run_job(cfg, root / "report_job")
+    finally:
+        mp.undo()  # never leak the fake tracker into later tests
     return {"paths": paths, "stdout": stdout.getvalue(), "tracker": tracker, "sweeps": sweeps}
 
 
