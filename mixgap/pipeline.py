@@ -293,9 +293,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        from mixgap.sweep import find_jobs, read_result  # noqa: PLC0415
+        from mixgap.sweep import job_results  # noqa: PLC0415
 
-        jobs = [(folder, read_result(folder)) for folder in find_jobs(sweep_dir)]
+        jobs = job_results(sweep_dir)
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
         print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))

@@ -89,6 +89,11 @@ def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:
     return sorted(found, key=lambda p: (str(p.parent), p.name.zfill(12)))
 
 
+def job_results(sweep: str | Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each job folder of ``sweep`` (:func:`find_jobs` order) with its ``result.json`` (None if never written)."""
+    return [(folder, read_result(folder)) for folder in find_jobs(sweep)]
+
+
 def read_sweeps(sweeps: list[str], store: Store | None, field: str = "report.sweep") -> list[Job]:
     """Every job of the multirun folders ``sweeps``, read with :func:`read_job` (evaluations shared across jobs).
 

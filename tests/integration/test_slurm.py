@@ -28,7 +28,7 @@ import slurm_cluster
 
 from conftest import ROOT, compose_cfg
 from mixgap import pipeline
-from mixgap.sweep import find_jobs, read_result
+from mixgap.sweep import job_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -130,17 +130,13 @@ def sweep(cluster, kit, tmp_path_factory):
     )
 
 
-def _jobs(sweep_dir: Path) -> list[tuple[Path, dict | None]]:
-    return [(folder, read_result(folder)) for folder in find_jobs(sweep_dir)]
-
-
 def _manifests(store: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in store.glob("*/*/manifest.json")]
 
 
 def test_every_job_finishes_with_scores(sweep):
     assert sweep.returncode == 0, sweep.log[-3000:]
-    jobs = _jobs(sweep.dir)
+    jobs = job_results(sweep.dir)
     assert [p.name for p, _ in jobs] == ["0", "1", "2"]
     for (path, result), weight in zip(jobs, WEIGHTS, strict=True):
         assert result is not None and result["status"] == "done", path
@@ -154,7 +150,7 @@ def test_each_artifact_is_built_once_for_the_whole_sweep(sweep):
     training per weight, whatever the number of jobs that needed them."""
     built = Counter(m["stage"] for m in _manifests(sweep.store))
     assert built == {"model": 1, "generation": 2, "pool": 2, "mixture": 3, "checkpoint": 3, "eval": 1 + 3}
-    results = [r for _, r in _jobs(sweep.dir)]
+    results = [r for _, r in job_results(sweep.dir)]
     for role in ("model", "generation.strong", "generation.weak", "pool.strong", "pool.weak", "eval.untuned.gsm8k"):
         assert len({r["artifacts"][role] for r in results}) == 1, role  # shared by the three jobs
     assert sorted(r["artifacts"]["checkpoint"] for r in results) == sorted(sweep.ckpt.values())
@@ -209,7 +205,7 @@ def test_card_command_plans_on_the_cluster(cluster, tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    results = [r for _, r in _jobs(tmp_path / "sweep")]
+    results = [r for _, r in job_results(tmp_path / "sweep")]
     assert sorted((r["job"]["student"], r["job"]["weight"]) for r in results) == [
         ("llama70b", 0.0), ("llama70b", 1.0), ("qwen0.5b", 0.0), ("qwen0.5b", 1.0)]
     assert all(r["status"] == "planned" and r["job"]["strong"] == "qwq32b" for r in results)

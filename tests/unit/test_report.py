@@ -256,3 +256,14 @@ def test_length_stops_of_the_untuned_model_read_as_a_budget_not_a_training_bug(t
         f"LENGTH STOP: {job.label()} math: 60% of the answers stopped by length (> 20%); "
         "a student that never learned to stop is a training bug, not a result",
     ]
+
+
+def test_jobs_only_planned_are_counted_apart_from_missing(tmp_path, capsys):
+    for n, weight in enumerate((0.0, 1.0)):
+        cfg = compose_cfg(f"mix.weight={weight}", "stage=plan")
+        (tmp_path / "sweep" / str(n) / ".hydra").mkdir(parents=True)
+        OmegaConf.save(cfg, tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml")
+        write_json_atomic(tmp_path / "sweep" / str(n) / "result.json", {"status": "planned", "job": job_identity(cfg)})
+    out = report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'sweep'}", "tracking.backend=none"), None)
+    assert out["missing"] == []
+    assert "0 warnings, 0 missing or unfinished jobs, 2 planned only (stage=plan); full report:" in capsys.readouterr().out
