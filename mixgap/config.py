@@ -141,10 +141,11 @@ class MixConfig:
 
 @dataclass
 class LoraConfig:
-    # The paper gives no LoRA settings; these are peft's common choices for Qwen/Llama SFT.
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    # The paper's LoRA values (its Table 6) are unknown; these are LLaMA-Factory's LoRA defaults (the paper's
+    # trainer): lora_rank 8, lora_alpha = 2 x rank, lora_dropout 0, lora_target all (conf/finetune_mode/lora.yaml).
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -174,6 +175,11 @@ class FinetuneConfig:
     seed: int = 42
     prompt: str = PAPER_PROMPT  # the user turn of every training example; the response is the teacher's CoT
     lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
+    # what global_batch_size counts: examples | packed_sequences (of up to pack_len tokens, LLaMA-Factory
+    # neat_packing: the released Mix configs' global batch of 80; see mixgap.train.batching)
+    batch_unit: str = "examples"
+    pack_len: int = 4096  # read only with batch_unit=packed_sequences
+    settings_source: str = ""  # where these values come from (shown in the report's settings table)
 
 
 @dataclass
@@ -289,7 +295,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("finetune_mode.epochs", ft.epochs)
     _positive("finetune_mode.per_device_batch_size", ft.per_device_batch_size)
     _positive("finetune_mode.global_batch_size", ft.global_batch_size)
-    if ft.global_batch_size % ft.per_device_batch_size:
+    _one_of("finetune_mode.batch_unit", ft.batch_unit, ("examples", "packed_sequences"))
+    _positive("finetune_mode.pack_len", ft.pack_len)
+    if ft.batch_unit == "examples" and ft.global_batch_size % ft.per_device_batch_size:
         raise ConfigError(
             f"finetune_mode.global_batch_size={ft.global_batch_size} is not allowed; it must be a multiple of "
             f"finetune_mode.per_device_batch_size={ft.per_device_batch_size}"
@@ -298,7 +306,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     if not 0.0 <= ft.warmup_ratio < 1.0:
         raise ConfigError(f"finetune_mode.warmup_ratio={ft.warmup_ratio!r} is not allowed; it must be in [0, 1)")
     _one_of("finetune_mode.launch", ft.launch, ("auto", "local", "torchrun"))
-    _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate"))
+    _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate", "drop_pair"))
     _one_of("finetune_mode.precision", ft.precision, ("auto", "bf16", "fp32"))
     _one_of("finetune_mode.deepspeed", ft.deepspeed, (None, "zero2", "zero3"))
     for override in overrides:

@@ -63,9 +63,14 @@ def gap_vs_size(gaps: Sequence[dict[str, Any]], path: Path, confidence: float = 
 
 
 def accuracy_vs_weight(
-    series: dict[str, list[tuple[float, Interval]]], path: Path, strong: str, weak: str, confidence: float = 0.95
+    series: dict[str, list[tuple[float, Interval]]], path: Path, strong: str, weak: str, confidence: float = 0.95,
+    realised: dict[str, dict[float, float]] | None = None,
 ) -> Path:
-    """Figure 6 style: average accuracy vs mix weight w (fraction from ``strong``), one line per student, CI band."""
+    """Figure 6 style: average accuracy vs mix weight w (fraction from ``strong``), one line per student, CI band.
+
+    ``realised``: per series label, nominal w -> the realised strong fraction (``tables.realised_weight``);
+    each point whose realised fraction differs from w by more than 0.0005 is annotated with it.
+    """
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=(6.4, 4.2))
@@ -75,8 +80,14 @@ def accuracy_vs_weight(
         x = [w for w, _ in points]
         ax.plot(x, [v.estimate for _, v in points], "o-", color=f"C{i}", label=label)
         ax.fill_between(x, [v.low for _, v in points], [v.high for _, v in points], color=f"C{i}", alpha=0.2)
+        for w, v in points:
+            real = (realised or {}).get(label, {}).get(w)
+            if real is not None and abs(real - w) > 0.0005:
+                ax.annotate(f"realised {real:.3f}", (w, v.estimate), textcoords="offset points", xytext=(4, 6),
+                            fontsize=7, color=f"C{i}")
     ax.set_xlim(-0.03, 1.03)
-    ax.set_xlabel(f"mix weight w (fraction of training examples from {strong}; rest from {weak})")
+    ax.set_xlabel(f"nominal mix weight w (fraction of training examples from {strong}; rest from {weak}); "
+                  "realised strong fraction annotated where it differs")
     ax.set_ylabel("average accuracy (%)")
     ax.set_title(f"{strong} / {weak}: average accuracy vs mix weight, band = {100 * confidence:g}% CI")
     ax.grid(alpha=0.3)
@@ -94,13 +105,17 @@ def draw_all(
         if any(r["comparison"] for r in rows):
             written.append(gap_vs_size(rows, out / f"fig_gap_vs_size_{_slug(strong, weak)}.png", confidence))
     weights: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    realised: dict[tuple[str, str], dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     for student, rows in table3.items():
         for r in rows:
             if r["weight"] is not None:
-                weights[(r["strong"], r["weak"])][f"{student} ({r['mode']})"].append((r["weight"], r["cells"][AVERAGE]))
+                label = f"{student} ({r['mode']})"
+                weights[(r["strong"], r["weak"])][label].append((r["weight"], r["cells"][AVERAGE]))
+                if r.get("realised") is not None:
+                    realised[(r["strong"], r["weak"])][label][r["weight"]] = r["realised"]
     for (strong, weak), series in weights.items():
         series = {k: v for k, v in series.items() if len(v) > 1}
         if series:
             path = out / f"fig_average_vs_weight_{_slug(strong, weak)}.png"
-            written.append(accuracy_vs_weight(series, path, strong, weak, confidence))
+            written.append(accuracy_vs_weight(series, path, strong, weak, confidence, realised[(strong, weak)]))
     return written

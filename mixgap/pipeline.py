@@ -233,7 +233,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
         with timed(timings, "train"):
             checkpoint = store.get_or_build(
                 specs["checkpoint"],
-                lambda o, w: train.build_checkpoint(cfg, mixture, student_path, o, w, tracker),
+                lambda o, w: train.build_checkpoint(cfg, mixture, student_path, o, w, tracker, pools=pools),
             )
             out["counts"]["train"] = store.manifest(specs["checkpoint"].key).get("counts", {})
     for arm, model_path in (("untuned", student_path), ("tuned", checkpoint)):

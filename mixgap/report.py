@@ -25,15 +25,27 @@ from mixgap.store import Store
 from mixgap.sweep import Job, assign_variants, read_sweeps
 
 
-def runs_of(jobs: list[Job], arm: str) -> list[dict[str, dict[str, bool]]]:
-    """One ``{benchmark: {id: correct}}`` per distinct run (jobs with identical evaluation keys count once)."""
-    seen, runs = set(), []
+def runs_of(jobs: list[Job], arm: str, warnings: list[str] | None = None) -> list[dict[str, dict[str, bool]]]:
+    """One ``{benchmark: {id: correct}}`` per distinct run: jobs with identical evaluation keys count once, and
+    so do tuned jobs whose seeds select the same data and training (:meth:`Job.independent_seeds`: ``mix.seed``
+    selects nothing at w = 0 or 1, the global ``seed`` changes no weight); such a collapse is warned about."""
+    seen, runs, seeds_seen = set(), [], {}
     for job in jobs:
         if arm in job.complete:
             keys = tuple(sorted(e.key for e in job.evals[arm].values()))
-            if keys not in seen:
-                seen.add(keys)
-                runs.append({b: e.correct for b, e in job.evals[arm].items()})
+            seeds = job.independent_seeds() if arm == "tuned" else None
+            if keys in seen:
+                continue
+            if seeds is not None and seeds in seeds_seen:
+                if warnings is not None:
+                    warnings.append(f"{job.label()}: not an independent seed of {seeds_seen[seeds]} (same "
+                                    f"finetune_mode.seed, and mix.seed selects nothing at w={job.identity.get('weight')}"
+                                    "); counted once, it does not narrow the interval")
+                continue
+            seen.add(keys)
+            if seeds is not None:
+                seeds_seen[seeds] = job.label()
+            runs.append({b: e.correct for b, e in job.evals[arm].items()})
     return runs
 
 
@@ -57,9 +69,14 @@ def aligned(arms: list[list[dict[str, dict[str, bool]]]], label: str, warnings: 
 
 
 def gap_rows(
-    groups: dict[tuple, list[Job]], boot: dict[str, Any], warnings: list[str], flagged: set[str]
+    groups: dict[tuple, list[Job]], boot: dict[str, Any], warnings: list[str], flagged: set[str],
+    planned: set[tuple] | None = None,
 ) -> list[dict[str, Any]]:
     """Table 1/2 rows: per teacher pair x student x mode, the w=1 vs w=0 comparison (or what is missing).
+
+    ``planned``: the conditions (``Job.condition()``) of every job of the sweeps, finished or not. A cell gets
+    a row only when the sweeps hold a job at both w = 1 and w = 0 (else it is a one-armed baseline such as
+    Table 3's DeepSeek-R1-32B long CoT, shown in Table 3 only); None = every cell with a finished weight.
 
     Each row: ``strong``, ``weak``, ``kind``/``strong``/``weak`` column names (:func:`pair_kind`, under
     ``names``), ``student``, ``family``, ``size_b``, ``mode``, ``comparison`` (``stats.compare`` result or
@@ -67,6 +84,8 @@ def gap_rows(
     """
     rows = []
     cells = {(s, st, wk, m) for (s, st, wk, m, w) in groups if w in (0, 1)}
+    if planned is not None:
+        cells = {c for c in cells if all((*c, w) in planned for w in (1, 0))}
     for student, strong, weak, mode in cells:
         arms = [groups.get((student, strong, weak, mode, w), []) for w in (1, 0)]
         ident = next(j for arm in arms for j in arm).identity
@@ -76,7 +95,7 @@ def gap_rows(
             "paper": tables.paper_gap(strong, weak, student), "comparison": None, "missing": None,
             "length_stop": any(tables.flagged_any(arm, "tuned", flagged) for arm in arms),
         }
-        runs = [runs_of(arm, "tuned") for arm in arms]
+        runs = [runs_of(arm, "tuned", warnings) for arm in arms]
         if all(runs):
             s_arm, w_arm = aligned(runs, f"{student} {strong}/{weak} {mode}", warnings)
             row["comparison"] = stats.compare(s_arm, w_arm, **boot)
@@ -88,7 +107,7 @@ def gap_rows(
 
 def condition_accuracy(jobs: list[Job], arm: str, label: str, boot: dict[str, Any], warnings: list[str]):
     """``(stats.accuracy(...), distinct runs)`` of a condition's seeds on their shared problems; None if none."""
-    runs = runs_of(jobs, arm)
+    runs = runs_of(jobs, arm, warnings)
     return (stats.accuracy(aligned([runs], label, warnings)[0], **boot), len(runs)) if runs else (None, 0)
 
 
@@ -104,7 +123,9 @@ def table3_rows(
     Returns:
         ``{student: [row, ...]}``; a row has ``method``, ``teachers``, ``strong``, ``weak``, ``mode``,
         ``weight`` (None for the untuned student), ``seeds`` (distinct runs), ``cells`` (``stats.accuracy``:
-        benchmark -> Interval, plus ``average``) and ``paper`` (``tables.paper_table3`` or None).
+        benchmark -> Interval, plus ``average``) and ``paper`` (``tables.paper_table3`` or None); tuned rows
+        also ``realised`` (mean realised strong fraction, ``tables.realised_weight``, or None) and ``w_label``.
+        The method is the paper's Table 3 name when the (teacher pair, weight) is one of its methods.
     """
     by_student: dict[str, list[dict[str, Any]]] = defaultdict(list)
     untuned: dict[tuple, list[Job]] = defaultdict(list)
@@ -130,10 +151,14 @@ def table3_rows(
         student, strong, weak, mode, weight = cond
         names = kind(cond)
         acc, seeds = condition_accuracy(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", boot, warnings)
+        realised = [tables.realised_weight(j.counts.get("train")) for j in groups[cond]]
+        known = [r for r in realised if r is not None]
         by_student[student].append({
-            "method": tables.method_name(weight, names), "teachers": f"{strong} / {weak}", "strong": strong, "weak": weak,
+            "method": tables.paper_method(strong, weak, weight) or tables.method_name(weight, names),
+            "teachers": f"{strong} / {weak}", "strong": strong, "weak": weak,
             "mode": mode, "weight": weight, "seeds": seeds, "cells": acc,
             "paper": tables.paper_table3(student, strong, weak, weight),
+            "realised": sum(known) / len(known) if known else None, "w_label": tables.weight_label(weight, realised),
         })
     return dict(by_student)
 
@@ -169,7 +194,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     for job in jobs:
         if "tuned" in job.complete:
             groups[job.condition()].append(job)
-    gaps = gap_rows(groups, boot, warnings, flagged)
+    gaps = gap_rows(groups, boot, warnings, flagged, {job.condition() for job in jobs})
     table3 = table3_rows(jobs, groups, boot, warnings)
     missing = [f"{job.label()}: {'; '.join(job.missing)}" for job in jobs if job.missing]
 

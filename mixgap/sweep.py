@@ -45,6 +45,7 @@ class Job:
     counts: dict[str, Any] = field(default_factory=dict)  # result.json counts: pools, mixture, train, decontamination
     fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
+    seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
 
     def mode(self) -> str:
         """The fine-tune mode, plus the variant when jobs of one cell differ in more than seeds."""
@@ -55,10 +56,25 @@ class Job:
         i = self.identity
         return (i.get("student"), i.get("strong"), i.get("weak"), self.mode(), i.get("weight"))
 
+    def independent_seeds(self) -> tuple | None:
+        """What makes this job's fine-tuned model an independent seed: ``(finetune_mode.seed, mix.seed)``, with
+        ``mix.seed`` as None at w = 0 or 1, where it selects nothing (every problem takes the one source).
+
+        The global ``seed`` is left out: it seeds only the evaluation backend, and decoding is greedy. Two jobs
+        of one condition with equal tuples trained on the same examples in the same order. None when the job's
+        config snapshot is unreadable.
+        """
+        if "finetune_mode.seed" not in self.seeds:
+            return None
+        weight = self.identity.get("weight")
+        return (self.seeds["finetune_mode.seed"], None if weight in (0, 1) else self.seeds.get("mix.seed"))
+
     def label(self) -> str:
         i = self.identity
         return (f"{'/'.join(self.folder.parts[-3:])} ({i.get('student')}, {i.get('strong')}/{i.get('weak')}, "
-                f"w={i.get('weight')}, {self.mode()}, seed={i.get('seed')}, mix_seed={i.get('mix_seed')})")
+                f"w={i.get('weight')}, {self.mode()}, seed={i.get('seed')}, mix_seed={i.get('mix_seed')}"
+                + (f", finetune_seed={self.seeds['finetune_mode.seed']}" if "finetune_mode.seed" in self.seeds else "")
+                + ")")
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
@@ -154,6 +170,19 @@ def read_config(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return identity, {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] != "seed" and not k.startswith(NOT_CONDITION)}
 
 
+def read_seeds(folder: Path) -> dict[str, Any]:
+    """The seeds of a job's ``.hydra/config.yaml``: ``seed`` (evaluation backend only), ``mix.seed`` (which
+    problems take the strong response, at 0 < w < 1) and ``finetune_mode.seed`` (data order, LoRA init);
+    ``{}`` when the snapshot is unreadable."""
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    try:
+        cfg = OmegaConf.load(Path(folder) / CONFIG)
+        return {k: OmegaConf.select(cfg, k) for k in ("seed", "mix.seed", "finetune_mode.seed")}
+    except Exception:  # reported by read_config
+        return {}
+
+
 def assign_variants(jobs: list[Job]) -> None:
     """Set ``job.variant`` to the config fields that differ between jobs of one (student, teacher pair, mode)
     cell, e.g. ``finetune_mode.learning_rate=2e-05``: jobs count as seeds of one condition only when they are
@@ -184,7 +213,7 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
     job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
-              expected=expected_arms(identity.get("stage"), result.get("artifacts", {})))
+              expected=expected_arms(identity.get("stage"), result.get("artifacts", {})), seeds=read_seeds(folder))
     if job.status != "done":
         if job.status != "planned":
             job.missing.append(f"status {job.status!r}" if result else f"no {RESULT} (never ran, or still queued)")

@@ -22,7 +22,7 @@ from mixgap.stats import AVERAGE, Interval, accuracy, verdict
 PUBLISHED = Path(__file__).parent / "published" / "li2025.json"
 LENGTH_BUG = "a student that never learned to stop is a training bug, not a result"
 LENGTH_UNTUNED = "the untuned model needs more than eval.max_new_tokens: its accuracy is a lower bound"
-BENCH_LABELS = {"math500": "MATH500", "math": "MATH", "gsm8k": "GSM8K", "aime24": "AIME24", "amc23": "AMC23",
+BENCH_LABELS = {"math500": "MATH-500", "math": "MATH 5k", "gsm8k": "GSM8K", "aime24": "AIME24", "amc23": "AMC23",
                 "olympiadbench": "OlympiadBench", AVERAGE: "Average"}
 
 
@@ -33,11 +33,16 @@ def published() -> dict[str, Any]:
 
 
 def paper_gap(strong: str, weak: str, student: str) -> dict[str, float] | None:
-    """Published P_strong, P_weak, Δ for this teacher pair and student, or None when the paper has no such cell."""
+    """Published P_strong, P_weak, Δ for this teacher pair and student, or None when the paper has no such cell.
+
+    Δ is the paper's printed Δ (Tables 1–2 of arXiv:2502.12143v1), not P_strong − P_weak of the rounded
+    accuracies: the two differ by 0.1 in three cells (Table 1 Qwen2.5-1.5B −7.1, Llama-3.3-70B 3.8; Table 2
+    Llama-3.2-1B −1.9).
+    """
     for table in published()["gap_tables"].values():
         if (table["strong"], table["weak"]) == (strong, weak) and student in table["rows"]:
             row = table["rows"][student]
-            return {"strong": row["strong"], "weak": row["weak"], "delta": round(row["strong"] - row["weak"], 1)}
+            return {"strong": row["strong"], "weak": row["weak"], "delta": row["delta"]}  # the printed Δ
     return None
 
 
@@ -49,6 +54,29 @@ def paper_table3(student: str, strong: str, weak: str, weight: float) -> dict[st
             values = table["rows"].get(student, {}).get(method)
             return dict(zip(table["benchmarks"], values, strict=True)) if values else None
     return None
+
+
+def paper_method(strong: str, weak: str, weight: float) -> str | None:
+    """The paper's Table 3 name of a (teacher pair, weight) method, e.g. ``DeepSeek-R1-32B (Long CoT)`` for
+    r1_qwen32b / qwen32b at w = 1; None when Table 3 has no such method."""
+    for method, where in published()["table3"]["methods"].items():
+        if (where["strong"], where["weak"], where["weight"]) == (strong, weak, weight):
+            return method
+    return None
+
+
+def math_variant(benchmarks: Sequence[str]) -> str:
+    """Which MATH test a run used, for labels beside published numbers: ``MATH-500``, ``MATH 5k``, both or none.
+
+    The paper's MATH column is read as the full 5,000-problem test (``published()["math_variant_note"]``).
+    """
+    names = [BENCH_LABELS[b] for b in ("math500", "math") if b in benchmarks]
+    return " + ".join(names) or "no MATH"
+
+
+def paper_math_label() -> str:
+    """The label of the paper's MATH column (``MATH 5k``; see ``published()["math_variant_note"]``)."""
+    return BENCH_LABELS[published()["math_variant"]]
 
 
 def pair_kind(strong_cot: str | None) -> dict[str, str]:
@@ -132,7 +160,8 @@ def result_rows(jobs: Sequence[Any], boot: dict[str, Any]) -> list[dict[str, Any
     rows, ci_cache = [], {}
     for job in jobs:
         base = {"job": str(job.folder), "status": job.status,
-                **{k: v for k, v in job.identity.items() if k != "benchmarks"}, "variant": job.variant}
+                **{k: v for k, v in job.identity.items() if k != "benchmarks"}, "variant": job.variant,
+                "realised_weight": realised_weight(job.counts.get("train"))}
         for arm in job.expected:
             evals = job.evals.get(arm, {})
             for bench in job.identity.get("benchmarks", []):
@@ -202,7 +231,7 @@ def gap_markdown(gaps: Sequence[dict[str, Any]]) -> str:
         s, w, d = f"P_{n['strong']}", f"P_{n['weak']}", f"Δ_{n['strong']}"
         paper = any(r["paper"] for r in rows)
         header = ["Student", "Size (B)", "Mode", "Seeds", f"{s} (w=1)", f"{w} (w=0)", d, "Better?"]
-        header += [f"Paper {s}", f"Paper {w}", f"Paper {d}"] if paper else []
+        header += [f"Paper {s}", f"Paper {w}", f"Paper {d}", "MATH (ours / paper)"] if paper else []
         body = []
         for r in rows:
             comp = r["comparison"].get(AVERAGE) if r["comparison"] else None
@@ -214,7 +243,9 @@ def gap_markdown(gaps: Sequence[dict[str, Any]]) -> str:
             row = [r["student"], f"{r['size_b']:g}", r["mode"], seeds, *cells]
             if paper:
                 p = r["paper"]
-                row += [f"{p['strong']:.1f}", f"{p['weak']:.1f}", f"{p['delta']:+.1f}"] if p else ["", "", ""]
+                ours = math_variant(list(r["comparison"])) if r["comparison"] else ""
+                row += ([f"{p['strong']:.1f}", f"{p['weak']:.1f}", f"{p['delta']:+.1f}",
+                         f"{ours} / {paper_math_label()}"] if p else ["", "", "", ""])
             body.append(row)
         parts.append(f"### {d} = {s} − {w}: {strong} (strong) vs {weak} (weak)\n\n" + _table(header, body))
     return "\n\n".join(parts)
@@ -225,14 +256,15 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]]) -> str:
     parts = []
     for student, rows in table3.items():
         benches = list(dict.fromkeys(b for r in rows for b in r["cells"] if b != AVERAGE)) + [AVERAGE]
-        header = ["Method", "Teachers", "Mode", "Seeds", *(BENCH_LABELS.get(b, b) for b in benches)]
+        header = ["Method", "Teachers", "Mode", "w (realised)", "Seeds", *(BENCH_LABELS.get(b, b) for b in benches)]
         body = []
         for r in rows:
-            body.append([r["method"], r["teachers"], r["mode"], r["seeds"],
+            body.append([r["method"], r["teachers"], r["mode"], r.get("w_label", "—"), r["seeds"],
                          *(r["cells"][b].fmt() if b in r["cells"] else "—" for b in benches)])
             if r["paper"]:
-                body.append([f"{r['method']} (paper)", r["teachers"], "", "",
-                             *(f"{r['paper'][b]:.1f}" if b in r["paper"] else "—" for b in benches)])
+                paper = {**r["paper"], **{b: r["paper"]["math"] for b in ("math500",) if "math" in r["paper"]}}
+                body.append([f"{r['method']} (paper; its MATH is {paper_math_label()})", r["teachers"], "", "", "",
+                             *(f"{paper[b]:.1f}" if b in paper else "—" for b in benches)])
         parts.append(f"### {student}\n\n" + _table(header, body))
     return "\n\n".join(parts) or "No finished evaluation."
 
@@ -252,7 +284,8 @@ def data_markdown(jobs: Sequence[Any]) -> str:
             i = job.identity
             kept, dropped, cut = train.get("kept", {}), train.get("dropped", {}), train.get("truncated", {})
             loss = train.get("final_loss")
-            rows.append([i.get("student"), f"{i.get('strong')} / {i.get('weak')}", i.get("weight"),
+            rows.append([i.get("student"), f"{i.get('strong')} / {i.get('weak')}",
+                         weight_label(i.get("weight"), [realised_weight(train)]),
                          f"{mixture.get('N', '—')} ({mixture.get('strong', '—')} / {mixture.get('weak', '—')})",
                          f"{dropped.get('strong', 0)} / {dropped.get('weak', 0)}",
                          f"{cut.get('strong', 0)} / {cut.get('weak', 0)}",
@@ -267,7 +300,8 @@ def data_markdown(jobs: Sequence[Any]) -> str:
             ["Teacher", "CoT", "Problems", "Kept", "Keep rate", "Dropped (reason n)"], pool_rows))
     if rows:
         parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped, never silently "
-                     "cut:\n\n" + _table(["Student", "Teachers", "w", "Mixture N", "Dropped > max_seq_len",
+                     "cut; w (realised) = nominal mix weight (strong fraction of the examples trained on):\n\n"
+                     + _table(["Student", "Teachers", "w (realised)", "Mixture N", "Dropped > max_seq_len",
                                            "Truncated", "After drops", "Steps", "Final loss"], rows))
     return "\n\n".join(parts)
 
@@ -294,6 +328,9 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
     training = data_markdown(jobs)
     if training:
         lines += ["## Training data", "", training, ""]
+    settings = settings_markdown(jobs)
+    if settings:
+        lines += ["## Settings", "", settings, ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
     lines += ["## Method", "",
@@ -302,7 +339,7 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
               "Dror et al. 2018). The average is the plain mean of per-benchmark accuracies; its resamples draw "
               "each benchmark's problems independently (stratified). With several seeds, each resample also "
               "draws the arm's seeds with replacement (two-level bootstrap, Owen 2007); Seeds = distinct runs "
-              "per arm (strong/weak).", ""]
+              "per arm (strong/weak).", "", SEEDS_NOTE + " " + seeds_varied(jobs), ""]
     return "\n".join(lines)
 
 
@@ -326,3 +363,92 @@ def track(tracker: Any, gaps: Sequence[dict[str, Any]], table3: dict[str, list[d
             key = f"{g['strong']}_vs_{g['weak']}/{g['student']}/{g['mode']}"
             tracker.summary({f"delta/{key}": delta.estimate, f"delta_low/{key}": delta.low,
                              f"delta_high/{key}": delta.high, f"better/{key}": verdict(delta)})
+
+
+def realised_weight(train_counts: dict[str, Any] | None) -> float | None:
+    """The strong fraction a job really trained on: kept strong / (kept strong + kept weak) examples.
+
+    ``train_counts`` is the training stage's counts (``result.json`` ``counts.train``, from
+    ``mixgap.train.labels.apply_overlength``). Over-length drops fall mostly on the strong (long CoT) side, so
+    at w = 0.2 this is below 0.2 under ``finetune_mode.overlength=drop``; ``drop_pair`` makes it exact (up to
+    the rounding of ``mixgap.mix.strong_count``). None when the counts are absent (the job did not train).
+    """
+    kept = (train_counts or {}).get("kept") or {}
+    total = kept.get("strong", 0) + kept.get("weak", 0)
+    return kept.get("strong", 0) / total if total else None
+
+
+def weight_label(weight: float | None, realised: Sequence[float | None]) -> str:
+    """``"0.2 (0.171)"``: the nominal mix weight and, in brackets, the realised strong fraction of its jobs
+    (a range ``0.168–0.175`` when seeds differ; ``—`` when no job has training counts)."""
+    if weight is None:
+        return "—"
+    values = sorted({round(r, 3) for r in realised if r is not None})
+    if not values:
+        return f"{weight:g} (—)"
+    inner = f"{values[0]:.3f}" if len(values) == 1 else f"{values[0]:.3f}–{values[-1]:.3f}"
+    return f"{weight:g} ({inner})"
+
+
+SEEDS_NOTE = ("What the seeds vary: `finetune_mode.seed` sets the training data order (and LoRA's initialisation); "
+              "`mix.seed` sets which problems take the strong response, so it varies the data only at 0 < w < 1 (at "
+              "w = 0 or 1 every problem takes the one source); the global `seed` seeds only the evaluation backend, "
+              "and decoding is greedy. Jobs of one condition equal in `finetune_mode.seed` (and, at 0 < w < 1, in "
+              "`mix.seed`) count as one run and never narrow an interval (`Job.independent_seeds`).")
+
+#: finetune_mode fields of the settings table, in order (header, dotted key)
+SETTINGS = (("Mode", "finetune_mode.mode"), ("LR", "finetune_mode.learning_rate"), ("Epochs", "finetune_mode.epochs"),
+            ("Max steps", "finetune_mode.max_steps"), ("Schedule", "finetune_mode.lr_scheduler"),
+            ("Warmup", "finetune_mode.warmup_ratio"), ("Global batch", "finetune_mode.global_batch_size"),
+            ("Batch unit", "finetune_mode.batch_unit"), ("Max len", "finetune_mode.max_seq_len"),
+            ("Over-length", "finetune_mode.overlength"), ("LoRA r / alpha / dropout", None),
+            ("LoRA targets", "finetune_mode.lora.target_modules"), ("Eval MATH", None),
+            ("Source", "finetune_mode.settings_source"))
+
+
+def seeds_varied(jobs: Sequence[Any]) -> str:
+    """One sentence: which seed fields differ between counted jobs of the same condition in these sweeps."""
+    by_cond: dict[tuple, list[Any]] = defaultdict(list)
+    for job in jobs:
+        if "tuned" in job.complete and job.seeds:
+            by_cond[job.condition()].append(job)
+    varied: dict[str, int] = defaultdict(int)
+    for members in by_cond.values():
+        for key in ("finetune_mode.seed", "mix.seed", "seed"):
+            if len({j.seeds.get(key) for j in members}) > 1:
+                varied[key] += 1
+    if not varied:
+        return "In these sweeps no condition has jobs that differ in a seed."
+    return "In these sweeps: " + ", ".join(f"`{k}` varies in {n} condition(s)" for k, n in varied.items()) + "."
+
+
+def settings_markdown(jobs: Sequence[Any]) -> str:
+    """The fine-tuning settings the jobs used (one row per distinct setting, with its students) and where the
+    values come from (``finetune_mode.settings_source``: the paper's Table 5, LLaMA-Factory's LoRA recipe where
+    the paper's are unknown, or the released Mix config), plus the MATH variant evaluated."""
+    rows: dict[tuple, set[str]] = defaultdict(set)
+    for job in jobs:
+        f = job.fields
+        if "finetune_mode.mode" not in f:
+            continue
+        cells = []
+        for _, key in SETTINGS:
+            if key is None:
+                continue
+            value = json.loads(f[key]) if key in f else "—"
+            if key == "finetune_mode.lora.target_modules" and json.loads(f["finetune_mode.mode"]) != "lora":
+                value = "—"
+            cells.append(", ".join(value) if isinstance(value, list) else value if value != "" else "—")
+        lora = "—"
+        if json.loads(f["finetune_mode.mode"]) == "lora":
+            lora = " / ".join(str(json.loads(f.get(f"finetune_mode.lora.{k}", "null"))) for k in ("r", "alpha", "dropout"))
+        cells.insert(10, lora)
+        cells.insert(12, math_variant(job.identity.get("benchmarks", [])))
+        rows[tuple(str(c) for c in cells)].add(str(job.identity.get("student")))
+    if not rows:
+        return ""
+    header = ["Students", *(h for h, _ in SETTINGS)]
+    body = [[", ".join(sorted(students)), *cells] for cells, students in rows.items()]
+    return ("Fine-tuning settings as run (the paper's LoRA values, its Table 6, are unknown: the LoRA row's "
+            "source says whose they are). Paper comparisons use the paper's MATH column, read as "
+            f"{paper_math_label()}.\n\n" + _table(header, body))

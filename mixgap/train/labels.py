@@ -30,7 +30,7 @@ from mixgap.data import Problem, fill_prompt
 log = logging.getLogger(__name__)
 IGNORE = -100  # the label torch.nn.CrossEntropyLoss (and transformers' ForCausalLMLoss) ignores
 SOURCES = ("strong", "weak")
-OVERLENGTH = ("drop", "truncate")
+OVERLENGTH = ("drop", "truncate", "drop_pair")  # drop_pair: see mixgap.train.pairs
 
 
 @dataclass
@@ -161,7 +161,8 @@ def apply_overlength(
         examples: tokenised examples whose ``source`` is ``strong`` or ``weak``.
         max_seq_len: the longest allowed example, in tokens (``finetune_mode.max_seq_len``), > 0.
         overlength: ``drop`` (default: never silently truncate) or ``truncate`` (keep the first
-            ``max_seq_len`` tokens; the cut trace usually loses its final answer and end-of-turn token).
+            ``max_seq_len`` tokens; the cut trace usually loses its final answer and end-of-turn token), or
+            ``drop_pair`` (rows already chosen by :func:`mixgap.train.pairs.drop_pair_rows`; drops like ``drop``).
 
     Returns:
         (kept examples, counts) with counts = ``examples`` (kept), ``kept``/``dropped``/``truncated`` per
@@ -181,7 +182,7 @@ def apply_overlength(
         if ex.source not in SOURCES:
             raise ValueError(f"example {ex.id}: source={ex.source!r} is not allowed; choose one of {', '.join(SOURCES)}")
         if len(ex.input_ids) > max_seq_len:
-            if overlength == "drop":
+            if overlength in ("drop", "drop_pair"):  # drop_pair removed its pairs before: nothing left here
                 counts["dropped"][ex.source] += 1
                 continue
             counts["truncated"][ex.source] += 1

@@ -24,7 +24,9 @@ from mixgap.store import ArtifactSpec
 log = logging.getLogger(__name__)
 #: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
 #: trade of activation recomputation, the ZeRO partitioning of the same computation, where it runs.
-NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch")
+NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch", "settings_source")
+#: fields added later, left out of the key at these values so that earlier checkpoints keep their keys
+KEY_DEFAULTS = {"batch_unit": "examples"}
 
 
 def checkpoint_spec(finetune_cfg: DictConfig, student_key: str, mixture_key: str) -> ArtifactSpec:
@@ -35,6 +37,11 @@ def checkpoint_spec(finetune_cfg: DictConfig, student_key: str, mixture_key: str
     fields = {k: v for k, v in to_container(finetune_cfg).items() if k not in NOT_IN_KEY}
     if fields.get("mode") != "lora":
         fields.pop("lora", None)
+    if fields.get("batch_unit", "examples") == "examples":  # pack_len is read only for packed batches
+        fields.pop("pack_len", None)
+    for name, default in KEY_DEFAULTS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
     return ArtifactSpec("checkpoint", fields, (student_key, mixture_key))
 
 
@@ -83,7 +90,8 @@ def _counts_metrics(counts: dict[str, Any]) -> dict[str, float]:
 
 
 def build_checkpoint(
-    cfg: DictConfig, mixture_dir: Path, student_path: str, out_dir: Path, work_dir: Path, tracker: Any
+    cfg: DictConfig, mixture_dir: Path, student_path: str, out_dir: Path, work_dir: Path, tracker: Any,
+    pools: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the student on the mixture and write the checkpoint into ``out_dir``.
 
@@ -94,13 +102,16 @@ def build_checkpoint(
         out_dir: the artifact folder being built (model, tokenizer, generation config).
         work_dir: the key's persistent scratch: tokenised examples, ``trainer/checkpoint-N`` (resume).
         tracker: ``Tracker``; gets loss, learning rate, tokens/s and the dropped/truncated counts.
+        pools: ``{"strong": dir, "weak": dir}``, the mixture's finished teacher pools; needed only by
+            ``finetune_mode.overlength=drop_pair`` (:mod:`mixgap.train.pairs`).
 
     Where it trains: ``finetune_mode.launch`` (``auto``: a ``torchrun`` subprocess over every GPU when
     there are GPUs, DeepSpeed as configured; this process on a CPU, DeepSpeed ignored; ``local`` /
     ``torchrun`` force one).
 
     Returns:
-        Manifest extras ``{"counts": {examples, kept, dropped, truncated (per source), tokens,
+        Manifest extras ``{"counts": {examples, kept, dropped, truncated (per source), batch (unit,
+        examples_per_step; packs with batch_unit=packed_sequences), drop_pair (with that policy), tokens,
         supervised_tokens, max_len, steps, final_loss, world_size, tokens_per_s, resumed_from, precision,
         deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
 
@@ -118,7 +129,9 @@ def build_checkpoint(
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     subprocess_launch = launch.use_subprocess(ft["launch"], gpus)
     plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
-    trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+    packed = ft.get("batch_unit") == "packed_sequences"
+    if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
+        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
     precision = resolve_precision(ft["precision"], gpus > 0)
     ds_config = launch.deepspeed_config(ft["deepspeed"]) if subprocess_launch else None
     if ft["deepspeed"] and not subprocess_launch:
@@ -126,9 +139,28 @@ def build_checkpoint(
 
     tokenizer = labels.set_chat_template(AutoTokenizer.from_pretrained(student_path), cfg.student.chat_template)
     rows = read_mixture_rows(Path(mixture_dir))
+    pair_counts = None
+    if ft["overlength"] == "drop_pair":
+        from mixgap.train import pairs  # noqa: PLC0415
+
+        if not pools:
+            raise ValueError("finetune_mode.overlength=drop_pair needs the mixture's two teacher pools")
+        rows, pair_counts = pairs.drop_pair_rows(pools, tokenizer, ft["prompt"], ft["max_seq_len"], cfg.mix)
     examples, counts = labels.apply_overlength(
         labels.tokenize_mixture(rows, tokenizer, ft["prompt"]), ft["max_seq_len"], ft["overlength"]
     )
+    if pair_counts is not None:
+        counts["drop_pair"] = pair_counts
+    micro = ft["per_device_batch_size"] * plan.world_size
+    if packed:
+        from mixgap.train import batching  # noqa: PLC0415
+
+        counts["batch"] = batching.packed_batch([len(e.input_ids) for e in examples], ft["pack_len"],
+                                                ft["global_batch_size"], micro)
+        ft["global_batch_size"] = counts["batch"]["examples_per_step"]
+        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+    else:
+        counts["batch"] = {"unit": "examples", "examples_per_step": ft["global_batch_size"]}
     tracker.log(_counts_metrics(counts), step=0)
     work_dir = Path(work_dir)
     write_examples(examples, work_dir / "examples")

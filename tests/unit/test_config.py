@@ -99,9 +99,9 @@ def test_a_lora_field_under_full_finetuning_is_an_error():
     cfg = compose_cfg("finetune_mode.lora.r=8")
     with pytest.raises(ConfigError, match=r"^finetune_mode.lora.r=8 is not allowed with finetune_mode.mode='full'"):
         validate(cfg, ["finetune_mode.lora.r=8"])
-    lora = compose_cfg("finetune_mode=lora", "finetune_mode.lora.r=8")
-    validate(lora, ["finetune_mode=lora", "finetune_mode.lora.r=8"])
-    assert lora.finetune_mode.lora.r == 8
+    lora = compose_cfg("finetune_mode=lora", "finetune_mode.lora.r=32")
+    validate(lora, ["finetune_mode=lora", "finetune_mode.lora.r=32"])
+    assert lora.finetune_mode.lora.r == 32 and lora.finetune_mode.learning_rate == 1e-4
 
 
 def test_conf_has_no_stray_files():

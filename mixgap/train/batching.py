@@ -1,0 +1,82 @@
+"""Global batches counted in packed sequences (the released Mix configs' recipe) turned into examples per step.
+
+The paper's released Mix-Long / Mix-Large config (official repo, ``LLaMA-Factory/exp/MATH_mix.yaml``) trains
+with LLaMA-Factory ``neat_packing``: the tokenised examples are packed into sequences of at most
+``cutoff_len`` = 4,096 tokens, and its global batch of 80 (5 per device x 4 accumulation x 4 GPUs) counts those
+packed sequences, i.e. several examples each. Our trainer counts examples, so :func:`packed_batch` packs the
+examples' lengths the way LLaMA-Factory does (:func:`greedy_knapsack`) and returns the example count per
+optimiser step that gives the released recipe's number of steps per epoch. The paper's text (Table 5: 4
+devices x per-device batch 2, no packing) counts examples; ``batch_unit=examples`` is that.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+
+def greedy_knapsack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Pack sequence lengths into bins of at most ``capacity`` tokens, largest-that-fits first.
+
+    The algorithm of LLaMA-Factory's ``greedy_knapsack`` (``src/llamafactory/data/processor/processor_utils.py``,
+    used by ``neat_packing``): sort the lengths ascending; open a bin, repeatedly move into it the largest
+    remaining length that still fits (binary search), close it when none fits; repeat until none is left.
+
+    Args:
+        lengths: token counts of the examples, each in ``[1, capacity]``.
+        capacity: tokens per packed sequence (``finetune_mode.pack_len``), > 0.
+
+    Returns:
+        The bins, each a list of lengths (in the order they were packed).
+
+    Raises:
+        ValueError: a non-positive ``capacity``, or a length outside ``[1, capacity]`` (it could never be packed).
+    """
+    if capacity <= 0:
+        raise ValueError(f"finetune_mode.pack_len={capacity} is not allowed; it must be > 0")
+    numbers = sorted(lengths)
+    if numbers and (numbers[0] < 1 or numbers[-1] > capacity):
+        bad = numbers[-1] if numbers[-1] > capacity else numbers[0]
+        raise ValueError(f"an example of {bad} tokens cannot be packed into finetune_mode.pack_len={capacity}; "
+                         "set finetune_mode.max_seq_len <= pack_len")
+    bins = []
+    while numbers:
+        current, remaining = [], capacity
+        while True:
+            index = bisect.bisect(numbers, remaining) - 1
+            if index < 0:
+                break
+            remaining -= numbers[index]
+            current.append(numbers.pop(index))
+        bins.append(current)
+    return bins
+
+
+def packed_batch(lengths: Sequence[int], pack_len: int, packs_per_step: int, micro_batch: int) -> dict[str, int | str]:
+    """Examples per optimiser step equivalent to a global batch of ``packs_per_step`` packed sequences.
+
+    Args:
+        lengths: token counts of the training examples (after the over-length policy).
+        pack_len: tokens per packed sequence (LLaMA-Factory ``cutoff_len``; 4,096 in the released Mix config).
+        packs_per_step: the global batch in packed sequences (80 in the released Mix config).
+        micro_batch: examples per forward pass over all devices (per-device batch x world size); the
+            example count is rounded up to a multiple of it.
+
+    Returns:
+        ``{"unit": "packed_sequences", "pack_len", "packs", "packs_per_step", "steps_per_epoch",
+        "examples_per_step"}`` with ``steps_per_epoch = ceil(packs / packs_per_step)`` and
+        ``examples_per_step = ceil(ceil(N / steps_per_epoch) / micro_batch) * micro_batch``.
+
+    Raises:
+        ValueError: no example, a bad size, or an example longer than ``pack_len``.
+    """
+    if not lengths:
+        raise ValueError("no training example to pack")
+    if packs_per_step <= 0 or micro_batch <= 0:
+        raise ValueError(f"finetune_mode.global_batch_size={packs_per_step} and the micro-batch {micro_batch} must be > 0")
+    packs = len(greedy_knapsack(lengths, pack_len))
+    steps = math.ceil(packs / packs_per_step)
+    per_step = math.ceil(math.ceil(len(lengths) / steps) / micro_batch) * micro_batch
+    return {"unit": "packed_sequences", "pack_len": pack_len, "packs": packs, "packs_per_step": packs_per_step,
+            "steps_per_epoch": steps, "examples_per_step": per_step}
