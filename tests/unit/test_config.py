@@ -53,8 +53,8 @@ def test_paper_defaults():
     ft = cfg.finetune_mode
     assert (ft.learning_rate, ft.epochs, ft.lr_scheduler, ft.deepspeed, ft.max_seq_len) == (1e-5, 2, "cosine", "zero3", 16384)
     assert (ft.per_device_batch_size, ft.global_batch_size) == (2, 8)
-    assert list(cfg.benchmark) == ["math500", "gsm8k", "aime24", "amc23", "olympiadbench"]
-    assert cfg.benchmark.gsm8k.prompt == "{problem}" and "\\boxed{your_answer}" in cfg.benchmark.math500.prompt
+    assert list(cfg.benchmark) == ["math", "gsm8k", "aime24", "amc23", "olympiadbench"]  # the paper: MATH 5k
+    assert cfg.benchmark.gsm8k.prompt == "{problem}" and "\\boxed{your_answer}" in cfg.benchmark.math.prompt
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_mix_ratio_presets_set_the_weight():
         (["mix.weight=1.5"], "mix.weight=1.5 is not allowed; it must be in [0, 1]"),
         (["mix.weight=-0.1"], "mix.weight=-0.1 is not allowed; it must be in [0, 1]"),
         (["finetune_mode.learning_rate=-1e-5"], "finetune_mode.learning_rate=-1e-05 is not allowed; it must be > 0"),
-        (["benchmark.math500.name=math501"], "benchmark.math500.name='math501' is not allowed; choose one of math500, math,"),
+        (["benchmark.math.name=math501"], "benchmark.math.name='math501' is not allowed; choose one of math500, math,"),
         (["mix.problems=all"], "mix.problems='all' is not allowed; choose one of intersection, union"),
         (["stage=fit"], "stage='fit' is not allowed; choose one of plan, prepare,"),
         (["data.decontamination=ignore"], "data.decontamination='ignore' is not allowed; choose one of error, drop, allow"),

@@ -31,8 +31,8 @@ def test_pool_keys_follow_the_teachers_sampling_not_the_student():
 
 def test_weights_share_pools_and_the_untuned_evaluation_but_not_mixtures():
     a, b = _keys("mix.weight=0"), _keys("mix.weight=1")
-    assert a["pool.strong"] == b["pool.strong"] and a["eval.untuned.math500"] == b["eval.untuned.math500"]
-    assert a["mixture"] != b["mixture"] and a["eval.tuned.math500"] != b["eval.tuned.math500"]
+    assert a["pool.strong"] == b["pool.strong"] and a["eval.untuned.math"] == b["eval.untuned.math"]
+    assert a["mixture"] != b["mixture"] and a["eval.tuned.math"] != b["eval.tuned.math"]
     assert _keys("mix.weight=1")["mixture"] == _keys("mix.weight=1.0")["mixture"]
 
 
