@@ -413,10 +413,10 @@ def seeds_varied(jobs: Sequence[Any]) -> str:
         if "tuned" in job.complete and job.seeds:
             by_cond[job.condition()].append(job)
     varied: dict[str, int] = defaultdict(int)
-    for members in by_cond.values():
+    for (*_, weight), members in by_cond.items():
         for key in ("finetune_mode.seed", "mix.seed", "seed"):
             if len({j.seeds.get(key) for j in members}) > 1:
-                varied[key] += 1
+                varied[key if key != "mix.seed" or weight not in (0, 1) else "mix.seed (at w = 0 or 1: no effect)"] += 1
     if not varied:
         return "In these sweeps no condition has jobs that differ in a seed."
     return "In these sweeps: " + ", ".join(f"`{k}` varies in {n} condition(s)" for k, n in varied.items()) + "."
