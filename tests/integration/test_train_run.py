@@ -164,3 +164,41 @@ def test_sigkill_mid_training_then_resume(tmp_path, tiny_student, local_run):
     assert counts["resumed_from"].endswith("checkpoint-3") and counts["steps"] == 6
     assert counts["final_loss"] == pytest.approx(local_run[1]["final_loss"], rel=0.01)
     assert store.is_done(key) and not (tmp_path / ".work" / key).exists()
+
+
+def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_student):
+    """batch_unit=packed_sequences turns the packed global batch into examples per step; drop_pair redraws the
+    mixture from its pools without the 2 over-length problems (t-09, t-10), at the exact weight."""
+    from omegaconf import OmegaConf
+
+    from mixgap.data import read_jsonl
+    from mixgap.train import batching
+
+    rows = read_jsonl(MIXTURE / "mixture.jsonl")
+    pools = {}
+    for role in ("strong", "weak"):  # both pools hold every problem (same responses: the policy is what is tested)
+        pools[role] = tmp_path / role
+        pools[role].mkdir()
+        (pools[role] / "pool.jsonl").write_text("".join(json.dumps({**r, "teacher": role}) + "\n" for r in rows))
+    cfg = compose_cfg(*RUN, "finetune_mode.max_steps=1", "finetune_mode.overlength=drop_pair", "mix.weight=0.5",
+                      "finetune_mode.batch_unit=packed_sequences", "finetune_mode.pack_len=400",
+                      "finetune_mode.global_batch_size=2")
+    spec = checkpoint_spec(cfg.finetune_mode, "student-test", "mixture-test")
+    store = Store(tmp_path / "store")
+    store.get_or_build(spec, lambda o, w: build_checkpoint(cfg, MIXTURE, tiny_student, o, w, NullTracker(), pools=pools))
+    counts = store.manifest(spec.key)["counts"]
+    assert counts["drop_pair"] == {"problems": 10, "excluded": 2, "overlong": {"strong": 2, "weak": 2}, "N": 8,
+                                   "strong": 4, "weak": 4}
+    assert counts["kept"] == {"strong": 4, "weak": 4} and counts["dropped"] == {"strong": 0, "weak": 0}
+    from transformers import AutoTokenizer
+
+    from mixgap.data import fill_prompt
+    from mixgap.train.labels import tokenize_conversation
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    lengths = [len(tokenize_conversation(tokenizer, fill_prompt(cfg.finetune_mode.prompt, r["problem"]), r["response"]).input_ids)
+               for r in rows if r["id"] not in ("t-09", "t-10")]
+    assert max(lengths) <= 200
+    assert counts["batch"] == batching.packed_batch(lengths, 400, 2, 2)  # micro-batch = 2 per device x 1 process
+    assert counts["batch"]["unit"] == "packed_sequences" and counts["batch"]["examples_per_step"] % 2 == 0
+    assert OmegaConf.select(cfg, "finetune_mode.global_batch_size") == 2  # the job's config is not rewritten
