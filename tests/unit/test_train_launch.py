@@ -125,8 +125,10 @@ def test_checkpoint_key_tracks_weight_fields_only():
     assert key("finetune_mode.gradient_checkpointing=false", "finetune_mode.deepspeed=zero2") == base
     assert key("finetune_mode.learning_rate=2e-5") != base
     assert key("finetune_mode.max_seq_len=8192") != base
-    assert key("finetune_mode.lora.r=8") == base  # read only with mode=lora
-    assert key("finetune_mode=lora") != key("finetune_mode=lora", "finetune_mode.lora.r=8")
+    assert key("finetune_mode.lora.r=32") == base  # read only with mode=lora
+    assert key("finetune_mode=lora") != key("finetune_mode=lora", "finetune_mode.lora.r=32")
+    assert key("finetune_mode.pack_len=2048") == base  # read only with batch_unit=packed_sequences
+    assert key("finetune_mode.settings_source=x") == base != key("finetune_mode.overlength=drop_pair")
     assert key(inputs=("student-a", "mixture-c")) != base
     assert checkpoint_spec(compose_cfg().finetune_mode, "s", "m").stage == "checkpoint"
 
