@@ -321,7 +321,8 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
     lines += ["## Gap between strong and weak teacher data (Tables 1–2 style, average over benchmarks)", "",
               f"Values: accuracy in percent, [{level}% CI]. Better? = Strong / Weak when the Δ interval excludes 0, "
               "else n.s. Paper columns: Li et al. (2025), same student and teacher pair, averaged over the paper's five "
-              "benchmarks; shown beside ours, never mixed in.", "", gap_text, "",
+              "benchmarks; shown beside ours, never mixed in. At w = 1 and w = 0 the realised strong fraction is exactly 1 "
+              "and 0 (over-length drops change N, not the fraction); see Training data.", "", gap_text, "",
               "## Per benchmark (Table 3 style)", "", "Rows marked (paper): Li et al. (2025) Table 3 for the same "
               "student, teacher pair and weight; their Average is over the paper's five benchmarks.", "",
               table3_markdown(table3), ""]
