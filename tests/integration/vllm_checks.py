@@ -150,6 +150,7 @@ def main() -> None:
         "versions": {"vllm": vllm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "engine_class": type(engine).__name__, "engine_load_s": shared["load_s"], "calls": calls,
         "max_model_len": engine.max_model_len, "stop_ids": engine.stop_ids,
+        "engine_dtype": str(engine.llm.model_config.dtype), "enforce_eager": engine.llm.model_config.enforce_eager,
         "limits": {"prompts": prompts, "completions": limits, "seconds": time.perf_counter() - start},
     })
     engine.close()
