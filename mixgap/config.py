@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze")
+STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict")
 BENCHMARKS = ("math500", "math", "gsm8k", "aime24", "amc23", "olympiadbench")
 GENERATION_BACKENDS = ("vllm", "hf", "dataset")
 EVAL_BACKENDS = ("auto", "vllm", "hf")
@@ -233,6 +233,21 @@ class AnalyzeConfig:
 
 
 @dataclass
+class PredictConfig:
+    """Learnability before training (``stage=predict``, ``mixgap.predict``): the untuned student scores a seeded
+    sample of each pool's kept traces (the same problems for both pools), as training would render them."""
+
+    enabled: bool = True  # stage=all runs it too (once per student x teacher pool, shared by every weight)
+    max_samples: int = 256  # problems scored per pool (a seeded sample of the problems both pools kept)
+    batch_size: int = 4  # sequences per forward pass
+    seed: int = 0  # which problems are sampled (mix.rank_key order)
+    max_seq_len: int | None = None  # None: finetune_mode.max_seq_len; pairs with a longer trace are skipped
+    rank_clip: int = 100  # RSR's rank clip r (Yang et al. 2026, rsr_launch.py rank_clip_r=100)
+    n_boot: int = 10000  # bootstrap resamples over traces for the 95% CIs
+    confidence: float = 0.95
+
+
+@dataclass
 class MixgapConfig:
     stage: str = "all"
     seed: int = 42
@@ -248,6 +263,7 @@ class MixgapConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 def register_configs() -> None:
@@ -333,6 +349,13 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("analyze.max_completions", cfg.analyze.max_completions)
     _positive("analyze.max_cases", cfg.analyze.max_cases)
     _positive("analyze.batch_size", cfg.analyze.batch_size)
+    if cfg.get("predict") is not None:
+        for name in ("max_samples", "batch_size", "rank_clip", "n_boot"):
+            _positive(f"predict.{name}", cfg.predict[name])
+        if cfg.predict.max_seq_len is not None:
+            _positive("predict.max_seq_len", cfg.predict.max_seq_len)
+        if not 0.0 < cfg.predict.confidence < 1.0:
+            raise ConfigError(f"predict.confidence={cfg.predict.confidence!r} is not allowed; it must be in (0, 1)")
     _one_of("data.decontamination", cfg.data.decontamination, ("error", "drop", "allow"))
     _one_of("data.missing_pool", cfg.data.missing_pool, MISSING_POOL_POLICIES)
     _one_of("tracking.backend", cfg.tracking.backend, ("wandb", "none"))

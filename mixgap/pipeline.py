@@ -8,7 +8,10 @@ Stages (``stage=``), each making everything before it as needed through the stor
 - ``mix``: the mixture at ``mix.weight``; the decontamination check against the job's benchmarks.
 - ``train``: the fine-tuned student (checkpoint).
 - ``evaluate``: the untuned student on the job's benchmarks (the reference row; once per student).
-- ``all``: train, then evaluate the untuned and the fine-tuned student.
+- ``all``: train, then evaluate the untuned and the fine-tuned student (with ``predict.enabled``, the
+  learnability prediction first).
+- ``predict``: learnability before training: the untuned student's surprisal, rank and RSR on both pools
+  (``mixgap.predict``; one artifact per student x pool, shared by every mix weight).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.report``, ``mixgap.analysis``).
 
 Keys come from :func:`job_specs` only, so the plan and the run can never disagree. A job writes
@@ -77,6 +80,10 @@ def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
     for arm, model_key in (("untuned", student), ("tuned", specs["checkpoint"].key)):
         for name, bench in cfg.benchmark.items():
             specs[f"eval.{arm}.{name}"] = evaluate.eval_spec(bench, cfg.eval, model_key, exclude, root)
+    if cfg.stage == "predict" or cfg.predict.enabled:  # learnability before training (mixgap.predict)
+        from mixgap.predict import predict_specs  # noqa: PLC0415
+
+        specs.update(predict_specs(cfg, student, strong, weak))
     return specs
 
 
@@ -89,7 +96,8 @@ def needed_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
         "mix": ("generation", "pool", "mixture"),
         "train": ("model", "generation", "pool", "mixture", "checkpoint"),
         "evaluate": ("model", "generation", "pool", "mixture", "eval.untuned"),
-        "all": ("model", "generation", "pool", "mixture", "checkpoint", "eval.untuned", "eval.tuned"),
+        "all": ("model", "generation", "pool", "mixture", "checkpoint", "eval.untuned", "eval.tuned", "predict"),
+        "predict": ("model", "generation", "pool", "predict"),
     }[cfg.stage if cfg.stage != "plan" else "all"]
     if cfg.stage == "all" and not cfg.eval.untuned:
         upto = tuple(u for u in upto if u != "eval.untuned")
@@ -212,6 +220,11 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     if cfg.stage == "prepare":
         with timed(timings, "prepare"):
             models.resolve_model(cfg.student, store)
+    if cfg.stage == "predict":
+        from mixgap.predict import build_learnability  # noqa: PLC0415
+
+        with timed(timings, "predict"):
+            out["learnability"] = build_learnability(cfg, store, specs, pools, tracker)
     if "mixture" not in roles:
         return out
     with timed(timings, "mix"):
@@ -228,6 +241,11 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
         return out
     with timed(timings, "prepare"):  # after the data checks: a data error never waits for a model
         student_path = models.resolve_model(cfg.student, store)
+    if cfg.stage == "all" and "predict.strong" in roles:
+        from mixgap.predict import build_learnability  # noqa: PLC0415
+
+        with timed(timings, "predict"):
+            out["learnability"] = build_learnability(cfg, store, specs, pools, tracker, student_path)
     checkpoint = None
     if "checkpoint" in roles:
         with timed(timings, "train"):

@@ -18,7 +18,7 @@ RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
                  "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
-                 "finetune_mode.logging_steps")
+                 "finetune_mode.logging_steps", "predict.")
 
 
 @dataclass(frozen=True)
