@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mixgap import figures, stats, tables
+from mixgap import figures, learnability_report, stats, tables
 from mixgap.store import Store
 from mixgap.sweep import Job, assign_variants, read_sweeps
 
@@ -206,11 +206,15 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
     gap_text = tables.gap_markdown(gaps)
     text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot)
+    learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
+    text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
+    paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
     paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
     tracker = make_tracker(cfg, group=str(sweeps[0]), job_type="report", name="report", run_dir=out)
     exit_code = 1
     try:
         tables.track(tracker, gaps, table3, paths["figures"])
+        learnability_report.track(tracker, learn)
         exit_code = 0
     finally:
         tracker.finish(exit_code=exit_code)

@@ -56,7 +56,7 @@ def test_evaluate_is_the_untuned_student_and_all_adds_the_fine_tuned_one():
     cfg = compose_cfg("stage=all", "benchmark=[aime24]", "paths.data=null", "student=smollm2_135m")
     assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg)) == [
         "model", "generation.strong", "pool.strong", "generation.weak", "pool.weak", "mixture", "checkpoint",
-        "eval.untuned.aime24", "eval.tuned.aime24"]
+        "eval.untuned.aime24", "eval.tuned.aime24", "predict.strong", "predict.weak"]
 
 
 def test_generate_with_a_teacher_plans_only_that_teacher():
