@@ -142,3 +142,35 @@ def test_spearman_matches_the_textbook_formula_and_handles_ties():
                                                      confidence=0.95)
     assert rho == pytest.approx(0.8) and -1.0 <= low <= rho <= high <= 1.0
     assert np.isfinite([low, high]).all()
+
+
+def test_the_report_section_pairs_each_prediction_with_the_measured_gap(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from conftest import RecordingTracker
+    from mixgap.stats import AVERAGE, Interval
+
+    def cell(v):
+        return {"estimate": v, "low": v - 0.1, "high": v + 0.1}
+
+    jobs, gaps = [], []
+    for n, (student, advantage, delta) in enumerate([("a", 0.5, 2.0), ("b", -0.3, -1.0), ("c", 0.2, -0.5)]):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        learn = {r: {f: cell(1.0) for f in predict.FIGURES} for r in predict.ROLES}
+        learn["prediction"] = {"better": "strong" if advantage > 0 else "weak", "verdict": "n.s.", "n": 8,
+                               "rsr_advantage": cell(advantage)}
+        (folder / "result.json").write_text(json.dumps({"learnability": learn}))
+        jobs.append(SimpleNamespace(status="done", folder=folder, identity={"student": student, "strong": "L", "weak": "S"}))
+        gaps.append({"student": student, "strong": "L", "weak": "S", "mode": "full", "size_b": 1.0,
+                     "comparison": {AVERAGE: SimpleNamespace(delta=Interval(delta, delta - 1, delta + 1))}})
+    section = learnability_report.build(jobs, gaps, {"n_boot": 200, "seed": 0, "confidence": 0.95}, tmp_path)
+    assert [(r["student"], r["agreed"]) for r in section["rows"]] == [("a", True), ("b", True), ("c", False)]
+    rho = section["correlations"][("L", "S")]
+    assert rho[0] == pytest.approx(1.0) and rho[3] == 3  # x = (0.5, -0.3, 0.2), y = (2, -1, -0.5): ranks (3, 1, 2) both
+    assert "## Learnability before training" in section["markdown"] and "Spearman ρ" in section["markdown"]
+    assert [p.rsplit("/", 1)[-1] for p in section["figures"]] == ["fig_learnability_L_vs_S.png"]
+    tracker = RecordingTracker()
+    learnability_report.track(tracker, section)
+    assert len(tracker.tables["learnability"][1]) == 3 and tracker.images == ["fig_learnability_L_vs_S.png"]
