@@ -7,10 +7,12 @@ math-verify (``latex2sympy2_extended`` parsing + ``math_verify.verify``) is the 
 it. Each rule has cases in ``tests/unit/test_grading.py``; disagreements with plain math-verify and
 with the source harness on real traces are listed in ``benchmarks/grading_disagreements.md``.
 
-1. **Extraction, last box wins.** MATH, MATH500, AIME24, AMC23, OlympiadBench: the content of the
-   *last* balanced, non-empty ``\boxed{}``/``\fbox{}``; else the text after the last ``Final Answer:``
-   (or "final answer is": its math span, else its sentence); else no answer (``no_answer``) -- an
-   answer stated only in prose is not read. An unclosed box is no answer. Long-CoT students box several
+1. **Extraction, the last answer wins.** MATH, MATH500, AIME24, AMC23, OlympiadBench: the content
+   of the *last* balanced, non-empty ``\boxed{}``/``\fbox{}``, or the text after a ``Final Answer:``
+   (or "final answer is": its math span, else its sentence) written *after* that box -- whichever comes
+   last (``\boxed{12} ... Final Answer: 34`` is 34; a marker after the box wins only when its answer
+   holds a digit or a LaTeX command, so "the final answer is right" keeps the box); else no answer
+   (``no_answer``) -- an answer stated only in prose is not read. An unclosed box is no answer. Long-CoT students box several
    candidates while self-correcting; math-verify alone turns ``\boxed{5} ... \boxed{7}`` into the set
    {5, 7} and says wrong. GSM8K: a box wins, else the last number in the text (thousands separators
    and a trailing ``.0``/``.00`` removed).
@@ -26,10 +28,11 @@ with the source harness on real traces are listed in ``benchmarks/grading_disagr
    ``50\%`` is not ``0.5``. The percent sign is a unit and is dropped: gold ``50\%`` matches ``50``
    and ``50\%``; gold ``10`` matches ``10\%`` (MATH500 ``test/prealgebra/1233`` asks "by what percent",
    gold ``10``).
-6. **Commas** are thousands separators only in the shape ``^-?\d{1,3}(,\d{3})+$`` (not with a leading
-   ``0,`` group; ``,\!`` and ``{,}`` are commas): ``115,000`` is 115000, gold ``0,1`` is the pair
-   (0, 1), and ``\boxed{1}`` does not match gold ``0,1``.
-7. **Stripped**: ``\text{}``/``\mbox{}`` wrappers and trailing text units, unit words after a number
+6. **Commas** are thousands separators only in the shape ``^-?\d{1,3}(,\d{3})+(\.\d+)?$`` (not with a
+   leading ``0,`` group; ``,\!`` and ``{,}`` are commas): ``115,000`` is 115000, ``1,000.99`` and
+   ``\$16,\!386.20`` are one number each, gold ``0,1`` is the pair (0, 1), and ``\boxed{1}`` does
+   not match gold ``0,1``.
+7. **Stripped**: ``\text{}``/``\textnormal{}``/``\mbox{}`` wrappers and trailing text units, unit words after a number
    (``cm``, ``dollars``, ``degrees``...) and any words after a bare number ("28 different pizzas"),
    degree marks (``^\circ``), dollar signs, ordinal suffixes (``12^{\text{th}}``), ``x =``/``f(x) =``/
    ``x \in`` prefixes (only when the other side is not an equation), ``\left``/``\right``,
@@ -46,7 +49,10 @@ with the source harness on real traces are listed in ``benchmarks/grading_disagr
    symbolic check runs in a worker process, killed and restarted on timeout; a timeout counts as
    wrong with reason ``timeout``. Powers/factorials above ~100k bits (``2^{10^{10}}``) are never
    expanded; a normalised prediction over 4000 characters is ``too_large`` (wrong) unless it equals
-   the gold as a string; worker memory is capped (``RLIMIT_AS``, 4 GiB).
+   the gold as a string; worker memory is capped (``RLIMIT_AS``, 4 GiB). Pathological predictions
+   are decided without the worker: a power tower (``9^{9^{9^{9^{9}}}}``, sized in log space) or a
+   huge power against a small value is ``too_large``; brackets nested deeper than 64 or more than
+   16 left unmatched are ``parse_error``.
 10. **No evaluation of model text.** No ``eval``/``exec``/``sympify``/``parse_expr`` on anything from a
     completion; parsing is latex2sympy's ANTLR grammar only.
 
@@ -66,7 +72,7 @@ from mixgap.grading.equivalence import compare, is_equivalent
 from mixgap.grading.extract import extract_answer
 
 #: Bumped whenever a rule above changes a verdict: pools and evaluations are keyed by it, so they are rebuilt.
-POLICY_VERSION = "2026.11.1"
+POLICY_VERSION = "2026.12.1"
 BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
 EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
 

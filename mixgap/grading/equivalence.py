@@ -4,14 +4,18 @@ Order of checks for ``(pred, gold)`` after :func:`mixgap.grading.normalize.norma
 
 1. ``x =`` prefixes are dropped from a side when the other side is not an equation;
 2. equal compare keys (whitespace-free strings) -> ``exact``; else a prediction longer than
-   ``MAX_ANSWER_CHARS`` -> ``too_large``;
+   ``MAX_ANSWER_CHARS`` -> ``too_large``; brackets nested deeper than 64 or more than 16 left
+   unmatched -> ``parse_error`` (:func:`bracket_trouble`);
 3. numbers with a base subscript (``2516_{8}``): same digits and base -> ``exact``;
 4. plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, mixed numbers) and lists of them are
    decided here exactly: equal values -> ``exact``; integers and fractions never match anything but
    their exact value; a decimal matches when both agree to 6 decimal places (math-verify's
    ``float_rounding``) **and** within 1e-5 relative, so tiny values stay distinct -> ``numeric``;
    a list of solutions matches in any order; a number never matches a list, tuple, interval or set;
-5. proven mismatches: an interval end that is open on one side and closed on the other; values that
+5. huge powers (:func:`mixgap.grading.fastnum.huge_power_bits`, sized in log space): a tower
+   (``9^{9^{9^{9}}}``) or a huge power against a small number -> ``too_large`` (``mismatch`` when
+   only the gold is huge);
+   proven mismatches: an interval end that is open on one side and closed on the other; values that
    differ at a generic point (:mod:`mixgap.grading.fastnum`, which never declares equality); two
    different pure-word answers ("odd", "Evelyn"; compared case-insensitively in step 2);
 6. everything else goes to the worker (``symbolic`` / ``mismatch`` / ``parse_error`` / ``too_large``
@@ -20,13 +24,14 @@ Order of checks for ``(pred, gold)`` after :func:`mixgap.grading.normalize.norma
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from collections import OrderedDict
 from fractions import Fraction
 
-from mixgap.grading.fastnum import clearly_different
+from mixgap.grading.fastnum import Undecided, clearly_different, evaluate, huge_power_bits, variables
 from mixgap.grading.normalize import (
     compare_key,
     is_equation,
@@ -44,6 +49,10 @@ _WORDS = re.compile(r"^[A-Za-z]{3,}(?:\s+[A-Za-z]+)*$")  # "odd", "Evelyn"; not 
 _BASE_NUMBER = re.compile(r"^(-?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?)_\{(\d{1,2})\}$")
 _BASE_DIGITS = re.compile(r"^-?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?$")
 _DEFINITE = {"symbolic", "mismatch", "parse_error", "too_large"}
+# pathological bracket structure (issue 14): no real answer nests deeper or leaves this many unmatched
+MAX_BRACKET_DEPTH = 64
+MAX_UNMATCHED_BRACKETS = 16
+_BRACKET = re.compile(r"\\[{}]|[()\[\]]")
 
 _cache: OrderedDict[tuple[str, str], tuple[bool, str]] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -153,12 +162,59 @@ def _proven_different(pred: str, pred_parts: list[str], gold: str, gold_parts: l
     return False
 
 
+def bracket_trouble(s: str) -> bool:
+    """True if ``s`` nests ``( [ \\{`` deeper than :data:`MAX_BRACKET_DEPTH` or leaves more than
+    :data:`MAX_UNMATCHED_BRACKETS` of them unmatched (thousands of ``(``: no parser can read it, and
+    latex2sympy's ANTLR parser would spend seconds failing). One linear pass; the bracket kinds are not
+    paired (``[1, 2)`` is an interval)."""
+    depth = peak = unmatched = 0
+    for tok in _BRACKET.finditer(s):
+        if tok.group() in ("(", "[", "\\{"):
+            depth += 1
+            peak = max(peak, depth)
+        elif depth:
+            depth -= 1
+        else:
+            unmatched += 1
+    return peak > MAX_BRACKET_DEPTH or unmatched + depth > MAX_UNMATCHED_BRACKETS
+
+
+def _small_number(s: str) -> bool:
+    """``s`` is a variable-free expression the fast evaluator reads to a finite, not-huge value."""
+    if variables(s):
+        return False
+    try:
+        evaluate(s, {})
+    except Undecided:
+        return False
+    return True
+
+
+def _huge_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
+    """Powers too large to expand (issue 14: ``9^{9^{9^{9^{9}}}}`` ran to the 5 s timeout).
+
+    A tower whose exponent is itself huge is equal only to the same string (checked before this);
+    a huge power never equals a small number. Two huge powers of finite size go to the worker, which
+    compares them by mpmath (``2^{10^{10}}`` = ``4^{5\\cdot 10^{9}}``).
+    """
+    pred_bits, gold_bits = huge_power_bits(pred), huge_power_bits(gold)
+    if pred_bits is None and gold_bits is None:
+        return None
+    if pred_bits is not None and (math.isinf(pred_bits) or (gold_bits is None and _small_number(gold))):
+        return False, "too_large"
+    if gold_bits is not None and (math.isinf(gold_bits) or (pred_bits is None and _small_number(pred))):
+        return False, "mismatch"
+    return None
+
+
 def fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
     """Decide normalised ``pred`` vs ``gold`` without sympy, or return ``None`` if it needs the worker."""
     if compare_key(pred) == compare_key(gold):
         return True, "exact"
     if len(pred) > MAX_ANSWER_CHARS:
         return False, "too_large"
+    if bracket_trouble(pred):
+        return False, "parse_error"
     based = _base_number_verdict(pred, gold)
     if based is not None:
         return based
@@ -187,6 +243,9 @@ def fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
         return False, "mismatch"  # a number never matches a tuple, interval or set
     if len(pred_parts) == 1 and len(gold_parts) == 1 and _interval_ends_differ(pred, gold):
         return False, "mismatch"  # open/closed ends matter
+    huge = _huge_verdict(pred, gold)
+    if huge is not None:
+        return huge
     if _proven_different(pred, pred_parts, gold, gold_parts):
         return False, "mismatch"
     pred_words, gold_words = _WORDS.match(pred) is not None, _WORDS.match(gold) is not None

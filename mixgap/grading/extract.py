@@ -2,9 +2,9 @@
 
 Two styles, chosen per benchmark by :func:`mixgap.grading.grade`:
 
-* ``boxed`` (MATH, MATH500, AIME24, AMC23, OlympiadBench): the content of the **last** balanced
-  ``\\boxed{...}`` / ``\\fbox{...}``; else the text after the last ``Final Answer:`` (or "final answer
-  is"); else ``None``.
+* ``boxed`` (MATH, MATH500, AIME24, AMC23, OlympiadBench): the answer that comes **last** in the
+  text -- the content of the last balanced ``\\boxed{...}`` / ``\\fbox{...}``, or the text after a
+  ``Final Answer:`` (or "final answer is") marker written after that box; else ``None``.
   Long-CoT students box several candidates while they self-correct, so the last box is the answer
   (the rule of the Qwen2.5-Math evaluation harness used by the paper, ``find_box`` on the last
   ``\\boxed``). Braces are matched in one linear pass, so enormous or unbalanced LaTeX costs O(n).
@@ -39,6 +39,7 @@ _NUMBER = re.compile(
 )
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _TRAILING_ZEROS = re.compile(r"\.0+$")
+_MATHY = re.compile(r"[0-9\\]")  # a marker's answer with a digit or a LaTeX command can override a box
 
 
 def _last_final_marker(text: str) -> re.Match[str] | None:
@@ -77,18 +78,8 @@ def _matching_braces(text: str, start: int = 0) -> dict[int, int]:
     return pairs
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last balanced, non-empty ``\\boxed{...}``/``\\fbox{...}`` in ``text``, or ``None``.
-
-    Args:
-        text: the completion.
-
-    Returns:
-        The stripped box content. An unclosed box (``\\boxed{5`` -- e.g. a generation cut at max tokens)
-        is never an answer, and empty boxes (``\\boxed{}``, as in "put the answer in \\boxed{}" echoed
-        inside a long CoT) are skipped. Nested boxes resolve to the innermost, last-opened one.
-        Linear time: the tail after the last box is scanned first, the whole text only if needed.
-    """
+def _last_box(text: str) -> tuple[str, int] | None:
+    """``(content, index of its closing brace)`` of the last balanced, non-empty box, or ``None``."""
     if "\\boxed" not in text and "\\fbox" not in text:
         return None
     braces = [m.end() - 1 for m in _BOX_OPEN.finditer(text)]
@@ -103,8 +94,24 @@ def last_boxed(text: str) -> str | None:
                 continue
             content = text[brace + 1 : close].strip()
             if content:
-                return content
+                return content, close
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last balanced, non-empty ``\\boxed{...}``/``\\fbox{...}`` in ``text``, or ``None``.
+
+    Args:
+        text: the completion.
+
+    Returns:
+        The stripped box content. An unclosed box (``\\boxed{5`` -- e.g. a generation cut at max tokens)
+        is never an answer, and empty boxes (``\\boxed{}``, as in "put the answer in \\boxed{}" echoed
+        inside a long CoT) are skipped. Nested boxes resolve to the innermost, last-opened one.
+        Linear time: the tail after the last box is scanned first, the whole text only if needed.
+    """
+    box = _last_box(text)
+    return None if box is None else box[0]
 
 
 def _strip_math_delimiters(ans: str) -> str:
@@ -115,17 +122,9 @@ def _strip_math_delimiters(ans: str) -> str:
     return ans
 
 
-def final_answer_text(text: str) -> str | None:
-    """The answer after the last ``Final Answer:`` (or "final answer is") marker, or ``None``.
-
-    Case-insensitive. If a math span (``$...$``, ``\\(...\\)``, ``\\[...\\]``) starts the text after the
-    marker, its content is the answer; otherwise the first non-empty line up to its first sentence
-    end. A Minerva-style wrapper ("The final answer is $X$. I hope it is correct.") is removed.
-    """
-    last = _last_final_marker(text)
-    if last is None:
-        return None
-    rest = text[last.end() :].lstrip(" *\n")
+def _answer_after(text: str, marker: re.Match[str]) -> str | None:
+    """The answer written after a final-answer ``marker`` (see :func:`final_answer_text`)."""
+    rest = text[marker.end() :].lstrip(" *\n")
     span = _MATH_SPAN.match(rest)
     if span is not None:
         answer = span.group()
@@ -136,6 +135,33 @@ def final_answer_text(text: str) -> str | None:
         answer = answer[: end.start()] if end is not None else answer
     answer = _strip_math_delimiters(answer.strip()).rstrip(".").strip()
     return answer or None
+
+
+def final_answer_text(text: str) -> str | None:
+    """The answer after the last ``Final Answer:`` (or "final answer is") marker, or ``None``.
+
+    Case-insensitive. If a math span (``$...$``, ``\\(...\\)``, ``\\[...\\]``) starts the text after the
+    marker, its content is the answer; otherwise the first non-empty line up to its first sentence
+    end. A Minerva-style wrapper ("The final answer is $X$. I hope it is correct.") is removed.
+    """
+    last = _last_final_marker(text)
+    return None if last is None else _answer_after(text, last)
+
+
+def _boxed_or_marked(text: str) -> str | None:
+    """The answer that comes last in ``text``: the last box, or a final-answer marker written after it.
+
+    A marker after the last box wins only when its answer looks mathematical (a math span, a digit or a
+    LaTeX command), so prose such as "... \\boxed{5}. I checked that the final answer is right." keeps
+    the box (issue 14: "\\boxed{12} ... Final Answer: 34" is graded on 34).
+    """
+    box = _last_box(text)
+    marker = _last_final_marker(text)
+    if marker is not None and (box is None or marker.start() > box[1]):
+        answer = _answer_after(text, marker)
+        if answer is not None and (box is None or _MATHY.search(answer)):
+            return answer
+    return None if box is None else box[0]
 
 
 def normalize_number(num: str) -> str:
@@ -163,9 +189,10 @@ def extract_answer(completion: str, style: str = "boxed") -> str | None:
 
     Args:
         completion: the model's output (short or long CoT).
-        style: ``"boxed"`` -- the content of the **last** balanced ``\\boxed{}``/``\\fbox{}``; else the
-            text after the last ``Final Answer:`` (or "final answer is", see :func:`final_answer_text`);
-            else ``None`` (an unclosed box is no answer).
+        style: ``"boxed"`` -- whichever comes last in the text: the **last** balanced
+            ``\\boxed{}``/``\\fbox{}``, or the answer after a ``Final Answer:`` (or "final answer is",
+            see :func:`final_answer_text`) marker written after that box (when the marker's answer holds
+            a digit or a LaTeX command); ``None`` if neither (an unclosed box is no answer).
             ``"last_number"`` -- GSM8K style: a boxed answer wins if present, else the last number in
             the text with thousands separators and a trailing ``.0``/``.00`` removed.
 
@@ -180,9 +207,9 @@ def extract_answer(completion: str, style: str = "boxed") -> str | None:
         raise TypeError(f"completion must be a str, got {type(completion).__name__}")
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "boxed":
+        return _boxed_or_marked(completion)
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed
-    if style == "boxed":
-        return final_answer_text(completion)
     return last_number(completion)

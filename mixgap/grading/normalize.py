@@ -15,7 +15,8 @@ from fractions import Fraction
 
 # Thousands separators only in this shape (issue 3): "115,000" is 115000, "0,1" is the pair (0, 1).
 # A leading "0," group is never a grouped number, so "0,111" is a pair too (latex2sympy reads it as 0.111).
-THOUSANDS = re.compile(r"^-?(?!0,)\d{1,3}(?:,\d{3})+$")
+# Decimals may follow the last group (issue 14): "1,000.99" is 1000.99, "98,765.4" is 98765.4.
+THOUSANDS = re.compile(r"^-?(?!0,)\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u00b0": "^\\circ",
             "\u221a": "\\sqrt", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
@@ -33,10 +34,10 @@ _RELATIONS = ((re.compile(r"\\(?:leq|leqslant)(?![a-zA-Z])"), "\\le"),
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degrees?(?![a-zA-Z])")
 _PERCENT = re.compile(r"\\?%")
 # written for single spaces (normalize collapses whitespace first): no two adjacent open-ended \s quantifiers
-_AND_OR = re.compile(r"(?: ?,)? ?\\(?:text|mbox|mathrm) ?\{ ?(?:and|or) ?\} ?|(?: ?,)? (?:and|or) ")
-_ORDINAL_TEXT = re.compile(r"\^\s*\{?\s*\\(?:text|mathrm|textrm)\s*\{\s*(?:st|nd|rd|th)?\s*\}\s*\}?")
+_AND_OR = re.compile(r"(?: ?,)? ?\\(?:text|textnormal|mbox|mathrm) ?\{ ?(?:and|or) ?\} ?|(?: ?,)? (?:and|or) ")
+_ORDINAL_TEXT = re.compile(r"\^\s*\{?\s*\\(?:text|textnormal|mathrm|textrm)\s*\{\s*(?:st|nd|rd|th)?\s*\}\s*\}?")
 _ORDINAL = re.compile(r"(\d)\s*(?:st|nd|rd|th)\b")
-_TEXT_CMD = r"\\(?:text|mbox|mathrm|textrm|textbf|textit|mathbf|operatorname)\s*"
+_TEXT_CMD = r"\\(?:text|textnormal|mbox|mathrm|textrm|textbf|textit|mathbf|operatorname)\s*"
 _WHOLE_TEXT = re.compile(r"^" + _TEXT_CMD + r"\{([^{}]*)\}$")
 _TRAILING_TEXT = re.compile(r"\s*" + _TEXT_CMD + r"\{[^{}]*\}\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*$")
 _UNIT_WORDS = (
@@ -112,7 +113,8 @@ def normalize(ans: str) -> str:
     and plain unit words after a number (any words after a bare number: "28 different pizzas"),
     degree marks, percent signs, ordinal suffixes ("12th"), ``x \\in``
     prefixes; maps ``\\dfrac``->``\\frac``, ``\\leq``->``\\le``, "a and b"->"a, b", ``(C)``->``C``; braces
-    single-character scripts and ``\\frac12``; removes thousands commas in the shape :data:`THOUSANDS` and
+    single-character scripts and ``\\frac12``; removes thousands commas in the shape :data:`THOUSANDS`
+    (decimals allowed after the last group: ``1,000.99``) and
     puts a space after every other comma so no later parser reads "0,1" as a number.
 
     Args:
