@@ -12,6 +12,9 @@ never copied. For the 1,000 MATH500 completions in ``traces/*.jsonl`` it prints
 * agreement with plain math-verify (``verify(parse("$" + gold + "$"), parse(completion))``) and with
   the traces' ``correct`` label (the Qwen2.5-Math evaluation harness used by SkyThought),
 * every disagreement with the decision taken (``DECISIONS`` below, or the no-box rule).
+
+``--pathological`` only times the predictions of issue 14 that used to run to the 5 s timeout (power
+towers, thousands of unbalanced brackets); the target is under 100 ms a verdict.
 """
 
 from __future__ import annotations
@@ -108,10 +111,42 @@ def decide(rec: dict, verdict: grading.Verdict) -> tuple[str, str]:
     return ("UNDECIDED", "")
 
 
+# issue 14: predictions that ran to the 5 s timeout; each verdict must come in under PATHOLOGICAL_TARGET_S
+PATHOLOGICAL = {
+    "tower 9^9^9^9^9": "\\boxed{9^{9^{9^{9^{9}}}}}",
+    "tower 9^9^9^9": "\\boxed{9^{9^{9^{9}}}}",
+    "3000 x '('": "\\boxed{" + "(" * 3000 + "1}",
+    "3000 x '['": "\\boxed{" + "[" * 3000 + "1}",
+    "500 x '\\left('": "\\boxed{" + "\\left(" * 500 + "1}",
+    "1500 x '\\{'": "\\boxed{" + "\\{" * 1500 + "1}",
+    "200 x '('": "\\boxed{" + "(" * 200 + "1}",
+}
+PATHOLOGICAL_TARGET_S = 0.1
+
+
+def time_pathological() -> list[str]:
+    """Verdict time of each :data:`PATHOLOGICAL` prediction against gold ``3`` (worker booted first)."""
+    start_workers(1, wait_s=30.0)
+    lines = []
+    for name, completion in PATHOLOGICAL.items():
+        t0 = time.perf_counter()
+        verdict = grading.grade(completion, "3", "math", timeout_s=TIMEOUT_S)
+        secs = time.perf_counter() - t0
+        status = "ok" if secs < PATHOLOGICAL_TARGET_S else "OVER TARGET"
+        lines.append(f"pathological {name}: {secs * 1000:.1f} ms ({verdict.reason}; target "
+                     f"{PATHOLOGICAL_TARGET_S * 1000:.0f} ms: {status})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", type=Path, help="also write the disagreement list to this file")
+    parser.add_argument("--pathological", action="store_true",
+                        help="only time the pathological predictions (issue 14 target: under 100 ms each)")
     args = parser.parse_args()
+    if args.pathological:
+        print("\n".join(time_pathological()))
+        return
     data_dir = Path(os.environ.get("MIXGAP_DATA", REPO.parent / "shared" / "data"))
     records = load_traces(data_dir)
     n = len(records)

@@ -39,6 +39,7 @@ _NUMBER = re.compile(
 )
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _TRAILING_ZEROS = re.compile(r"\.0+$")
+_QUOTES = re.compile(r'^(?:\\?")+|(?:\\?")+$')  # "Final Answer: \"$12$ and $13$\"" quotes its answer
 _MATHY = re.compile(r"[0-9\\]")  # a marker's answer with a digit or a LaTeX command can override a box
 
 
@@ -133,7 +134,7 @@ def _answer_after(text: str, marker: re.Match[str]) -> str | None:
         answer = _HOPE.sub("", answer)
         end = _SENTENCE_END.search(answer)
         answer = answer[: end.start()] if end is not None else answer
-    answer = _strip_math_delimiters(answer.strip()).rstrip(".").strip()
+    answer = _strip_math_delimiters(_QUOTES.sub("", answer.strip())).rstrip(".").strip()
     return answer or None
 
 
@@ -156,9 +157,10 @@ def _boxed_or_marked(text: str) -> str | None:
     the box (issue 14: "\\boxed{12} ... Final Answer: 34" is graded on 34).
     """
     box = _last_box(text)
-    marker = _last_final_marker(text)
-    if marker is not None and (box is None or marker.start() > box[1]):
-        answer = _answer_after(text, marker)
+    tail = text if box is None else text[box[1] + 1 :]  # only the text after the box is searched (fast)
+    marker = _last_final_marker(tail)
+    if marker is not None:
+        answer = _answer_after(tail, marker)
         if answer is not None and (box is None or _MATHY.search(answer)):
             return answer
     return None if box is None else box[0]

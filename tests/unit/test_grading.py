@@ -55,6 +55,7 @@ GRADE_CASES = [
     (f"Final Answer: 12. Checking again gives {B}{{34}}", "34", "math", True),
     ("Final Answer: The final answer is $\\boxed{7}$. I hope it is correct.", "7", "math", True),
     (f"{B}{{5}}. I checked that the final answer is right.", "5", "math", True),  # prose marker: box stays
+    (f"{B}{{12 $ and $13}}. Final Answer: The final answer is \"$12$ and $13$\".", "12, 13", "math", True),
     # kind: integers exact, no relative tolerance
     (f"{B}{{123450}}", "123456", "math500", False),
     (f"{B}{{10001}}", "10000", "math500", False),
