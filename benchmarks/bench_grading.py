@@ -63,6 +63,7 @@ FIXED = [
     ("long", "test/counting_and_probability/389.json", "'28 different pizzas' kept its words; words after a "
      "bare number are now dropped"),
 ]
+PEER_SECTION = "## Peer suite: Math-Verify's regression tables"
 RULE_NO_BOX = ("policy", "no box and no final-answer marker: no answer (issue 3 extraction contract); "
                          "the other grader read the prose")
 
@@ -237,7 +238,10 @@ def write_markdown(path: Path, lines: list[str], rows: list) -> None:
             out.append(f"| {rec['trace']} | {rec['id']} | {_cell(rec['answer'])} | {_cell(verdict.extracted)} | "
                        f"{verdict.correct} ({verdict.reason}) | {_cell(theirs)} | {value} | {who} | {why} |")
         out.append("")
-    path.write_text("\n".join(out), encoding="utf-8")
+    # the peer-suite section (benchmarks/bench_peer_suite.py, written by hand from its output) is kept
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(PEER_SECTION):] if PEER_SECTION in old else ""
+    path.write_text("\n".join(out) + ("\n" + kept if kept else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

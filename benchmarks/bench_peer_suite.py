@@ -201,7 +201,17 @@ _PRECISION = ("policy", "rule 3: decimals match to 6 places and 1e-5 relative; t
 _STRICT = ("policy", "rule 8 / strict: variables matter (f(x) is not f(y)); the peer test turns strict off")
 _SET_REL = ("policy", "rule 8: an interval written as inequalities always matches the interval; the peer test "
                       "turns allow_set_relation_comp off")
+_SENTENCE = ("policy", "rule 1: after 'Final Answer:' the answer is its math span, else its sentence; a prose "
+                       "sentence ('The largest $n$ is 34') is not an answer expression")
+_FIXED_COMMA = ("our bug", "fixed (issue 14): a comma-grouped number with decimals was read as a list; now one "
+                           "number (tests/unit/test_grading.py, 'commas with decimals')")
 DECISIONS: dict[str, tuple[str, str]] = {
+    # our bugs, fixed in issue 14: these agree now and print only when the script runs on the old grader
+    "6b7e422f41": _FIXED_COMMA, "48720f129c": _FIXED_COMMA, "833498e87d": _FIXED_COMMA, "c1d35d9e93": _FIXED_COMMA,
+    "673bff39d1": _FIXED_COMMA,
+    "7e26b1898d": ("our bug", "fixed (issue 14): \\textnormal{ miles} was not stripped like \\text{ miles}"),
+    "c16fb8506e": ("our bug", "fixed (issue 14): an intermediate \\boxed{200} won over the later 'Final Answer: "
+                              "The final answer is $10455$'; now the answer that comes last wins"),
     # overall (our extraction)
     "1756b5d9df": _DECIMAL_COMMA, "e3b701f12b": _DECIMAL_COMMA, "6323a4d614": _DECIMAL_COMMA,
     "2fdd357c6a": _PROSE, "fe159188c6": _PROSE, "f28fc7601d": _PROSE, "e0ba457b03": _PROSE,
@@ -211,11 +221,8 @@ DECISIONS: dict[str, tuple[str, str]] = {
     "d0b827e2af": _PROSE,
     "9202ffb0aa": _PROSE, "c0f3a5612e": _PROSE, "8caf4f101c": _PROSE, "4932dc9d25": _PROSE, "8476245cdd": _PROSE,
     "1384d5b82e": _PROSE,
-    "43c6e29853": _PROSE, "5f1106b91b": _PROSE, "7585d32e6c": _PROSE, "f3a3f6a87c": _PROSE, "5749bc8314": _PROSE,
-    "2fed73a7ee": _PROSE, "41ea28a525": _PROSE, "86fb643845": _PROSE, "5b402ab36d": _PROSE, "f46ef7c17e": _PROSE,
-    "e66ec9faee": _PROSE, "46d5f8e1e7": _PROSE, "cf3fece98d": _PROSE,
-    "9a3232e98e": ("policy", "rule 1: after 'Final Answer:' the answer is its math span, else its sentence; "
-                             "'The largest $n$ is 34' is a prose sentence, not an answer expression"),
+    "43c6e29853": _PROSE, "5f1106b91b": _PROSE, "7585d32e6c": _PROSE, "5b402ab36d": _PROSE,
+    "9a3232e98e": _SENTENCE, "f3a3f6a87c": _SENTENCE, "41ea28a525": _SENTENCE, "86fb643845": _SENTENCE,
     "b16195e2cc": _LAST_BOX, "da0885c025": _LAST_BOX, "022f98e53b": _LAST_BOX, "36bef1859c": _LAST_BOX,
     "d9c540c9f8": _LAST_BOX, "1aed6fa0f6": _LAST_BOX, "48579fdc84": _LAST_BOX, "91a8de4700": _LAST_BOX,
     "b88e9e3c27": _LAST_BOX, "3c7cda038e": _LAST_BOX, "2b5873d513": _LAST_BOX, "b9e90de49c": _LAST_BOX,
