@@ -37,5 +37,21 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def check_argv() -> None:
+    """Refuse an unknown key on the command line (``mix.wieght=0.2`` or ``+mix.wieght=0.2``) in one line,
+    before Hydra composes anything (:func:`mixgap.config.check_override_keys`)."""
+    from hydra._internal.utils import get_args_parser  # noqa: PLC0415
+
+    from mixgap.config import ConfigError, check_override_keys  # noqa: PLC0415
+
+    args, _ = get_args_parser().parse_known_args()
+    try:
+        check_override_keys(args.overrides)
+    except ConfigError as err:
+        print(f"mixgap: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_argv()
     main()

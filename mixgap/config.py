@@ -293,8 +293,11 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
     Raises:
         ConfigError: one line naming the field, the bad value and what is allowed, e.g.
-            ``mix.weight=1.5 is not allowed; it must be in [0, 1]``.
+            ``mix.weight=1.5 is not allowed; it must be in [0, 1]``; or a key the schema does not have
+            (:func:`check_keys`, :func:`check_override_keys`).
     """
+    check_keys(cfg)
+    check_override_keys(overrides)
     _one_of("stage", cfg.stage, STAGES)
     weight = cfg.mix.weight
     if not 0.0 <= weight <= 1.0:
@@ -400,3 +403,99 @@ def to_container(node: Any) -> Any:
     if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> ``X``; any other type unchanged."""
+    import typing  # noqa: PLC0415
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if type(None) in typing.get_args(tp) and len(args) == 1 else tp
+
+
+def _schema_fields(schema: Any) -> dict[str, Any]:
+    """Field name -> resolved type hint of a schema dataclass (``MixgapConfig`` and the classes below it)."""
+    import typing  # noqa: PLC0415
+
+    return typing.get_type_hints(schema)
+
+
+def unknown_key_message(path: str, parent: str, valid: Sequence[str], typed: str | None = None) -> str:
+    """One line naming the unknown key ``path`` and the closest valid field (``difflib.get_close_matches``)."""
+    import difflib  # noqa: PLC0415
+
+    name = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else "no field is close"
+    where = parent or "the top level"
+    return (f"{typed or path}: {path} is not a field of the config schema; {hint} "
+            f"({where} has: {', '.join(valid)})")
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema (``MixgapConfig`` and its nested dataclasses) does not have.
+
+    Hydra lets ``+mix.wieght=0.2`` add a key to a structured config (``+`` appends even in struct mode), so
+    the composed config is walked against the dataclass of every node; dict-typed fields (``benchmark``) take
+    any key and their values are checked against their own schema; ``Any`` fields (``report.sweep``) and the
+    ``hydra`` node are not walked. Reads the config only: nothing is built (well under a second).
+
+    Raises:
+        ConfigError: ``mix.wieght is not a field of the config schema; did you mean mix.weight? (...)``.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, DictConfig):
+            return
+        schema = OmegaConf.get_type(node)
+        known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            if not prefix and key == "hydra":
+                continue
+            if known is not None and key not in known:
+                raise ConfigError(unknown_key_message(path, prefix[:-1], known))
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, f"{path}.")
+
+    walk(cfg, "")
+
+
+def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = None) -> None:
+    """Refuse command-line overrides whose key the schema does not have, typed with or without ``+``/``++``.
+
+    Config-group choices (``student=qwen3b``, ``+experiment=demo``, ``teacher@mix.strong=...``,
+    ``hydra/launcher=slurm``: a folder under ``conf/``, or a key with ``/`` or ``@``), ``hydra.*`` keys and
+    deletions (``~key``) are left to Hydra. A dotted key is followed through the schema's type hints: a
+    dataclass field must exist, a ``dict[str, X]`` field takes any key, ``Any`` and lists end the check.
+    Runs before Hydra composes anything, so ``mix.wieght=0.2`` gets the same one line as ``+mix.wieght=0.2``
+    instead of Hydra's hint to append it with ``+``.
+
+    Raises:
+        ConfigError: one line naming the override, the unknown key and the closest valid field.
+    """
+    import dataclasses  # noqa: PLC0415
+    import typing  # noqa: PLC0415
+
+    conf = Path(conf_dir) if conf_dir is not None else Path(__file__).resolve().parent.parent / "conf"
+    for override in overrides:
+        if "=" not in override or override.startswith("~"):
+            continue
+        key = override.split("=", 1)[0].lstrip("+")
+        if not key or "/" in key or "@" in key or key.split(".")[0] == "hydra" or (conf / key).is_dir():
+            continue
+        schema: Any = MixgapConfig
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            schema = _unwrap(schema)
+            if typing.get_origin(schema) is dict:
+                schema = typing.get_args(schema)[1]
+                continue
+            if not dataclasses.is_dataclass(schema):
+                break  # Any, list or a plain value: Hydra checks the rest
+            hints = _schema_fields(schema)
+            if part not in hints:
+                raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), ".".join(parts[:i]), list(hints), override))
+            schema = hints[part]
