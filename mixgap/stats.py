@@ -24,6 +24,19 @@ Conventions (all functions):
 - Intervals are percentile intervals: the ``(1−c)/2`` and ``(1+c)/2`` quantiles of the resampled values,
   taken as order statistics (``numpy.quantile(..., method="inverted_cdf")``; Efron & Tibshirani ch. 13).
 
+Intervals that must be right at 0 and n (issue 13): a percentile bootstrap of a constant (0/8) is [0, 0],
+which claims certainty. So:
+
+- One run on one benchmark: the **Wilson score interval** (Wilson 1927, *JASA* 22(158); recommended for
+  small n by Brown, Cai & DasGupta 2001, *Stat. Sci.* 16(2)), :func:`wilson_interval`: 0/8 is [0.0, 32.4].
+- The average, or several seeds: the percentile bootstrap; only when it is degenerate (every resample equal,
+  i.e. every run constant) the Wilson interval on the pooled problems (k = estimate × N, N = problems summed
+  over benchmarks).
+- Δ: the paired percentile bootstrap; when it is degenerate and both arms are 0/n or n/n (every resample
+  gives the same Δ), Newcombe's paired hybrid score interval (Newcombe 1998, *Stat. Med.* 17(22), method 10)
+  from the arms' Wilson intervals, with φ = 0 as Newcombe sets it when a margin is empty
+  (:func:`newcombe_paired_interval`): 0/8 vs 0/8 is Δ = 0.0 [−32.4, 32.4], never [0, 0].
+
 Resampling is exact and vectorised: drawing ``n`` problems with replacement only matters through how many
 times each distinct *correctness pattern* (the problem's 0/1 column over all runs) is drawn, which is
 multinomial; cost is O(n_boot × k) for k distinct patterns (k ≤ min(n, 2^runs); 4 for a single-seed pair).
@@ -47,6 +60,7 @@ class Interval:
     estimate: float
     low: float
     high: float
+    n: int | None = None  # problems behind the estimate (summed over benchmarks for the average); None: unknown
 
     def fmt(self, digits: int = 1) -> str:
         """``"12.3 [10.1, 14.5]"``."""
@@ -245,7 +259,9 @@ def accuracy(
     """
     _check(n_boot, confidence)
     points, samples = bootstrap_arms([runs], n_boot=n_boot, seed=seed)
-    return {name: Interval(points[name][0], *percentile_interval(samples[name][0], confidence)) for name in points}
+    sizes = _sizes(runs)
+    return {name: arm_interval(as_runs(runs[name]) if name != AVERAGE else None, points[name][0], samples[name][0],
+                               sizes[name], confidence) for name in points}
 
 
 def compare(
@@ -271,15 +287,17 @@ def compare(
     _check(n_boot, confidence)
     points, samples = bootstrap_arms([strong, weak], n_boot=n_boot, seed=seed)
     seeds = (as_runs(next(iter(strong.values()))).shape[0], as_runs(next(iter(weak.values()))).shape[0])
-    sizes = {name: as_runs(strong[name]).shape[1] for name in strong}
-    sizes[AVERAGE] = sum(sizes.values())
+    sizes = _sizes(strong)
     out = {}
     for name in points:
         (p_s, p_w), (s_s, s_w) = points[name], samples[name]
+        runs = (as_runs(strong[name]), as_runs(weak[name])) if name != AVERAGE else (None, None)
+        arm_s = arm_interval(runs[0], p_s, s_s, sizes[name], confidence)
+        arm_w = arm_interval(runs[1], p_w, s_w, sizes[name], confidence)
         out[name] = Comparison(
-            strong=Interval(p_s, *percentile_interval(s_s, confidence)),
-            weak=Interval(p_w, *percentile_interval(s_w, confidence)),
-            delta=Interval(_clean(p_s - p_w), *percentile_interval(s_s - s_w, confidence)),
+            strong=arm_s,
+            weak=arm_w,
+            delta=delta_interval(arm_s, arm_w, s_s - s_w, confidence),
             n=sizes[name],
             seeds=seeds,
         )
@@ -289,7 +307,8 @@ def compare(
 def accuracy_ci(
     correct: object, *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile-bootstrap interval ``(low, high)`` in percent of the accuracy of one benchmark run.
+    """Interval ``(low, high)`` in percent of the accuracy of one benchmark run (Wilson for one run, else the
+    percentile bootstrap: :func:`arm_interval`).
 
     Args:
         correct: 0/1 per problem, shape ``(n,)``; or ``(S, n)`` for S seeds (two-level bootstrap).
@@ -305,3 +324,80 @@ def paired_delta(
     """Δ = P_strong − P_weak (percentage points) on one benchmark, paired bootstrap interval."""
     result = compare({"benchmark": strong}, {"benchmark": weak}, n_boot=n_boot, seed=seed, confidence=confidence)
     return result["benchmark"].delta
+
+
+def _sizes(runs: Mapping[str, object]) -> dict[str, int]:
+    """Problems per benchmark of an arm, and their sum under :data:`AVERAGE`."""
+    sizes = {name: as_runs(runs[name]).shape[1] for name in runs}
+    sizes[AVERAGE] = sum(sizes.values())
+    return sizes
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` in percent for ``successes`` of ``n`` Bernoulli trials.
+
+    ``(p + z²/2n ± z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n)`` with ``z`` the ``(1+c)/2`` normal quantile
+    (Wilson 1927, *JASA* 22(158):209–212; Brown, Cai & DasGupta 2001, *Stat. Sci.* 16(2), eq. 4). Right at
+    the ends: 0/n gives ``[0, z²/(n+z²)]``, n/n gives ``[n/(n+z²), 100]`` (0/8 at 95%: [0.0, 32.4]).
+
+    Raises:
+        ValueError: ``n < 1``, ``successes`` outside ``[0, n]``, or ``confidence`` outside (0, 1).
+    """
+    from statistics import NormalDist  # noqa: PLC0415
+
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: successes={successes!r} of n={n!r} is not allowed; need 0 <= successes <= n, n >= 1")
+    _check(1, confidence)
+    z = NormalDist().inv_cdf((1.0 + confidence) / 2.0)
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    low = 0.0 if successes == 0 else (centre - half) / denom
+    high = 1.0 if successes == n else (centre + half) / denom
+    return _clean(100.0 * low), _clean(100.0 * high)
+
+
+def arm_interval(
+    runs: np.ndarray | None, estimate: float, samples: np.ndarray, n: int, confidence: float
+) -> Interval:
+    """The interval of one arm's accuracy (percent), by the rules of the module docstring.
+
+    Args:
+        runs: the arm's ``(S, n)`` bool matrix on one benchmark, or None for the average over benchmarks.
+        estimate: the point accuracy in percent; samples: its ``(B,)`` bootstrap resamples.
+        n: problems (summed over benchmarks for the average); confidence: coverage in (0, 1).
+
+    Returns:
+        Wilson (:func:`wilson_interval`) for a single run on one benchmark, else the percentile bootstrap,
+        falling back to Wilson on ``n`` pooled problems when every resample is equal; ``Interval.n = n``.
+    """
+    if runs is not None and runs.shape[0] == 1:
+        return Interval(estimate, *wilson_interval(int(runs.sum()), n, confidence), n=n)
+    low, high = percentile_interval(samples, confidence)
+    if low == high:  # every run constant: the bootstrap of a constant claims certainty
+        low, high = wilson_interval(int(round(estimate * n / 100.0)), n, confidence)
+    return Interval(estimate, low, high, n=n)
+
+
+def newcombe_paired_interval(strong: Interval, weak: Interval) -> tuple[float, float]:
+    """Newcombe's paired hybrid score interval for Δ = P_strong − P_weak with φ = 0 (percentage points).
+
+    ``L = Δ − sqrt((p1 − l1)² + (u2 − p2)²)``, ``U = Δ + sqrt((u1 − p1)² + (p2 − l2)²)`` from each arm's score
+    interval ``[l, u]`` (Newcombe 1998, *Stat. Med.* 17(22):2635–2650, method 10; the correlation term φ is 0
+    when a margin of the 2×2 table is empty, which is the case when both arms are 0/n or n/n).
+    """
+    d = strong.estimate - weak.estimate
+    below = np.hypot(strong.estimate - strong.low, weak.high - weak.estimate)
+    above = np.hypot(strong.high - strong.estimate, weak.estimate - weak.low)
+    return _clean(max(-100.0, d - below)), _clean(min(100.0, d + above))
+
+
+def delta_interval(strong: Interval, weak: Interval, samples: np.ndarray, confidence: float) -> Interval:
+    """Δ = strong − weak with its paired percentile-bootstrap interval (``samples``: ``(B,)`` resampled Δs);
+    when both arms are 0/n or n/n (the bootstrap is a constant) :func:`newcombe_paired_interval` instead."""
+    low, high = percentile_interval(samples, confidence)
+    estimate = _clean(strong.estimate - weak.estimate)
+    if low == high and strong.estimate in (0.0, 100.0) and weak.estimate in (0.0, 100.0):
+        low, high = newcombe_paired_interval(strong, weak)
+    return Interval(estimate, low, high, n=strong.n)

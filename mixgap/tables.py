@@ -235,7 +235,7 @@ def gap_markdown(gaps: Sequence[dict[str, Any]]) -> str:
         body = []
         for r in rows:
             comp = r["comparison"].get(AVERAGE) if r["comparison"] else None
-            cells = ([comp.strong.fmt(), comp.weak.fmt(), comp.delta.fmt(), comp.verdict] if comp
+            cells = ([with_n(comp.strong), with_n(comp.weak), comp.delta.fmt(), comp.verdict] if comp
                      else [f"missing: no finished {r['missing']} job", "", "", ""])
             if r["length_stop"]:
                 cells[3] += " ⚠ length stops"
@@ -260,7 +260,7 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]]) -> str:
         body = []
         for r in rows:
             body.append([r["method"], r["teachers"], r["mode"], r.get("w_label", "—"), r["seeds"],
-                         *(r["cells"][b].fmt() if b in r["cells"] else "—" for b in benches)])
+                         *(with_n(r["cells"][b]) if b in r["cells"] else "—" for b in benches)])
             if r["paper"]:
                 paper = {**r["paper"], **{b: r["paper"]["math"] for b in ("math500",) if "math" in r["paper"]}}
                 body.append([f"{r['method']} (paper; its MATH is {paper_math_label()})", r["teachers"], "", "", "",
@@ -335,7 +335,11 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
     lines += ["## Method", "",
-              f"Intervals: percentile bootstrap (Efron & Tibshirani 1993), {boot['n_boot']:,} resamples, seed "
+              "n = problems behind each accuracy (summed over benchmarks for the average). One run on one benchmark: "
+              "Wilson score interval (Wilson 1927), right at 0/n and n/n. A gap whose arms are both 0/n or n/n "
+              "(the bootstrap is a constant) gets Newcombe's paired score interval (Newcombe 1998, method 10), "
+              "never [0, 0]. Other intervals: "
+              f"percentile bootstrap (Efron & Tibshirani 1993), {boot['n_boot']:,} resamples, seed "
               f"{boot['seed']}. Δ is paired: both arms are scored on the same resampled problems (Koehn 2004; "
               "Dror et al. 2018). The average is the plain mean of per-benchmark accuracies; its resamples draw "
               "each benchmark's problems independently (stratified). With several seeds, each resample also "
@@ -453,3 +457,7 @@ def settings_markdown(jobs: Sequence[Any]) -> str:
     return ("Fine-tuning settings as run (the paper's LoRA values, its Table 6, are unknown: the LoRA row's "
             "source says whose they are). Paper comparisons use the paper's MATH column, read as "
             f"{paper_math_label()}.\n\n" + _table(header, body))
+
+def with_n(value: Interval) -> str:
+    """``"12.5 [2.2, 47.1] n=8"``: an accuracy with its interval and the problems behind it."""
+    return value.fmt() + (f" n={value.n}" if value.n is not None else "")

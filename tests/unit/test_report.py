@@ -142,16 +142,16 @@ def test_gap_table_numbers_match_hand_computation(made):
 
 def test_markdown_stdout_and_tracker(made):
     text = Path(made["paths"]["markdown"]).read_text()
-    gap_line = ("| qwen3b | 3.09 | full | 1/1 | 35.0 [15.0, 60.0] | 30.0 [10.0, 55.0] | 5.0 [0.0, 15.0] | n.s. | 40.3 | 43.4 "
+    gap_line = ("| qwen3b | 3.09 | full | 1/1 | 35.0 [15.0, 60.0] n=15 | 30.0 [10.0, 55.0] n=15 | 5.0 [0.0, 15.0] | n.s. | 40.3 | 43.4 "
                 "| -3.1 | MATH-500 / MATH 5k |")
     assert gap_line in text and gap_line in made["stdout"]
     assert "| P_Long (w=1) | P_Short (w=0) | Δ_Long |" in text
-    assert "| qwen0.5b | 0.49 | full | 2/1 | 10.0 [0.0, 25.0] | 40.0 [20.0, 65.0] | -30.0 [-55.0, -10.0] | Weak ⚠ length stops |" in text
+    assert "| qwen0.5b | 0.49 | full | 2/1 | 10.0 [0.0, 25.0] n=15 | 40.0 [20.0, 65.0] n=15 | -30.0 [-55.0, -10.0] | Weak ⚠ length stops |" in text
     # Table 3: untuned (3/10, 1/5 -> 25.0, (10 Bin(10,.3) + 20 Bin(5,.2)) / 2 -> [5, 50]) and Mix-Long (6/10, 2/5)
     assert exact_ci((10, 3, 5), (5, 1, 10)) == (5.0, 50.0) and exact_ci((10, 6, 5), (5, 2, 10)) == (25.0, 75.0)
-    assert "| Untuned | — | — | — | 1 | 30.0 [" in text and "| 25.0 [5.0, 50.0] |" in text
+    assert "| Untuned | — | — | — | 1 | 30.0 [" in text and "| 25.0 [5.0, 50.0] n=15 |" in text
     # realised strong fraction beside w: 27 strong / (27 + 160) kept = 0.144 at w=0.2 (13 strong dropped)
-    assert "| Mix-Long | qwq32b / qwen32b | full | 0.2 (0.144) | 1 | 60.0 [" in text and "| 50.0 [25.0, 75.0] |" in text
+    assert "| Mix-Long | qwq32b / qwen32b | full | 0.2 (0.144) | 1 | 60.0 [" in text and "| 50.0 [25.0, 75.0] n=15 |" in text
     assert "| Long CoT | qwq32b / qwen32b | full | 1 (1.000) | 1 | 50.0 [" in text
     # the paper's MATH (5k) cell beside our MATH-500, labelled
     assert "| Mix-Long (paper; its MATH is MATH 5k) | qwq32b / qwen32b |  |  |  | 64.7 | 10.0 | 45.9 |" in text
