@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     from mixgap.data import DataError  # noqa: PLC0415
     from mixgap.models import ModelSourceError  # noqa: PLC0415
     from mixgap.pipeline import PoolMissing, run_job  # noqa: PLC0415
+    from mixgap.runrecord import Interrupted  # noqa: PLC0415
 
     hc = HydraConfig.get()
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
@@ -35,6 +36,9 @@ def main(cfg: DictConfig) -> None:
         # one line, no traceback: the message names the field or file and what to do
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:  # recorded as interrupted in result.json; exit non-zero like the signal would
+        print(f"mixgap: {err}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + err.signum)
 
 
 def check_argv() -> None:

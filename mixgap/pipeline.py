@@ -31,7 +31,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mixgap import data, models
+from mixgap import data, models, runrecord
 from mixgap.config import data_root, validate
 from mixgap.store import ArtifactSpec, Store, write_json_atomic
 
@@ -155,9 +155,12 @@ def run_job(
 
         return (report if cfg.stage == "report" else analysis).run(cfg, Store(cfg.paths.cache))
     store = Store(cfg.paths.cache)
+    runrecord.check_store(job_dir, group, store.root)
     result: dict[str, Any] = {
         "status": "running", "job": job_identity(cfg), "store": str(store.root), "timings": {}
     }
+    if cfg.stage != "plan":
+        runrecord.start(job_dir, result)  # status running before any work
     rows = plan(cfg, store)
     result["plan"] = rows
     log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
@@ -169,12 +172,16 @@ def run_job(
     tracker = make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name, run_dir=job_dir)
     exit_code = 1
     try:
-        result.update(build(cfg, store, tracker, result["timings"]))
+        with runrecord.interruptible(result):
+            result.update(build(cfg, store, tracker, result["timings"]))
         result["status"] = "done"
         result["wandb_run_id"] = tracker.run_id
         exit_code = 0
+    except Exception as err:
+        result["error"] = f"{type(err).__name__}: {err}"[:500]
+        raise
     finally:
-        if result["status"] != "done":
+        if result["status"] == "running":
             result["status"] = "failed"
         write_json_atomic(job_dir / RESULT, result)
         tracker.finish(exit_code=exit_code)

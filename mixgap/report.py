@@ -223,4 +223,5 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     planned = sum(job.status == "planned" for job in jobs)  # stage=plan jobs: nothing to score, by design
     print(f"\n{len(warnings)} warnings, {len(missing)} missing or unfinished jobs"
           + (f", {planned} planned only (stage=plan)" if planned else "") + f"; full report: {paths['markdown']}")
+    print(tables.status_line(jobs))
     return {**paths, "missing": missing, "warnings": warnings}

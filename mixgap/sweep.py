@@ -12,6 +12,7 @@ from typing import Any
 
 from mixgap.config import ConfigError
 from mixgap.data import read_jsonl
+from mixgap.runrecord import describe
 from mixgap.store import Store
 
 RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
@@ -216,7 +217,7 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
               expected=expected_arms(identity.get("stage"), result.get("artifacts", {})), seeds=read_seeds(folder))
     if job.status != "done":
         if job.status != "planned":
-            job.missing.append(f"status {job.status!r}" if result else f"no {RESULT} (never ran, or still queued)")
+            job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")
         return job
     store = Store(result["store"]) if result.get("store") else default_store
     if store is None:

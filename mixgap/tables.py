@@ -461,3 +461,13 @@ def settings_markdown(jobs: Sequence[Any]) -> str:
 def with_n(value: Interval) -> str:
     """``"12.5 [2.2, 47.1] n=8"``: an accuracy with its interval and the problems behind it."""
     return value.fmt() + (f" n={value.n}" if value.n is not None else "")
+
+
+def status_line(jobs: Sequence[Any]) -> str:
+    """``"5 jobs: 3 done (counted), not counted: 1 interrupted, 1 running"``: every status apart from done
+    (``running``, ``interrupted``, ``failed``, ``planned``, ``missing``); only done jobs enter a table."""
+    counts: dict[str, int] = defaultdict(int)
+    for job in jobs:
+        counts[job.status] += 1
+    others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "done")
+    return f"{len(jobs)} jobs: {counts.get('done', 0)} done (counted)" + (f", not counted: {others}" if others else "")
