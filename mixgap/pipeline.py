@@ -174,6 +174,7 @@ def run_job(
     try:
         with runrecord.interruptible(result):
             result.update(build(cfg, store, tracker, result["timings"]))
+        result["reused_build_s"] = runrecord.reused_build_times(store, rows)
         result["status"] = "done"
         result["wandb_run_id"] = tracker.run_id
         exit_code = 0
@@ -198,7 +199,7 @@ def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, Artif
     policy = "generate" if cfg.stage == "generate" or teacher.backend == "dataset" else cfg.data.missing_pool
     if not store.is_done(gen_spec.key) and policy != "generate":
         if policy == "wait":  # wait for a job generating it right now, if any
-            with store.lock(gen_spec.key):
+            with store.holding(gen_spec.key):
                 pass
         if not store.is_done(gen_spec.key):
             raise PoolMissing(
@@ -221,7 +222,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     pools = {}
     for role in ("teacher", "strong", "weak"):
         if f"pool.{role}" in roles:
-            with timed(timings, f"generate.{role}"):
+            with timed(timings, f"generate.{role}", store):
                 pools[role] = _build_pool(cfg, store, role, specs, tracker)
                 out["counts"][f"pool.{role}"] = store.manifest(specs[f"pool.{role}"].key).get("counts", {})
     if cfg.stage == "prepare":
@@ -234,7 +235,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
             out["learnability"] = build_learnability(cfg, store, specs, pools, tracker)
     if "mixture" not in roles:
         return out
-    with timed(timings, "mix"):
+    with timed(timings, "mix", store):
         mixture = store.get_or_build(
             specs["mixture"], lambda o, _w: mix.build_mixture(pools["strong"], pools["weak"], cfg.mix, o)
         )
@@ -255,7 +256,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
             out["learnability"] = build_learnability(cfg, store, specs, pools, tracker, student_path)
     checkpoint = None
     if "checkpoint" in roles:
-        with timed(timings, "train"):
+        with timed(timings, "train", store):
             checkpoint = store.get_or_build(
                 specs["checkpoint"],
                 lambda o, w: train.build_checkpoint(cfg, mixture, student_path, o, w, tracker, pools=pools),
@@ -264,7 +265,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     for arm, model_path in (("untuned", student_path), ("tuned", checkpoint)):
         if not any(r.startswith(f"eval.{arm}.") for r in roles):
             continue
-        with timed(timings, f"evaluate.{arm}"), evaluate.Engine(str(model_path), cfg) as engine:
+        with timed(timings, f"evaluate.{arm}", store), evaluate.Engine(str(model_path), cfg) as engine:
             scores = {}
             for name, bench in cfg.benchmark.items():
                 done = store.get_or_build(
@@ -277,13 +278,17 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
 
 
 @contextmanager
-def timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Add the wall seconds of the block to ``timings[name]`` (also when it raises)."""
-    start = time.perf_counter()
+def timed(timings: dict[str, float], name: str, store: Store | None = None) -> Iterator[None]:
+    """Add the wall seconds of the block to ``timings[name]`` (also when it raises); with ``store``, the
+    seconds it waited for other processes' locks go to ``timings["wait.<name>"]`` instead."""
+    start, waited = time.perf_counter(), store.wait_s if store is not None else 0.0
     try:
         yield
     finally:
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
+        wait = (store.wait_s - waited) if store is not None else 0.0
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start - wait, 3)
+        if wait:
+            timings[f"wait.{name}"] = round(timings.get(f"wait.{name}", 0.0) + wait, 3)
 
 
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -329,6 +334,16 @@ class SweepSummary(Callback):
             timings.update(result.get("timings", {}))
         if timings:
             print("wall time per stage, summed over jobs: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+        reused: dict[str, float] = {}
+        for result in results:
+            for role, wall in result.get("reused_build_s", {}).items():
+                reused.setdefault(role, wall)  # a shared artifact counts once
+        if reused:
+            kinds: Counter[str] = Counter()
+            for role, wall in reused.items():
+                kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
+            print("reused from the store (their build time when made): "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
         summary = plan_summary(results)
         if summary:
             print("artifacts they need (shared artifacts are built once):")

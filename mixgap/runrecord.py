@@ -141,3 +141,16 @@ def describe(result: dict[str, Any]) -> str:
     if status == "failed" and result.get("error"):
         return f"status 'failed' ({result['error']})"
     return f"status {status!r}"
+
+
+def reused_build_times(store: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """``{role: wall seconds}`` of the artifacts that were already finished when the job planned (``rows``:
+    ``pipeline.plan``), read from their manifests (``wall_s``): a cached rerun keeps what each reused artifact
+    cost to build beside its own ``timings``, instead of reporting zeros."""
+    out = {}
+    for row in rows:
+        if row.get("done") and store.is_done(row["key"]):
+            wall = store.manifest(row["key"]).get("wall_s")
+            if wall is not None:
+                out[row["role"]] = wall
+    return out

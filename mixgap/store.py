@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -25,13 +26,16 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("mixgap", "torch", "transformers", "peft", "datasets", "math-verify", "hydra-core", "vllm", "deepspeed")
@@ -108,8 +112,12 @@ class ArtifactSpec:
 class Store:
     """The artifact store rooted at ``root`` (created on first use)."""
 
+    #: seconds between "still waiting" log lines while another process holds a key's lock
+    heartbeat_s: float = 60.0
+
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
+        self.wait_s = 0.0  # seconds this Store object spent waiting for other processes' locks
 
     def path(self, key: str) -> Path:
         """Folder of the finished artifact ``key`` (it may not exist yet)."""
@@ -163,7 +171,7 @@ class Store:
         key = spec.key
         if self.is_done(key):
             return self.path(key)
-        with self.lock(key).acquire(timeout=-1 if wait else 0):
+        with self.holding(key, wait=wait):
             if self.is_done(key):  # built by the process we waited for
                 return self.path(key)
             tmp_root = self.root / ".tmp"
@@ -195,3 +203,50 @@ class Store:
                 raise
             shutil.rmtree(self.root / ".work" / key, ignore_errors=True)
             return final
+
+    def _owner_path(self, key: str) -> Path:
+        return self.root / ".locks" / f"{key}.owner.json"
+
+    def owner(self, key: str) -> dict[str, Any]:
+        """Who holds ``key``'s lock: ``{"pid", "host", "since"}`` from the lock's sidecar file ({} if unknown)."""
+        try:
+            return json.loads(self._owner_path(key).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @contextmanager
+    def holding(self, key: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold ``key``'s file lock; while another process holds it, log who and keep a heartbeat.
+
+        Logs ``waiting for <key> being built by pid N on host H`` once, then ``still waiting for <key> ...
+        (T s)`` every :attr:`heartbeat_s`; the seconds waited are added to :attr:`wait_s` (the pipeline counts
+        them as ``wait.<stage>``, apart from building). While held, ``.locks/<key>.owner.json`` names this
+        process (pid, host, since) for the others.
+
+        Raises:
+            TimeoutError: ``wait=False`` and another process holds the lock.
+        """
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait:
+                raise
+            start = time.monotonic()
+            who = self.owner(key)
+            log.warning("waiting for %s being built by pid %s on host %s", key, who.get("pid", "?"), who.get("host", "?"))
+            while True:
+                try:
+                    lock.acquire(timeout=self.heartbeat_s)
+                    break
+                except Timeout:
+                    who = self.owner(key)
+                    log.warning("still waiting for %s being built by pid %s on host %s (%.0f s)", key,
+                                who.get("pid", "?"), who.get("host", "?"), time.monotonic() - start)
+            self.wait_s += time.monotonic() - start
+        try:
+            write_json_atomic(self._owner_path(key), {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+            yield
+        finally:
+            self._owner_path(key).unlink(missing_ok=True)
+            lock.release()
