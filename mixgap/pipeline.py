@@ -282,10 +282,12 @@ def timed(timings: dict[str, float], name: str, store: Store | None = None) -> I
     """Add the wall seconds of the block to ``timings[name]`` (also when it raises); with ``store``, the
     seconds it waited for other processes' locks go to ``timings["wait.<name>"]`` instead."""
     start, waited = time.perf_counter(), store.wait_s if store is not None else 0.0
+    log.info("stage %s ...", name)
     try:
         yield
     finally:
         wait = (store.wait_s - waited) if store is not None else 0.0
+        log.info("stage %s: %.0f s", name, time.perf_counter() - start)
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start - wait, 3)
         if wait:
             timings[f"wait.{name}"] = round(timings.get(f"wait.{name}", 0.0) + wait, 3)
@@ -316,8 +318,44 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return kinds
 
 
+def sweep_size(overrides: Sequence[str]) -> int:
+    """Jobs of a basic sweep: the product of the number of values of each sweep override (``a=0,0.2,1``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+
+    size = 1
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
 class SweepSummary(Callback):
-    """Hydra callback: after a multirun, print how the jobs share artifacts (plan) or how they ended."""
+    """Hydra callback: before each job of a multirun, print which job it is and how many are left; after the
+    multirun, how the jobs share artifacts (plan) or how they ended."""
+
+    total: int | None = None  # jobs in the sweep, known in the process that launched it
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            task = list(config.hydra.overrides.task)
+            keys = {o.split("=", 1)[0].lstrip("+~") for o in task}
+            params = config.hydra.get("sweeper", {}).get("params") or {}  # an experiment's own sweep
+            self.total = sweep_size(task + [f"{k}={v}" for k, v in params.items() if k not in keys])
+        except Exception:  # another sweeper's syntax: progress without a total
+            self.total = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_cfg = config.get("hydra")
+        from hydra.types import RunMode  # noqa: PLC0415
+
+        if hydra_cfg is None or hydra_cfg.get("mode") != RunMode.MULTIRUN:
+            return
+        num = int(hydra_cfg.job.num)
+        what = " ".join(hydra_cfg.overrides.task)
+        if self.total:
+            print(f"job {num + 1}/{self.total} ({what}); {self.total - num - 1} left after it", flush=True)
+        else:
+            print(f"job {num + 1} ({what})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
