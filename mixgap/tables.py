@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -314,8 +315,8 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
     level = f"{100 * boot['confidence']:g}"
     lines = ["# mixgap report", "", "Sweeps: " + ", ".join(f"`{s}`" for s in sweeps),
              f"Jobs: {len(jobs)} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")", ""]
-    if warnings:
-        lines += ["## Warnings", ""] + [f"> **WARNING** {w}\n>" for w in warnings] + [""]
+    if warnings:  # one line here; the table after the results (they would push the results down the page)
+        lines += [f"> **{len(dict.fromkeys(warnings))} warnings**: see [Warnings](#warnings) after the results.", ""]
     if missing:
         lines += ["## Missing or unfinished jobs (left out of every table)", ""] + [f"- {m}" for m in missing] + [""]
     lines += ["## Gap between strong and weak teacher data (Tables 1–2 style, average over benchmarks)", "",
@@ -334,6 +335,8 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
         lines += ["## Settings", "", settings, ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    if warnings:
+        lines += ["## Warnings", "", warnings_markdown(warnings), ""]
     lines += ["## Method", "",
               "n = problems behind each accuracy (summed over benchmarks for the average). One run on one benchmark: "
               "Wilson score interval (Wilson 1927), right at 0/n and n/n. A gap whose arms are both 0/n or n/n "
@@ -471,3 +474,23 @@ def status_line(jobs: Sequence[Any]) -> str:
         counts[job.status] += 1
     others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "done")
     return f"{len(jobs)} jobs: {counts.get('done', 0)} done (counted)" + (f", not counted: {others}" if others else "")
+
+
+_LENGTH = re.compile(r"^LENGTH STOP: (?P<where>.+) (?P<bench>\S+): (?P<pct>\d+)% of the answers stopped by length "
+                     r"\(> (?P<limit>\d+)%\); (?P<why>.+)$")
+
+
+def warnings_markdown(warnings: Sequence[str]) -> str:
+    """All warnings as one table: length stops one row each (evaluation, benchmark, share), their shared
+    explanation said once below the table; any other warning a row of its own. Repeats are dropped."""
+    rows, reasons = [], {}
+    for text in dict.fromkeys(warnings):
+        match = _LENGTH.match(text)
+        if match:
+            reasons.setdefault(match["why"], f"> {match['limit']}%")
+            rows.append(["length stop", match["where"], BENCH_LABELS.get(match["bench"], match["bench"]), f"{match['pct']}%"])
+        else:
+            rows.append(["other", text, "", ""])
+    notes = [f"Length stop (more than {limit} of the answers stopped at eval.max_new_tokens): {why}."
+             for why, limit in reasons.items()]
+    return _table(["Kind", "Where", "Benchmark", "Stopped by length"], rows) + ("\n\n" + "\n".join(notes) if notes else "")

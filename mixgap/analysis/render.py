@@ -96,7 +96,8 @@ def chart(cell: str, arms: Sequence[dict[str, Any]], path: Path) -> Path:
         left.bar(labels, values, bottom=bottom, color=color, label={"marginal": "marginal (rank 2-3)",
                  "shifted": "shifted (rank > 3)"}.get(cat, "unshifted (rank 1)"))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    left.tick_params(axis="x", labelrotation=35)
+    # rotated labels anchored at their right end, so each ends under its own bar (not half a label to the right)
+    left.set_xticks(range(len(labels)), labels, rotation=35, ha="right", rotation_mode="anchor")
     left.set_ylabel("share of completion tokens (%)")
     left.set_ylim(0, 100)
     left.legend(fontsize=8, loc="lower left")

@@ -164,7 +164,8 @@ def test_markdown_stdout_and_tracker(made):
     assert any("seed=43" in m and "aime24" in m and "not finished" in m for m in missing)
     assert any("status 'failed'" in m for m in missing) and any("no result.json" in m for m in missing)
     assert "a student that never learned to stop is a training bug, not a result" in text
-    assert "40% of the answers stopped by length" in text
+    assert "| length stop | " in text and " | AIME24 | 40% |" in text  # the warnings table, after the results
+    assert text.index("## Warnings") > text.index("## Per benchmark")
     tracker = made["tracker"]
     assert tracker.finished == 0 and set(tracker.tables) == {"gaps", "table3/qwen3b", "table3/qwen0.5b"}
     assert tracker.values["delta/qwq32b_vs_qwen32b/qwen0.5b/full"] == -30.0
