@@ -487,7 +487,7 @@ def warnings_markdown(warnings: Sequence[str]) -> str:
     for text in dict.fromkeys(warnings):
         match = _LENGTH.match(text)
         if match:
-            reasons.setdefault(match["why"], f"> {match['limit']}%")
+            reasons.setdefault(match["why"], f"{match['limit']}%")
             rows.append(["length stop", match["where"], BENCH_LABELS.get(match["bench"], match["bench"]), f"{match['pct']}%"])
         else:
             rows.append(["other", text, "", ""])
