@@ -230,3 +230,17 @@ def test_every_preset_passes_preflight_on_slurm():
                 error, report = check_job(cfg, [*base, *job], gpus)
                 bad += [f"{path.stem} {job}: {r}" for r in ([error] if error else report["refusals"])]
     assert bad == []
+
+
+def test_a_failed_slurm_submission_is_one_line(tmp_path):
+    env_path = os.path.dirname(sys.executable)  # no srun/sbatch on this PATH: submitit cannot submit
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": env_path,
+           "MIXGAP_DATA": os.environ.get("MIXGAP_DATA", "/work/shared/data")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "-m", "+experiment=long_vs_short", "hydra/launcher=slurm",
+         "student=qwen0.5b", f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mixgap: error: hydra/launcher=slurm could not submit the sweep (nothing was started): "
+        'Could not detect "srun", are you indeed on a slurm cluster?')
