@@ -26,12 +26,17 @@ def main(cfg: DictConfig) -> None:
     from mixgap.data import DataError  # noqa: PLC0415
     from mixgap.models import ModelSourceError  # noqa: PLC0415
     from mixgap.pipeline import PoolMissing, run_job  # noqa: PLC0415
+    from mixgap.preflight import job_gpus  # noqa: PLC0415
     from mixgap.runrecord import Interrupted  # noqa: PLC0415
 
     hc = HydraConfig.get()
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
     try:
-        run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task))
+        result = run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task),
+                         gpus=job_gpus(cfg.stage, hc.launcher))
+        refusals = (result.get("preflight") or {}).get("refusals")
+        if refusals and hc.mode != RunMode.MULTIRUN:  # a multirun's summary lists every job's refusals
+            raise ConfigError(refusals[0])
     except (ConfigError, DataError, ModelSourceError, PoolMissing, BackendUnavailable) as err:
         # one line, no traceback: the message names the field or file and what to do
         print(f"mixgap: error: {err}", file=sys.stderr)

@@ -101,6 +101,27 @@ class SamplingConfig:
 
 
 @dataclass
+class ModelArch:
+    """Public architecture facts of a model, copied from its Hugging Face ``config.json`` (cited in each YAML).
+
+    Used by :mod:`mixgap.preflight` for memory, time and context checks; no model is loaded to get them.
+    ``params_b`` is the parameter count in billions (the model card's figure); ``head_dim`` is None when it
+    is ``hidden / heads`` (Gemma-2 sets its own).
+    """
+
+    params_b: float = MISSING
+    layers: int = MISSING  # num_hidden_layers
+    hidden: int = MISSING  # hidden_size
+    heads: int = MISSING  # num_attention_heads
+    kv_heads: int = MISSING  # num_key_value_heads
+    vocab: int = MISSING  # vocab_size
+    max_position_embeddings: int = MISSING  # the context the model was trained for
+    intermediate: int = MISSING  # intermediate_size (MLP)
+    tie_embeddings: bool = False  # tie_word_embeddings
+    head_dim: int | None = None
+
+
+@dataclass
 class TeacherConfig:
     name: str = MISSING
     hf_id: str | None = None
@@ -116,6 +137,7 @@ class TeacherConfig:
     batch_size: int = 16  # hf backend only
     gguf: GgufSource | None = None
     dataset: DatasetResponses | None = None
+    arch: ModelArch | None = None  # from the model's config.json; None for imported pools (backend=dataset)
 
 
 @dataclass
@@ -128,6 +150,7 @@ class StudentConfig:
     math_expert: bool = False  # Qwen2.5-Math, Figure 4
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
+    arch: ModelArch | None = None  # from the model's config.json (mixgap.preflight)
 
 
 @dataclass
@@ -248,6 +271,21 @@ class PredictConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """The GPUs a job is planned for (:mod:`mixgap.preflight`); the GPU count comes from the launcher.
+
+    Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak (NVIDIA H100
+    datasheet); ``mfu`` and ``generation_tokens_per_s_per_gpu`` are planning assumptions, not measurements
+    (benchmarks/gpu_check.py measures the MFU of our trainer on a GPU): set yours.
+    """
+
+    gpu_memory_gb: float = 80.0
+    gpu_bf16_tflops: float = 989.0
+    mfu: float = 0.35
+    generation_tokens_per_s_per_gpu: float = 2000.0
+
+
+@dataclass
 class MixgapConfig:
     stage: str = "all"
     seed: int = 42
@@ -264,6 +302,7 @@ class MixgapConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def register_configs() -> None:

@@ -134,7 +134,8 @@ def _log_plan(rows: list[dict[str, Any]]) -> None:
 
 
 def run_job(
-    cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = ()
+    cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = (),
+    gpus: int | None = None,
 ) -> dict[str, Any]:
     """Validate, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
 
@@ -143,7 +144,8 @@ def run_job(
         ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per stage), ``plan``.
 
     Raises:
-        ConfigError: before any work, for a bad config value.
+        ConfigError: before any work, for a bad config value, or (``gpus`` given, stage other than plan) the
+            first preflight refusal (:mod:`mixgap.preflight`): the job cannot fit its ``gpus`` GPUs.
         PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
     """
     from mixgap.tracking import make_tracker  # noqa: PLC0415
@@ -165,6 +167,7 @@ def run_job(
     result["plan"] = rows
     log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
     _log_plan(rows)
+    result["preflight"] = _preflight_hook(cfg, store, gpus)
     if cfg.stage == "plan":
         result["status"] = "planned"
         write_json_atomic(job_dir / RESULT, result)
@@ -187,6 +190,20 @@ def run_job(
         write_json_atomic(job_dir / RESULT, result)
         tracker.finish(exit_code=exit_code)
     return result
+
+
+def _preflight_hook(cfg: DictConfig, store: Store, gpus: int | None) -> dict[str, Any]:
+    """The job's preflight (planned for ``gpus``, 1 when unknown); refuses a non-plan job that cannot fit."""
+    from mixgap.config import ConfigError  # noqa: PLC0415
+    from mixgap.preflight import log_preflight, preflight  # noqa: PLC0415
+
+    report = preflight(cfg, gpus or 1, store)
+    log_preflight(report)
+    if gpus is not None and cfg.stage != "plan" and report["refusals"]:
+        raise ConfigError(report["refusals"][0])
+    if gpus is not None and (report["eval_tensor_parallel_size"] or 1) > cfg.eval.tensor_parallel_size:
+        cfg.eval.tensor_parallel_size = report["eval_tensor_parallel_size"]  # not in the eval key
+    return report
 
 
 def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, ArtifactSpec], tracker: Any) -> Path:
@@ -382,6 +399,11 @@ class SweepSummary(Callback):
                 kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
             print("reused from the store (their build time when made): "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
+        from mixgap.preflight import summary_lines  # noqa: PLC0415
+
+        lines, refused = summary_lines(results)
+        for line in lines:
+            print(line)
         summary = plan_summary(results)
         if summary:
             print("artifacts they need (shared artifacts are built once):")
@@ -390,4 +412,5 @@ class SweepSummary(Callback):
                     f"  {kind:<13} {entry['distinct']:>4} distinct ({entry['done']} done), "
                     f"used {entry['uses']} times"
                 )
-
+        if refused:
+            raise SystemExit(2)  # stage=plan: every job planned and printed; any refusal fails the sweep

@@ -116,13 +116,15 @@ def build_checkpoint(
         deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
 
     Raises:
-        ValueError: a bad finetune field (named), a global batch not divisible by the world, a mixture
+        ValueError: a bad finetune field (named), a global batch not divisible by the world (ConfigError:
+            no per-device batch realises it, :func:`mixgap.preflight.batch_layout`), a mixture
             row that cannot be tokenised (named by id), every row over ``max_seq_len``.
         RuntimeError: the training subprocess failed. CheckpointError: the saved weights are broken.
     """
     import torch  # noqa: PLC0415
     from transformers import AutoTokenizer  # noqa: PLC0415
 
+    from mixgap import preflight  # noqa: PLC0415
     from mixgap.train import checks, labels, launch, trainer  # noqa: PLC0415
 
     ft = to_container(cfg.finetune_mode)
@@ -131,6 +133,12 @@ def build_checkpoint(
     plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
     packed = ft.get("batch_unit") == "packed_sequences"
     if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
+        layout = preflight.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+        if layout.derived:  # e.g. global 8 on 8 GPUs at per-device 2: per-device 1, accumulation 1 (global kept)
+            log.info("finetune_mode.per_device_batch_size=%d -> %d on %d GPUs (global batch %d, accumulation %d)",
+                     ft["per_device_batch_size"], layout.per_device_batch_size, plan.world_size,
+                     layout.global_batch_size, layout.gradient_accumulation_steps)
+        ft["per_device_batch_size"] = layout.per_device_batch_size  # what the ranks run (the key keeps the configured one)
         trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
     precision = resolve_precision(ft["precision"], gpus > 0)
     ds_config = launch.deepspeed_config(ft["deepspeed"]) if subprocess_launch else None

@@ -197,7 +197,7 @@ def test_report_reads_the_sweep(sweep, kit):
 def test_card_command_plans_on_the_cluster(cluster, tmp_path):
     """``python launch.py -m +experiment=long_vs_short hydra/launcher=slurm`` with the cluster's values from
     the environment (narrowed to two students, stage=plan: no model is loaded)."""
-    env = {**cluster.env, "MIXGAP_SLURM_PARTITION": "debug", "MIXGAP_SLURM_GPUS_PER_NODE": "null",
+    env = {**cluster.env, "MIXGAP_SLURM_PARTITION": "debug", "MIXGAP_SLURM_GPUS_PER_NODE": "8",  # planned, never submitted
            "MIXGAP_SLURM_CPUS_PER_TASK": "1", "MIXGAP_SLURM_MEM_GB": "2", "MIXGAP_SLURM_TIMEOUT_MIN": "10"}
     done = subprocess.run(
         [sys.executable, "launch.py", "-m", "+experiment=long_vs_short", "hydra/launcher=slurm", "stage=plan",

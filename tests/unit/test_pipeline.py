@@ -88,11 +88,12 @@ def _launch(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 def test_the_card_command_plans_six_jobs_sharing_two_pools_and_three_mixtures(tmp_path):
-    proc = _launch("-m", "student=qwen0.5b,qwen3b", "mix.weight=0,0.2,1", "stage=plan",
+    proc = _launch("-m", "student=qwen0.5b,qwen3b", "mix.weight=0,0.2,1", "stage=plan", "hydra/launcher=slurm",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "6 jobs in" in out and "6 planned" in out
+    assert "0 of 6 jobs refused" in out and "world 8 x per-device 1 x accumulation 1 = global 8" in out
     for line in ("pool             2 distinct (0 done), used 12 times",
                  "mixture          3 distinct (0 done), used 6 times",
                  "checkpoint       6 distinct (0 done), used 6 times",

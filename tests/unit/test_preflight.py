@@ -1,0 +1,248 @@
+"""Preflight (mixgap.preflight) and the sweeper that runs it on every sweep point before the first job.
+
+Memory figures are hand-computed from the arch facts in conf/student/*.yaml; GB = 1e9 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, compose_cfg
+from mixgap.config import ConfigError
+from mixgap.preflight import batch_layout, lora_params, preflight
+from mixgap.sweeper import submission_error, sweep_refusals
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_environment(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("MIXGAP_SLURM_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "per_device", "world", "expected"),
+    [
+        (8, 2, 1, (2, 4, False)),  # the paper's 8 = 2 x 1 x 4
+        (8, 2, 2, (2, 2, False)),
+        (8, 2, 4, (2, 1, False)),  # the paper's 4 devices x 2
+        (8, 2, 8, (1, 1, True)),  # SLURM's 8 GPUs: 2 x 8 = 16 > 8, so per-device 1
+        (80, 2, 8, (2, 5, False)),  # the released Mix configs' global 80
+        (24, 2, 8, (1, 3, True)),  # 2 x 8 = 16 does not divide 24; 1 x 8 x 3 does
+    ],
+)
+def test_batch_layout_gives_exactly_the_global_batch(global_batch, per_device, world, expected):
+    layout = batch_layout(global_batch, per_device, world)
+    assert (layout.per_device_batch_size, layout.gradient_accumulation_steps, layout.derived) == expected
+    assert layout.per_device_batch_size * world * layout.gradient_accumulation_steps == global_batch
+
+
+@pytest.mark.parametrize(("global_batch", "world"), [(6, 4), (8, 16), (12, 8)])
+def test_batch_layout_refuses_a_global_batch_the_world_cannot_split(global_batch, world):
+    with pytest.raises(ConfigError, match=rf"^finetune_mode.global_batch_size={global_batch} is not allowed on {world} GPUs"):
+        batch_layout(global_batch, 2, world)
+
+
+def test_lora_params_of_qwen32b():
+    # 64 layers x r 16 x (q 5120+5120, k/v 2 x (5120+1024), o 5120+5120, gate/up 2 x (5120+27648), down 27648+5120)
+    arch = compose_cfg("student=qwen32b").student.arch
+    assert lora_params(arch, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]) == (
+        64 * 16 * (10240 + 12288 + 10240 + 65536 + 32768))
+
+
+# (overrides, GPUs, GPU memory GB) -> train GB per GPU, or None when training is not the refused part; refused?
+CASES = [
+    # qwen3b full, 8 GPUs, ZeRO-3, per-device 1 x 16384 tokens: 4 x 311.2M (embedding 151936 x 2048) = 1.245 GB
+    # + 18 x 3.09e9 / 8 = 6.953 GB; activations 36 x 2 x 16384 x 2048 = 2.416 GB + 34 x 16384 x 2048 = 1.141 GB
+    # + logits 10 x 16384 x 151936 = 24.893 GB; + 2 GB overhead = 38.6 GB < 80: fits
+    (["student=qwen3b", "finetune_mode=full"], 8, 80, 38.6, False),
+    # qwen3b full on 1 GPU: 1.245 + 18 x 3.09 = 55.62 GB + activations at per-device 2 (32768 tokens)
+    # 2 x 28.45 = 56.9 GB + 2 = 115.8 GB > 80: refused
+    (["student=qwen3b", "finetune_mode=full"], 1, 80, 115.8, True),
+    # the same on one 141 GB H200: 115.8 < 141: fits
+    (["student=qwen3b", "finetune_mode=full"], 1, 141, 115.8, False),
+    # qwen32b full on 8 GPUs: 4 x 778.6M (152064 x 5120) = 3.114 + 18 x 32.5 / 8 = 73.125; activations
+    # 64 x 2 x 16384 x 5120 = 10.737 + 2.852 + 10 x 16384 x 152064 = 24.914; + 2 = 116.7 GB > 80: refused
+    (["student=qwen32b", "finetune_mode=full"], 8, 80, 116.7, True),
+    # qwen32b LoRA (r 8) on 8 GPUs: base 2 x 32.5e9 / 8 = 8.125 + adapter 16 x 67.1M / 8 = 0.134 + 4L 3.114
+    # + activations 38.503 + 2 = 51.9 GB: fits (the paper's choice from 14B)
+    (["student=qwen32b"], 8, 80, 51.9, False),
+    # llama70b LoRA (r 8) on 8 GPUs of 40 GB: 2 x 70.6 / 8 = 17.65 + adapter 16 x 103.5M / 8 = 0.21 + 4 x 1.05B (128256 x 8192) = 4.2
+    # + activations 80 x 2 x 16384 x 8192 = 21.5 + 4.6 + 21.0 logits, + 2 = 71.1 GB > 40: refused
+    (["student=llama70b"], 8, 40, 71.1, True),
+]
+
+
+@pytest.mark.parametrize(("overrides", "gpus", "memory", "train_gb", "refused"), CASES)
+def test_memory_table(overrides, gpus, memory, train_gb, refused):
+    cfg = compose_cfg(*overrides, "data.missing_pool=wait", f"cluster.gpu_memory_gb={memory}")
+    report = preflight(cfg, gpus)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(train_gb, abs=0.15)
+    memory_refusals = [r for r in report["refusals"] if "GB per GPU" in r]
+    assert bool(memory_refusals) == refused, report["refusals"]
+    if refused:
+        assert memory_refusals[0].startswith(f"finetune_mode.mode={cfg.finetune_mode.mode} for student={cfg.student.name}")
+        assert f"> cluster.gpu_memory_gb={memory}" in memory_refusals[0]
+
+
+def test_slurm_default_trains_the_paper_batch_on_8_gpus():
+    report = preflight(compose_cfg("student=qwen3b", "finetune_mode=full", "data.missing_pool=wait"), 8)
+    assert (report["world_size"], report["per_device_batch_size"], report["gradient_accumulation_steps"],
+            report["global_batch_size"]) == (8, 1, 1, 8)
+    assert report["refusals"] == []
+
+
+def test_math_expert_context_is_refused_at_the_papers_budget_and_fits_in_the_preset():
+    paper = preflight(compose_cfg("student=qwen_math7b", "data.missing_pool=wait"), 8)
+    assert paper["refusals"] == [
+        "finetune_mode.max_seq_len=16384 is not allowed for student=qwen_math7b; it must be <= its context, "
+        "max_position_embeddings=4096",
+        "eval.max_new_tokens=16000 is not allowed for student=qwen_math7b: with a 512-token prompt it exceeds "
+        "max_position_embeddings=4096; allowed: <= 3584",
+    ]
+    preset = compose_cfg("+experiment=math_experts", "student=qwen_math7b")
+    assert preset.eval.max_new_tokens == 3584 and preflight(preset, 8)["refusals"] == []
+    more = compose_cfg("+experiment=math_experts", "student=qwen_math1.5b", "eval.max_new_tokens=4000")
+    assert preflight(more, 8)["refusals"][0].startswith("eval.max_new_tokens=4000 is not allowed for student=qwen_math1.5b")
+
+
+def test_teachers_count_only_when_the_job_generates_them():
+    # missing_pool=generate on 1 GPU: qwq32b needs tensor_parallel_size 4
+    gen = preflight(compose_cfg("student=qwen0.5b", "data.missing_pool=generate"), 1)
+    assert "mix.strong.tensor_parallel_size=4 is not allowed on 1 GPU(s); it must be <= the node's GPUs " \
+           "(hydra.launcher.gpus_per_node)" in gen["refusals"]
+    wait = preflight(compose_cfg("student=qwen0.5b", "data.missing_pool=wait"), 1)
+    assert not any(r.startswith("mix.") for r in wait["refusals"])
+
+
+def test_large_student_is_evaluated_with_the_tensor_parallelism_it_needs():
+    # llama70b: bf16 weights 141.2 GB; TP 2: 70.6 + KV 16 x 16512 tokens x 4 kv heads x 2 x 80 x 128 x 2 B
+    # = 43.3 GB + 2 = 115.9 > 80; TP 4: 35.3 + 21.6 + 2 = 58.9 <= 80 (whole batch fits) -> TP 4
+    report = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8)
+    assert report["eval_tensor_parallel_size"] == 4
+    one_gpu = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait", "stage=evaluate"), 1)
+    assert any(r.startswith("evaluation of student=llama70b needs") for r in one_gpu["refusals"])
+
+
+def test_tensor_parallel_must_divide_the_heads():
+    report = preflight(compose_cfg("student=qwen7b", "data.missing_pool=wait", "eval.tensor_parallel_size=3"), 8)
+    assert "eval.tensor_parallel_size=3 is not allowed: it must divide the 28 attention heads; allowed: 1, 2, 4" \
+        in report["refusals"]
+
+
+def test_hours_from_the_papers_data_size():
+    # qwen3b full, w=0.2, no pools in the store: 5383 examples x (0.2 x 4154/3.5 + 0.8 x 1316/3.5 + 512)
+    # = 5383 x 1050.2 tokens; 6 x 3.09e9 x 5.653e6 x 2 epochs / (8 x 989e12 x 0.35) / 3600 = 0.0210 h
+    report = preflight(compose_cfg("student=qwen3b", "finetune_mode=full", "data.missing_pool=wait"), 8)
+    assert report["train_hours_estimate"] == pytest.approx(0.021, abs=0.001)
+    assert report["tokens_source"].startswith("paper: 5383 examples")
+
+
+def test_sweep_refusals_lines():
+    checked = [(["mix.weight=0"], None, {"refusals": []}),
+               (["mix.weight=1.5"], "mix.weight=1.5 is not allowed; it must be in [0, 1]", None),
+               (["student=qwen32b"], None, {"refusals": ["too big"]})]
+    assert sweep_refusals(checked, plan_only=False) == [
+        "job 1 (mix.weight=1.5): mix.weight=1.5 is not allowed; it must be in [0, 1]", "job 2 (student=qwen32b): too big"]
+    assert sweep_refusals(checked, plan_only=True) == ["job 1 (mix.weight=1.5): mix.weight=1.5 is not allowed; it must be in [0, 1]"]
+    err = RuntimeError("sbatch: error: invalid partition specified: gpu\nmore")
+    assert submission_error("slurm", err) == ("hydra/launcher=slurm could not submit the sweep (nothing was started): "
+                                              "sbatch: error: invalid partition specified: gpu")
+
+
+def _launch(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MIXGAP_DATA": "/work/shared/data",
+           "PYTHONPATH": str(ROOT)}
+    env["MIXGAP_DATA"] = os.environ.get("MIXGAP_DATA", env["MIXGAP_DATA"])
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_sweep_point_refuses_the_whole_sweep_before_any_job(tmp_path):
+    proc = _launch("-m", "+experiment=demo", "mix.weight=0,0.2,1.5", f"paths.cache={tmp_path / 'cache'}",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "mixgap: error: the sweep is refused before any job started: 1 of 3 jobs cannot run"
+    assert lines[1].startswith("mixgap: error: job 2 (mix.weight=1.5 ") and "mix.weight=1.5 is not allowed" in lines[1]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "sweep").exists()  # nothing built, nothing run
+
+
+def test_a_slurm_sweep_that_cannot_fit_is_never_submitted(tmp_path):
+    # the demo's global batch 2 cannot be split over the slurm launcher's 8 GPUs: refused before submitit runs
+    proc = _launch("-m", "+experiment=demo", "hydra/launcher=slurm", f"paths.cache={tmp_path / 'cache'}",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "3 of 3 jobs cannot run" in proc.stderr
+    assert "finetune_mode.global_batch_size=2 is not allowed on 8 GPUs" in proc.stderr
+    assert not (tmp_path / "sweep" / ".submitit").exists()
+
+
+def test_single_plan_job_that_cannot_fit_exits_with_the_first_reason(tmp_path):
+    proc = _launch("stage=plan", "student=qwen_math7b", "data.missing_pool=wait", f"paths.cache={tmp_path / 'c'}",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mixgap: error: finetune_mode.max_seq_len=16384 is not allowed for student=qwen_math7b; it must be <= its "
+        "context, max_position_embeddings=4096")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert set(result["preflight"]) >= {"world_size", "per_device_batch_size", "gradient_accumulation_steps",
+                                        "global_batch_size", "train_memory_gb_per_gpu", "generation_memory_gb_per_gpu",
+                                        "train_hours_estimate", "refusals"}
+    # training context, a 7B full SFT on the basic launcher's 1 GPU (> 80 GB), evaluation context
+    refusals = result["preflight"]["refusals"]
+    assert len(refusals) == 3 and refusals[1].startswith("finetune_mode.mode=full for student=qwen_math7b needs")
+
+
+@pytest.mark.slow
+def test_table1_plans_on_slurm_without_submitting(tmp_path):
+    proc = _launch("-m", "+experiment=long_vs_short", "hydra/launcher=slurm", "stage=plan",
+                   f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "20 jobs in" in out and "20 planned" in out and "0 of 20 jobs refused" in out
+    rows = [line for line in out.splitlines() if re.match(r"^  \S+ w=\S+ (full|lora) .*train \d+\.\d GB/GPU.*GPU-h$", line)]
+    assert len(rows) == 20 and re.search(r"^sweep total: \d+\.\d GPU-hours", out, re.M)
+    assert not (tmp_path / "sweep" / ".submitit").exists()
+
+
+@pytest.mark.slow
+def test_every_preset_passes_preflight_on_slurm():
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+
+    from mixgap.sweeper import check_job, job_config  # noqa: PLC0415
+
+    bad = []
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+            if path.stem == "demo":
+                continue  # a CPU preset (global batch 2): refused on 8 GPUs, see the test above
+            base = [f"+experiment={path.stem}", "hydra/launcher=slurm"]
+            params = compose("config", overrides=base, return_hydra_config=True).hydra.sweeper.params
+            parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+            for job in BasicSweeper.split_arguments(parsed, None)[0]:
+                cfg, _, gpus = job_config(compose("config", overrides=[*base, *job], return_hydra_config=True))
+                error, report = check_job(cfg, [*base, *job], gpus)
+                bad += [f"{path.stem} {job}: {r}" for r in ([error] if error else report["refusals"])]
+    assert bad == []
+
+
+def test_a_failed_slurm_submission_is_one_line(tmp_path):
+    env_path = os.path.dirname(sys.executable)  # no srun/sbatch on this PATH: submitit cannot submit
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": env_path,
+           "MIXGAP_DATA": os.environ.get("MIXGAP_DATA", "/work/shared/data")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "-m", "+experiment=long_vs_short", "hydra/launcher=slurm",
+         "student=qwen0.5b", f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mixgap: error: hydra/launcher=slurm could not submit the sweep (nothing was started): "
+        'Could not detect "srun", are you indeed on a slurm cluster?')
