@@ -9,6 +9,11 @@ SLURM_JOB_NODELIST, SLURM_GPUS_ON_NODE); the master is the first host of ``scont
   ``--node_rank=$SLURM_NODEID``;
 - a single job task over several nodes: that task wraps torchrun in ``srun --overlap`` on every node, each
   node reading its own ``$SLURM_NODEID``.
+
+On a CPU machine ``MIXGAP_CPU_PROCESSES=N`` (:data:`CPU_PROCESSES_ENV`) asks for N ranks on the gloo backend
+instead of one: the same torchrun launch, job file and DeepSpeed config a GPU job uses, so the multi-process
+path (ZeRO-3 sharding, rank-0 writes, resume on every rank) can be rehearsed without a GPU. It never applies
+where GPUs are visible or SLURM gives GPUs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LAUNCHES = ("auto", "local", "torchrun")
+#: Environment variable: number of CPU ranks of a torchrun launch on a machine without GPUs (default 1).
+CPU_PROCESSES_ENV = "MIXGAP_CPU_PROCESSES"
 DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
 
 
@@ -69,11 +76,12 @@ def world_plan(
         hostnames: expands ``SLURM_JOB_NODELIST`` (``scontrol show hostnames``; replaceable in tests).
 
     Returns:
-        nproc_per_node = SLURM_GPUS_ON_NODE, else the visible GPU count, else 1 (CPU); nnodes and the
+        nproc_per_node = SLURM_GPUS_ON_NODE, else the visible GPU count, else :func:`cpu_processes`
+        (1 unless ``MIXGAP_CPU_PROCESSES`` asks for more); nnodes and the
         node rank from SLURM_NNODES/SLURM_NODEID; master = first node, port 20000 + job id mod 20000
         (the same on every node without talking to each other).
     """
-    nproc = _int(env, "SLURM_GPUS_ON_NODE", gpu_count) or 1
+    nproc = _int(env, "SLURM_GPUS_ON_NODE", gpu_count) or cpu_processes(env)
     nnodes = _int(env, "SLURM_NNODES", 1)
     if nnodes <= 1:
         return WorldPlan(nproc_per_node=nproc)
@@ -91,6 +99,18 @@ def world_plan(
         master_port=20000 + _int(env, "SLURM_JOB_ID", 9500) % 20000,
         srun=_int(env, "SLURM_NTASKS", 1) < nnodes,
     )
+
+
+def cpu_processes(env: Mapping[str, str]) -> int:
+    """Ranks asked for on a CPU machine: ``MIXGAP_CPU_PROCESSES`` (a positive integer), default 1.
+
+    Raises:
+        ValueError: the variable is set to something other than a positive integer.
+    """
+    n = _int(env, CPU_PROCESSES_ENV, 1)
+    if n < 1:
+        raise ValueError(f"environment {CPU_PROCESSES_ENV}={env.get(CPU_PROCESSES_ENV)!r} is not allowed; it must be >= 1")
+    return n
 
 
 def torchrun_command(plan: WorldPlan, job_file: str | os.PathLike, python: str = sys.executable) -> list[str]:
@@ -112,15 +132,27 @@ def torchrun_command(plan: WorldPlan, job_file: str | os.PathLike, python: str =
             "--kill-on-bad-exit=1", "bash", "-c", inner]
 
 
-def use_subprocess(launch: str, gpu_count: int) -> bool:
-    """``auto``: torchrun on GPU machines, in-process on CPU; ``local``/``torchrun`` force one way.
+def use_subprocess(launch: str, gpu_count: int, cpu_ranks: int = 1) -> bool:
+    """``auto``: torchrun on GPU machines (or for ``cpu_ranks > 1``), in-process on CPU; ``local``/``torchrun`` force one way.
+
+    Args:
+        launch: ``finetune_mode.launch``.
+        gpu_count: visible CUDA devices.
+        cpu_ranks: :func:`cpu_processes` (``MIXGAP_CPU_PROCESSES``); only read without GPUs.
 
     Raises:
-        ValueError: ``launch`` is not one of ``auto``, ``local``, ``torchrun``.
+        ValueError: ``launch`` is not one of ``auto``, ``local``, ``torchrun``, or ``local`` with
+            ``cpu_ranks > 1`` (one process cannot be several ranks).
     """
     if launch not in LAUNCHES:
         raise ValueError(f"finetune_mode.launch={launch!r} is not allowed; choose one of {', '.join(LAUNCHES)}")
-    return launch == "torchrun" or (launch == "auto" and gpu_count > 0)
+    several_cpu_ranks = gpu_count == 0 and cpu_ranks > 1
+    if launch == "local" and several_cpu_ranks:
+        raise ValueError(
+            f"finetune_mode.launch=local runs one process but {CPU_PROCESSES_ENV}={cpu_ranks} asks for "
+            f"{cpu_ranks} ranks; use launch=auto or launch=torchrun, or unset {CPU_PROCESSES_ENV}"
+        )
+    return launch == "torchrun" or (launch == "auto" and (gpu_count > 0 or several_cpu_ranks))
 
 
 def deepspeed_config(name: str | None, directory: Path = DEEPSPEED_DIR) -> str | None:

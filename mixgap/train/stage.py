@@ -129,7 +129,7 @@ def build_checkpoint(
 
     ft = to_container(cfg.finetune_mode)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    subprocess_launch = launch.use_subprocess(ft["launch"], gpus)
+    subprocess_launch = launch.use_subprocess(ft["launch"], gpus, launch.cpu_processes(os.environ))
     plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
     packed = ft.get("batch_unit") == "packed_sequences"
     if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
@@ -202,7 +202,7 @@ def build_checkpoint(
         tokens_per_s=result["tokens_per_s"], train_runtime_s=result["train_runtime_s"],
         resumed_from=result["resumed_from"], precision=precision, deepspeed=ft["deepspeed"] if ds_config else None,
         launch="torchrun" if subprocess_launch else "local", end_of_turn_token=tokenizer.convert_ids_to_tokens(eot),
-        eos_token_id=eos, weights=weights,
+        eos_token_id=eos, weights=weights, ranks=result.get("ranks"),
     )
     tracker.summary({"train/final_loss": result["final_loss"], "train/steps": result["steps"],
                      **_counts_metrics(counts)})

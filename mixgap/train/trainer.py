@@ -121,6 +121,21 @@ def training_arguments(job: TrainJob, *, use_cpu: bool):
     )
 
 
+def attach_deepspeed_comm(backend: str = "gloo") -> None:
+    """Give DeepSpeed's communication layer the process group accelerate already opened (CPU ranks).
+
+    On GPUs accelerate starts the world through ``deepspeed.comm.init_distributed``; with ``use_cpu`` it
+    opens a plain ``torch.distributed`` gloo group instead and DeepSpeed's own layer stays empty, so
+    ``zero.Init`` (ZeRO-3 partitioning at model load) reads a world of 1 and refuses the batch
+    (``train_batch_size 4 != 1 * 2 * 1``). ``init_distributed`` wraps an initialised torch group without
+    opening a new one (deepspeed 0.19 ``deepspeed/comm/comm.py``); a no-op when already attached.
+    """
+    import deepspeed.comm as ds_dist  # noqa: PLC0415
+
+    if not ds_dist.is_initialized():
+        ds_dist.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
 def last_complete_checkpoint(trainer_dir: str | os.PathLike) -> str | None:
     """The newest ``checkpoint-N`` whose ``trainer_state.json`` (written last by the Trainer) parses.
 
@@ -172,6 +187,29 @@ def _callbacks(sinks: list[Sink]):
             self.last = (time.perf_counter(), int(state.num_input_tokens_seen))
 
     return [MetricsCallback()]
+
+
+def _recording_trainer():
+    """A ``Trainer`` that records, per optimiser step, what this rank fed it (the per-rank record of the result).
+
+    ``micro_batches[step] = [micro-batches, examples, supervised tokens, num_items_in_batch]``: the first
+    three counted on this rank; the last is the loss denominator the Trainer passed (supervised tokens of the
+    whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``).
+    """
+    from transformers import Trainer  # noqa: PLC0415
+
+    class RecordingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            row = self.micro_batches.setdefault(str(self.state.global_step + 1), [0, 0, 0, None])
+            row[0] += 1
+            row[1] += int(inputs["input_ids"].shape[0]) if "cu_seq_lens_q" not in inputs else int(
+                inputs["cu_seq_lens_q"].numel() - 1)
+            row[2] += int((inputs["labels"][..., 1:] != -100).sum())
+            row[3] = None if num_items_in_batch is None else int(num_items_in_batch)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    RecordingTrainer.micro_batches = None
+    return RecordingTrainer
 
 
 def jsonl_sink(path: str | os.PathLike) -> Sink:
@@ -231,7 +269,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
     """
     import datasets  # noqa: PLC0415
     import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer, Trainer, set_seed  # noqa: PLC0415
+    from transformers import AutoTokenizer, set_seed  # noqa: PLC0415
 
     from mixgap.store import write_json_atomic  # noqa: PLC0415
     from mixgap.train.labels import set_chat_template  # noqa: PLC0415
@@ -243,11 +281,13 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
             f"training runs on {args.world_size} processes but was planned for {job.world_size}; "
             "the global batch would be wrong (check SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES)"
         )
+    if job.deepspeed_config and args.world_size > 1 and not torch.cuda.is_available():
+        attach_deepspeed_comm()
     set_seed(job.finetune["seed"])  # LoRA's initialisation is random
     tokenizer = set_chat_template(AutoTokenizer.from_pretrained(job.student_path), job.chat_template)
     model = load_student(job)
     dataset = datasets.load_from_disk(job.examples_path).select_columns(["input_ids", "labels"])
-    trainer = Trainer(
+    trainer = _recording_trainer()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=make_collator(tokenizer, job.finetune["packing"]), callbacks=_callbacks(sinks or []),
     )
@@ -260,6 +300,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
         resume = holder[0]
     if resume:
         log.info("resuming from %s", resume)
+    trainer.micro_batches = {}
     output = trainer.train(resume_from_checkpoint=resume)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
@@ -275,8 +316,32 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
         "train_runtime_s": runtime,
         "tokens_per_s": session_tokens / runtime if runtime > 0 else None,
         "world_size": int(args.world_size),
+        "ranks": _rank_records(trainer, args, resume),
     }
     if trainer.is_world_process_zero():
         write_json_atomic(Path(job.result_path), result)
     return result
 
+
+
+def _rank_records(trainer, args, resume: str | None) -> list[dict[str, Any]]:
+    """Every rank's record of this session, gathered on all ranks (``all_gather_object``; gloo or NCCL).
+
+    One dict per rank, in rank order: ``rank``, ``resumed_from`` (what that rank loaded), ``global_step``,
+    ``micro_batches`` (see :func:`_recording_trainer`) and ``train_batch_size`` /
+    ``gradient_accumulation_steps`` as the DeepSpeed engine holds them (None without DeepSpeed).
+    """
+    engine = getattr(trainer, "deepspeed", None)
+    record = {
+        "rank": int(args.process_index), "resumed_from": resume, "global_step": int(trainer.state.global_step),
+        "micro_batches": trainer.micro_batches,
+        "train_batch_size": int(engine.train_batch_size()) if engine is not None else None,
+        "gradient_accumulation_steps": int(engine.gradient_accumulation_steps()) if engine is not None else None,
+    }
+    if args.world_size == 1:
+        return [record]
+    import torch.distributed as dist  # noqa: PLC0415
+
+    records: list[Any] = [None] * args.world_size
+    dist.all_gather_object(records, record)
+    return records

@@ -12,6 +12,7 @@ from conftest import compose_cfg
 from mixgap.train import checkpoint_spec
 from mixgap.train.launch import (
     WorldPlan,
+    cpu_processes,
     deepspeed_config,
     torchrun_command,
     use_subprocess,
@@ -173,3 +174,28 @@ def test_load_dtype(precision, mode, deepspeed, dtype):
 
     job = TrainJob("s", None, {"mode": mode}, "e", "t", "o", "l", "r", precision=precision, deepspeed_config=deepspeed)
     assert load_dtype(job) == dtype
+
+
+def test_cpu_processes_ask_for_cpu_ranks_only_without_gpus():
+    env = {"MIXGAP_CPU_PROCESSES": "2"}
+    assert world_plan(env, gpu_count=0).nproc_per_node == 2
+    assert world_plan(env, gpu_count=4).nproc_per_node == 4  # GPUs win: one rank per GPU
+    assert world_plan({**env, "SLURM_GPUS_ON_NODE": "8"}, gpu_count=0).nproc_per_node == 8
+    assert torchrun_command(world_plan(env, gpu_count=0), "job.json", python=PY)[-4] == "--nproc_per_node=2"
+    assert cpu_processes({}) == 1 and cpu_processes(env) == 2
+    with pytest.raises(ValueError, match="environment MIXGAP_CPU_PROCESSES='0' is not allowed; it must be >= 1"):
+        cpu_processes({"MIXGAP_CPU_PROCESSES": "0"})
+    with pytest.raises(ValueError, match="MIXGAP_CPU_PROCESSES='two' is not an integer"):
+        cpu_processes({"MIXGAP_CPU_PROCESSES": "two"})
+
+
+@pytest.mark.parametrize(("launch", "gpus", "cpu_ranks", "want"),
+                         [("auto", 0, 2, True), ("auto", 0, 1, False), ("torchrun", 0, 2, True), ("auto", 4, 2, True)])
+def test_use_subprocess_with_cpu_ranks(launch, gpus, cpu_ranks, want):
+    assert use_subprocess(launch, gpus, cpu_ranks) is want
+
+
+def test_local_launch_refuses_several_cpu_ranks():
+    with pytest.raises(ValueError, match="finetune_mode.launch=local runs one process but MIXGAP_CPU_PROCESSES=2"):
+        use_subprocess("local", 0, 2)
+    assert use_subprocess("local", 1, 2) is False  # with a GPU the variable is not read
