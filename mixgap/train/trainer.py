@@ -202,8 +202,8 @@ def _recording_trainer():
         def training_step(self, model, inputs, num_items_in_batch=None):
             row = self.micro_batches.setdefault(str(self.state.global_step + 1), [0, 0, 0, None])
             row[0] += 1
-            row[1] += int(inputs["input_ids"].shape[0]) if "cu_seq_lens_q" not in inputs else int(
-                inputs["cu_seq_lens_q"].numel() - 1)
+            ids = inputs["input_ids"]  # a packed row holds several examples, each starting at position 0
+            row[1] += int((inputs["position_ids"] == 0).sum()) if "position_ids" in inputs else int(ids.shape[0])
             row[2] += int((inputs["labels"][..., 1:] != -100).sum())
             row[3] = None if num_items_in_batch is None else int(num_items_in_batch)
             return super().training_step(model, inputs, num_items_in_batch)
