@@ -37,8 +37,12 @@ RUN = ("student=smollm2_135m", "finetune_mode.max_steps=4", "finetune_mode.max_s
        "finetune_mode.gradient_checkpointing=false", "finetune_mode.deepspeed=zero3")
 # fp32 on both sides; what differs is the reduction order (2 ranks' gradients summed by gloo, ZeRO-3's
 # reduce-scatter in buckets, 2 accumulated micro-batches per rank instead of 4 in one process).
-# Measured on this machine: see the report/README; the tolerance is ~10x the largest difference seen.
-LOSS_RTOL = 1e-4
+# Measured (2026-12-01, loaded machine): 2 ranks 1.5934181, 1.0872248, 0.9030089, 0.8711701 at steps 1-4 against
+# 1 process 1.593, 1.087, 0.903, 0.8712 as the Trainer prints them (4 digits): equal to the printed precision,
+# i.e. within ~1e-4 relative. fp32 reduction-order noise is ~1e-6; 1e-3 leaves room for 4 steps of
+# amplification at lr 1e-4, and is still 100x below the gap between steps (a wrong batch composition or
+# data order changes the loss by > 5%).
+LOSS_RTOL = 1e-3
 
 
 def _losses(logs) -> dict[int, float]:
@@ -90,11 +94,14 @@ def test_two_cpu_ranks_zero3_match_one_process_and_resume_after_sigkill(tmp_path
     done = work / "trainer" / "checkpoint-2" / "trainer_state.json"
 
     # 1. the job, SIGKILLed (parent, torchrun and both ranks) once checkpoint-2 is complete
-    job = subprocess.Popen(script, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its output goes to a file: an unread pipe fills (progress bars) and blocks the ranks for good
+    job_log = tmp_path / "killed_job.log"
+    with open(job_log, "w") as fh:
+        job = subprocess.Popen(script, env=env, stdout=fh, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900
     while not done.is_file() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert job.poll() is None, (job.returncode, job.stdout.read()[-3000:])
+    assert job.poll() is None, (job.returncode, job_log.read_text()[-3000:])
     assert done.is_file(), "no checkpoint-2 within 15 minutes"
     time.sleep(2)  # into step 3
     _kill_tree(job)
