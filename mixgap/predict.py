@@ -370,7 +370,7 @@ def learnability(
     samples = {r: _figures({k: v[draw] for k, v in arrays[r].items()}) for r in ROLES}
 
     def interval(point: float, boot: np.ndarray) -> dict[str, float]:
-        return asdict(Interval(round(float(point), 9), *percentile_interval(boot, confidence)))
+        return asdict(Interval(round(float(point), 9), *percentile_interval(boot, confidence), n=len(ids)))
 
     out: dict[str, Any] = {}
     for r in ROLES:

@@ -45,7 +45,7 @@ def test_pool_rsr_is_the_ratio_of_means_and_lower_rsr_is_predicted_better():
     out = predict.learnability({"strong": strong, "weak": weak}, n_boot=200, seed=1)
     assert out["strong"]["rsr"]["estimate"] == pytest.approx(4.0 / 2.0)  # not mean(4/1, 4/3)
     assert out["strong"]["surprisal"]["estimate"] == 2.0 and out["strong"]["length"]["estimate"] == 20.0
-    assert out["weak"]["rsr"] == {"estimate": 2.0, "low": 2.0, "high": 2.0}  # no spread across traces
+    assert out["weak"]["rsr"] == {"estimate": 2.0, "low": 2.0, "high": 2.0, "n": 2}  # no spread across traces; 2 traces
     assert out["difference"]["top1_share"]["estimate"] == pytest.approx(-0.2)
     assert out["prediction"]["better"] == "tie" and out["prediction"]["n"] == 2
     weak[1]["mean_rank"] = 4.0  # weak RSR = 3 / 1 > strong's 2: the strong pool is predicted better
