@@ -46,7 +46,8 @@ class Backend(Protocol):
 
     def generate(
         self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-        n: int = 1, seed: int = 0, desc: str = "generate",
+        n: int = 1, seed: int = 0, desc: str = "generate", seeds: Sequence[int] | None = None,
+        stops: Sequence[Sequence[str]] | None = None,
     ) -> list[list[Completion]]: ...
 
     def close(self) -> None: ...
@@ -168,12 +169,15 @@ def vllm_engine_kwargs(model: str, *, dtype: str = "auto", max_model_len: int | 
 
 
 def vllm_sampling_kwargs(*, max_new_tokens: int, temperature: float, top_p: float, n: int,
-                         seed: int | None, stop_token_ids: Sequence[int]) -> dict[str, Any]:
+                         seed: int | None, stop_token_ids: Sequence[int], stop: Sequence[str] = ()) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams(...)``: greedy at temperature 0 (top_p 1, no seed), else
-    nucleus sampling with a per-request seed; no top-k, no repetition penalty; stop on ``stop_token_ids``."""
+    nucleus sampling with a per-request seed (vLLM seeds the j-th of ``n`` samples with ``seed + j``); no
+    top-k, no repetition penalty; stop on ``stop_token_ids`` and, when given, the ``stop`` strings (cut from
+    the text, as lm-evaluation-harness ``until`` does)."""
     check_sampling(max_new_tokens, temperature, top_p, n)
     greedy = temperature == 0
-    return {
+    extra = {"stop": list(stop)} if stop else {}
+    return {**extra,
         "n": n, "temperature": 0.0 if greedy else temperature, "top_p": 1.0 if greedy else top_p, "top_k": -1,
         "repetition_penalty": 1.0, "max_tokens": max_new_tokens, "seed": None if greedy else seed,
         "stop_token_ids": list(stop_token_ids), "skip_special_tokens": True,
@@ -247,8 +251,11 @@ class VLLMBackend:
         self.stop_ids = stop_token_ids(self.tokenizer, chat_template)
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, seed: int = 0, desc: str = "generate") -> list[list[Completion]]:
-        """See :class:`Backend`; ``seed + i`` seeds prompt ``i`` when sampling."""
+                 top_p: float = 1.0, n: int = 1, seed: int = 0, desc: str = "generate",
+                 seeds: Sequence[int] | None = None,
+                 stops: Sequence[Sequence[str]] | None = None) -> list[list[Completion]]:
+        """See :class:`Backend`; ``seeds[i]`` (else ``seed + i``) seeds prompt ``i`` when sampling, ``stops[i]``
+        are its stop strings."""
         check_sampling(max_new_tokens, temperature, top_p, n)
         ids = render_prompts(self.tokenizer, prompts, self.chat_template)
         results: list[list[Completion] | None] = [None] * len(ids)
@@ -261,8 +268,9 @@ class VLLMBackend:
             todo.append(i)
             requests.append({"prompt_token_ids": prompt_ids})
             params.append(self._vllm.SamplingParams(**vllm_sampling_kwargs(
-                max_new_tokens=budget, temperature=temperature, top_p=top_p, n=n, seed=seed + i,
-                stop_token_ids=self.stop_ids)))
+                max_new_tokens=budget, temperature=temperature, top_p=top_p, n=n,
+                seed=seeds[i] if seeds is not None else seed + i, stop_token_ids=self.stop_ids,
+                stop=stops[i] if stops is not None else ())))
         outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=True) if requests else []
         for i, out in zip(todo, outputs, strict=True):
             results[i] = [self._completion(len(ids[i]), o) for o in out.outputs]
@@ -308,8 +316,13 @@ class HFBackend:
         self.pad_id = int(pad if pad is not None else self.stop_ids[0])
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, seed: int = 0, desc: str = "generate") -> list[list[Completion]]:
-        """See :class:`Backend`; batch ``b`` (in length order) samples with ``torch.manual_seed(seed + b)``."""
+                 top_p: float = 1.0, n: int = 1, seed: int = 0, desc: str = "generate",
+                 seeds: Sequence[int] | None = None,
+                 stops: Sequence[Sequence[str]] | None = None) -> list[list[Completion]]:
+        """See :class:`Backend`; batch ``b`` (in length order) samples with ``torch.manual_seed(seed + b)``, or,
+        with ``seeds``, sample j of prompt i draws from its own generator seeded ``seeds[i] + j``
+        (:class:`SeededSampler`: the same tokens whatever else is in its batch). ``stops[i]``: strings that
+        end prompt i's completions (:func:`cut_at_stop_string`)."""
         from tqdm.auto import tqdm  # noqa: PLC0415
 
         check_sampling(max_new_tokens, temperature, top_p, n)
@@ -322,31 +335,47 @@ class HFBackend:
             bar.update(len(prompts) - len(fits))
             for b, batch in enumerate(batches):
                 members = [fits[j] for j in batch]
+                row_seeds = None if seeds is None or temperature == 0 else [seeds[i] + j for i in members for j in range(n)]
+                row_stops = [list(stops[i]) for i in members for _ in range(n)] if stops is not None else None
                 outputs = self._generate_batch([ids[i] for i in members], max(budgets[i] for i in members),
-                                               temperature, top_p, n, seed + b)
+                                               temperature, top_p, n, seed + b, row_seeds, row_stops)
                 for k, i in enumerate(members):
-                    results[i] = [self._completion(len(ids[i]), out, budgets[i])
+                    results[i] = [self._completion(len(ids[i]), out, budgets[i], stops[i] if stops is not None else ())
                                   for out in outputs[k * n : (k + 1) * n]]
                 bar.update(len(members))
         return results
 
     def _generate_batch(self, batch: list[list[int]], max_new: int, temperature: float, top_p: float, n: int,
-                        seed: int) -> list[list[int]]:
+                        seed: int, row_seeds: list[int] | None = None,
+                        row_stops: list[list[str]] | None = None) -> list[list[int]]:
         import torch  # noqa: PLC0415
+        from transformers import LogitsProcessorList, StoppingCriteriaList  # noqa: PLC0415
 
+        if row_seeds:  # repeated prompts (rows k*n + j), each with its own generator
+            batch, n = [p for p in batch for _ in range(n)], 1
         width = max(len(p) for p in batch)
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in batch], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=self.device)
         torch.manual_seed(seed)
-        kwargs = hf_generate_kwargs(max_new_tokens=max_new, temperature=temperature, top_p=top_p, n=n,
-                                    stop_ids=self.stop_ids, pad_id=self.pad_id)
+        kwargs = hf_generate_kwargs(max_new_tokens=max_new, temperature=0.0 if row_seeds else temperature,
+                                    top_p=top_p, n=n, stop_ids=self.stop_ids, pad_id=self.pad_id)
+        if row_seeds:  # greedy over a processor that has already drawn each row's token from its own generator
+            kwargs["logits_processor"] = LogitsProcessorList([SeededSampler(row_seeds, temperature, top_p)])
+        if row_stops and any(row_stops):
+            kwargs["stopping_criteria"] = StoppingCriteriaList([RowStopStrings(self.tokenizer, row_stops, width)])
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         return out[:, width:].tolist()
 
-    def _completion(self, prompt_tokens: int, tokens: list[int], budget: int) -> Completion:
+    def _completion(self, prompt_tokens: int, tokens: list[int], budget: int, stops: Sequence[str] = ()) -> Completion:
         content, count, reason = cut_at_stop(tokens, self.stop_ids, budget)
         text = self.tokenizer.decode(content, skip_special_tokens=True)
+        if stops:
+            cut, hit = cut_at_stop_string(text, stops)
+            if hit:  # count the tokens up to the one that completes the stop string (as vLLM does)
+                text, reason = cut, "stop"
+                count = first_prefix(len(content), lambda j: cut_at_stop_string(
+                    self.tokenizer.decode(content[:j], skip_special_tokens=True), stops)[1])
         return Completion(text, reason, prompt_tokens, count, status_of(reason))
 
     def close(self) -> None:
@@ -368,3 +397,82 @@ def vllm_platform_kwargs(kwargs: dict[str, Any], *, cuda: bool) -> dict[str, Any
         return dict(kwargs)
     return {**kwargs, "dtype": "float32" if kwargs.get("dtype", "auto") == "auto" else kwargs["dtype"],
             "enforce_eager": True}
+
+
+def cut_at_stop_string(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to (not including) the earliest occurrence of any of ``stops``, and whether one occurred.
+
+    The semantics of lm-evaluation-harness ``until`` and vLLM ``SamplingParams(stop=...)``: generation ends
+    at the stop string, which is not part of the output.
+    """
+    hits = [pos for pos in (text.find(s) for s in stops if s) if pos >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def first_prefix(n: int, holds: Any) -> int:
+    """The smallest ``j`` in 1..n with ``holds(j)`` true, for a monotone predicate with ``holds(n)`` true
+    (binary search: O(log n) calls)."""
+    low, high = 1, n
+    while low < high:
+        mid = (low + high) // 2
+        if holds(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+class SeededSampler:
+    """A ``transformers`` logits processor that samples each row from its own ``torch.Generator``.
+
+    Row r's next token is drawn by inverse-CDF from the temperature-scaled, nucleus-filtered distribution
+    (transformers' own ``TemperatureLogitsWarper`` and ``TopPLogitsWarper``, Holtzman et al. 2020) with one
+    uniform draw from generator r (seeded ``seeds[r]``) per step; the returned scores put every other token
+    at -inf, so ``generate`` with greedy decoding emits exactly that token. Row r's tokens thus depend only
+    on its prompt and its seed, not on the rows beside it (batched ``torch.multinomial`` shares one RNG).
+
+    Args:
+        seeds: one seed per row of the batch (prompts x ``num_return_sequences``, in HF's row order).
+        temperature: > 0.
+        top_p: in (0, 1].
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        import torch  # noqa: PLC0415
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper  # noqa: PLC0415
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch  # noqa: PLC0415
+
+        scores = scores.float()
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores, dim=-1).cpu()
+        cdf = probs.cumsum(dim=-1)
+        u = torch.stack([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]).to(cdf.dtype)
+        picks = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[1] - 1).squeeze(1)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(out.shape[0]), picks.to(out.device)] = 0.0
+        return out
+
+
+class RowStopStrings:
+    """A ``transformers`` stopping criterion: row r is done once its generated text contains one of its own
+    stop strings ``stops[r]`` (rows of one batch may come from benchmarks with different stops). Only the
+    last tokens are decoded each step (enough to hold the longest stop string)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[Sequence[str]], prompt_width: int):
+        self.tokenizer, self.stops, self.width = tokenizer, [list(s) for s in stops], prompt_width
+        self.tail = 8 + max((len(s) for row in self.stops for s in row), default=0)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch  # noqa: PLC0415
+
+        done = []
+        for r, row in enumerate(input_ids[:, self.width :].tolist()):
+            text = self.tokenizer.decode(row[-self.tail :], skip_special_tokens=True) if self.stops[r] else ""
+            done.append(any(s in text for s in self.stops[r] if s))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -78,6 +78,9 @@ class SourceConfig:
 @dataclass
 class BenchmarkConfig(SourceConfig):
     prompt: str = PAPER_PROMPT
+    # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
+    # eval.stop, when set, replaces this for every benchmark
+    stop: list[str] = field(default_factory=lambda: ["Problem:"])
 
 
 @dataclass
@@ -206,6 +209,24 @@ class FinetuneConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM that re-grades the samples the rule-based grader marked wrong and that have an extracted
+    answer (``mixgap.judge``); values in ``conf/judge/*.yaml``."""
+
+    name: str = MISSING
+    hf_id: str | None = MISSING  # None with gguf set
+    backend: str = "vllm"  # vllm | hf
+    dtype: str = "auto"
+    max_new_tokens: int = 20
+    tensor_parallel_size: int = 1
+    batch_size: int = 16  # hf backend only
+    max_model_len: int | None = None
+    prompt: str = MISSING  # {problem}, {gold}, {answer} are filled in
+    chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
+    gguf: GgufSource | None = None
+
+
+@dataclass
 class EvalConfig:
     backend: str = "auto"  # auto: vllm when a GPU is visible, else hf
     max_new_tokens: int = 16000  # the paper's evaluation budget
@@ -214,6 +235,13 @@ class EvalConfig:
     untuned: bool = True  # also evaluate the untuned student (cached once per student)
     length_warning: float = 0.2  # warn when more than this fraction stops by length
     tensor_parallel_size: int = 1
+    # sampled evaluation (issue 15): 1 sample at temperature 0 = greedy, the paper's protocol
+    n_samples: int = 1  # samples per problem (needs temperature > 0 when > 1)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0  # sample j of a problem is seeded from (seed, benchmark, problem id) + j
+    stop: list[str] | None = None  # None: each benchmark's own stop (the paper's); [] = no stop string
+    judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/eval/judge/)
 
 
 @dataclass
@@ -386,6 +414,21 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
     _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
     _positive("eval.batch_size", cfg.eval.batch_size)
+    _positive("eval.n_samples", cfg.eval.n_samples)
+    _positive("eval.temperature", cfg.eval.temperature, allow_zero=True)
+    if not 0 < cfg.eval.top_p <= 1:
+        raise ConfigError(f"eval.top_p={cfg.eval.top_p!r} is not allowed; it must be in (0, 1]")
+    if cfg.eval.n_samples > 1 and cfg.eval.temperature == 0:
+        raise ConfigError(
+            f"eval.n_samples={cfg.eval.n_samples} is not allowed with eval.temperature=0 (greedy samples are "
+            "identical); set eval.temperature > 0 (e.g. 0.6) or eval.n_samples=1"
+        )
+    if cfg.eval.get("judge") is not None:
+        _one_of("eval.judge.backend", cfg.eval.judge.backend, ("vllm", "hf"))
+        _positive("eval.judge.max_new_tokens", cfg.eval.judge.max_new_tokens)
+        for slot in ("{problem}", "{gold}", "{answer}"):
+            if slot not in cfg.eval.judge.prompt:
+                raise ConfigError(f"eval.judge.prompt lacks {slot}; the judge prompt needs {{problem}}, {{gold}} and {{answer}}")
     if cfg.eval.limit is not None:
         _positive("eval.limit", cfg.eval.limit)
     _positive("analyze.max_completions", cfg.analyze.max_completions)

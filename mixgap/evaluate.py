@@ -1,10 +1,12 @@
-"""Evaluation: zero-shot greedy generation on a benchmark, graded by ``mixgap.grading`` (paper Section 3.1).
+"""Evaluation: zero-shot generation on a benchmark, graded by ``mixgap.grading`` (paper Section 3.1).
 
-One store artifact per (model, benchmark): ``predictions.jsonl`` (one row per problem) and ``scores.json``
-(accuracy in percent with a 95% CI, n, and the fraction of completions stopped by length). The untuned
+One store artifact per (model, benchmark): ``predictions.jsonl`` (one row per problem and sample) and
+``scores.json`` (pass@1 in percent with a 95% CI, pass@k, maj@n, n, and the fraction of completions
+stopped by length). All benchmarks of one model are generated in one engine pass (:func:`evaluate_model`). The untuned
 student is a model like any other, so its evaluation is computed once and shared by every job of a sweep.
 
-Protocol (Li et al. 2025): greedy decoding, ``max_new_tokens`` 16,000, the boxed ``Final Answer:`` prompt
+Protocol (Li et al. 2025): greedy decoding (``eval.n_samples`` 1), ``max_new_tokens`` 16,000, generation
+stopped at ``Problem:`` (``Q:`` for GSM8K; ``eval.stop``), the boxed ``Final Answer:`` prompt
 for MATH/MATH500/AIME/AMC/OlympiadBench and the bare question for GSM8K (scored by its last number); both
 come from ``conf/benchmark/*.yaml``. Average = plain mean of the per-benchmark accuracies.
 """
@@ -41,13 +43,18 @@ def eval_spec(
     from mixgap.grading import POLICY_VERSION  # noqa: PLC0415
 
     fields = {
-        "benchmark": to_container(bench),
+        "benchmark": {k: v for k, v in to_container(bench).items() if k != "stop"},  # the stop is its own field
         "max_new_tokens": eval_cfg.max_new_tokens,
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
         "source": "kit" if data_root is not None else "hub",
         "selection": "decontaminate, then subset",  # data.evaluation_sets
     }
+    # fields added by issue 15/14.3, present only when they change the output (so older greedy keys stay valid)
+    if stops := stop_strings(bench, eval_cfg):
+        fields["stop"] = stops
+    if (samples := sampling_fields(eval_cfg)) is not None:
+        fields["sampling"] = samples
     return ArtifactSpec("eval", fields, (model_key, exclude_key) if exclude_key else (model_key,))
 
 
@@ -80,7 +87,22 @@ class Engine:
             self.backend = None
 
     def generate(self, prompts: Sequence[str], desc: str) -> list[Any]:
-        """Greedy completions (one per prompt) within ``eval.max_new_tokens``."""
+        """Greedy completions (one per prompt) within ``eval.max_new_tokens``, no stop strings."""
+        return [samples[0] for samples in self.generate_samples(prompts, desc, greedy=True)]
+
+    def generate_samples(
+        self, prompts: Sequence[str], desc: str, *, seeds: Sequence[int] | None = None,
+        stops: Sequence[Sequence[str]] | None = None, greedy: bool = False,
+    ) -> list[list[Any]]:
+        """``eval.n_samples`` completions per prompt (one when greedy) within ``eval.max_new_tokens``.
+
+        Args:
+            prompts: user turns.
+            desc: progress label.
+            seeds: per prompt, the seed of its first sample (sample j uses ``seed + j``); None when greedy.
+            stops: per prompt, the strings that end its completion (cut off, as the paper's harness does).
+            greedy: ignore the sampling settings (temperature 0, one sample).
+        """
         from mixgap.backends import load_backend  # noqa: PLC0415
 
         if self.backend is None:
@@ -94,70 +116,124 @@ class Engine:
                 chat_template=None if template == "model" else template,
                 seed=self.cfg.seed,
             )
-        out = self.backend.generate(prompts, max_new_tokens=self.cfg.eval.max_new_tokens, temperature=0.0, desc=desc)
-        return [samples[0] for samples in out]
+        ev = self.cfg.eval
+        sampled = not greedy and sampling_fields(ev) is not None
+        return self.backend.generate(
+            prompts, max_new_tokens=ev.max_new_tokens, temperature=float(ev.temperature) if sampled else 0.0,
+            top_p=float(ev.top_p) if sampled else 1.0, n=int(ev.n_samples) if sampled else 1,
+            seeds=list(seeds) if sampled and seeds is not None else None, stops=stops, desc=desc,
+        )
 
 
 def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.95) -> dict[str, Any]:
-    """Scores of one benchmark's predictions.
+    """Scores of one benchmark's predictions: one row per sample (``sample`` 0..n-1; rows without it are one
+    greedy sample each).
 
     Args:
-        rows: prediction rows with ``correct`` (bool) and ``finish_reason``.
+        rows: prediction rows with ``id``, ``correct`` (bool), ``extracted``, ``finish_reason``, ``reason``.
         benchmark: its name (recorded).
-        confidence: level of the accuracy interval (percentile bootstrap over problems, ``mixgap.stats``).
+        confidence: level of the interval (percentile bootstrap over problems, each carrying its mean
+            correctness over samples: ``mixgap.stats.mean_ci``).
 
     Returns:
-        ``benchmark``, ``n``, ``correct`` (count), ``accuracy`` (pass@1 in percent, 0-100), ``ci_low``,
-        ``ci_high`` (percent), ``length_stop_frac`` (0-1: completions stopped by ``max_new_tokens``) and
-        ``reasons`` (grader reason counts).
-    """
-    from mixgap.stats import accuracy_ci  # noqa: PLC0415
+        ``benchmark``, ``n`` (problems), ``n_samples`` (per problem), ``correct`` (correct samples),
+        ``accuracy`` = ``pass@1`` (percent, 0-100: mean over samples and problems), ``ci_low``, ``ci_high``,
+        ``se`` (bootstrap standard error, points), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
+        Chen et al. 2021), ``maj@<n_samples>`` (majority vote over extracted answers, percent; with one
+        sample it equals pass@1), ``length_stop_frac`` (0-1, over samples) and ``reasons`` (grader reasons).
 
-    n = len(rows)
-    if n == 0:
+    Raises:
+        DataError: no rows. ValueError: problems with different numbers of samples.
+    """
+    from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores  # noqa: PLC0415
+
+    if not rows:
         raise DataError(f"{benchmark}: no problems to evaluate (all removed by decontamination or limit)")
-    correct = [bool(r["correct"]) for r in rows]
-    low, high = accuracy_ci(correct, confidence=confidence)
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_id.setdefault(str(r["id"]), []).append(r)
+    groups = list(by_id.values())
+    counts = [(len(g), sum(bool(r["correct"]) for r in g)) for g in groups]
+    n_samples = counts[0][0]
+    passes = pass_at_k_scores(counts)
+    low, high, se = mean_ci([c / k for k, c in counts], confidence=confidence)
+    maj = sum(majority_correct([r.get("extracted") for r in g], [bool(r["correct"]) for r in g]) for g in groups)
     return {
         "benchmark": benchmark,
-        "n": n,
-        "correct": sum(correct),
-        "accuracy": 100.0 * sum(correct) / n,
+        "n": len(groups),
+        "n_samples": n_samples,
+        "correct": sum(c for _, c in counts),
+        "accuracy": passes["pass@1"],
         "ci_low": low,
         "ci_high": high,
-        "length_stop_frac": sum(r["finish_reason"] == "length" for r in rows) / n,
+        "se": se,
+        **passes,
+        f"maj@{n_samples}": 100.0 * maj / len(groups),
+        "length_stop_frac": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
         "reasons": dict(Counter(r["reason"] for r in rows)),
     }
 
 
-def build_eval(
-    engine: Engine, bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig, out_dir: Path, tracker: Any
+def stop_strings(bench: DictConfig, eval_cfg: DictConfig) -> list[str]:
+    """The strings that end a completion on ``bench``: ``eval.stop`` when set (a list; ``[]`` = none), else the
+    benchmark's own ``stop`` (the paper's harness: ``Problem:`` for the boxed-prompt tasks, ``Q:`` for GSM8K;
+    lm-evaluation-harness ``generation_kwargs.until`` in the official repo's task YAMLs)."""
+    chosen = eval_cfg.get("stop")
+    chosen = bench.get("stop") if chosen is None else chosen
+    return [str(s) for s in (to_container(chosen) or [])]
+
+
+def sampling_fields(eval_cfg: DictConfig) -> dict[str, Any] | None:
+    """``{n_samples, temperature, top_p, seed}`` when ``eval`` samples (temperature > 0), None when greedy."""
+    if float(eval_cfg.get("temperature", 0.0) or 0.0) == 0.0:
+        return None
+    return {"n_samples": int(eval_cfg.n_samples), "temperature": float(eval_cfg.temperature),
+            "top_p": float(eval_cfg.top_p), "seed": int(eval_cfg.seed)}
+
+
+def problem_seed(seed: int, benchmark: str, problem_id: str) -> int:
+    """The sampling seed of a problem's first sample (sample j uses ``+ j``, as vLLM seeds ``n`` children):
+    a 31-bit hash of ``eval.seed``, the benchmark and the problem id, so a problem's samples do not depend
+    on which other problems share its batch, its engine pass, or the ``eval.limit`` subset."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade``."""
+    from mixgap.grading import grade  # noqa: PLC0415
+
+    rows = []
+    for problem, samples in zip(problems, completions, strict=True):
+        for j, completion in enumerate(samples):
+            verdict = grade(completion.text, problem.answer, bench.name)
+            rows.append(
+                {
+                    "id": problem.id,
+                    "sample": j,
+                    "gold": problem.answer,
+                    "completion": completion.text,
+                    "extracted": verdict.extracted,
+                    "correct": verdict.correct,
+                    "reason": verdict.reason,
+                    "finish_reason": completion.finish_reason,
+                    "completion_tokens": completion.completion_tokens,
+                }
+            )
+    return rows
+
+
+def write_eval(
+    bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]], cfg: DictConfig,
+    out_dir: Path, tracker: Any, backend: str,
 ) -> dict[str, Any]:
-    """Generate, grade and score one benchmark into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
+    """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
 
     Returns manifest extras: the problem ids evaluated, the backend and the scores.
     """
-    from mixgap.grading import grade  # noqa: PLC0415
-
-    if not problems:
-        raise DataError(f"{bench.name}: no problems to evaluate (all removed by decontamination or limit)")
-    prompts = [fill_prompt(bench.prompt, p.problem) for p in problems]
-    completions = engine.generate(prompts, desc=f"eval {bench.name}")
-    rows = []
-    for problem, completion in zip(problems, completions, strict=True):
-        verdict = grade(completion.text, problem.answer, bench.name)
-        rows.append(
-            {
-                "id": problem.id,
-                "gold": problem.answer,
-                "completion": completion.text,
-                "extracted": verdict.extracted,
-                "correct": verdict.correct,
-                "reason": verdict.reason,
-                "finish_reason": completion.finish_reason,
-                "completion_tokens": completion.completion_tokens,
-            }
-        )
+    rows = grade_rows(bench, problems, completions)
     scores = score(rows, bench.name)
     with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -169,9 +245,101 @@ def build_eval(
             "to stop (a training bug, not a result)",
             bench.name, 100 * scores["length_stop_frac"], cfg.eval.max_new_tokens,
         )
-    log.info("%s: pass@1 %.1f%% (%d/%d)", bench.name, scores["accuracy"], scores["correct"], scores["n"])
+    log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d)", bench.name, scores["accuracy"], scores["correct"],
+             scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"])
     tracker.log({f"eval/{bench.name}/accuracy": scores["accuracy"], f"eval/{bench.name}/length_stop_frac": scores["length_stop_frac"]})
-    return {"backend": engine.kind, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems], "scores": scores}
+    return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems], "scores": scores}
+
+
+def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list[str], list[int] | None, list[list[str]]]:
+    """Prompts, per-prompt seeds (None when greedy) and per-prompt stop strings of one benchmark."""
+    prompts = [fill_prompt(bench.prompt, p.problem) for p in problems]
+    seeds = [problem_seed(int(cfg.eval.seed), bench.name, p.id) for p in problems] if sampling_fields(cfg.eval) else None
+    return prompts, seeds, [stop_strings(bench, cfg.eval)] * len(problems)
+
+
+def build_eval(
+    engine: Engine, bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig, out_dir: Path, tracker: Any
+) -> dict[str, Any]:
+    """Generate, grade and score one benchmark into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
+
+    Returns manifest extras: the problem ids evaluated, the backend and the scores.
+    """
+    if not problems:
+        raise DataError(f"{bench.name}: no problems to evaluate (all removed by decontamination or limit)")
+    prompts, seeds, stops = _queue(bench, problems, cfg)
+    completions = engine.generate_samples(prompts, desc=f"eval {bench.name}", seeds=seeds, stops=stops)
+    return write_eval(bench, problems, completions, cfg, out_dir, tracker, engine.kind)
+
+
+def evaluate_model(
+    cfg: DictConfig, store: Any, model_path: str, specs: dict[str, ArtifactSpec], benchmarks: dict[str, list[Problem]],
+    tracker: Any,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate one model on every benchmark of ``cfg.benchmark`` in **one engine pass** (issue 15, part 3).
+
+    The prompts of every benchmark whose artifact is not finished go into one queue: one length-sorted
+    HF queue or one vLLM ``generate`` call, so a decoding step serves all benchmarks at once. Then each
+    benchmark's artifact is written as before (same key, same files). A benchmark another process is
+    building right now (its lock is taken) is left to it and waited for; if that process fails, this one
+    builds it alone.
+
+    Args:
+        cfg: the job config (``eval.*``, ``benchmark``).
+        store: the artifact store.
+        model_path: the model folder (or Hub id).
+        specs: ``{benchmark name: ArtifactSpec}`` of the model's evaluations.
+        benchmarks: ``{benchmark name: problems}`` (decontaminated, subset).
+        tracker: experiment tracker.
+
+    Returns:
+        ``{benchmark name: scores}`` (each ``scores.json``).
+
+    Raises:
+        DataError: a benchmark with no problems.
+    """
+    from contextlib import ExitStack  # noqa: PLC0415
+
+    for name in specs:
+        if not benchmarks[name]:
+            raise DataError(f"{name}: no problems to evaluate (all removed by decontamination or limit)")
+    with Engine(model_path, cfg) as engine, ExitStack() as held:
+        mine = []
+        for name, spec in specs.items():
+            if store.is_done(spec.key):
+                continue
+            lock = store.lock(spec.key)
+            try:
+                lock.acquire(timeout=0)
+            except TimeoutError:  # filelock.Timeout subclasses TimeoutError: another job builds it
+                continue
+            held.callback(lock.release)
+            if store.is_done(spec.key):
+                continue
+            mine.append(name)
+        completions: dict[str, list[list[Any]]] = {}
+        if mine:
+            queue = [_queue(cfg.benchmark[n], benchmarks[n], cfg) for n in mine]
+            prompts = [p for q in queue for p in q[0]]
+            seeds = None if queue[0][1] is None else [s for q in queue for s in q[1]]
+            stops = [s for q in queue for s in q[2]]
+            out = engine.generate_samples(prompts, desc=f"eval {', '.join(mine)}", seeds=seeds, stops=stops)
+            start = 0
+            for n in mine:
+                completions[n] = out[start : start + len(benchmarks[n])]
+                start += len(benchmarks[n])
+        held.close()  # release the locks; get_or_build takes each again to write its artifact
+        scores = {}
+        for name, spec in specs.items():
+            bench = cfg.benchmark[name]
+
+            def build(o: Path, _w: Path, b: DictConfig = bench, n: str = name) -> dict[str, Any]:
+                if n in completions:
+                    return write_eval(b, benchmarks[n], completions[n], cfg, o, tracker, engine.kind)
+                return build_eval(engine, b, benchmarks[n], cfg, o, tracker)  # its builder failed elsewhere
+
+            scores[name] = read_scores(store.get_or_build(spec, build))
+    return scores
 
 
 def read_scores(eval_dir: Path) -> dict[str, Any]:

@@ -76,6 +76,12 @@ class Comparison:
     delta: Interval
     n: int  # problems (summed over benchmarks for the average)
     seeds: tuple[int, int]  # runs per arm (strong, weak)
+    delta_se: float = float("nan")  # bootstrap standard error of Δ (points): the sd of its resamples
+
+    @property
+    def detectable(self) -> float:
+        """Smallest |Δ| this design detects with 80% power at α = 0.05 (points): :func:`detectable_gap`."""
+        return detectable_gap(self.delta_se)
 
     @property
     def verdict(self) -> str:
@@ -114,7 +120,8 @@ def align(runs: Sequence[Mapping[str, bool]]) -> tuple[list[str], np.ndarray]:
     """Join runs by problem id: the sorted ids every run has, and the ``(len(runs), n)`` bool matrix.
 
     Args:
-        runs: one ``{problem id: correct}`` mapping per run.
+        runs: one ``{problem id: correct}`` mapping per run; ``correct`` is a bool, or a problem's mean
+            correctness over its samples in [0, 1] (then the matrix is float, :func:`as_scores`).
 
     Returns:
         ``(ids, matrix)``; ``len(ids)`` is smaller than a run's size when the id sets differ (the caller
@@ -128,7 +135,8 @@ def align(runs: Sequence[Mapping[str, bool]]) -> tuple[list[str], np.ndarray]:
     ids = sorted(set.intersection(*(set(r) for r in runs)))
     if not ids:
         raise ValueError("the runs share no problem id; they did not evaluate the same benchmark")
-    return ids, np.array([[bool(r[i]) for i in ids] for r in runs], dtype=bool)
+    matrix = np.array([[float(r[i]) for i in ids] for r in runs])
+    return ids, matrix.astype(bool) if np.isin(matrix, (0.0, 1.0)).all() else as_scores(matrix)
 
 
 def dropped_ids(runs: Sequence[Mapping[str, bool]]) -> int:
@@ -198,7 +206,7 @@ def _arms_matrix(arms: Sequence[Mapping[str, object]]) -> tuple[list[str], dict[
         for a, arm in enumerate(arms):
             if set(arm) != set(names):
                 raise ValueError(f"arm {a} has benchmarks {sorted(arm)}; every arm needs exactly {sorted(names)}")
-            matrices[name].append(as_runs(arm[name], f"arm {a} {name}"))
+            matrices[name].append(as_scores(arm[name], f"arm {a} {name}"))
         sizes = {m.shape[1] for m in matrices[name]}
         if len(sizes) > 1:
             raise ValueError(f"benchmark {name}: arms cover different numbers of problems {sorted(sizes)}; align by id first")
@@ -260,7 +268,7 @@ def accuracy(
     _check(n_boot, confidence)
     points, samples = bootstrap_arms([runs], n_boot=n_boot, seed=seed)
     sizes = _sizes(runs)
-    return {name: arm_interval(as_runs(runs[name]) if name != AVERAGE else None, points[name][0], samples[name][0],
+    return {name: arm_interval(as_scores(runs[name]) if name != AVERAGE else None, points[name][0], samples[name][0],
                                sizes[name], confidence) for name in points}
 
 
@@ -286,12 +294,12 @@ def compare(
     """
     _check(n_boot, confidence)
     points, samples = bootstrap_arms([strong, weak], n_boot=n_boot, seed=seed)
-    seeds = (as_runs(next(iter(strong.values()))).shape[0], as_runs(next(iter(weak.values()))).shape[0])
+    seeds = (as_scores(next(iter(strong.values()))).shape[0], as_scores(next(iter(weak.values()))).shape[0])
     sizes = _sizes(strong)
     out = {}
     for name in points:
         (p_s, p_w), (s_s, s_w) = points[name], samples[name]
-        runs = (as_runs(strong[name]), as_runs(weak[name])) if name != AVERAGE else (None, None)
+        runs = (as_scores(strong[name]), as_scores(weak[name])) if name != AVERAGE else (None, None)
         arm_s = arm_interval(runs[0], p_s, s_s, sizes[name], confidence)
         arm_w = arm_interval(runs[1], p_w, s_w, sizes[name], confidence)
         out[name] = Comparison(
@@ -300,6 +308,7 @@ def compare(
             delta=delta_interval(arm_s, arm_w, s_s - s_w, confidence),
             n=sizes[name],
             seeds=seeds,
+            delta_se=_clean(np.std(s_s - s_w)),
         )
     return out
 
@@ -328,7 +337,7 @@ def paired_delta(
 
 def _sizes(runs: Mapping[str, object]) -> dict[str, int]:
     """Problems per benchmark of an arm, and their sum under :data:`AVERAGE`."""
-    sizes = {name: as_runs(runs[name]).shape[1] for name in runs}
+    sizes = {name: as_scores(runs[name]).shape[1] for name in runs}
     sizes[AVERAGE] = sum(sizes.values())
     return sizes
 
@@ -372,7 +381,7 @@ def arm_interval(
         Wilson (:func:`wilson_interval`) for a single run on one benchmark, else the percentile bootstrap,
         falling back to Wilson on ``n`` pooled problems when every resample is equal; ``Interval.n = n``.
     """
-    if runs is not None and runs.shape[0] == 1:
+    if runs is not None and runs.shape[0] == 1 and runs.dtype == bool:  # mean correctness (samples): bootstrap
         return Interval(estimate, *wilson_interval(int(runs.sum()), n, confidence), n=n)
     low, high = percentile_interval(samples, confidence)
     if low == high:  # every run constant: the bootstrap of a constant claims certainty
@@ -401,3 +410,140 @@ def delta_interval(strong: Interval, weak: Interval, samples: np.ndarray, confid
     if low == high and strong.estimate in (0.0, 100.0) and weak.estimate in (0.0, 100.0):
         low, high = newcombe_paired_interval(strong, weak)
     return Interval(estimate, low, high, n=strong.n)
+
+
+# --- Sampled evaluation: several samples per problem (issue 15) ---------------------------------------------
+# A run may also hold each problem's *mean correctness* over its samples (a value in [0, 1]) instead of a 0/1
+# verdict. The bootstrap above is unchanged: it resamples problems and carries each problem's mean along, so
+# an interval covers both the problem noise and the sample noise that the per-problem means keep.
+Z_POWER_80_ALPHA_05 = 2.8016  # z_{0.975} + z_{0.80} = 1.95996 + 0.84162 (see detectable_gap)
+
+
+def as_scores(values: object, name: str = "correct") -> np.ndarray:
+    """A run matrix ``(S, n)`` of per-problem scores: bool for 0/1 input (as :func:`as_runs`), else float64.
+
+    Args:
+        values: ``(n,)`` or ``(S, n)``: 0/1 verdicts, or each problem's mean correctness over its samples.
+
+    Raises:
+        ValueError: naming ``name``, for an empty array, more than 2 dimensions, or a value outside [0, 1].
+    """
+    array = np.asarray(values)
+    if array.dtype == bool or (array.size and np.isin(array, (0, 1)).all()):
+        return as_runs(array, name)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty array of shape (n,) or (seeds, n); got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not ((array >= 0) & (array <= 1)).all():
+        raise ValueError(f"{name} must hold mean correctness values in [0, 1]; got min {array.min()}, max {array.max()}")
+    return array
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem (a fraction, 0-1): P(at least one of k samples drawn without replacement
+    from the n generated is correct), with c of the n correct.
+
+    Chen et al. (2021), "Evaluating Large Language Models Trained on Code", arXiv 2107.03374, Sec. 2.1 and
+    Fig. 3: ``1 - C(n-c, k) / C(n, k)``, computed in the numerically stable product form
+    ``1 - prod_{i=n-c+1}^{n} (1 - k / i)`` (1 when ``n - c < k``).
+
+    Raises:
+        ValueError: unless ``0 <= c <= n`` and ``1 <= k <= n``.
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k(n={n}, c={c}, k={k}) is not allowed; it needs 0 <= c <= n and 1 <= k <= n")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_ks(n: int) -> list[int]:
+    """The k reported for n samples: 1, 2, 4, ... (powers of two) up to n, and n itself."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks + ([n] if ks[-1] != n else [])
+
+
+def pass_at_k_scores(counts: Sequence[tuple[int, int]], ks: Sequence[int] | None = None) -> dict[str, float]:
+    """Benchmark pass@k in percent: the mean over problems of :func:`pass_at_k`.
+
+    Args:
+        counts: per problem ``(n samples, c correct)``; every problem needs the same n.
+        ks: the k to report; None = :func:`pass_ks` of n.
+
+    Returns:
+        ``{"pass@1": ..., "pass@2": ..., ...}`` (percent, 0-100). pass@1 is the mean correctness over samples
+        and problems.
+
+    Raises:
+        ValueError: for no problems or unequal n.
+    """
+    if not counts:
+        raise ValueError("counts is empty; give (n, c) per problem")
+    sizes = {n for n, _ in counts}
+    if len(sizes) != 1:
+        raise ValueError(f"every problem needs the same number of samples; got {sorted(sizes)}")
+    n = sizes.pop()
+    return {f"pass@{k}": _clean(100.0 * np.mean([pass_at_k(n, c, k) for _, c in counts])) for k in (ks or pass_ks(n))}
+
+
+def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """maj@n of one problem: whether the most frequent extracted answer among its samples is graded correct.
+
+    Samples without an extracted answer (None) do not vote; with none left the problem counts as wrong. A tie
+    goes to the answer that appeared first (``collections.Counter`` keeps insertion order). Majority voting
+    ("self-consistency"): Wang et al. (2023), arXiv 2203.11171; the maj@n metric as in lighteval.
+
+    Raises:
+        ValueError: when the two sequences differ in length.
+    """
+    from collections import Counter  # noqa: PLC0415
+
+    if len(answers) != len(correct):
+        raise ValueError(f"answers ({len(answers)}) and correct ({len(correct)}) must have one entry per sample")
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return False
+    winner = votes.most_common(1)[0][0]
+    return bool(next(c for a, c in zip(answers, correct, strict=True) if a == winner))
+
+
+def detectable_gap(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of a two-sided test: ``(z_{1-α/2} + z_{power}) × SE`` (≈ 2.8 × SE for
+    α = 0.05 and 80% power), in the unit of ``se``.
+
+    Source: the normal-approximation power formula, e.g. Cohen (1988), *Statistical Power Analysis for the
+    Behavioral Sciences*, 2nd ed., ch. 2; Bloom (1995), "Minimum Detectable Effects", *Evaluation Review*
+    19(5). ``se`` is the bootstrap standard error of Δ: a true gap smaller than this is likely to read "n.s.".
+
+    Raises:
+        ValueError: unless ``0 < alpha < 1`` and ``0 < power < 1``.
+    """
+    from statistics import NormalDist  # noqa: PLC0415
+
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha={alpha}, power={power} are not allowed; both must be in (0, 1)")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return _clean(z * se)
+
+
+def mean_ci(
+    scores: object, *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(low, high, se)`` in percent of a benchmark's pass@1 from its per-problem mean correctness.
+
+    Args:
+        scores: per problem, its mean correctness over samples in [0, 1], shape ``(n,)`` (0/1 for one sample).
+        n_boot, seed, confidence: bootstrap resamples, RNG seed, interval coverage in (0, 1).
+
+    Returns:
+        The percentile interval (problems resampled, each carrying its mean) and the bootstrap SE.
+    """
+    _check(n_boot, confidence)
+    points, samples = bootstrap_arms([{"benchmark": scores}], n_boot=n_boot, seed=seed)
+    low, high = percentile_interval(samples["benchmark"][0], confidence)
+    return low, high, _clean(np.std(samples["benchmark"][0]))
