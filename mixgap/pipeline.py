@@ -282,15 +282,15 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     for arm, model_path in (("untuned", student_path), ("tuned", checkpoint)):
         if not any(r.startswith(f"eval.{arm}.") for r in roles):
             continue
-        with timed(timings, f"evaluate.{arm}", store), evaluate.Engine(str(model_path), cfg) as engine:
-            scores = {}
-            for name, bench in cfg.benchmark.items():
-                done = store.get_or_build(
-                    specs[f"eval.{arm}.{name}"],
-                    lambda o, _w, b=bench, n=name: evaluate.build_eval(engine, b, benchmarks[n], cfg, o, tracker),
-                )
-                scores[name] = evaluate.read_scores(done)
+        with timed(timings, f"evaluate.{arm}", store):  # one engine pass over every benchmark (evaluate.evaluate_model)
+            arm_specs = {name: specs[f"eval.{arm}.{name}"] for name in cfg.benchmark}
+            scores = evaluate.evaluate_model(cfg, store, str(model_path), arm_specs, benchmarks, tracker)
             out["scores" if arm == "tuned" else "untuned"] = evaluate.with_average(scores)
+    if cfg.eval.get("judge") is not None and any(r.startswith("eval.") for r in roles):
+        from mixgap import judge  # noqa: PLC0415
+
+        with timed(timings, "judge", store):  # its own pass: one judge load for every evaluation of the job
+            judge.judge_job(cfg, store, specs, roles, benchmarks, out)
     return out
 
 
