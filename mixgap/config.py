@@ -81,6 +81,7 @@ class BenchmarkConfig(SourceConfig):
     # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
     # eval.stop, when set, replaces this for every benchmark
     stop: list[str] = field(default_factory=lambda: ["Problem:"])
+    n_samples: int | None = None  # samples per problem when eval samples; None = eval.n_samples
 
 
 @dataclass
@@ -224,6 +225,7 @@ class JudgeConfig:
     prompt: str = MISSING  # {problem}, {gold}, {answer} are filled in
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
+    benchmarks: list[str] = field(default_factory=lambda: ["math", "math500", "aime24", "amc23", "olympiadbench"])
 
 
 @dataclass
@@ -410,6 +412,8 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         _one_of(f"benchmark.{key}.answer_format", bench.answer_format, ANSWER_FORMATS)
         if bench.limit is not None:
             _positive(f"benchmark.{key}.limit", bench.limit)
+        if bench.get("n_samples") is not None:
+            _positive(f"benchmark.{key}.n_samples", bench.n_samples)
     _one_of("problems.answer_format", cfg.problems.answer_format, ANSWER_FORMATS)
     _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
     _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)

@@ -43,7 +43,7 @@ def eval_spec(
     from mixgap.grading import POLICY_VERSION  # noqa: PLC0415
 
     fields = {
-        "benchmark": {k: v for k, v in to_container(bench).items() if k != "stop"},  # the stop is its own field
+        "benchmark": {k: v for k, v in to_container(bench).items() if k not in ("stop", "n_samples")},  # own fields below
         "max_new_tokens": eval_cfg.max_new_tokens,
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
@@ -53,7 +53,7 @@ def eval_spec(
     # fields added by issue 15/14.3, present only when they change the output (so older greedy keys stay valid)
     if stops := stop_strings(bench, eval_cfg):
         fields["stop"] = stops
-    if (samples := sampling_fields(eval_cfg)) is not None:
+    if (samples := sampling_fields(eval_cfg, bench)) is not None:
         fields["sampling"] = samples
     return ArtifactSpec("eval", fields, (model_key, exclude_key) if exclude_key else (model_key,))
 
@@ -92,15 +92,20 @@ class Engine:
 
     def generate_samples(
         self, prompts: Sequence[str], desc: str, *, seeds: Sequence[int] | None = None,
-        stops: Sequence[Sequence[str]] | None = None, greedy: bool = False,
+        stops: Sequence[Sequence[str]] | None = None, ns: Sequence[int] | None = None, greedy: bool = False,
     ) -> list[list[Any]]:
-        """``eval.n_samples`` completions per prompt (one when greedy) within ``eval.max_new_tokens``.
+        """``ns[i]`` completions of prompt i (one each when greedy) within ``eval.max_new_tokens``.
+
+        Every sample is its own row (prompt i repeated ``ns[i]`` times, sample j seeded ``seeds[i] + j``, as
+        vLLM seeds the j-th child of an ``n=`` request), so one queue can mix benchmarks with different
+        sample counts and a sample depends only on its prompt and seed.
 
         Args:
             prompts: user turns.
             desc: progress label.
-            seeds: per prompt, the seed of its first sample (sample j uses ``seed + j``); None when greedy.
+            seeds: per prompt, the seed of its first sample; None when greedy.
             stops: per prompt, the strings that end its completion (cut off, as the paper's harness does).
+            ns: per prompt, its number of samples; None = ``eval.n_samples`` each.
             greedy: ignore the sampling settings (temperature 0, one sample).
         """
         from mixgap.backends import load_backend  # noqa: PLC0415
@@ -117,12 +122,19 @@ class Engine:
                 seed=self.cfg.seed,
             )
         ev = self.cfg.eval
-        sampled = not greedy and sampling_fields(ev) is not None
-        return self.backend.generate(
-            prompts, max_new_tokens=ev.max_new_tokens, temperature=float(ev.temperature) if sampled else 0.0,
-            top_p=float(ev.top_p) if sampled else 1.0, n=int(ev.n_samples) if sampled else 1,
-            seeds=list(seeds) if sampled and seeds is not None else None, stops=stops, desc=desc,
+        sampled = not greedy and sampling_fields(ev) is not None and seeds is not None
+        ns = [1] * len(prompts) if not sampled else list(ns or [int(ev.n_samples)] * len(prompts))
+        rows = [(i, j) for i in range(len(prompts)) for j in range(ns[i])]
+        out = self.backend.generate(
+            [prompts[i] for i, _ in rows], max_new_tokens=ev.max_new_tokens,
+            temperature=float(ev.temperature) if sampled else 0.0, top_p=float(ev.top_p) if sampled else 1.0,
+            n=1, seeds=[seeds[i] + j for i, j in rows] if sampled else None,
+            stops=[stops[i] for i, _ in rows] if stops is not None else None, desc=desc,
         )
+        grouped: list[list[Any]] = [[] for _ in prompts]
+        for (i, _), samples in zip(rows, out, strict=True):
+            grouped[i].append(samples[0])
+        return grouped
 
 
 def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.95) -> dict[str, Any]:
@@ -183,11 +195,13 @@ def stop_strings(bench: DictConfig, eval_cfg: DictConfig) -> list[str]:
     return [str(s) for s in (to_container(chosen) or [])]
 
 
-def sampling_fields(eval_cfg: DictConfig) -> dict[str, Any] | None:
-    """``{n_samples, temperature, top_p, seed}`` when ``eval`` samples (temperature > 0), None when greedy."""
+def sampling_fields(eval_cfg: DictConfig, bench: DictConfig | None = None) -> dict[str, Any] | None:
+    """``{n_samples, temperature, top_p, seed}`` when ``eval`` samples (temperature > 0), None when greedy;
+    ``n_samples`` is the benchmark's own ``n_samples`` when it sets one, else ``eval.n_samples``."""
     if float(eval_cfg.get("temperature", 0.0) or 0.0) == 0.0:
         return None
-    return {"n_samples": int(eval_cfg.n_samples), "temperature": float(eval_cfg.temperature),
+    own = bench.get("n_samples") if bench is not None else None
+    return {"n_samples": int(own or eval_cfg.n_samples), "temperature": float(eval_cfg.temperature),
             "top_p": float(eval_cfg.top_p), "seed": int(eval_cfg.seed)}
 
 
@@ -251,11 +265,13 @@ def write_eval(
     return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems], "scores": scores}
 
 
-def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list[str], list[int] | None, list[list[str]]]:
-    """Prompts, per-prompt seeds (None when greedy) and per-prompt stop strings of one benchmark."""
+def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list, list | None, list, list]:
+    """Prompts, per-prompt seeds (None when greedy), stop strings and sample counts of one benchmark."""
     prompts = [fill_prompt(bench.prompt, p.problem) for p in problems]
-    seeds = [problem_seed(int(cfg.eval.seed), bench.name, p.id) for p in problems] if sampling_fields(cfg.eval) else None
-    return prompts, seeds, [stop_strings(bench, cfg.eval)] * len(problems)
+    sampling = sampling_fields(cfg.eval, bench)
+    seeds = [problem_seed(int(cfg.eval.seed), bench.name, p.id) for p in problems] if sampling else None
+    n = sampling["n_samples"] if sampling else 1
+    return prompts, seeds, [stop_strings(bench, cfg.eval)] * len(problems), [n] * len(problems)
 
 
 def build_eval(
@@ -267,8 +283,8 @@ def build_eval(
     """
     if not problems:
         raise DataError(f"{bench.name}: no problems to evaluate (all removed by decontamination or limit)")
-    prompts, seeds, stops = _queue(bench, problems, cfg)
-    completions = engine.generate_samples(prompts, desc=f"eval {bench.name}", seeds=seeds, stops=stops)
+    prompts, seeds, stops, ns = _queue(bench, problems, cfg)
+    completions = engine.generate_samples(prompts, desc=f"eval {bench.name}", seeds=seeds, stops=stops, ns=ns)
     return write_eval(bench, problems, completions, cfg, out_dir, tracker, engine.kind)
 
 
@@ -323,7 +339,8 @@ def evaluate_model(
             prompts = [p for q in queue for p in q[0]]
             seeds = None if queue[0][1] is None else [s for q in queue for s in q[1]]
             stops = [s for q in queue for s in q[2]]
-            out = engine.generate_samples(prompts, desc=f"eval {', '.join(mine)}", seeds=seeds, stops=stops)
+            ns = [k for q in queue for k in q[3]]
+            out = engine.generate_samples(prompts, desc=f"eval {', '.join(mine)}", seeds=seeds, stops=stops, ns=ns)
             start = 0
             for n in mine:
                 completions[n] = out[start : start + len(benchmarks[n])]

@@ -24,7 +24,8 @@ NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One finished evaluation artifact: ``{problem id: correct}`` and its ``scores.json``."""
+    """One finished evaluation artifact: ``{problem id: correct}`` (a bool; with several samples, the problem's
+    mean correctness in [0, 1]) and its ``scores.json``."""
 
     key: str
     correct: dict[str, bool]
@@ -137,9 +138,12 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     if not store.is_done(key) or not (folder / "predictions.jsonl").is_file():
         return None
     rows = read_jsonl(folder / "predictions.jsonl")
-    correct = {str(r["id"]): bool(r["correct"]) for r in rows}
-    if len(correct) != len(rows):
-        raise ValueError(f"{folder / 'predictions.jsonl'}: {len(rows) - len(correct)} repeated problem ids")
+    samples: dict[str, list[bool]] = {}  # one row per (problem, sample); a problem scores its mean correctness
+    for r in rows:
+        samples.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    if len({(str(r["id"]), r.get("sample", 0)) for r in rows}) != len(rows):
+        raise ValueError(f"{folder / 'predictions.jsonl'}: repeated (problem id, sample) rows")
+    correct = {i: (g[0] if len(g) == 1 else sum(g) / len(g)) for i, g in samples.items()}
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
     if "length_stop_frac" not in scores and rows:
         scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)
