@@ -201,7 +201,8 @@ def gap_csv_rows(gaps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for bench, comp in gap["comparison"].items():
             row = {**base, "benchmark": bench, "n": comp.n, "seeds_strong": comp.seeds[0], "seeds_weak": comp.seeds[1],
                    **_interval_cells("p_strong", comp.strong), **_interval_cells("p_weak", comp.weak),
-                   **_interval_cells("delta", comp.delta), "better": comp.verdict}
+                   **_interval_cells("delta", comp.delta), "better": comp.verdict, "delta_se": comp.delta_se,
+                   "detectable_delta": comp.detectable}
             if bench == AVERAGE and gap["paper"]:
                 row.update({f"paper_{k}": v for k, v in (("p_strong", gap["paper"]["strong"]),
                             ("p_weak", gap["paper"]["weak"]), ("delta", gap["paper"]["delta"]))})
@@ -231,13 +232,13 @@ def gap_markdown(gaps: Sequence[dict[str, Any]]) -> str:
         n = rows[0]["names"]
         s, w, d = f"P_{n['strong']}", f"P_{n['weak']}", f"Δ_{n['strong']}"
         paper = any(r["paper"] for r in rows)
-        header = ["Student", "Size (B)", "Mode", "Seeds", f"{s} (w=1)", f"{w} (w=0)", d, "Better?"]
+        header = ["Student", "Size (B)", "Mode", "Seeds", f"{s} (w=1)", f"{w} (w=0)", d, "Better?", "Detectable |Δ|"]
         header += [f"Paper {s}", f"Paper {w}", f"Paper {d}", "MATH (ours / paper)"] if paper else []
         body = []
         for r in rows:
             comp = r["comparison"].get(AVERAGE) if r["comparison"] else None
-            cells = ([with_n(comp.strong), with_n(comp.weak), comp.delta.fmt(), comp.verdict] if comp
-                     else [f"missing: no finished {r['missing']} job", "", "", ""])
+            cells = ([with_n(comp.strong), with_n(comp.weak), comp.delta.fmt(), comp.verdict, f"{comp.detectable:.1f}"]
+                     if comp else [f"missing: no finished {r['missing']} job", "", "", "", ""])
             if r["length_stop"]:
                 cells[3] += " ⚠ length stops"
             seeds = f"{comp.seeds[0]}/{comp.seeds[1]}" if comp else ""
@@ -347,7 +348,12 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
               "Dror et al. 2018). The average is the plain mean of per-benchmark accuracies; its resamples draw "
               "each benchmark's problems independently (stratified). With several seeds, each resample also "
               "draws the arm's seeds with replacement (two-level bootstrap, Owen 2007); Seeds = distinct runs "
-              "per arm (strong/weak).", "", SEEDS_NOTE + " " + seeds_varied(jobs), ""]
+              "per arm (strong/weak). Detectable |Δ| = 2.8 × the bootstrap standard error of Δ: the smallest gap this "
+              "design (these problems, samples and seeds) detects with 80% power at α = 0.05, (z_0.975 + z_0.80) × SE "
+              "(Cohen 1988, ch. 2; Bloom 1995); an n.s. row with a true gap below it was too small to see, not shown "
+              "absent. With several samples per problem (eval.n_samples), each problem carries its mean correctness "
+              "into the resamples, so the intervals hold both the problem and the sample noise; pass@1 is the mean "
+              "over samples and problems.", "", SEEDS_NOTE + " " + seeds_varied(jobs), ""]
     return "\n".join(lines)
 
 
