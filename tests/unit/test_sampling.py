@@ -6,8 +6,8 @@ from math import comb
 
 import numpy as np
 import pytest
-from conftest import compose_cfg
 
+from conftest import compose_cfg
 from mixgap import stats
 from mixgap.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
 from mixgap.config import ConfigError, validate
