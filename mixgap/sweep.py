@@ -48,6 +48,7 @@ class Job:
     fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
     seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> benchmark -> judge scores (mixgap.judge)
 
     def mode(self) -> str:
         """The fine-tune mode, plus the variant when jobs of one cell differ in more than seeds."""
@@ -223,6 +224,10 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
         if job.status != "planned":
             job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")
         return job
+    for arm, table in (("tuned", result.get("scores") or {}), ("untuned", result.get("untuned") or {})):
+        verdicts = {b: v["judge"] for b, v in table.items() if isinstance(v, dict) and "judge" in v}
+        if verdicts:
+            job.judge[arm] = verdicts
     store = Store(result["store"]) if result.get("store") else default_store
     if store is None:
         job.missing.append(f"{RESULT} names no store")

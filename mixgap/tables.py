@@ -328,6 +328,9 @@ def report_markdown(sweeps, jobs, gap_text, table3, figures, missing, warnings, 
               "## Per benchmark (Table 3 style)", "", "Rows marked (paper): Li et al. (2025) Table 3 for the same "
               "student, teacher pair and weight; their Average is over the paper's five benchmarks.", "",
               table3_markdown(table3), ""]
+    judged = judge_markdown(jobs)
+    if judged:
+        lines += ["## LLM re-judge (the paper's protocol)", "", judged, ""]
     training = data_markdown(jobs)
     if training:
         lines += ["## Training data", "", training, ""]
@@ -500,3 +503,29 @@ def warnings_markdown(warnings: Sequence[str]) -> str:
     notes = [f"Length stop (more than {limit} of the answers stopped at eval.max_new_tokens): {why}."
              for why, limit in reasons.items()]
     return _table(["Kind", "Where", "Benchmark", "Stopped by length"], rows) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+
+def judge_markdown(jobs: Sequence[Any]) -> str:
+    """Rule-based and LLM-judged pass@1 per evaluation (``eval.judge``, ``mixgap.judge``), with the judge's
+    counts; each evaluation once. Empty when no job ran the judge."""
+    rows, seen = [], set()
+    for job in jobs:
+        for arm, benches in getattr(job, "judge", {}).items():
+            for bench, j in benches.items():
+                where = f"untuned {job.identity.get('student')}" if arm == "untuned" else job.label()
+                ident = (where, bench, j.get("judge"))
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                rows.append([where, BENCH_LABELS.get(bench, bench), j.get("judge"),
+                             f"{j['rule_accuracy']:.1f} [{j['rule_ci_low']:.1f}, {j['rule_ci_high']:.1f}]",
+                             f"{j['judge_accuracy']:.1f} [{j['judge_ci_low']:.1f}, {j['judge_ci_high']:.1f}]",
+                             j["sent"], j["flips"], j["unparsed"]])
+    if not rows:
+        return ""
+    return ("The tables above use the rule-based grader (mixgap.grading). The paper's published accuracies are "
+            "the LLM-judged ones (every rule miss with an extracted answer re-graded by Qwen2.5-32B-Instruct): "
+            "the **judged** column is the one that sits beside the published numbers. Unparsed = replies with "
+            "neither True nor False (counted as not correct).\n\n" + _table(
+                ["Evaluation", "Benchmark", "Judge", "Rule pass@1", "Judged pass@1", "Sent", "Flips", "Unparsed"], rows))
