@@ -437,7 +437,7 @@ def as_scores(values: object, name: str = "correct") -> np.ndarray:
         raise ValueError(f"{name} must be a non-empty array of shape (n,) or (seeds, n); got shape {array.shape}")
     array = array.astype(np.float64)
     if not ((array >= 0) & (array <= 1)).all():
-        raise ValueError(f"{name} must hold mean correctness values in [0, 1]; got min {array.min()}, max {array.max()}")
+        raise ValueError(f"{name} must hold only 0/1 (or bool) values, or mean correctness values in [0, 1]; got min {array.min()}, max {array.max()}")
     return array
 
 
