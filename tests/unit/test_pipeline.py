@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap import pipeline
+from mixgap import pipeline, summary
 
 
 def _keys(*overrides: str) -> dict[str, str]:
@@ -73,7 +73,7 @@ def test_plan_summary_counts_distinct_artifacts_and_uses():
                                        {"role": "mixture", "key": "mixture-2", "done": False},
                                        {"role": "eval.untuned.math", "key": "eval-u", "done": False}]},
     ]
-    assert pipeline.plan_summary(results) == {
+    assert summary.plan_summary(results) == {
         "pool": {"distinct": 1, "done": 1, "uses": 2},
         "mixture": {"distinct": 2, "done": 0, "uses": 2},
         "eval.untuned": {"distinct": 1, "done": 0, "uses": 2},

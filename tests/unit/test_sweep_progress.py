@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT
-from mixgap import pipeline
+from mixgap import pipeline, summary
 
 
 def _hydra_cfg(overrides, num=0):
@@ -22,24 +22,24 @@ def _hydra_cfg(overrides, num=0):
 
 
 def test_each_job_says_its_number_and_how_many_are_left(capsys):
-    summary = pipeline.SweepSummary()
+    callback = summary.SweepSummary()
     sweep = OmegaConf.create({"hydra": {"overrides": {"task": ["mix.weight=0,0.2,1", "student=qwen0.5b,qwen3b",
                                                                "+experiment=demo"]}}})
-    summary.on_multirun_start(sweep)
-    assert summary.total == 6
-    summary.on_job_start(_hydra_cfg(["mix.weight=0.2", "student=qwen3b"], num=1))
+    callback.on_multirun_start(sweep)
+    assert callback.total == 6
+    callback.on_job_start(_hydra_cfg(["mix.weight=0.2", "student=qwen3b"], num=1))
     assert capsys.readouterr().out == "job 2/6 (mix.weight=0.2 student=qwen3b); 4 left after it\n"
     # an experiment's own sweep (hydra.sweeper.params, as demo.yaml sets mix.weight) counts too
     demo = OmegaConf.create({"hydra": {"overrides": {"task": ["+experiment=demo"]},
                                        "sweeper": {"params": {"mix.weight": "0,0.2,1"}}}})
-    summary.on_multirun_start(demo)
-    assert summary.total == 3
+    callback.on_multirun_start(demo)
+    assert callback.total == 3
 
 
 def test_a_single_run_prints_no_job_counter(capsys):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)
-    pipeline.SweepSummary().on_job_start(cfg)
+    summary.SweepSummary().on_job_start(cfg)
     assert capsys.readouterr().out == ""
 
 
