@@ -243,7 +243,9 @@ class EvalConfig:
     top_p: float = 1.0
     seed: int = 0  # sample j of a problem is seeded from (seed, benchmark, problem id) + j
     stop: list[str] | None = None  # None: each benchmark's own stop (the paper's); [] = no stop string
-    judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/eval/judge/)
+    judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/judge/)
+    # samples per problem by benchmark name (e.g. {aime24: 16}); benchmark.<key>.n_samples wins; else eval.n_samples
+    n_samples_by_benchmark: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -305,14 +307,15 @@ class ClusterConfig:
     """The GPUs a job is planned for (:mod:`mixgap.preflight`); the GPU count comes from the launcher.
 
     Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak (NVIDIA H100
-    datasheet); ``mfu`` and ``generation_tokens_per_s_per_gpu`` are planning assumptions, not measurements
+    datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.preflight.decode_tokens_per_s`)
+    are planning assumptions, not measurements
     (benchmarks/gpu_check.py measures the MFU of our trainer on a GPU): set yours.
     """
 
     gpu_memory_gb: float = 80.0
     gpu_bf16_tflops: float = 989.0
     mfu: float = 0.35
-    generation_tokens_per_s_per_gpu: float = 2000.0
+    decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
 
 
 @dataclass
@@ -407,6 +410,16 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("finetune_mode.lora.alpha", ft.lora.alpha)
     _positive("finetune_mode.lora.dropout", ft.lora.dropout, allow_zero=True)
 
+    for name in ("gpu_memory_gb", "gpu_bf16_tflops"):
+        _positive(f"cluster.{name}", cfg.cluster[name])
+    for name in ("mfu", "decode_mfu"):
+        if not 0.0 < cfg.cluster[name] <= 1.0:
+            raise ConfigError(f"cluster.{name}={cfg.cluster[name]!r} is not allowed; it must be in (0, 1]")
+    if not cfg.benchmark:
+        raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of {', '.join(BENCHMARKS)}")
+    for name, n in (cfg.eval.get("n_samples_by_benchmark") or {}).items():
+        _one_of("eval.n_samples_by_benchmark key", name, BENCHMARKS)
+        _positive(f"eval.n_samples_by_benchmark.{name}", n)
     for key, bench in cfg.benchmark.items():
         _one_of(f"benchmark.{key}.name", bench.name, BENCHMARKS)
         _one_of(f"benchmark.{key}.answer_format", bench.answer_format, ANSWER_FORMATS)

@@ -197,10 +197,13 @@ def stop_strings(bench: DictConfig, eval_cfg: DictConfig) -> list[str]:
 
 def sampling_fields(eval_cfg: DictConfig, bench: DictConfig | None = None) -> dict[str, Any] | None:
     """``{n_samples, temperature, top_p, seed}`` when ``eval`` samples (temperature > 0), None when greedy;
-    ``n_samples`` is the benchmark's own ``n_samples`` when it sets one, else ``eval.n_samples``."""
+    ``n_samples`` is the benchmark's own ``n_samples`` when it sets one, else ``eval.n_samples_by_benchmark``
+    for its name (what ``+protocol=sampled`` sets), else ``eval.n_samples``."""
     if float(eval_cfg.get("temperature", 0.0) or 0.0) == 0.0:
         return None
     own = bench.get("n_samples") if bench is not None else None
+    if own is None and bench is not None:
+        own = (eval_cfg.get("n_samples_by_benchmark") or {}).get(bench.get("name"))
     return {"n_samples": int(own or eval_cfg.n_samples), "temperature": float(eval_cfg.temperature),
             "top_p": float(eval_cfg.top_p), "seed": int(eval_cfg.seed)}
 

@@ -125,6 +125,19 @@ def largest_layer_params(arch: Any) -> int:
     return max(arch.vocab * arch.hidden, layer_params(arch))
 
 
+def memory_remedies(mode: str, world: int, max_seq_len: int) -> list[str]:
+    """What can bring a training job under ``cluster.gpu_memory_gb``: only the remedies the job does not
+    already use (more GPUs below 8 per node, LoRA instead of full SFT, a shorter sequence)."""
+    remedies = []
+    if world < 8:
+        remedies.append("more GPUs (hydra/launcher=slurm, 8 per node)")
+    if mode != "lora":
+        remedies.append("finetune_mode=lora")
+    remedies.append(f"a shorter finetune_mode.max_seq_len (now {max_seq_len})")
+    remedies.append("GPUs with more memory (cluster.gpu_memory_gb)")
+    return remedies
+
+
 def lora_params(arch: Any, r: int, targets: list[str]) -> int:
     """Trainable LoRA parameters: ``r x (in + out)`` per adapted linear layer (Hu et al. 2021, Sec. 4.1),
     over ``arch.layers`` layers and the projections in ``targets`` (q/k/v/o/gate/up/down_proj names)."""
@@ -247,6 +260,27 @@ def training_tokens(cfg: DictConfig, store: Any = None) -> tuple[float, str]:
     return n * mean, f"{source}: {n} examples x {mean:.0f} tokens"
 
 
+def eval_samples(cfg: DictConfig, bench: DictConfig) -> int:
+    """Completions one evaluation arm decodes on ``bench``: problems (the benchmark's size, cut by
+    ``benchmark.<key>.limit`` / ``eval.limit``) x samples per problem (:func:`mixgap.evaluate.sampling_fields`)."""
+    from mixgap.evaluate import sampling_fields  # noqa: PLC0415
+
+    problems = min(BENCHMARK_SIZES.get(bench.name, 0), bench.limit or math.inf, cfg.eval.limit or math.inf)
+    sampling = sampling_fields(cfg.eval, bench)
+    return int(problems) * (sampling["n_samples"] if sampling else 1)
+
+
+def decode_tokens_per_s(params: float, tensor_parallel: int, tflops: float, decode_mfu: float) -> float:
+    """Batched decoding throughput of one vLLM engine, tokens/s: ``TP x peak x decode_mfu / (2 N)``.
+
+    A generated token costs ``2 N`` FLOPs of a dense decoder with ``N`` parameters (forward pass only,
+    Kaplan et al. 2020, Table 1); ``decode_mfu`` is the fraction of the bf16 peak batched decoding reaches
+    (``cluster.decode_mfu``, a planning assumption: set it from a measured run). So throughput falls with
+    model size: a 70B model decodes ~140x slower per GPU than a 0.5B one.
+    """
+    return tensor_parallel * tflops * 1e12 * decode_mfu / (2.0 * params)
+
+
 def train_hours(params: float, tokens: float, epochs: float, gpus: int, tflops: float, mfu: float, lora: bool) -> float:
     """Wall hours of training: ``k N D epochs / (gpus x peak x MFU)``, k = 6 (full, Kaplan et al. 2020) or
     4 (LoRA: no weight gradients for the frozen base)."""
@@ -317,7 +351,7 @@ def preflight(cfg: DictConfig, gpus: int, store: Any = None) -> dict[str, Any]:
         "gpus": gpus, "gpu_memory_gb": memory, "world_size": None, "per_device_batch_size": None,
         "gradient_accumulation_steps": None, "global_batch_size": None, "train_memory_gb_per_gpu": None,
         "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None, "train_hours_estimate": 0.0,
-        "eval_hours_estimate": 0.0, "gpu_hours_estimate": 0.0, "tokens_source": None, "refusals": refusals,
+        "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0, "gpu_hours_estimate": 0.0, "tokens_source": None, "refusals": refusals,
     }
     ft = cfg.finetune_mode
     if builds["train"]:
@@ -348,8 +382,8 @@ def preflight(cfg: DictConfig, gpus: int, store: Any = None) -> dict[str, Any]:
                     refusals.append(
                         f"finetune_mode.mode={ft.mode} for student={student.name} needs {gb:.1f} GB per GPU on {world} "
                         f"GPU(s) (ZeRO-{zero or 'off'}, per-device batch {layout.per_device_batch_size} x "
-                        f"{ft.max_seq_len} tokens) > cluster.gpu_memory_gb={memory:g}; allowed: more GPUs "
-                        f"(hydra/launcher=slurm), finetune_mode=lora, or a shorter finetune_mode.max_seq_len"
+                        f"{ft.max_seq_len} tokens) > cluster.gpu_memory_gb={memory:g}; allowed: "
+                        + ", ".join(memory_remedies(ft.mode, world, ft.max_seq_len))
                     )
                 tokens, out["tokens_source"] = training_tokens(cfg, store)
                 out["train_hours_estimate"] = round(
@@ -379,13 +413,12 @@ def preflight(cfg: DictConfig, gpus: int, store: Any = None) -> dict[str, Any]:
                     f"per GPU at eval.tensor_parallel_size={tp} > cluster.gpu_memory_gb={memory:g}; allowed: a larger "
                     f"eval.tensor_parallel_size dividing {arch.heads} heads, <= {gpus} GPUs"
                 )
-            problems = sum(
-                min(BENCHMARK_SIZES.get(b.name, 0), b.limit or math.inf, cfg.eval.limit or math.inf)
-                for b in cfg.benchmark.values()
-            )
-            arms = 2 if cfg.eval.untuned else 1
-            rate = cl.generation_tokens_per_s_per_gpu * tp
-            out["eval_hours_estimate"] = round(arms * problems * cfg.eval.max_new_tokens / rate / 3600, 3)
+            samples = sum(eval_samples(cfg, b) for b in cfg.benchmark.values())
+            rate = decode_tokens_per_s(arch.params_b * 1e9, tp, cl.gpu_bf16_tflops, cl.decode_mfu)
+            one_arm = round(samples * cfg.eval.max_new_tokens / rate / 3600, 3)
+            tuned = builds["train"]  # stage=all (and plan): the fine-tuned student is evaluated; stage=evaluate: not
+            out["eval_untuned_hours_estimate"] = one_arm if cfg.eval.untuned or not tuned else 0.0
+            out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
     for field, teacher in _generating_teachers(cfg, store):
         t_arch = teacher.get("arch")
         context = teacher.sampling.max_new_tokens + PROMPT_TOKENS
@@ -451,6 +484,7 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
         return [], False
     lines = ["preflight per job (memory per GPU; hours on the job's allocation):"]
     total, refused = 0.0, False
+    seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
         name = f"{job.get('student')} w={job.get('weight')} {job.get('finetune_mode')}"
@@ -459,9 +493,14 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
             lines.append(f"    REFUSED: {reason}")
             refused = True
         total += pf["gpu_hours_estimate"]
+        untuned = job.get("student"), tuple(job.get("benchmarks") or ())
+        if untuned in seen_untuned:  # the untuned evaluation is one shared artifact per student: count it once
+            total -= pf["gpus"] * pf.get("eval_untuned_hours_estimate", 0.0)
+        seen_untuned.add(untuned)
     bad = sum(bool(r["preflight"]["refusals"]) for r in planned)
-    lines.append(f"sweep total: {total:.1f} GPU-hours (train at the stated MFU + evaluation upper bound); "
-                 f"{bad} of {len(planned)} jobs refused")
+    lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation at cluster.decode_mfu with "
+                 f"every completion at eval.max_new_tokens: an upper bound; each untuned evaluation counted once; "
+                 f"teacher generation and the LLM judge not included); {bad} of {len(planned)} jobs refused")
     return lines, refused
 
 

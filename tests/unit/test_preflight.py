@@ -143,6 +143,73 @@ def test_hours_from_the_papers_data_size():
     assert report["tokens_source"].startswith("paper: 5383 examples")
 
 
+def test_eval_hours_follow_model_size_samples_and_arms():
+    # qwen3b (3.09e9 params), TP 1, decode_mfu 0.1: 989e12 x 0.1 / (2 x 3.09e9) = 16,003 tok/s per engine;
+    # the five paper benchmarks: 5000 + 1319 + 30 + 40 + 675 = 7,064 problems x 16,000 tokens / 16,003 / 3600
+    # = 1.962 h per arm; stage=all evaluates the untuned and the fine-tuned student: 3.924 h
+    base = ("student=qwen3b", "data.missing_pool=wait")
+    report = preflight(compose_cfg(*base), 8)
+    assert report["eval_untuned_hours_estimate"] == pytest.approx(1.962, abs=0.002)
+    assert report["eval_hours_estimate"] == pytest.approx(3.924, abs=0.003)
+    # llama70b (70.6e9) on TP 4: 4 x 989e12 x 0.1 / (2 x 70.6e9) = 2,802 tok/s -> 7,064 x 16,000 / 2,802 / 3600
+    # = 11.2 h per arm: slower than qwen3b although it holds 4 GPUs (was 4x faster before the size term)
+    big = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8)
+    assert big["eval_untuned_hours_estimate"] == pytest.approx(11.2, rel=0.01)
+    # +protocol=sampled: 16 samples on AIME24/AMC23, 4 elsewhere: (5000 + 1319 + 675) x 4 + 70 x 16 = 29,096
+    # completions = 4.119 x the greedy 7,064
+    sampled = preflight(compose_cfg(*base, "+protocol=sampled"), 8)
+    assert sampled["eval_untuned_hours_estimate"] == pytest.approx(1.962 * 29096 / 7064, rel=0.002)
+    # stage=evaluate builds the untuned arm only
+    untuned = preflight(compose_cfg(*base, "stage=evaluate"), 8)
+    assert untuned["eval_hours_estimate"] == pytest.approx(1.962, abs=0.002)
+
+
+def test_sweep_total_counts_each_untuned_evaluation_once():
+    from mixgap.preflight import summary_lines
+
+    def job(weight):
+        report = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", f"mix.weight={weight}"), 8)
+        return {"preflight": report, "job": {"student": "qwen3b", "weight": weight, "finetune_mode": "full",
+                                             "benchmarks": ["math", "gsm8k"]}}
+
+    jobs = [job(0), job(1)]
+    lines, refused = summary_lines(jobs)
+    first, second = jobs[0]["preflight"], jobs[1]["preflight"]  # w=0 and w=1 differ in training tokens only
+    expected = first["gpu_hours_estimate"] + second["gpu_hours_estimate"] - 8 * second["eval_untuned_hours_estimate"]
+    total = float(re.match(r"sweep total: ([0-9.]+) GPU-hours", lines[-1]).group(1))
+    assert total == pytest.approx(expected, abs=0.1) and not refused  # per-job figures are rounded to 1e-3 h
+
+
+def test_memory_refusal_suggests_only_what_the_job_does_not_use():
+    report = preflight(compose_cfg("student=qwen32b", "data.missing_pool=wait", "cluster.gpu_memory_gb=10"), 8)
+    reason = next(r for r in report["refusals"] if r.startswith("finetune_mode.mode=lora"))
+    assert "finetune_mode=lora" not in reason.split("allowed:")[1] and "more GPUs" not in reason
+    assert "a shorter finetune_mode.max_seq_len (now 16384)" in reason
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("benchmark=[]", "benchmark=[] is not allowed; give at least one of"),
+        ("cluster.gpu_memory_gb=0", "cluster.gpu_memory_gb=0.0 is not allowed; it must be > 0"),
+        ("cluster.decode_mfu=1.5", "cluster.decode_mfu=1.5 is not allowed; it must be in (0, 1]"),
+    ],
+)
+def test_cluster_and_benchmark_list_are_range_checked(override, message):
+    from mixgap.config import validate
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_cfg(override))
+
+
+def test_sampled_protocol_composes_without_aime_and_amc():
+    cfg = compose_cfg("+protocol=sampled", "benchmark=[gsm8k]")
+    assert list(cfg.benchmark) == ["gsm8k"] and cfg.eval.n_samples_by_benchmark["aime24"] == 16
+    from mixgap.evaluate import sampling_fields
+
+    assert sampling_fields(cfg.eval, cfg.benchmark.gsm8k)["n_samples"] == 4
+
+
 def test_sweep_refusals_lines():
     checked = [(["mix.weight=0"], None, {"refusals": []}),
                (["mix.weight=1.5"], "mix.weight=1.5 is not allowed; it must be in [0, 1]", None),
