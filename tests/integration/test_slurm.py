@@ -41,6 +41,7 @@ TINY = [  # a CPU job of a few minutes that still runs every stage for real
     "finetune_mode.max_seq_len=768", f"finetune_mode.max_steps={MAX_STEPS}",
     f"finetune_mode.save_steps={SAVE_STEPS}", "finetune_mode.per_device_batch_size=1",
     "finetune_mode.global_batch_size=1", "finetune_mode.logging_steps=1", "tracking.backend=none",
+    "predict.max_samples=4",  # learnability before training: one artifact per pool for the whole sweep
 ]
 SWEEP_TIMEOUT_S = float(os.environ.get("MIXGAP_SLURM_TEST_TIMEOUT_S", 330))  # the whole sweep, requeue included
 
@@ -149,9 +150,10 @@ def test_each_artifact_is_built_once_for_the_whole_sweep(sweep):
     """Generation and pool once per teacher, the untuned evaluation once per student, one mixture and one
     training per weight, whatever the number of jobs that needed them."""
     built = Counter(m["stage"] for m in _manifests(sweep.store))
-    assert built == {"model": 1, "generation": 2, "pool": 2, "mixture": 3, "checkpoint": 3, "eval": 1 + 3}
+    assert built == {"model": 1, "generation": 2, "pool": 2, "predict": 2, "mixture": 3, "checkpoint": 3, "eval": 1 + 3}
     results = [r for _, r in job_results(sweep.dir)]
-    for role in ("model", "generation.strong", "generation.weak", "pool.strong", "pool.weak", "eval.untuned.gsm8k"):
+    for role in ("model", "generation.strong", "generation.weak", "pool.strong", "pool.weak", "predict.strong",
+                 "predict.weak", "eval.untuned.gsm8k"):
         assert len({r["artifacts"][role] for r in results}) == 1, role  # shared by the three jobs
     assert sorted(r["artifacts"]["checkpoint"] for r in results) == sorted(sweep.ckpt.values())
     assert not list((sweep.store / ".tmp").glob("*"))  # no half-written artifact left behind
