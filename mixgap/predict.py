@@ -179,7 +179,7 @@ def score_sequences(
     import torch  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    from mixgap.analysis.rank_shift import _decoder_and_head  # noqa: PLC0415
+    from mixgap.analysis.rank_shift import _decoder_and_head, padded_hidden_states  # noqa: PLC0415
     from mixgap.backends import length_sorted_batches  # noqa: PLC0415
 
     if chunk < 1:
@@ -196,14 +196,7 @@ def score_sequences(
     batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="trace") as bar:
         for batch in batches:
-            width = max(len(sequences[i][0]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids = sequences[i][0]
-                input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
-                mask[row, : len(ids)] = 1
-            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            hidden = padded_hidden_states(body, [sequences[i][0] for i in batch], pad_id, device)
             for row, i in enumerate(batch):
                 ids, positions = sequences[i]
                 pos = torch.tensor(list(positions), dtype=torch.long, device=device)

@@ -119,14 +119,7 @@ def completion_ranks(
     batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="completion") as bar:
         for batch in batches:
-            width = max(len(sequences[i][0]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids = sequences[i][0]
-                input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
-                mask[row, : len(ids)] = 1
-            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            hidden = padded_hidden_states(body, [sequences[i][0] for i in batch], pad_id, device)
             for row, i in enumerate(batch):
                 ids, n_prompt = sequences[i]
                 targets = torch.tensor(list(ids[n_prompt:]), dtype=torch.long, device=device)
@@ -210,3 +203,20 @@ def top_shifted(stats: dict[int, TokenStat], top: int = 30) -> list[int]:
     """The ``top`` token ids shifted most often (ties: more occurrences, then lower id); never-shifted ones left out."""
     ranked = sorted((t for t, s in stats.items() if s.shifted), key=lambda t: (-stats[t].shifted, -stats[t].occurrences, t))
     return ranked[:top]
+
+
+def padded_hidden_states(body: Any, rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> Any:
+    """Last hidden states of right-padded token rows, shape ``(len(rows), max_len, hidden)``.
+
+    Rows are right-padded with ``pad_id`` under an attention mask, so position ``t`` of a row sees exactly
+    its own tokens ``0..t`` (causal attention); padded positions are never read by the callers.
+    """
+    import torch  # noqa: PLC0415
+
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
