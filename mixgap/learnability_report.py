@@ -141,6 +141,8 @@ def markdown(table: Sequence[dict[str, Any]], corr: dict, confidence: float) -> 
         pred = f"{r['better']} ({r['verdict']})"
         delta = r["delta"].fmt() if r["delta"] is not None else "not trained (w=1 and w=0)"
         agreed = {True: "yes", False: "no", None: "—"}[r["agreed"]]
+        if r["agreed"] is not None and r["delta"].low <= 0 <= r["delta"].high:
+            agreed += " (Δ n.s.)"  # signs of point estimates only: the measured gap's CI spans 0
         student = r["student"] + (f" ({r['mode']})" if r["mode"] else "")
         lines.append("| " + " | ".join(str(c) for c in [
             student, f"{r['strong']} / {r['weak']}", r["n"], _fmt(r["surprisal_strong"]), _fmt(r["surprisal_weak"]),
