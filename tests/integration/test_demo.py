@@ -20,7 +20,7 @@ from mixgap.store import Store
 
 pytestmark = pytest.mark.slow
 TINY = ["finetune_mode.max_steps=2", "finetune_mode.max_seq_len=768", "finetune_mode.save_steps=1",
-        "eval.limit=2", "eval.max_new_tokens=24", "eval.batch_size=2"]
+        "eval.limit=2", "eval.max_new_tokens=24", "eval.batch_size=2", "predict.max_samples=2"]
 
 
 def launch(*args: str, cwd: Path, data: Path | None) -> subprocess.CompletedProcess:
@@ -65,6 +65,12 @@ def test_every_job_finishes_with_scores_for_the_five_benchmarks(demo):
     assert len({r["artifacts"]["eval.untuned.math"] for r in results}) == 1
     assert len({r["artifacts"]["checkpoint"] for r in results}) == 3
     assert "3 jobs in" in stdout and "3 done" in stdout and "wall time per stage" in stdout
+    # learnability before training: one artifact per pool for the whole sweep, the same figures in every job
+    assert len({r["artifacts"]["predict.strong"] for r in results}) == 1
+    learn = results[0]["learnability"]
+    assert set(learn["strong"]) >= {"surprisal", "mean_rank", "top1_share", "rsr"}
+    assert learn["strong"]["rsr"]["n"] == learn["weak"]["rsr"]["n"] == 2  # the same 2 problems scored in both pools
+    assert all(r["learnability"] == learn for r in results[1:])
 
 
 def test_the_trained_problems_are_kept_out_of_the_math_evaluation(demo):
@@ -99,6 +105,8 @@ def test_report_and_analysis_open_on_the_sweep(demo, tmp_path, kit):
     proc = launch("stage=report", f"report.sweep={sweep}", f"paths.cache={store.root}", cwd=tmp_path, data=kit)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Δ_Long = P_Long − P_Short" in proc.stdout and "full report:" in proc.stdout
+    report_md = (sweep / "report" / "report.md").read_text()
+    assert "Learnability before training" in report_md and "w (realised)" in report_md
     gaps = list(csv.DictReader(open(sweep / "report" / "gaps.csv", encoding="utf-8")))
     average = [g for g in gaps if g["benchmark"] == "average"]
     assert len(average) == 1 and average[0]["student"] == "smollm2_135m"
