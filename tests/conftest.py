@@ -91,3 +91,15 @@ def smollm2_tokenizer(smollm2_path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small CPU passes: on 2 shared cores, OpenMP threads spin-waiting for a
+    busy core slow small generations and scoring passes down many times (``pytest.mark.usefixtures``)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

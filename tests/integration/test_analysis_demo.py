@@ -15,19 +15,9 @@ from mixgap.backends import load_backend, render_prompts
 from mixgap.config import PAPER_PROMPT
 from mixgap.data import fill_prompt, read_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 LONG_COT = "traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 shared cores, spinning OpenMP threads slow small CPU passes down many times."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def test_own_greedy_completions_are_unshifted_long_cot_is_not(smollm2_path, kit):

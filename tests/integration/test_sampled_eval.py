@@ -12,19 +12,9 @@ from mixgap.backends import load_backend
 from mixgap.data import Problem
 from mixgap.store import ArtifactSpec, Store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 PROMPTS = ["What is 2+3?", "Name a prime number."]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: OpenMP threads spin-waiting for a busy shared core slow small generations ~10x."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def test_seeded_samples_reproduce_and_do_not_depend_on_their_batch(smollm2_path):
