@@ -179,7 +179,7 @@ def score_sequences(
     import torch  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    from mixgap.analysis.rank_shift import _decoder_and_head, padded_hidden_states  # noqa: PLC0415
+    from mixgap.analysis.rank_shift import padded_hidden_states, scoring_head  # noqa: PLC0415
     from mixgap.backends import length_sorted_batches  # noqa: PLC0415
 
     if chunk < 1:
@@ -188,10 +188,7 @@ def score_sequences(
         if positions and not (1 <= min(positions) and max(positions) < len(ids)):
             raise ValueError(f"positions {min(positions)}..{max(positions)} are not in [1, {len(ids)}): the first token "
                              "has no logits before it")
-    body, head = _decoder_and_head(model)
-    device = next(model.parameters()).device
-    weight = head.weight.float()  # fp32 logits: bf16 would tie many near-equal logits
-    bias = None if getattr(head, "bias", None) is None else head.bias.float()
+    body, weight, bias, device = scoring_head(model)
     results: list[tuple[list[float], list[int]]] = [([], []) for _ in sequences]
     batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="trace") as bar:

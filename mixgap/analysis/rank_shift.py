@@ -111,10 +111,7 @@ def completion_ranks(
     for ids, n_prompt in sequences:
         if not 1 <= n_prompt <= len(ids):
             raise ValueError(f"n_prompt={n_prompt} is not allowed for a sequence of {len(ids)} tokens; it must be in [1, len]")
-    body, head = _decoder_and_head(model)
-    device = next(model.parameters()).device
-    weight = head.weight.float()  # fp32 logits: bf16 would tie many near-equal logits
-    bias = None if getattr(head, "bias", None) is None else head.bias.float()
+    body, weight, bias, device = scoring_head(model)
     results: list[list[int]] = [[] for _ in sequences]
     batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="completion") as bar:
@@ -220,3 +217,11 @@ def padded_hidden_states(body: Any, rows: Sequence[Sequence[int]], pad_id: int, 
         input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
         mask[row, : len(ids)] = 1
     return body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+
+
+def scoring_head(model: Any) -> tuple[Any, Any, Any, Any]:
+    """``(decoder body, fp32 LM-head weight, fp32 bias or None, device)`` for teacher-forced scoring: logits are
+    computed in fp32 from the body's hidden states (bf16 would tie many near-equal logits and blur ranks)."""
+    body, head = _decoder_and_head(model)
+    bias = None if getattr(head, "bias", None) is None else head.bias.float()
+    return body, head.weight.float(), bias, next(model.parameters()).device
