@@ -161,11 +161,17 @@ def run_job(
     }
     if cfg.stage != "plan":
         runrecord.start(job_dir, result)  # status running before any work
-    rows = plan(cfg, store)
-    result["plan"] = rows
-    log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
-    _log_plan(rows)
-    result["preflight"] = _preflight_hook(cfg, store, gpus)
+    try:
+        rows = plan(cfg, store)
+        result["plan"] = rows
+        log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
+        _log_plan(rows)
+        result["preflight"] = _preflight_hook(cfg, store, gpus)
+    except Exception as err:  # a refused or unplannable job: never left "running"
+        if cfg.stage != "plan":
+            result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+            write_json_atomic(job_dir / RESULT, result)
+        raise
     if cfg.stage == "plan":
         result["status"] = "planned"
         write_json_atomic(job_dir / RESULT, result)

@@ -93,6 +93,21 @@ def test_a_submitit_exit_is_interrupted_and_sigterm_stays_submitits(monkeypatch)
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_job_refused_by_its_preflight_is_recorded_failed_not_left_running(tmp_path, kit):
+    """An earlier run's "done" is replaced, and the refusal (raised before any work) is the recorded error."""
+    from mixgap.config import ConfigError
+
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "result.json").write_text(json.dumps({"status": "done", "store": str((tmp_path / "cache").resolve())}))
+    cfg = _cfg(tmp_path, kit, "stage=train")  # refused before training starts
+    cfg.cluster.gpu_memory_gb = 0.5  # SmolLM2's full SFT needs 5.3 GB per GPU (preflight)
+    with pytest.raises(ConfigError, match="cluster.gpu_memory_gb=0.5"):
+        pipeline.run_job(cfg, job, group=str(tmp_path / "sweep"), gpus=1)
+    record = _read(job)
+    assert record["status"] == "failed" and "cluster.gpu_memory_gb=0.5" in record["error"]
+
+
 def test_a_sweep_folder_refuses_a_second_store(tmp_path, kit, monkeypatch):
     sweep = tmp_path / "sweep"
     (sweep / "0").mkdir(parents=True)
