@@ -14,20 +14,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixgap.config import register_configs
+from mixgap.core.config import register_configs
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from mixgap.backends import BackendUnavailable  # noqa: PLC0415
-    from mixgap.config import ConfigError  # noqa: PLC0415
-    from mixgap.data import DataError  # noqa: PLC0415
-    from mixgap.models import ModelSourceError  # noqa: PLC0415
+    from mixgap.stages.backends import BackendUnavailable  # noqa: PLC0415
+    from mixgap.core.config import ConfigError  # noqa: PLC0415
+    from mixgap.stages.data import DataError  # noqa: PLC0415
+    from mixgap.stages.models import ModelSourceError  # noqa: PLC0415
     from mixgap.pipeline import PoolMissing, run_job  # noqa: PLC0415
-    from mixgap.preflight import job_gpus  # noqa: PLC0415
-    from mixgap.runrecord import Interrupted  # noqa: PLC0415
+    from mixgap.plan.preflight import job_gpus  # noqa: PLC0415
+    from mixgap.core.runrecord import Interrupted  # noqa: PLC0415
 
     hc = HydraConfig.get()
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
@@ -48,10 +48,10 @@ def main(cfg: DictConfig) -> None:
 
 def check_argv() -> None:
     """Refuse an unknown key on the command line (``mix.wieght=0.2`` or ``+mix.wieght=0.2``) in one line,
-    before Hydra composes anything (:func:`mixgap.config.check_override_keys`)."""
+    before Hydra composes anything (:func:`mixgap.core.config.check_override_keys`)."""
     from hydra._internal.utils import get_args_parser  # noqa: PLC0415
 
-    from mixgap.config import ConfigError, check_override_keys  # noqa: PLC0415
+    from mixgap.core.config import ConfigError, check_override_keys  # noqa: PLC0415
 
     args, _ = get_args_parser().parse_known_args()
     try:

@@ -5,8 +5,8 @@ so padding is wasted work, not throughput. The mixture is built from the kit's t
 (``traces/long_cot_*`` as the strong source, ``traces/short_cot_*`` as the weak one, correct responses only,
 a fraction ``--weight`` strong), tokenised with SmolLM2's chat template and the paper prompt; examples over
 ``--max-seq-len`` are dropped (and counted), as in training. Each mode runs in its own process through
-the same ``Trainer`` set-up as ``mixgap.train`` (seeded sampler: identical batches), so peak RSS is per mode.
-Packing runs with ``sdpa_packed`` (per-example causal sdpa, ``mixgap.train.packing``); transformers' dense
+the same ``Trainer`` set-up as ``mixgap.stages.train`` (seeded sampler: identical batches), so peak RSS is per mode.
+Packing runs with ``sdpa_packed`` (per-example causal sdpa, ``mixgap.stages.train.packing``); transformers' dense
 block-diagonal mask over the packed row was measured no faster than padding on this CPU.
 
     MIXGAP_DATA=/work/shared/data .venv/bin/python benchmarks/bench_packing.py \
@@ -34,9 +34,9 @@ TRACES = {"strong": "traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl",
 
 def build_examples(kit: Path, tokenizer, n: int, weight: float, max_seq_len: int, seed: int) -> tuple[list, dict]:
     """``n`` tokenised examples, ``round(weight * n)`` strong; rows over ``max_seq_len`` dropped and counted."""
-    from mixgap import data
-    from mixgap.config import PAPER_PROMPT
-    from mixgap.train.labels import TokenizedExample, tokenize_conversation
+    from mixgap.stages import data
+    from mixgap.core.config import PAPER_PROMPT
+    from mixgap.stages.train.labels import TokenizedExample, tokenize_conversation
 
     rng = random.Random(seed)
     want = {"strong": round(weight * n), "weak": n - round(weight * n)}
@@ -66,9 +66,9 @@ def run_mode(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer, Trainer, TrainerCallback
     from transformers.trainer_utils import SaveStrategy
 
-    from mixgap.config import FinetuneConfig
-    from mixgap.train.packing import make_collator
-    from mixgap.train.trainer import TrainJob, load_student, training_arguments
+    from mixgap.core.config import FinetuneConfig
+    from mixgap.stages.train.packing import make_collator
+    from mixgap.stages.train.trainer import TrainJob, load_student, training_arguments
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -138,9 +138,9 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap.config import register_configs
-    from mixgap.models import resolve_model
-    from mixgap.store import Store
+    from mixgap.core.config import register_configs
+    from mixgap.stages.models import resolve_model
+    from mixgap.core.store import Store
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

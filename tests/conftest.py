@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from mixgap.config import register_configs
+from mixgap.core.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,7 +23,7 @@ register_configs()
 
 
 class RecordingTracker:
-    """A Tracker (mixgap.tracking) that keeps what it is given: tables, image names, summary values."""
+    """A Tracker (mixgap.core.tracking) that keeps what it is given: tables, image names, summary values."""
 
     run_id = None
 
@@ -79,8 +79,8 @@ def test_cache() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path(test_cache: Path) -> str:
     """Folder of the real SmolLM2-135M-Instruct, converted from its GGUF file once (~20 s on 2 cores)."""
-    from mixgap.models import resolve_model
-    from mixgap.store import Store
+    from mixgap.stages.models import resolve_model
+    from mixgap.core.store import Store
 
     student = compose_cfg("student=smollm2_135m").student
     return resolve_model(student, Store(test_cache))

@@ -1,7 +1,7 @@
 """mixgap's multirun sweeper (a Hydra plugin: Hydra instantiates sweepers only from ``hydra_plugins``).
 
 A :class:`~hydra._internal.core_plugins.basic_sweeper.BasicSweeper` that validates and preflights every
-sweep point before the launcher starts anything (see :mod:`mixgap.sweeper`), runs ``stage=plan`` sweeps in
+sweep point before the launcher starts anything (see :mod:`mixgap.plan.sweeper`), runs ``stage=plan`` sweeps in
 the calling process whatever the launcher, and turns a failed submission into one line.
 """
 
@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 
 class PreflightSweeper(BasicSweeper):
-    """``BasicSweeper`` + :mod:`mixgap.sweeper`'s checks of every job before the first one starts."""
+    """``BasicSweeper`` + :mod:`mixgap.plan.sweeper`'s checks of every job before the first one starts."""
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -27,7 +27,7 @@ class PreflightSweeper(BasicSweeper):
         return [job for batch in self.split_arguments(overrides, self.max_batch_size) for job in batch]
 
     def sweep(self, arguments: list[str]) -> Any:
-        from mixgap.sweeper import check_job, job_config, submission_error, sweep_refusals  # noqa: PLC0415
+        from mixgap.plan.sweeper import check_job, job_config, submission_error, sweep_refusals  # noqa: PLC0415
 
         checked, plan_only = [], True
         for overrides in self._all_jobs(arguments):

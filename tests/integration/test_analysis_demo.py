@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from mixgap.analysis import rank_shift as rs
-from mixgap.backends import load_backend, render_prompts
-from mixgap.config import PAPER_PROMPT
-from mixgap.data import fill_prompt, read_jsonl
+from mixgap.results.analysis import rank_shift as rs
+from mixgap.stages.backends import load_backend, render_prompts
+from mixgap.core.config import PAPER_PROMPT
+from mixgap.stages.data import fill_prompt, read_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 LONG_COT = "traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from mixgap.store import Store
+from mixgap.core.store import Store
 
 pytestmark = pytest.mark.slow
 TINY = ["finetune_mode.max_steps=2", "finetune_mode.max_seq_len=768", "finetune_mode.save_steps=1",

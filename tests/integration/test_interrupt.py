@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from mixgap.store import Store
+from mixgap.core.store import Store
 
 pytestmark = pytest.mark.slow
 RUN = ["+experiment=demo", "mix.weight=0", "stage=train", "finetune_mode.max_steps=40", "finetune_mode.save_steps=1",

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from conftest import compose_cfg
-from mixgap import judge
-from mixgap.backends import load_backend
-from mixgap.data import Problem
-from mixgap.store import ArtifactSpec, Store
+from mixgap.stages import judge
+from mixgap.stages.backends import load_backend
+from mixgap.stages.data import Problem
+from mixgap.core.store import ArtifactSpec, Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 PROMPTS = ["What is 2+3?", "Name a prime number."]
@@ -54,7 +54,7 @@ def test_judge_sends_only_rule_misses_with_an_answer_and_caches(tmp_path, smollm
     real_ask = judge.JudgeEngine.ask
     monkeypatch.setattr(judge.JudgeEngine, "ask", lambda self, prompts: asked.append(list(prompts)) or real_ask(self, prompts))
     # the stand-in judge's GGUF weights are converted into the test cache once, like the student fixture's
-    monkeypatch.setattr("mixgap.models.resolve_model", lambda source, _store: smollm2_path)
+    monkeypatch.setattr("mixgap.stages.models.resolve_model", lambda source, _store: smollm2_path)
     scores = judge.judge_evaluations(cfg.eval.judge, store, {"x": (spec.key, "math500", problems)})["x"]
     assert len(asked[0]) == 1 and "question p2" in asked[0][0] and "Model's Generated Answer: 6" in asked[0][0]
     judged = [json.loads(line) for line in open(store.path(judge.judge_spec(cfg.eval.judge, spec.key).key) / judge.JUDGMENTS)]

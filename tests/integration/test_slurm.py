@@ -28,7 +28,7 @@ import slurm_cluster
 
 from conftest import ROOT, compose_cfg
 from mixgap import pipeline
-from mixgap.sweep import job_results
+from mixgap.results.sweep import job_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

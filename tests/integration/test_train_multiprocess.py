@@ -1,7 +1,7 @@
 """Multi-GPU training rehearsed on the CPU: 2 gloo ranks, DeepSpeed ZeRO-3, SmolLM2-135M, kill + resume.
 
 The job runs through the launch a GPU job uses (``build_checkpoint`` -> ``launch.world_plan`` ->
-``launch.torchrun_command`` -> ``launch.run_launch`` -> ``python -m mixgap.train`` in every rank);
+``launch.torchrun_command`` -> ``launch.run_launch`` -> ``python -m mixgap.stages.train`` in every rank);
 ``MIXGAP_CPU_PROCESSES=2`` stands in for the allocation's 2 GPUs. Global batch 4 = 2 ranks x per-device
 1 x accumulation 2; the 1-process reference trains in this process with per-device 1 x accumulation 4
 (no DeepSpeed), so both see the same 4 examples per optimiser step: the seeded sampler draws one
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap.store import Store
-from mixgap.train import build_checkpoint, checkpoint_spec, checks
+from mixgap.core.store import Store
+from mixgap.stages.train import build_checkpoint, checkpoint_spec, checks
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -52,7 +52,7 @@ def _losses(logs) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, smollm2_path):
     """The reference: the same job in this process (1 rank, accumulation 4), per-step losses and counts."""
-    from mixgap.tracking import NullTracker
+    from mixgap.core.tracking import NullTracker
 
     class Recorder(NullTracker):
         def __init__(self):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from mixgap.store import Store
-from mixgap.tracking import NullTracker
-from mixgap.train import build_checkpoint, checkpoint_spec
+from mixgap.core.store import Store
+from mixgap.core.tracking import NullTracker
+from mixgap.stages.train import build_checkpoint, checkpoint_spec
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -171,8 +171,8 @@ def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_stude
     mixture from its pools without the 2 over-length problems (t-09, t-10), at the exact weight."""
     from omegaconf import OmegaConf
 
-    from mixgap.data import read_jsonl
-    from mixgap.train import batching
+    from mixgap.stages.data import read_jsonl
+    from mixgap.stages.train import batching
 
     rows = read_jsonl(MIXTURE / "mixture.jsonl")
     pools = {}
@@ -192,8 +192,8 @@ def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_stude
     assert counts["kept"] == {"strong": 4, "weak": 4} and counts["dropped"] == {"strong": 0, "weak": 0}
     from transformers import AutoTokenizer
 
-    from mixgap.data import fill_prompt
-    from mixgap.train.labels import tokenize_conversation
+    from mixgap.stages.data import fill_prompt
+    from mixgap.stages.train.labels import tokenize_conversation
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_student)
     lengths = [len(tokenize_conversation(tokenizer, fill_prompt(cfg.finetune_mode.prompt, r["problem"]), r["response"]).input_ids)

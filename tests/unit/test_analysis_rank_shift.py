@@ -1,4 +1,4 @@
-"""mixgap.analysis.rank_shift on hand-made logits, a hand-built bigram model and a tiny random Llama."""
+"""mixgap.results.analysis.rank_shift on hand-made logits, a hand-built bigram model and a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mixgap.analysis import rank_shift as rs
+from mixgap.results.analysis import rank_shift as rs
 
 
 def test_token_ranks_hand_made_logits():

@@ -27,10 +27,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap import analysis
-from mixgap.config import ConfigError
+from mixgap.results import analysis
+from mixgap.core.config import ConfigError
 from mixgap.pipeline import job_identity, run_job
-from mixgap.store import Store, write_json_atomic
+from mixgap.core.store import Store, write_json_atomic
 
 BENCH_OF = {"A": "math500", "B": "math500", "C": "math500", "X": "aime24", "Y": "aime24"}
 V = 4096
@@ -107,9 +107,9 @@ def made(tmp_path_factory, kit):
     sweep = build_sweep(root)
     tracker, tokenizer = RecordingTracker(), WordTokenizer()
     mp = pytest.MonkeyPatch()
-    mp.setattr("mixgap.models.check_hub_model", lambda name, hf_id: None)  # the student below is a fake
-    mp.setattr("mixgap.analysis.rank_shift.load_student", lambda path: (NeverWaits(), tokenizer))
-    mp.setattr("mixgap.tracking.make_tracker", lambda *a, **k: tracker)
+    mp.setattr("mixgap.stages.models.check_hub_model", lambda name, hf_id: None)  # the student below is a fake
+    mp.setattr("mixgap.results.analysis.rank_shift.load_student", lambda path: (NeverWaits(), tokenizer))
+    mp.setattr("mixgap.core.tracking.make_tracker", lambda *a, **k: tracker)
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={sweep}", "analyze.max_completions=3",
                       f"paths.cache={root / 'cache'}", "tracking.backend=none", data=kit)
     stdout = io.StringIO()

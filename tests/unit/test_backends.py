@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mixgap.backends import (
+from mixgap.stages.backends import (
     BackendUnavailable,
     cut_at_stop,
     hf_generate_kwargs,

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, compose_cfg
-from mixgap.config import BENCHMARKS, ConfigError, validate
+from mixgap.core.config import BENCHMARKS, ConfigError, validate
 
 CONF = ROOT / "conf"
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap.config import ConfigError, check_override_keys, validate
+from mixgap.core.config import ConfigError, check_override_keys, validate
 
 
 def test_plus_typo_in_composed_config_is_refused_naming_the_closest_field(kit):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_cfg
-from mixgap import data
-from mixgap.data import DataError, Problem
+from mixgap.stages import data
+from mixgap.stages.data import DataError, Problem
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from mixgap.config import validate
+from mixgap.core.config import validate
 
 CONF = ROOT / "conf"
 TEN = ["qwen0.5b", "qwen1.5b", "qwen3b", "qwen7b", "qwen14b", "qwen32b", "llama1b", "llama3b", "llama8b", "llama70b"]

@@ -9,11 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap import mix, report, sweep, tables
-from mixgap.config import ConfigError, validate
-from mixgap.train import batching, pairs
-from mixgap.train.labels import tokenize_conversation
-from mixgap.train.stage import checkpoint_spec
+from mixgap.stages import mix
+from mixgap.results import report, sweep, tables
+from mixgap.core.config import ConfigError, validate
+from mixgap.stages.train import batching, pairs
+from mixgap.stages.train.labels import tokenize_conversation
+from mixgap.stages.train.stage import checkpoint_spec
 
 BOOT = {"n_boot": 200, "seed": 0, "confidence": 0.95}
 

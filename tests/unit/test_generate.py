@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.backends import Completion
-from mixgap.data import Problem, read_jsonl
-from mixgap.generate import (
+from mixgap.stages.backends import Completion
+from mixgap.stages.data import Problem, read_jsonl
+from mixgap.stages.generate import (
     build_generation,
     build_pool,
     filter_samples,
@@ -22,8 +22,8 @@ from mixgap.generate import (
     pool_spec,
 )
 from mixgap.grading import grade
-from mixgap.store import Store, canonical_json
-from mixgap.tracking import NullTracker
+from mixgap.core.store import Store, canonical_json
+from mixgap.core.tracking import NullTracker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

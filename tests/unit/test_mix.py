@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mixgap.config import ConfigError
-from mixgap.mix import (
+from mixgap.core.config import ConfigError
+from mixgap.stages.mix import (
     build_mixture,
     mixture_spec,
     problem_set_key,

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap import pipeline, summary
+from mixgap import pipeline
+from mixgap.plan import summary
 
 
 def _keys(*overrides: str) -> dict[str, str]:

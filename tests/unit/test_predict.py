@@ -1,4 +1,4 @@
-"""Learnability before training (mixgap.predict): exact token scores, RSR, the training mask, shared artifacts."""
+"""Learnability before training (mixgap.stages.predict): exact token scores, RSR, the training mask, shared artifacts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import compose_cfg
-from mixgap import learnability_report, pipeline, predict
-from mixgap.config import PAPER_PROMPT
-from mixgap.data import Problem
-from mixgap.train import labels
+from mixgap.results import learnability_report
+from mixgap import pipeline
+from mixgap.stages import predict
+from mixgap.core.config import PAPER_PROMPT
+from mixgap.stages.data import Problem
+from mixgap.stages.train import labels
 
 
 def test_token_scores_are_the_exact_nll_and_rank_of_hand_made_logits():
@@ -125,7 +127,7 @@ def test_the_predict_artifact_is_shared_by_every_weight_but_not_by_students_or_s
 
 
 def test_bad_predict_values_are_one_line_config_errors():
-    from mixgap.config import ConfigError, validate
+    from mixgap.core.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match=r"predict.max_samples=0 is not allowed"):
         validate(compose_cfg("predict.max_samples=0", "paths.data=null"))

@@ -1,4 +1,4 @@
-"""Preflight (mixgap.preflight) and the sweeper that runs it on every sweep point before the first job.
+"""Preflight (mixgap.plan.preflight) and the sweeper that runs it on every sweep point before the first job.
 
 Memory figures are hand-computed from the arch facts in conf/student/*.yaml; GB = 1e9 bytes.
 """
@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap.config import ConfigError
-from mixgap.preflight import batch_layout, lora_params, preflight
-from mixgap.sweeper import submission_error, sweep_refusals
+from mixgap.core.config import ConfigError
+from mixgap.plan.preflight import batch_layout, lora_params, preflight
+from mixgap.plan.sweeper import submission_error, sweep_refusals
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +165,7 @@ def test_eval_hours_follow_model_size_samples_and_arms():
 
 
 def test_sweep_total_counts_each_untuned_evaluation_once():
-    from mixgap.preflight import summary_lines
+    from mixgap.plan.preflight import summary_lines
 
     def job(weight):
         report = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", f"mix.weight={weight}"), 8)
@@ -196,7 +196,7 @@ def test_memory_refusal_suggests_only_what_the_job_does_not_use():
     ],
 )
 def test_cluster_and_benchmark_list_are_range_checked(override, message):
-    from mixgap.config import validate
+    from mixgap.core.config import validate
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose_cfg(override))
@@ -205,7 +205,7 @@ def test_cluster_and_benchmark_list_are_range_checked(override, message):
 def test_sampled_protocol_composes_without_aime_and_amc():
     cfg = compose_cfg("+protocol=sampled", "benchmark=[gsm8k]")
     assert list(cfg.benchmark) == ["gsm8k"] and cfg.eval.n_samples_by_benchmark["aime24"] == 16
-    from mixgap.evaluate import sampling_fields
+    from mixgap.stages.evaluate import sampling_fields
 
     assert sampling_fields(cfg.eval, cfg.benchmark.gsm8k)["n_samples"] == 4
 
@@ -284,7 +284,7 @@ def test_every_preset_passes_preflight_on_slurm():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415
     from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
 
-    from mixgap.sweeper import check_job, job_config  # noqa: PLC0415
+    from mixgap.plan.sweeper import check_job, job_config  # noqa: PLC0415
 
     bad = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

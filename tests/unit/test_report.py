@@ -1,4 +1,4 @@
-"""mixgap.report on a synthetic sweep (tests/fixtures/report_sweep.json) with hand-computed numbers.
+"""mixgap.results.report on a synthetic sweep (tests/fixtures/report_sweep.json) with hand-computed numbers.
 
 Derivations used below (resampling n problems with replacement draws a fixed set of m of them
 Binomial(n, m/n) times; benchmarks are resampled independently; average = mean of MATH500 and AIME24):
@@ -25,10 +25,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap import report, stats, sweep, tables
-from mixgap.config import ConfigError
+from mixgap.results import report, sweep, tables
+from mixgap import stats
+from mixgap.core.config import ConfigError
 from mixgap.pipeline import job_identity, run_job
-from mixgap.store import write_json_atomic
+from mixgap.core.store import write_json_atomic
 
 BENCHES = "benchmark=[math500,aime24]"
 
@@ -98,7 +99,7 @@ def made(tmp_path_factory):
     sweeps, cache = build_sweep(root)
     tracker = RecordingTracker()
     mp = pytest.MonkeyPatch()
-    mp.setattr("mixgap.tracking.make_tracker", lambda *a, **k: tracker)
+    mp.setattr("mixgap.core.tracking.make_tracker", lambda *a, **k: tracker)
     cfg = compose_cfg("stage=report", f"report.sweep=['{sweeps[0]}','{sweeps[1]}']", f"paths.cache={cache}",
                       "tracking.backend=none")
     stdout = io.StringIO()

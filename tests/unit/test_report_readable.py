@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mixgap import figures, stats, tables
-from mixgap.analysis import render
-from mixgap.analysis.rank_shift import TokenStat
+from mixgap.results import figures, tables
+
+from mixgap import stats
+from mixgap.results.analysis import render
+from mixgap.results.analysis.rank_shift import TokenStat
 
 LENGTH = ("LENGTH STOP: untuned smollm2_135m {b}: {p}% of the answers stopped by length (> 20%); "
           + tables.LENGTH_UNTUNED)

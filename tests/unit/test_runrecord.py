@@ -11,9 +11,10 @@ import socket
 import pytest
 
 from conftest import compose_cfg
-from mixgap import pipeline, runrecord
-from mixgap.config import ConfigError
-from mixgap.runrecord import Interrupted
+from mixgap import pipeline
+from mixgap.core import runrecord
+from mixgap.core.config import ConfigError
+from mixgap.core.runrecord import Interrupted
 
 
 def _cfg(tmp_path, kit, *extra):
@@ -95,7 +96,7 @@ def test_a_submitit_exit_is_interrupted_and_sigterm_stays_submitits(monkeypatch)
 
 def test_a_job_refused_by_its_preflight_is_recorded_failed_not_left_running(tmp_path, kit):
     """An earlier run's "done" is replaced, and the refusal (raised before any work) is the recorded error."""
-    from mixgap.config import ConfigError
+    from mixgap.core.config import ConfigError
 
     job = tmp_path / "sweep" / "0"
     job.mkdir(parents=True)
@@ -125,8 +126,8 @@ def test_a_running_record_of_a_dead_pid_says_so():
 
 
 def test_the_report_counts_unfinished_statuses_apart_and_never_reads_them(tmp_path):
-    from mixgap import tables
-    from mixgap.sweep import read_sweeps
+    from mixgap.results import tables
+    from mixgap.results.sweep import read_sweeps
 
     records = {"0": {"status": "done"}, "1": {"status": "running", "pid": 1, "host": "elsewhere", "started": 0},
                "2": {"status": "interrupted", "interrupted": {"signal": "SIGTERM", "at": 0}},

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import compose_cfg
 from mixgap import stats
-from mixgap.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
-from mixgap.config import ConfigError, validate
-from mixgap.evaluate import eval_spec, problem_seed, sampling_fields, score, stop_strings
+from mixgap.stages.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
+from mixgap.core.config import ConfigError, validate
+from mixgap.stages.evaluate import eval_spec, problem_seed, sampling_fields, score, stop_strings
 
 
 @pytest.mark.parametrize(("n", "c", "k", "expected"), [

@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from mixgap import generate, pipeline
-from mixgap.store import Store
-from mixgap.tracking import NullTracker
+from mixgap.stages import generate
+from mixgap import pipeline
+from mixgap.core.store import Store
+from mixgap.core.tracking import NullTracker
 
 CONF = ROOT / "conf"
 
@@ -155,7 +156,7 @@ SAMPLES = [  # one correct and one wrong teacher sample: the pool keeps p1 only
 HOLDER = """
 import json, sys, time
 from pathlib import Path
-from mixgap.store import ArtifactSpec, Store
+from mixgap.core.store import ArtifactSpec, Store
 root, spec, ready, rows = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
 def build(out, work):
     ready.touch()

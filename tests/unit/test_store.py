@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.store import MANIFEST, ArtifactSpec, Store, make_key, write_json_atomic
+from mixgap.core.store import MANIFEST, ArtifactSpec, Store, make_key, write_json_atomic
 
 
 def test_key_is_stage_plus_hash_of_fields_and_inputs():
@@ -100,7 +100,7 @@ def test_two_processes_asking_for_one_key_compute_it_once(tmp_path):
 _KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from mixgap.store import ArtifactSpec, Store
+from mixgap.core.store import ArtifactSpec, Store
 
 def build(out, work):
     (out / "part.jsonl").write_text("{}\\n")

@@ -12,12 +12,13 @@ import sys
 import time
 
 from conftest import ROOT
-from mixgap import pipeline, runrecord
-from mixgap.store import ArtifactSpec, Store
+from mixgap import pipeline
+from mixgap.core import runrecord
+from mixgap.core.store import ArtifactSpec, Store
 
 HOLDER = """
 import sys, time
-from mixgap.store import Store
+from mixgap.core.store import Store
 store = Store(sys.argv[1])
 with store.holding(sys.argv[2]):
     print("held", flush=True)
@@ -34,7 +35,7 @@ def test_a_wait_names_the_owner_keeps_a_heartbeat_and_is_counted_apart(tmp_path,
     assert holder.stdout.readline().strip() == "held"
     assert store.owner(spec.key)["pid"] == holder.pid
     timings: dict[str, float] = {}
-    caplog.set_level(logging.WARNING, logger="mixgap.store")
+    caplog.set_level(logging.WARNING, logger="mixgap.core.store")
     with pipeline.timed(timings, "mix", store):
         store.get_or_build(spec, lambda out, work: (out / "x").write_text("1") and None)
     holder.wait(timeout=30)

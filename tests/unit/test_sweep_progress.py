@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT
-from mixgap import pipeline, summary
+from mixgap import pipeline
+from mixgap.plan import summary
 
 
 def _hydra_cfg(overrides, num=0):

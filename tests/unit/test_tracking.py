@@ -9,7 +9,7 @@ import pytest
 
 from conftest import compose_cfg
 from mixgap import pipeline
-from mixgap.tracking import NullTracker, make_tracker, wandb_mode
+from mixgap.core.tracking import NullTracker, make_tracker, wandb_mode
 
 
 @pytest.mark.parametrize(

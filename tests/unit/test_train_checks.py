@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mixgap.train.checks import (
+from mixgap.stages.train.checks import (
     CheckpointError,
     check_saved_weights,
     expected_parameters,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.config import PAPER_PROMPT
-from mixgap.data import Problem
-from mixgap.train import TokenizedExample, tokenize_conversation
-from mixgap.train.labels import IGNORE, apply_overlength, end_of_turn_id, set_chat_template, tokenize_mixture
+from mixgap.core.config import PAPER_PROMPT
+from mixgap.stages.data import Problem
+from mixgap.stages.train import TokenizedExample, tokenize_conversation
+from mixgap.stages.train.labels import IGNORE, apply_overlength, end_of_turn_id, set_chat_template, tokenize_mixture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -147,7 +147,7 @@ def test_overlength_errors():
 
 
 def test_tokenize_mixture_fixture(smollm2_tokenizer):
-    from mixgap.mix import read_mixture
+    from mixgap.stages.mix import read_mixture
 
     rows = read_mixture(FIXTURES / "train_mixture")
     examples = tokenize_mixture(rows, smollm2_tokenizer, PAPER_PROMPT, progress=False)

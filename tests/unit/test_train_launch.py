@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import compose_cfg
-from mixgap.train import checkpoint_spec
-from mixgap.train.launch import (
+from mixgap.stages.train import checkpoint_spec
+from mixgap.stages.train.launch import (
     WorldPlan,
     cpu_processes,
     deepspeed_config,
@@ -18,11 +18,11 @@ from mixgap.train.launch import (
     use_subprocess,
     world_plan,
 )
-from mixgap.train.stage import resolve_precision
-from mixgap.train.trainer import gradient_accumulation, last_complete_checkpoint
+from mixgap.stages.train.stage import resolve_precision
+from mixgap.stages.train.trainer import gradient_accumulation, last_complete_checkpoint
 
 PY = sys.executable
-TAIL = ["-m", "mixgap.train", "job.json"]
+TAIL = ["-m", "mixgap.stages.train", "job.json"]
 
 
 def hosts(nodelist: str) -> list[str]:
@@ -148,8 +148,8 @@ def test_last_complete_checkpoint(tmp_path):
 
 
 def test_run_launch_forwards_metrics_and_fails_loudly(tmp_path):
-    from mixgap.train.launch import run_launch
-    from mixgap.train.trainer import jsonl_sink
+    from mixgap.stages.train.launch import run_launch
+    from mixgap.stages.train.trainer import jsonl_sink
 
     log = tmp_path / "metrics.jsonl"
     jsonl_sink(log)({"train/loss": 9.0}, 1)  # left by an earlier (killed) attempt: not forwarded again
@@ -170,7 +170,7 @@ def test_run_launch_forwards_metrics_and_fails_loudly(tmp_path):
      ("fp32", "lora", None, "float32")],
 )
 def test_load_dtype(precision, mode, deepspeed, dtype):
-    from mixgap.train.trainer import TrainJob, load_dtype
+    from mixgap.stages.train.trainer import TrainJob, load_dtype
 
     job = TrainJob("s", None, {"mode": mode}, "e", "t", "o", "l", "r", precision=precision, deepspeed_config=deepspeed)
     assert load_dtype(job) == dtype

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.mix import read_mixture
-from mixgap.train.labels import IGNORE, tokenize_mixture
-from mixgap.train.packing import (
+from mixgap.stages.mix import read_mixture
+from mixgap.stages.train.labels import IGNORE, tokenize_mixture
+from mixgap.stages.train.packing import (
     PACKED_SDPA,
     attention_for,
     make_collator,
@@ -54,7 +54,7 @@ def test_segment_bounds_and_attention_choice():
 def test_packed_attention_refuses_rows_without_positions():
     import torch
 
-    from mixgap.train.packing import packed_sdpa_attention
+    from mixgap.stages.train.packing import packed_sdpa_attention
 
     q = torch.zeros(1, 2, 5, 4)
     with pytest.raises(ValueError, match="packed attention needs position_ids"):

@@ -1,0 +1,121 @@
+"""The multirun's summary: a Hydra callback that prints each job's place in the sweep while it runs, then how
+the jobs ended, their stage times, the preflight (memory per GPU, GPU-hours, refusals) and how they share
+artifacts (a shared artifact is built once)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mixgap.core.store import Store
+
+
+def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
+
+    The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
+    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
+    planned for ``stage=plan`` jobs, in the store now for the others.
+    """
+    kinds: dict[str, dict[str, int]] = {}
+    seen: dict[str, tuple[str, bool]] = {}
+    uses: Counter[str] = Counter()
+    for result in results:
+        store = Store(result["store"]) if result.get("status") != "planned" and result.get("store") else None
+        for row in result.get("plan", []):
+            parts = row["role"].split(".")
+            uses[row["key"]] += 1
+            done = store.is_done(row["key"]) if store is not None else row["done"]  # now, after the jobs ran
+            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], done)
+    for key, (kind, done) in seen.items():
+        entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
+        entry["distinct"] += 1
+        entry["done"] += int(done)
+        entry["uses"] += uses[key]
+    return kinds
+
+
+def sweep_size(overrides: Sequence[str]) -> int:
+    """Jobs of a basic sweep: the product of the number of values of each sweep override (``a=0,0.2,1``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+
+    size = 1
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
+class SweepSummary(Callback):
+    """Hydra callback: before each job of a multirun, print which job it is and how many are left; after the
+    multirun, how the jobs share artifacts (plan) or how they ended."""
+
+    total: int | None = None  # jobs in the sweep, known in the process that launched it
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            task = list(config.hydra.overrides.task)
+            keys = {o.split("=", 1)[0].lstrip("+~") for o in task}
+            params = config.hydra.get("sweeper", {}).get("params") or {}  # an experiment's own sweep
+            self.total = sweep_size(task + [f"{k}={v}" for k, v in params.items() if k not in keys])
+        except Exception:  # another sweeper's syntax: progress without a total
+            self.total = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_cfg = config.get("hydra")
+        from hydra.types import RunMode  # noqa: PLC0415
+
+        if hydra_cfg is None or hydra_cfg.get("mode") != RunMode.MULTIRUN:
+            return
+        num = int(hydra_cfg.job.num)
+        what = " ".join(hydra_cfg.overrides.task)
+        if self.total:
+            print(f"job {num + 1}/{self.total} ({what}); {self.total - num - 1} left after it", flush=True)
+        else:
+            print(f"job {num + 1} ({what})", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        from mixgap.results.sweep import job_results  # noqa: PLC0415
+
+        jobs = job_results(sweep_dir)
+        results = [r for _, r in jobs if r is not None]
+        statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
+        print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+        timings: Counter[str] = Counter()
+        for result in results:
+            timings.update(result.get("timings", {}))
+        if timings:
+            print("wall time per stage, summed over jobs: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+        reused: dict[str, float] = {}
+        for result in results:
+            for role, wall in result.get("reused_build_s", {}).items():
+                reused.setdefault(role, wall)  # a shared artifact counts once
+        if reused:
+            kinds: Counter[str] = Counter()
+            for role, wall in reused.items():
+                kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
+            print("reused from the store (their build time when made): "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
+        from mixgap.plan.preflight import summary_lines  # noqa: PLC0415
+
+        lines, refused = summary_lines(results)
+        for line in lines:
+            print(line)
+        summary = plan_summary(results)
+        if summary:
+            print("artifacts they need (shared artifacts are built once):")
+            for kind, entry in summary.items():
+                print(
+                    f"  {kind:<13} {entry['distinct']:>4} distinct ({entry['done']} done), "
+                    f"used {entry['uses']} times"
+                )
+        if refused:
+            raise SystemExit(2)  # stage=plan: every job planned and printed; any refusal fails the sweep

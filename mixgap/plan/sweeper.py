@@ -1,0 +1,71 @@
+"""Every sweep point checked before the first job starts: the logic of the multirun sweeper.
+
+``conf/config.yaml`` sets ``hydra.sweeper._target_`` to ``hydra_plugins.mixgap_sweeper.PreflightSweeper``
+(Hydra instantiates sweepers only from the ``hydra_plugins`` package; that class is a thin
+``BasicSweeper`` subclass calling the functions here; experiments still set ``hydra.sweeper.params``).
+Before the launcher starts anything, the sweeper composes every job's config
+(``config_loader.load_sweep_config``, as the launcher will), runs :func:`mixgap.core.config.validate` and
+:func:`mixgap.plan.preflight.preflight` (for the GPUs the chosen launcher gives a job) on each, and refuses the
+whole sweep with one line per bad job and field: a SLURM array is never submitted with a job that would fail.
+With ``stage=plan`` nothing is ever submitted: the jobs run in the calling process (the basic launcher's
+semantics) whatever ``hydra/launcher`` says, each planned for the resources that launcher would give it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+
+def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], int]:
+    """The task config of one composed sweep point (without ``hydra``), its task overrides and its GPUs."""
+    from mixgap.plan.preflight import launcher_gpus  # noqa: PLC0415
+
+    overrides = list(sweep_config.hydra.overrides.task)
+    gpus = launcher_gpus(sweep_config.hydra.launcher)
+    cfg = copy.deepcopy(sweep_config)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, overrides, gpus
+
+
+def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: int) -> tuple[str | None, dict[str, Any] | None]:
+    """``(validation error or None, preflight or None)`` for one job config; reads the store, builds nothing."""
+    from mixgap.core.config import ConfigError, validate  # noqa: PLC0415
+    from mixgap.plan.preflight import preflight  # noqa: PLC0415
+    from mixgap.core.store import Store  # noqa: PLC0415
+
+    try:
+        validate(cfg, overrides)
+    except ConfigError as err:
+        return str(err), None
+    if cfg.stage in ("report", "analyze"):
+        return None, None
+    store = Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None  # Store() would create it
+    return None, preflight(cfg, gpus, store)
+
+
+def sweep_refusals(checked: Sequence[tuple[Sequence[str], str | None, dict[str, Any] | None]], plan_only: bool) -> list[str]:
+    """One line per refused job and field: ``job <n> (<overrides>): <reason>``.
+
+    Validation errors refuse on every stage; preflight refusals only when the sweep runs (with
+    ``stage=plan`` every job is planned and its refusals printed by the sweep summary instead).
+    """
+    lines = []
+    for num, (overrides, error, report) in enumerate(checked):
+        reasons = [error] if error else ([] if plan_only or report is None else report["refusals"])
+        label = " ".join(o for o in overrides if not o.startswith("hydra"))
+        lines.extend(f"job {num} ({label}): {reason}" for reason in reasons)
+    return lines
+
+
+def submission_error(launcher: str, err: BaseException) -> str:
+    """The one line for a launcher that could not submit: the launcher and the first line of its error
+    (submitit raises ``FailedJobError(sbatch's stderr)``, or ``RuntimeError`` when there is no ``srun``)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else type(err).__name__
+    return f"hydra/launcher={launcher} could not submit the sweep (nothing was started): {first}"

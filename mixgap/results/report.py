@@ -1,0 +1,229 @@
+"""Stage ``report``: finished sweep folders -> tidy CSV, the paper's tables with CIs, figures, ``report.md``.
+
+``python launch.py stage=report report.sweep=<folder>`` (or ``report.sweep=[a,b]``). Reads only job folders
+(``.hydra/config.yaml``, ``result.json``) and the artifact store their results name; never W&B. Writes into
+``report.out`` (default ``<first sweep>/report``):
+
+- ``results.csv``: tidy, one row per job x arm (tuned / untuned) x benchmark, plus each complete arm's average;
+- ``gaps.csv``: per teacher pair x student x fine-tune mode x benchmark (and average): P_strong (w=1),
+  P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict and the paper's numbers;
+- ``fig_gap_vs_size_*.png`` (Figures 2/3) and ``fig_average_vs_weight_*.png`` (Figure 6), via :mod:`mixgap.results.figures`;
+- ``report.md`` tying it together, with every warning (missing jobs, length stops, problem-id mismatches).
+
+A job counts only when it is ``done`` and every benchmark it names has a finished evaluation; anything else
+is listed as missing, never averaged over. Seeds: jobs equal in all but ``seed``/``mix_seed``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from mixgap.results import figures, learnability_report, tables
+
+from mixgap import stats
+from mixgap.core.store import Store
+from mixgap.results.sweep import Job, assign_variants, read_sweeps
+
+
+def runs_of(jobs: list[Job], arm: str, warnings: list[str] | None = None) -> list[dict[str, dict[str, bool]]]:
+    """One ``{benchmark: {id: correct}}`` per distinct run: jobs with identical evaluation keys count once, and
+    so do tuned jobs whose seeds select the same data and training (:meth:`Job.independent_seeds`: ``mix.seed``
+    selects nothing at w = 0 or 1, the global ``seed`` changes no weight); such a collapse is warned about."""
+    seen, runs, seeds_seen = set(), [], {}
+    for job in jobs:
+        if arm in job.complete:
+            keys = tuple(sorted(e.key for e in job.evals[arm].values()))
+            seeds = job.independent_seeds() if arm == "tuned" else None
+            if keys in seen:
+                continue
+            if seeds is not None and seeds in seeds_seen:
+                if warnings is not None:
+                    warnings.append(f"{job.label()}: not an independent seed of {seeds_seen[seeds]} (same "
+                                    f"finetune_mode.seed, and mix.seed selects nothing at w={job.identity.get('weight')}"
+                                    "); counted once, it does not narrow the interval")
+                continue
+            seen.add(keys)
+            if seeds is not None:
+                seeds_seen[seeds] = job.label()
+            runs.append({b: e.correct for b, e in job.evals[arm].items()})
+    return runs
+
+
+def aligned(arms: list[list[dict[str, dict[str, bool]]]], label: str, warnings: list[str]) -> list[dict[str, Any]]:
+    """Each arm as ``{benchmark: (S, n) matrix}`` on the benchmarks and problem ids all runs share."""
+    runs = [r for arm in arms for r in arm]
+    benches = [b for b in runs[0] if all(b in r for r in runs)]
+    if len(benches) < len(set().union(*runs)):
+        warnings.append(f"{label}: only benchmarks {benches} are common to all runs; the others are left out")
+    out: list[dict[str, Any]] = [{} for _ in arms]
+    for bench in benches:
+        preds = [r[bench] for r in runs]
+        if dropped := stats.dropped_ids(preds):
+            warnings.append(f"{label} {bench}: {dropped} problem ids not in every run; compared on the intersection")
+        _, matrix = stats.align(preds)
+        start = 0
+        for a, arm in enumerate(arms):
+            out[a][bench] = matrix[start : start + len(arm)]
+            start += len(arm)
+    return out
+
+
+def gap_rows(
+    groups: dict[tuple, list[Job]], boot: dict[str, Any], warnings: list[str], flagged: set[str],
+    planned: set[tuple] | None = None,
+) -> list[dict[str, Any]]:
+    """Table 1/2 rows: per teacher pair x student x mode, the w=1 vs w=0 comparison (or what is missing).
+
+    ``planned``: the conditions (``Job.condition()``) of every job of the sweeps, finished or not. A cell gets
+    a row only when the sweeps hold a job at both w = 1 and w = 0 (else it is a one-armed baseline such as
+    Table 3's DeepSeek-R1-32B long CoT, shown in Table 3 only); None = every cell with a finished weight.
+
+    Each row: ``strong``, ``weak``, ``kind``/``strong``/``weak`` column names (:func:`pair_kind`, under
+    ``names``), ``student``, ``family``, ``size_b``, ``mode``, ``comparison`` (``stats.compare`` result or
+    None), ``missing`` (which weight has no finished job), ``paper`` (``tables.paper_gap``), ``length_stop``.
+    """
+    rows = []
+    cells = {(s, st, wk, m) for (s, st, wk, m, w) in groups if w in (0, 1)}
+    if planned is not None:
+        cells = {c for c in cells if all((*c, w) in planned for w in (1, 0))}
+    for student, strong, weak, mode in cells:
+        arms = [groups.get((student, strong, weak, mode, w), []) for w in (1, 0)]
+        ident = next(j for arm in arms for j in arm).identity
+        row = {
+            "strong": strong, "weak": weak, "names": tables.pair_kind(ident.get("strong_cot")), "student": student,
+            "family": ident.get("student_family"), "size_b": ident.get("student_size_b"), "mode": mode,
+            "paper": tables.paper_gap(strong, weak, student), "comparison": None, "missing": None,
+            "length_stop": any(tables.flagged_any(arm, "tuned", flagged) for arm in arms),
+        }
+        runs = [runs_of(arm, "tuned", warnings) for arm in arms]
+        if all(runs):
+            s_arm, w_arm = aligned(runs, f"{student} {strong}/{weak} {mode}", warnings)
+            row["comparison"] = stats.compare(s_arm, w_arm, **boot)
+        else:
+            row["missing"] = " and ".join(f"w={w}" for w, r in zip((1, 0), runs, strict=True) if not r)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["strong"], r["weak"], str(r["family"]), r["size_b"] or 0, r["mode"]))
+
+
+def condition_accuracy(jobs: list[Job], arm: str, label: str, boot: dict[str, Any], warnings: list[str]):
+    """``(stats.accuracy(...), distinct runs)`` of a condition's seeds on their shared problems; None if none."""
+    runs = runs_of(jobs, arm, warnings)
+    return (stats.accuracy(aligned([runs], label, warnings)[0], **boot), len(runs)) if runs else (None, 0)
+
+
+def _weight_order(weight: float) -> tuple:
+    return (0,) if weight == 1 else (1,) if weight == 0 else (2, weight)
+
+
+def table3_rows(
+    jobs: list[Job], groups: dict[tuple, list[Job]], boot: dict[str, Any], warnings: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Table 3 per student: the untuned student, then every (teacher pair, mode, weight) condition.
+
+    Returns:
+        ``{student: [row, ...]}``; a row has ``method``, ``teachers``, ``strong``, ``weak``, ``mode``,
+        ``weight`` (None for the untuned student), ``seeds`` (distinct runs), ``cells`` (``stats.accuracy``:
+        benchmark -> Interval, plus ``average``) and ``paper`` (``tables.paper_table3`` or None); tuned rows
+        also ``realised`` (mean realised strong fraction, ``tables.realised_weight``, or None) and ``w_label``.
+        The method is the paper's Table 3 name when the (teacher pair, weight) is one of its methods.
+    """
+    by_student: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    untuned: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if "untuned" in job.complete:
+            keys = tuple(sorted(e.key for e in job.evals["untuned"].values()))
+            untuned[(job.identity["student"], keys)].append(job)
+    per_student = defaultdict(list)
+    for (student, _), members in untuned.items():
+        per_student[student].append(members)
+    for student, sets in sorted(per_student.items()):
+        for members in sets:
+            pairs = sorted({f"{j.identity['strong']} / {j.identity['weak']}" for j in members})
+            acc, seeds = condition_accuracy(members, "untuned", f"{student} untuned", boot, warnings)
+            by_student[student].append({
+                "method": "Untuned", "teachers": ", ".join(pairs) if len(sets) > 1 else "—", "strong": None,
+                "weak": None, "mode": "—", "weight": None, "seeds": seeds, "cells": acc, "paper": None,
+            })
+    def kind(cond: tuple) -> dict[str, str]:
+        return tables.pair_kind(groups[cond][0].identity.get("strong_cot"))
+
+    for cond in sorted(groups, key=lambda c: (c[0], kind(c)["kind"] != "long", *c[1:4], _weight_order(c[4]))):
+        student, strong, weak, mode, weight = cond
+        names = kind(cond)
+        acc, seeds = condition_accuracy(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", boot, warnings)
+        realised = [tables.realised_weight(j.counts.get("train")) for j in groups[cond]]
+        known = [r for r in realised if r is not None]
+        by_student[student].append({
+            "method": tables.paper_method(strong, weak, weight) or tables.method_name(weight, names),
+            "teachers": f"{strong} / {weak}", "strong": strong, "weak": weak,
+            "mode": mode, "weight": weight, "seeds": seeds, "cells": acc,
+            "paper": tables.paper_table3(student, strong, weak, weight),
+            "realised": sum(known) / len(known) if known else None, "w_label": tables.weight_label(weight, realised),
+        })
+    return dict(by_student)
+
+
+def run(cfg: Any, store: Store) -> dict[str, Any]:
+    """Stage ``report``: read ``cfg.report.sweep`` (one folder or a list), write the report, print the gap table.
+
+    Args:
+        cfg: the composed config; reads ``report.*``, ``eval.length_warning`` and ``tracking.*``.
+        store: fallback store for jobs whose ``result.json`` names none.
+
+    Returns:
+        ``{"out", "markdown", "results_csv", "gaps_csv", "figures": [...], "missing": [...], "warnings": [...]}``
+        (paths as strings; ``missing``/``warnings`` as listed in ``report.md``).
+
+    Raises:
+        ConfigError: a sweep folder does not exist or holds no job folder.
+        ValueError: ``report.sweep`` is empty, or ``report.n_boot``/``report.confidence`` are out of range.
+    """
+    from mixgap.core.config import to_container  # noqa: PLC0415
+    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
+
+    sweeps = to_container(cfg.report.sweep)
+    sweeps = [sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps or []]
+    if not sweeps:
+        raise ValueError("report.sweep is empty; give a multirun folder or a list of them")
+    boot = {"n_boot": int(cfg.report.n_boot), "seed": int(cfg.report.seed), "confidence": float(cfg.report.confidence)}
+    stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
+    jobs = read_sweeps(sweeps, store)
+    assign_variants(jobs)
+    warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if "tuned" in job.complete:
+            groups[job.condition()].append(job)
+    gaps = gap_rows(groups, boot, warnings, flagged, {job.condition() for job in jobs})
+    table3 = table3_rows(jobs, groups, boot, warnings)
+    missing = [f"{job.label()}: {'; '.join(job.missing)}" for job in jobs if job.missing]
+
+    out = Path(cfg.report.out or Path(sweeps[0]) / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {"out": str(out)}
+    paths["results_csv"] = str(tables.write_csv(tables.result_rows(jobs, boot), out / "results.csv"))
+    paths["gaps_csv"] = str(tables.write_csv(tables.gap_csv_rows(gaps), out / "gaps.csv"))
+    paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
+    gap_text = tables.gap_markdown(gaps)
+    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot)
+    learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
+    text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
+    paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
+    paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
+    tracker = make_tracker(cfg, group=str(sweeps[0]), job_type="report", name="report", run_dir=out)
+    exit_code = 1
+    try:
+        tables.track(tracker, gaps, table3, paths["figures"])
+        learnability_report.track(tracker, learn)
+        exit_code = 0
+    finally:
+        tracker.finish(exit_code=exit_code)
+    warnings = list(dict.fromkeys(warnings))  # the same id mismatch is met by several tables
+    print(gap_text)
+    planned = sum(job.status == "planned" for job in jobs)  # stage=plan jobs: nothing to score, by design
+    print(f"\n{len(warnings)} warnings, {len(missing)} missing or unfinished jobs"
+          + (f", {planned} planned only (stage=plan)" if planned else "") + f"; full report: {paths['markdown']}")
+    print(tables.status_line(jobs))
+    return {**paths, "missing": missing, "warnings": warnings}

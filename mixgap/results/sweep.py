@@ -1,0 +1,248 @@
+"""Reading finished sweeps: Hydra job folders (``.hydra/config.yaml``, ``result.json``) and the evaluations
+their results name in the artifact store. Shared by the report and the analysis stages; reads, never writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixgap.core.config import ConfigError
+from mixgap.stages.data import read_jsonl
+from mixgap.core.runrecord import describe
+from mixgap.core.store import Store
+
+RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
+ARMS = ("tuned", "untuned")
+NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
+                 "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
+                 "finetune_mode.logging_steps", "predict.")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One finished evaluation artifact: ``{problem id: correct}`` (a bool; with several samples, the problem's
+    mean correctness in [0, 1]) and its ``scores.json``."""
+
+    key: str
+    correct: dict[str, bool]
+    scores: dict[str, Any]
+
+
+@dataclass
+class Job:
+    """One Hydra job folder: its identity (``pipeline.job_identity``), status and evaluations by arm."""
+
+    folder: Path
+    status: str  # done | failed | running | planned | missing (no result.json)
+    identity: dict[str, Any]
+    expected: list[str] = field(default_factory=list)  # arms (tuned / untuned) the job's stage evaluates
+    evals: dict[str, dict[str, Evaluation]] = field(default_factory=dict)  # arm -> benchmark -> evaluation
+    complete: set[str] = field(default_factory=set)  # arms with every benchmark evaluated
+    missing: list[str] = field(default_factory=list)  # why the job (or an arm) does not count
+
+    counts: dict[str, Any] = field(default_factory=dict)  # result.json counts: pools, mixture, train, decontamination
+    fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
+    variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
+    seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> benchmark -> judge scores (mixgap.stages.judge)
+
+    def mode(self) -> str:
+        """The fine-tune mode, plus the variant when jobs of one cell differ in more than seeds."""
+        return f"{self.identity.get('finetune_mode')}" + (f" ({self.variant})" if self.variant else "")
+
+    def condition(self) -> tuple:
+        """What seeds share: (student, strong, weak, mode with variant, weight)."""
+        i = self.identity
+        return (i.get("student"), i.get("strong"), i.get("weak"), self.mode(), i.get("weight"))
+
+    def independent_seeds(self) -> tuple | None:
+        """What makes this job's fine-tuned model an independent seed: ``(finetune_mode.seed, mix.seed)``, with
+        ``mix.seed`` as None at w = 0 or 1, where it selects nothing (every problem takes the one source).
+
+        The global ``seed`` is left out: it seeds only the evaluation backend, and decoding is greedy. Two jobs
+        of one condition with equal tuples trained on the same examples in the same order. None when the job's
+        config snapshot is unreadable.
+        """
+        if "finetune_mode.seed" not in self.seeds:
+            return None
+        weight = self.identity.get("weight")
+        return (self.seeds["finetune_mode.seed"], None if weight in (0, 1) else self.seeds.get("mix.seed"))
+
+    def label(self) -> str:
+        i = self.identity
+        return (f"{'/'.join(self.folder.parts[-3:])} ({i.get('student')}, {i.get('strong')}/{i.get('weak')}, "
+                f"w={i.get('weight')}, {self.mode()}, seed={i.get('seed')}, mix_seed={i.get('mix_seed')}"
+                + (f", finetune_seed={self.seeds['finetune_mode.seed']}" if "finetune_mode.seed" in self.seeds else "")
+                + ")")
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """A job folder's ``result.json`` (None when the job never wrote one)."""
+    path = Path(folder) / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:
+    """Job folders (those holding ``.hydra/``) in ``sweep``: itself, or up to three levels below it.
+
+    Raises:
+        ConfigError: ``sweep`` names no folder (the message names ``field``).
+    """
+    root = Path(sweep)
+    if not root.is_dir():
+        raise ConfigError(f"{field}={str(sweep)!r} is not a folder; give a multirun folder, e.g. "
+                          f"{field}=multirun/<date>/<time>")
+    found, frontier = [], [root]
+    for _ in range(4):
+        below = []
+        for folder in frontier:
+            if (folder / ".hydra").is_dir():
+                found.append(folder)
+            else:
+                below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name not in ("report", "analysis")]
+        frontier = below
+    return sorted(found, key=lambda p: (str(p.parent), p.name.zfill(12)))
+
+
+def job_results(sweep: str | Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each job folder of ``sweep`` (:func:`find_jobs` order) with its ``result.json`` (None if never written)."""
+    return [(folder, read_result(folder)) for folder in find_jobs(sweep)]
+
+
+def read_sweeps(sweeps: list[str], store: Store | None, field: str = "report.sweep") -> list[Job]:
+    """Every job of the multirun folders ``sweeps``, read with :func:`read_job` (evaluations shared across jobs).
+
+    Raises:
+        ConfigError: a folder does not exist, or none of them holds a Hydra job folder (``.hydra/``).
+    """
+    folders = [folder for sweep in sweeps for folder in find_jobs(sweep, field)]
+    if not folders:
+        raise ConfigError(f"{field}={sweeps}: no Hydra job folder (one holding .hydra/) in it; give the folder a "
+                          f"`launch.py -m` run wrote (its hydra.sweep.dir)")
+    cache: dict[str, Evaluation | None] = {}  # evaluation key -> Evaluation, shared across jobs
+    return [read_job(folder, store, cache) for folder in folders]
+
+
+def load_evaluation(store: Store, key: str) -> Evaluation | None:
+    """The finished evaluation ``key`` (predictions by id, scores), or None when it is not finished.
+
+    ``length_stop_frac`` is recomputed from ``finish_reason`` when ``scores.json`` lacks it.
+
+    Raises:
+        ValueError: naming the file when ``predictions.jsonl`` repeats a problem id.
+    """
+    folder = store.path(key)
+    if not store.is_done(key) or not (folder / "predictions.jsonl").is_file():
+        return None
+    rows = read_jsonl(folder / "predictions.jsonl")
+    samples: dict[str, list[bool]] = {}  # one row per (problem, sample); a problem scores its mean correctness
+    for r in rows:
+        samples.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    if len({(str(r["id"]), r.get("sample", 0)) for r in rows}) != len(rows):
+        raise ValueError(f"{folder / 'predictions.jsonl'}: repeated (problem id, sample) rows")
+    correct = {i: (g[0] if len(g) == 1 else sum(g) / len(g)) for i, g in samples.items()}
+    scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
+    if "length_stop_frac" not in scores and rows:
+        scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)
+    return Evaluation(key, correct, scores)
+
+
+def read_config(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The job's ``.hydra/config.yaml``: its identity (``pipeline.job_identity``) and its fields as
+    ``{dotted key: JSON value}`` without seeds (``seed``, ``*.seed``) and :data:`NOT_CONDITION` bookkeeping."""
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    from mixgap.pipeline import job_identity  # noqa: PLC0415
+
+    try:
+        cfg = OmegaConf.load(folder / CONFIG)
+        identity, tree = job_identity(cfg), OmegaConf.to_container(cfg, resolve=False)
+    except Exception as err:  # an unreadable snapshot is reported, not fatal
+        return {"error": f"unreadable {CONFIG}: {err}"}, {}
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = json.dumps(node, sort_keys=True, default=str)
+
+    walk(tree, "")
+    return identity, {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] != "seed" and not k.startswith(NOT_CONDITION)}
+
+
+def read_seeds(folder: Path) -> dict[str, Any]:
+    """The seeds of a job's ``.hydra/config.yaml``: ``seed`` (evaluation backend only), ``mix.seed`` (which
+    problems take the strong response, at 0 < w < 1) and ``finetune_mode.seed`` (data order, LoRA init);
+    ``{}`` when the snapshot is unreadable."""
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    try:
+        cfg = OmegaConf.load(Path(folder) / CONFIG)
+        return {k: OmegaConf.select(cfg, k) for k in ("seed", "mix.seed", "finetune_mode.seed")}
+    except Exception:  # reported by read_config
+        return {}
+
+
+def assign_variants(jobs: list[Job]) -> None:
+    """Set ``job.variant`` to the config fields that differ between jobs of one (student, teacher pair, mode)
+    cell, e.g. ``finetune_mode.learning_rate=2e-05``: jobs count as seeds of one condition only when they are
+    equal in everything but seeds (and the mix weight, which the tables compare)."""
+    cells: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        i = job.identity
+        cells[(i.get("student"), i.get("strong"), i.get("weak"), i.get("finetune_mode"))].append(job)
+    for members in cells.values():
+        keys = set().union(*(j.fields for j in members))
+        varying = sorted(k for k in keys if len({j.fields.get(k) for j in members}) > 1)
+        for job in members:
+            job.variant = ", ".join(f"{k}={json.loads(job.fields[k]) if k in job.fields else None}" for k in varying)
+
+
+def expected_arms(stage: str | None, artifacts: dict[str, str]) -> list[str]:
+    """The evaluations a job should have: those its artifacts name, tuned for stage=all, untuned for evaluate."""
+    arms = [a for a in ARMS if any(role.startswith(f"eval.{a}.") for role in artifacts)]
+    for arm, stage_needing in (("tuned", "all"), ("untuned", "evaluate")):
+        if stage == stage_needing and arm not in arms:
+            arms.append(arm)
+    return arms
+
+
+def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluation | None]) -> Job:
+    """A job folder with the evaluations its ``result.json`` names (``cache`` shares them across jobs)."""
+    result = read_result(folder) or {}
+    from_config, fields = read_config(folder)
+    identity = result.get("job") or from_config
+    job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
+              expected=expected_arms(identity.get("stage"), result.get("artifacts", {})), seeds=read_seeds(folder))
+    if job.status != "done":
+        if job.status != "planned":
+            job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")
+        return job
+    for arm, table in (("tuned", result.get("scores") or {}), ("untuned", result.get("untuned") or {})):
+        verdicts = {b: v["judge"] for b, v in table.items() if isinstance(v, dict) and "judge" in v}
+        if verdicts:
+            job.judge[arm] = verdicts
+    store = Store(result["store"]) if result.get("store") else default_store
+    if store is None:
+        job.missing.append(f"{RESULT} names no store")
+        return job
+    benchmarks = identity.get("benchmarks", [])
+    for arm in job.expected:
+        job.evals[arm] = {}
+        for bench in benchmarks:
+            key = result.get("artifacts", {}).get(f"eval.{arm}.{bench}")
+            if key is not None and key not in cache:
+                cache[key] = load_evaluation(store, key)
+            if key is None or cache[key] is None:
+                job.missing.append(f"{arm} {bench}: evaluation {key or '(no key)'} not finished in {store.root}")
+            else:
+                job.evals[arm][bench] = cache[key]
+        if benchmarks and len(job.evals[arm]) == len(benchmarks):
+            job.complete.add(arm)
+    return job

@@ -1,0 +1,373 @@
+"""Evaluation: zero-shot generation on a benchmark, graded by ``mixgap.grading`` (paper Section 3.1).
+
+One store artifact per (model, benchmark): ``predictions.jsonl`` (one row per problem and sample) and
+``scores.json`` (pass@1 in percent with a 95% CI, pass@k, maj@n, n, and the fraction of completions
+stopped by length). All benchmarks of one model are generated in one engine pass (:func:`evaluate_model`). The untuned
+student is a model like any other, so its evaluation is computed once and shared by every job of a sweep.
+
+Protocol (Li et al. 2025): greedy decoding (``eval.n_samples`` 1), ``max_new_tokens`` 16,000, generation
+stopped at ``Problem:`` (``Q:`` for GSM8K; ``eval.stop``), the boxed ``Final Answer:`` prompt
+for MATH/MATH500/AIME/AMC/OlympiadBench and the bare question for GSM8K (scored by its last number); both
+come from ``conf/benchmark/*.yaml``. Average = plain mean of the per-benchmark accuracies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.config import to_container
+from mixgap.stages.data import DataError, Problem, fill_prompt
+from mixgap.core.store import ArtifactSpec, write_json_atomic
+
+log = logging.getLogger(__name__)
+PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
+
+
+def eval_spec(
+    bench: DictConfig, eval_cfg: DictConfig, model_key: str, exclude_key: str | None, data_root: Path | None
+) -> ArtifactSpec:
+    """Store spec of one (model, benchmark) evaluation.
+
+    Fields: the benchmark (source, prompt, subset), the generation budget, the grader's policy version and
+    whether problems come from the kit or the Hub. Inputs: the model's key and, when decontamination drops
+    problems, the key of the training problem set. The backend (vLLM/HF), batch size and tensor parallelism
+    are recorded in the manifest but do not change the key.
+    """
+    from mixgap.grading import POLICY_VERSION  # noqa: PLC0415
+
+    fields = {
+        "benchmark": {k: v for k, v in to_container(bench).items() if k not in ("stop", "n_samples")},  # own fields below
+        "max_new_tokens": eval_cfg.max_new_tokens,
+        "limit": eval_cfg.limit,
+        "grader": POLICY_VERSION,
+        "source": "kit" if data_root is not None else "hub",
+        "selection": "decontaminate, then subset",  # data.evaluation_sets
+    }
+    # fields added by issue 15/14.3, present only when they change the output (so older greedy keys stay valid)
+    if stops := stop_strings(bench, eval_cfg):
+        fields["stop"] = stops
+    if (samples := sampling_fields(eval_cfg, bench)) is not None:
+        fields["sampling"] = samples
+    return ArtifactSpec("eval", fields, (model_key, exclude_key) if exclude_key else (model_key,))
+
+
+def resolve_backend(setting: str) -> str:
+    """``eval.backend``: ``auto`` is vLLM when a CUDA GPU is visible and vLLM is installed, else HF."""
+    if setting != "auto":
+        return setting
+    import importlib.util  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
+class Engine:
+    """A generation backend for one model, loaded on first use and closed on exit (context manager).
+
+    Lazy loading means a job whose evaluations are all in the store never loads the model.
+    """
+
+    def __init__(self, model: str, cfg: DictConfig):
+        self.model, self.cfg, self.backend, self.kind = model, cfg, None, resolve_backend(cfg.eval.backend)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def generate(self, prompts: Sequence[str], desc: str) -> list[Any]:
+        """Greedy completions (one per prompt) within ``eval.max_new_tokens``, no stop strings."""
+        return [samples[0] for samples in self.generate_samples(prompts, desc, greedy=True)]
+
+    def generate_samples(
+        self, prompts: Sequence[str], desc: str, *, seeds: Sequence[int] | None = None,
+        stops: Sequence[Sequence[str]] | None = None, ns: Sequence[int] | None = None, greedy: bool = False,
+    ) -> list[list[Any]]:
+        """``ns[i]`` completions of prompt i (one each when greedy) within ``eval.max_new_tokens``.
+
+        Every sample is its own row (prompt i repeated ``ns[i]`` times, sample j seeded ``seeds[i] + j``, as
+        vLLM seeds the j-th child of an ``n=`` request), so one queue can mix benchmarks with different
+        sample counts and a sample depends only on its prompt and seed.
+
+        Args:
+            prompts: user turns.
+            desc: progress label.
+            seeds: per prompt, the seed of its first sample; None when greedy.
+            stops: per prompt, the strings that end its completion (cut off, as the paper's harness does).
+            ns: per prompt, its number of samples; None = ``eval.n_samples`` each.
+            greedy: ignore the sampling settings (temperature 0, one sample).
+        """
+        from mixgap.stages.backends import load_backend  # noqa: PLC0415
+
+        if self.backend is None:
+            template = self.cfg.student.chat_template
+            self.backend = load_backend(
+                self.kind,
+                self.model,
+                dtype="auto",
+                tensor_parallel_size=self.cfg.eval.tensor_parallel_size,
+                batch_size=self.cfg.eval.batch_size,
+                chat_template=None if template == "model" else template,
+                seed=self.cfg.seed,
+            )
+        ev = self.cfg.eval
+        sampled = not greedy and sampling_fields(ev) is not None and seeds is not None
+        ns = [1] * len(prompts) if not sampled else list(ns or [int(ev.n_samples)] * len(prompts))
+        rows = [(i, j) for i in range(len(prompts)) for j in range(ns[i])]
+        out = self.backend.generate(
+            [prompts[i] for i, _ in rows], max_new_tokens=ev.max_new_tokens,
+            temperature=float(ev.temperature) if sampled else 0.0, top_p=float(ev.top_p) if sampled else 1.0,
+            n=1, seeds=[seeds[i] + j for i, j in rows] if sampled else None,
+            stops=[stops[i] for i, _ in rows] if stops is not None else None, desc=desc,
+        )
+        grouped: list[list[Any]] = [[] for _ in prompts]
+        for (i, _), samples in zip(rows, out, strict=True):
+            grouped[i].append(samples[0])
+        return grouped
+
+
+def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.95) -> dict[str, Any]:
+    """Scores of one benchmark's predictions: one row per sample (``sample`` 0..n-1; rows without it are one
+    greedy sample each).
+
+    Args:
+        rows: prediction rows with ``id``, ``correct`` (bool), ``extracted``, ``finish_reason``, ``reason``.
+        benchmark: its name (recorded).
+        confidence: level of the interval (percentile bootstrap over problems, each carrying its mean
+            correctness over samples: ``mixgap.stats.mean_ci``).
+
+    Returns:
+        ``benchmark``, ``n`` (problems), ``n_samples`` (per problem), ``correct`` (correct samples),
+        ``accuracy`` = ``pass@1`` (percent, 0-100: mean over samples and problems), ``ci_low``, ``ci_high``,
+        ``se`` (bootstrap standard error, points), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
+        Chen et al. 2021), ``maj@<n_samples>`` (majority vote over extracted answers, percent; with one
+        sample it equals pass@1), ``length_stop_frac`` (0-1, over samples) and ``reasons`` (grader reasons).
+
+    Raises:
+        DataError: no rows. ValueError: problems with different numbers of samples.
+    """
+    from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores  # noqa: PLC0415
+
+    if not rows:
+        raise DataError(f"{benchmark}: no problems to evaluate (all removed by decontamination or limit)")
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_id.setdefault(str(r["id"]), []).append(r)
+    groups = list(by_id.values())
+    counts = [(len(g), sum(bool(r["correct"]) for r in g)) for g in groups]
+    n_samples = counts[0][0]
+    passes = pass_at_k_scores(counts)
+    low, high, se = mean_ci([c / k for k, c in counts], confidence=confidence)
+    maj = sum(majority_correct([r.get("extracted") for r in g], [bool(r["correct"]) for r in g]) for g in groups)
+    return {
+        "benchmark": benchmark,
+        "n": len(groups),
+        "n_samples": n_samples,
+        "correct": sum(c for _, c in counts),
+        "accuracy": passes["pass@1"],
+        "ci_low": low,
+        "ci_high": high,
+        "se": se,
+        **passes,
+        f"maj@{n_samples}": 100.0 * maj / len(groups),
+        "length_stop_frac": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
+        "reasons": dict(Counter(r["reason"] for r in rows)),
+    }
+
+
+def stop_strings(bench: DictConfig, eval_cfg: DictConfig) -> list[str]:
+    """The strings that end a completion on ``bench``: ``eval.stop`` when set (a list; ``[]`` = none), else the
+    benchmark's own ``stop`` (the paper's harness: ``Problem:`` for the boxed-prompt tasks, ``Q:`` for GSM8K;
+    lm-evaluation-harness ``generation_kwargs.until`` in the official repo's task YAMLs)."""
+    chosen = eval_cfg.get("stop")
+    chosen = bench.get("stop") if chosen is None else chosen
+    return [str(s) for s in (to_container(chosen) or [])]
+
+
+def sampling_fields(eval_cfg: DictConfig, bench: DictConfig | None = None) -> dict[str, Any] | None:
+    """``{n_samples, temperature, top_p, seed}`` when ``eval`` samples (temperature > 0), None when greedy;
+    ``n_samples`` is the benchmark's own ``n_samples`` when it sets one, else ``eval.n_samples_by_benchmark``
+    for its name (what ``+protocol=sampled`` sets), else ``eval.n_samples``."""
+    if float(eval_cfg.get("temperature", 0.0) or 0.0) == 0.0:
+        return None
+    own = bench.get("n_samples") if bench is not None else None
+    if own is None and bench is not None:
+        own = (eval_cfg.get("n_samples_by_benchmark") or {}).get(bench.get("name"))
+    return {"n_samples": int(own or eval_cfg.n_samples), "temperature": float(eval_cfg.temperature),
+            "top_p": float(eval_cfg.top_p), "seed": int(eval_cfg.seed)}
+
+
+def problem_seed(seed: int, benchmark: str, problem_id: str) -> int:
+    """The sampling seed of a problem's first sample (sample j uses ``+ j``, as vLLM seeds ``n`` children):
+    a 31-bit hash of ``eval.seed``, the benchmark and the problem id, so a problem's samples do not depend
+    on which other problems share its batch, its engine pass, or the ``eval.limit`` subset."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade``."""
+    from mixgap.grading import grade  # noqa: PLC0415
+
+    rows = []
+    for problem, samples in zip(problems, completions, strict=True):
+        for j, completion in enumerate(samples):
+            verdict = grade(completion.text, problem.answer, bench.name)
+            rows.append(
+                {
+                    "id": problem.id,
+                    "sample": j,
+                    "gold": problem.answer,
+                    "completion": completion.text,
+                    "extracted": verdict.extracted,
+                    "correct": verdict.correct,
+                    "reason": verdict.reason,
+                    "finish_reason": completion.finish_reason,
+                    "completion_tokens": completion.completion_tokens,
+                }
+            )
+    return rows
+
+
+def write_eval(
+    bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]], cfg: DictConfig,
+    out_dir: Path, tracker: Any, backend: str,
+) -> dict[str, Any]:
+    """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
+
+    Returns manifest extras: the problem ids evaluated, the backend and the scores.
+    """
+    rows = grade_rows(bench, problems, completions)
+    scores = score(rows, bench.name)
+    with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_json_atomic(out_dir / SCORES, scores)
+    if scores["length_stop_frac"] > cfg.eval.length_warning:
+        log.warning(
+            "!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the budget is too small for this model "
+            "(raise eval.max_new_tokens; the paper used 16,000), or, for a fine-tuned student, it never learned "
+            "to stop (a training bug, not a result)",
+            bench.name, 100 * scores["length_stop_frac"], cfg.eval.max_new_tokens,
+        )
+    log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d)", bench.name, scores["accuracy"], scores["correct"],
+             scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"])
+    tracker.log({f"eval/{bench.name}/accuracy": scores["accuracy"], f"eval/{bench.name}/length_stop_frac": scores["length_stop_frac"]})
+    return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems], "scores": scores}
+
+
+def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list, list | None, list, list]:
+    """Prompts, per-prompt seeds (None when greedy), stop strings and sample counts of one benchmark."""
+    prompts = [fill_prompt(bench.prompt, p.problem) for p in problems]
+    sampling = sampling_fields(cfg.eval, bench)
+    seeds = [problem_seed(int(cfg.eval.seed), bench.name, p.id) for p in problems] if sampling else None
+    n = sampling["n_samples"] if sampling else 1
+    return prompts, seeds, [stop_strings(bench, cfg.eval)] * len(problems), [n] * len(problems)
+
+
+def build_eval(
+    engine: Engine, bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig, out_dir: Path, tracker: Any
+) -> dict[str, Any]:
+    """Generate, grade and score one benchmark into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
+
+    Returns manifest extras: the problem ids evaluated, the backend and the scores.
+    """
+    if not problems:
+        raise DataError(f"{bench.name}: no problems to evaluate (all removed by decontamination or limit)")
+    prompts, seeds, stops, ns = _queue(bench, problems, cfg)
+    completions = engine.generate_samples(prompts, desc=f"eval {bench.name}", seeds=seeds, stops=stops, ns=ns)
+    return write_eval(bench, problems, completions, cfg, out_dir, tracker, engine.kind)
+
+
+def evaluate_model(
+    cfg: DictConfig, store: Any, model_path: str, specs: dict[str, ArtifactSpec], benchmarks: dict[str, list[Problem]],
+    tracker: Any,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate one model on every benchmark of ``cfg.benchmark`` in **one engine pass** (issue 15, part 3).
+
+    The prompts of every benchmark whose artifact is not finished go into one queue: one length-sorted
+    HF queue or one vLLM ``generate`` call, so a decoding step serves all benchmarks at once. Then each
+    benchmark's artifact is written as before (same key, same files). A benchmark another process is
+    building right now (its lock is taken) is left to it and waited for; if that process fails, this one
+    builds it alone.
+
+    Args:
+        cfg: the job config (``eval.*``, ``benchmark``).
+        store: the artifact store.
+        model_path: the model folder (or Hub id).
+        specs: ``{benchmark name: ArtifactSpec}`` of the model's evaluations.
+        benchmarks: ``{benchmark name: problems}`` (decontaminated, subset).
+        tracker: experiment tracker.
+
+    Returns:
+        ``{benchmark name: scores}`` (each ``scores.json``).
+
+    Raises:
+        DataError: a benchmark with no problems.
+    """
+    from contextlib import ExitStack  # noqa: PLC0415
+
+    for name in specs:
+        if not benchmarks[name]:
+            raise DataError(f"{name}: no problems to evaluate (all removed by decontamination or limit)")
+    with Engine(model_path, cfg) as engine, ExitStack() as held:
+        mine = []
+        for name, spec in specs.items():
+            if store.is_done(spec.key):
+                continue
+            lock = store.lock(spec.key)
+            try:
+                lock.acquire(timeout=0)
+            except TimeoutError:  # filelock.Timeout subclasses TimeoutError: another job builds it
+                continue
+            held.callback(lock.release)
+            if store.is_done(spec.key):
+                continue
+            mine.append(name)
+        completions: dict[str, list[list[Any]]] = {}
+        if mine:
+            queue = [_queue(cfg.benchmark[n], benchmarks[n], cfg) for n in mine]
+            prompts = [p for q in queue for p in q[0]]
+            seeds = None if queue[0][1] is None else [s for q in queue for s in q[1]]
+            stops = [s for q in queue for s in q[2]]
+            ns = [k for q in queue for k in q[3]]
+            out = engine.generate_samples(prompts, desc=f"eval {', '.join(mine)}", seeds=seeds, stops=stops, ns=ns)
+            start = 0
+            for n in mine:
+                completions[n] = out[start : start + len(benchmarks[n])]
+                start += len(benchmarks[n])
+        held.close()  # release the locks; get_or_build takes each again to write its artifact
+        scores = {}
+        for name, spec in specs.items():
+            bench = cfg.benchmark[name]
+
+            def build(o: Path, _w: Path, b: DictConfig = bench, n: str = name) -> dict[str, Any]:
+                if n in completions:
+                    return write_eval(b, benchmarks[n], completions[n], cfg, o, tracker, engine.kind)
+                return build_eval(engine, b, benchmarks[n], cfg, o, tracker)  # its builder failed elsewhere
+
+            scores[name] = read_scores(store.get_or_build(spec, build))
+    return scores
+
+
+def read_scores(eval_dir: Path) -> dict[str, Any]:
+    """``scores.json`` of a finished evaluation artifact."""
+    return json.loads((Path(eval_dir) / SCORES).read_text())
+
+
+def with_average(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-benchmark scores plus ``average``: the plain mean of the accuracies (the paper's Average)."""
+    accuracies = [s["accuracy"] for s in scores.values()]
+    return {**scores, "average": {"accuracy": sum(accuracies) / len(accuracies), "benchmarks": list(scores)}}

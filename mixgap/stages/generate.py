@@ -1,0 +1,311 @@
+"""Teacher CoT generation (or import) and rejection sampling into a teacher pool (paper Section 3/4 setup).
+
+Two store artifacts per teacher:
+
+- ``generation``: ``samples.jsonl``, every raw sample: ``{id, problem, answer, sample_index, response,
+  finish_reason, prompt_tokens, completion_tokens, status, teacher}``. Backends ``vllm``/``hf`` generate
+  (:mod:`mixgap.stages.backends`) with the teacher's prompt (default ``config.PAPER_PROMPT``) in resumable shards
+  under the store's ``work_dir``; backend ``dataset`` imports existing responses (the authors' released
+  UWNSL data from the Hub, or the kit's ``traces/``) through a field map.
+- ``pool``: ``pool.jsonl``, the kept samples after rejection sampling: a sample is kept only if
+  :func:`mixgap.grading.grade` (benchmark ``math``) calls it correct against the gold answer and it was
+  neither truncated nor ``prompt_too_long``; with n > 1 samples per problem, the first correct one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mixgap.stages import data, models
+from mixgap.core.config import data_root, to_container
+from mixgap.core.store import ArtifactSpec
+
+SAMPLES, POOL = "samples.jsonl", "pool.jsonl"
+SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost when a job is killed
+GRADE_BENCHMARK = "math"  # MATH train problems are graded with the MATH policy
+#: Bump when the filter rule changes: every pool is then rebuilt (as when mixgap.grading.POLICY_VERSION does).
+FILTER_POLICY = "first-correct-not-truncated/v1"
+_COSMETIC = ("name", "batch_size")  # never change a sample
+_GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
+
+
+def _needs_problems(teacher: Any) -> bool:
+    return teacher.backend != "dataset" or teacher.dataset.fields.id is None or teacher.dataset.fields.answer is None
+
+
+def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
+    """Store spec of a teacher's raw samples (stage ``generation``).
+
+    Fields: the teacher config minus cosmetic fields (``name``, ``batch_size``) and minus the fields its
+    backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
+    generates or when imported rows take ids/answers from it; the dataset source for ``dataset``; and
+    ``source`` = ``kit`` or ``hub`` (never the kit's absolute path). The student is not part of it.
+    """
+    fields: dict[str, Any] = dict(to_container(teacher))
+    for name in _COSMETIC:
+        fields.pop(name, None)
+    if teacher.backend == "dataset":
+        for name in _GENERATION_ONLY:
+            fields.pop(name, None)
+        fields["source"] = "kit" if teacher.dataset.path else "hub"
+    else:
+        fields.pop("dataset", None)
+        weights = models.model_spec(teacher)
+        fields["weights"] = weights.key if weights else teacher.hf_id
+        fields["source"] = "kit" if data_root is not None else "hub"
+    if _needs_problems(teacher):
+        fields["problems"] = to_container(problems)
+        fields["problems_source"] = "kit" if data_root is not None else "hub"
+    return ArtifactSpec("generation", fields)
+
+
+def pool_spec(teacher: Any, generation_key: str) -> ArtifactSpec:
+    """Store spec of a teacher pool (stage ``pool``): the filter policy and ``mixgap.grading.POLICY_VERSION``;
+    input = the generation. (``teacher`` is accepted for symmetry; nothing of it changes the filter.)"""
+    from mixgap import grading  # noqa: PLC0415 (cheap: no sympy until the first symbolic check)
+
+    fields = {"filter": FILTER_POLICY, "grader": grading.POLICY_VERSION, "benchmark": GRADE_BENCHMARK}
+    return ArtifactSpec("pool", fields, (generation_key,))
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write JSONL rows to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sample_rows(problem: data.Problem, completions: Sequence[Any], teacher_name: str) -> list[dict[str, Any]]:
+    """The ``samples.jsonl`` rows of one problem's completions (:class:`mixgap.stages.backends.Completion`)."""
+    return [
+        {"id": problem.id, "problem": problem.problem, "answer": problem.answer, "sample_index": k,
+         "response": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+         "completion_tokens": c.completion_tokens, "status": c.status, "teacher": teacher_name}
+        for k, c in enumerate(completions)
+    ]
+
+
+def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[], Any], teacher: Any,
+                     work_dir: Path, *, tracker: Any = None, shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+    """Generate every problem's samples into shards ``work_dir/shard-*.jsonl``, skipping ids already done.
+
+    Args:
+        problems: the problems, in source order (ids unique).
+        backend: a :class:`mixgap.stages.backends.Backend` (the caller closes it), or a zero-argument factory called
+            only when there is work left (a resumed, finished run loads no model); its engine is closed here.
+        teacher: config node with ``name``, ``prompt``, ``sampling`` (temperature, top_p, max_new_tokens, n, seed).
+        work_dir: the store's persistent scratch for this generation.
+        shard_size: problems per shard (each shard is written atomically once generated).
+
+    Returns:
+        ``{"rows": all sample rows in problem order, "resumed": problems found done}``. A shard of the
+        remaining problems starting at source index ``i`` samples with seed ``sampling.seed + i``.
+    """
+    done_rows: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(work_dir.glob("shard-*.jsonl")):
+        for row in data.read_jsonl(path):
+            done_rows.setdefault(row["id"], []).append(row)
+    resumed = sum(p.id in done_rows for p in problems)
+    todo = [(i, p) for i, p in enumerate(problems) if p.id not in done_rows]
+    s, engine = teacher.sampling, None
+    owned = callable(backend) and not hasattr(backend, "generate")  # a factory: we load and close the engine
+    try:
+        for start in range(0, len(todo), shard_size):
+            chunk = todo[start : start + shard_size]
+            if engine is None:
+                engine = backend() if owned else backend
+            prompts = [data.fill_prompt(teacher.prompt, p.problem) for _, p in chunk]
+            outputs = engine.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                      top_p=s.top_p, n=s.n, seed=s.seed + chunk[0][0], desc=f"{teacher.name} shard")
+            rows = [r for (_, p), out in zip(chunk, outputs, strict=True) for r in sample_rows(p, out, teacher.name)]
+            write_jsonl_atomic(work_dir / f"shard-{len(list(work_dir.glob('shard-*.jsonl'))):05d}.jsonl", rows)
+            for row in rows:
+                done_rows.setdefault(row["id"], []).append(row)
+            if tracker is not None:
+                tracker.log({"generation/problems_done": resumed + start + len(chunk)})
+    finally:
+        if owned and engine is not None:
+            engine.close()
+    rows = [r for p in problems for r in sorted(done_rows[p.id], key=lambda r: r["sample_index"])]
+    return {"rows": rows, "resumed": resumed}
+
+
+def _dataset_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
+    ds = teacher.dataset
+    if ds.path:
+        if root is None and not Path(ds.path).is_absolute():
+            raise data.DataError(
+                f"teacher {teacher.name}: dataset.path={ds.path!r} is a file of the offline data kit, but "
+                "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
+            )
+        return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
+    if ds.hub_id:
+        return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split)
+    raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
+
+
+def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
+                     problems: Sequence[data.Problem] | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Existing responses as ``samples.jsonl`` rows, through the field map ``teacher.dataset.fields``.
+
+    When ``fields.id`` or ``fields.answer`` is null, the row's problem text is matched to ``problems`` by
+    :func:`mixgap.stages.data.normalize_text` (repeated texts take the matching ids in order). Rows that match no
+    problem or have no response are counted (``unmatched``, ``missing_response``) and left out. Token counts
+    and finish reasons are unknown for imports (null); the status is ``ok``.
+
+    Raises:
+        DataError: a mapped field is absent from a row (names the field and the row number).
+    """
+    f = teacher.dataset.fields
+    by_text: dict[str, list[data.Problem]] = {}
+    for p in problems or ():
+        by_text.setdefault(data.normalize_text(p.problem), []).append(p)
+    used: Counter[str] = Counter()
+    per_id: Counter[str] = Counter()
+    counts: Counter[str] = Counter(rows=len(rows))
+    out = []
+    for n, row in enumerate(rows):
+        for name in (f.problem, f.response, f.id, f.answer):
+            if name is not None and name not in row:
+                raise data.DataError(f"teacher.dataset.fields: row {n} has no field {name!r} (keys: {sorted(row)})")
+        text = str(row[f.problem])
+        if row[f.response] is None or str(row[f.response]) == "":
+            counts["missing_response"] += 1
+            continue
+        match = None
+        if f.id is None or f.answer is None:
+            key = data.normalize_text(text)
+            candidates = by_text.get(key, [])
+            if not candidates:
+                counts["unmatched"] += 1
+                continue
+            match = candidates[min(used[key], len(candidates) - 1)]
+            used[key] += 1
+        pid = str(row[f.id]) if f.id is not None else match.id
+        answer = str(row[f.answer]) if f.answer is not None else match.answer
+        out.append({"id": pid, "problem": text, "answer": answer, "sample_index": per_id[pid],
+                    "response": str(row[f.response]), "finish_reason": None, "prompt_tokens": None,
+                    "completion_tokens": None, "status": "ok", "teacher": teacher.name})
+        per_id[pid] += 1
+    counts["samples"] = len(out)
+    counts["problems"] = len(per_id)
+    return out, dict(counts)
+
+
+def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir: Path, tracker: Any) -> dict:
+    """Write ``out_dir/samples.jsonl`` for a teacher (generate with vllm/hf, or import with dataset).
+
+    Returns:
+        Manifest extras ``{"counts": {...}}``: problems, samples, per-status and per-finish-reason counts,
+        resumed problems (generation); rows, unmatched, missing_response (import).
+    """
+    from mixgap.stages.backends import load_backend  # noqa: PLC0415
+
+    root = data_root(cfg)
+    problems = data.load_source(cfg.problems, root) if _needs_problems(teacher) else None
+    if teacher.backend == "dataset":
+        rows, counts = import_responses(teacher, _dataset_rows(teacher, root), problems)
+    else:
+        def factory():
+            return load_backend(teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
+                                max_model_len=teacher.max_model_len,
+                                tensor_parallel_size=teacher.tensor_parallel_size,
+                                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
+
+        result = generate_samples(problems, factory, teacher, work_dir, tracker=tracker)
+        rows = result["rows"]
+        counts = {"problems": len(problems), "samples": len(rows), "resumed": result["resumed"],
+                  "finish_reason": dict(Counter(r["finish_reason"] for r in rows))}
+    counts["status"] = dict(Counter(r["status"] for r in rows))
+    write_jsonl_atomic(out_dir / SAMPLES, rows)
+    return {"counts": counts}
+
+
+def length_stats(values: Sequence[int]) -> dict[str, float | int | None]:
+    """``n``, ``mean``, ``median`` and ``p95`` (nearest rank: the ceil(0.95 n)-th smallest) of lengths."""
+    if not values:
+        return {"n": 0, "mean": None, "median": None, "p95": None}
+    ordered = sorted(values)
+    return {"n": len(ordered), "mean": round(statistics.fmean(ordered), 1), "median": statistics.median(ordered),
+            "p95": ordered[math.ceil(0.95 * len(ordered)) - 1]}
+
+
+def _lengths(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    tokens = [r.get("completion_tokens") for r in rows]
+    chars = [len(r["response"]) for r in rows]
+    if rows and all(t is not None for t in tokens):
+        return {"unit": "tokens", **length_stats(tokens), "chars": length_stats(chars)}
+    return {"unit": "chars", **length_stats(chars),
+            "note": "imported responses carry no token counts (no tokenizer): lengths are characters"}
+
+
+def reject_reason(sample: dict[str, Any], grade: Callable[..., Any]) -> str | None:
+    """None when the sample is kept, else why not: its status (``truncated``, ``prompt_too_long``) or the
+    grader's verdict reason (``mismatch``, ``no_answer``, ``parse_error``, ``too_large``, ``timeout`` ...)."""
+    if sample["status"] != "ok":
+        return sample["status"]
+    verdict = grade(sample["response"], sample["answer"], GRADE_BENCHMARK)
+    return None if verdict.correct else verdict.reason
+
+
+def filter_samples(samples: Sequence[dict[str, Any]], grade: Callable[..., Any]) -> tuple[list[dict], dict]:
+    """Rejection sampling: per problem (in first-seen order) the first kept sample by ``sample_index``.
+
+    Returns:
+        (kept sample rows, counts): ``tried`` problems, ``kept``, ``keep_rate``, ``dropped`` (problems by
+        the reason of their first sample), ``rejected_samples`` (every graded-and-rejected sample by reason),
+        ``samples_graded``, ``length`` (kept) and ``length_tried`` (each problem's first sample, except
+        ``prompt_too_long`` ones, which have no response).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in samples:
+        groups.setdefault(row["id"], []).append(row)
+    kept, dropped, rejected, graded = [], Counter(), Counter(), 0
+    for rows in groups.values():
+        rows = sorted(rows, key=lambda r: r["sample_index"])
+        reasons = []
+        for row in rows:
+            graded += 1
+            reason = reject_reason(row, grade)
+            if reason is None:
+                kept.append(row)
+                break
+            reasons.append(reason)
+            rejected[reason] += 1
+        else:
+            dropped[reasons[0]] += 1
+    tried = len(groups)
+    firsts = [min(rows, key=lambda r: r["sample_index"]) for rows in groups.values()]
+    firsts = [r for r in firsts if r["status"] != "prompt_too_long"]  # no response to measure
+    return kept, {"tried": tried, "kept": len(kept), "keep_rate": round(len(kept) / tried, 4) if tried else None,
+                  "dropped": dict(dropped), "rejected_samples": dict(rejected), "samples_graded": graded,
+                  "length": _lengths(kept), "length_tried": _lengths(firsts)}
+
+
+def build_pool(generation_dir: Path, teacher: Any, out_dir: Path) -> dict:
+    """Filter a generation into ``out_dir/pool.jsonl`` (rows ``{id, problem, answer, response, teacher, cot,
+    completion_tokens}``); returns ``{"counts": {...}}`` as :func:`filter_samples`, plus teacher and cot."""
+    from mixgap.grading import grade  # noqa: PLC0415
+
+    kept, counts = filter_samples(data.read_jsonl(Path(generation_dir) / SAMPLES), grade)
+    rows = [{"id": r["id"], "problem": r["problem"], "answer": r["answer"], "response": r["response"],
+             "teacher": teacher.name, "cot": teacher.cot, "completion_tokens": r["completion_tokens"]} for r in kept]
+    write_jsonl_atomic(Path(out_dir) / POOL, rows)
+    return {"counts": {"teacher": teacher.name, "cot": teacher.cot, **counts}}
+
+
+def read_pool(pool_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a finished pool's ``pool.jsonl``."""
+    return data.read_jsonl(Path(pool_dir) / POOL)

@@ -1,0 +1,211 @@
+"""The paper's LLM re-judge: a second opinion on the samples the rule-based grader marked wrong.
+
+Li et al. (2025) score every rule-based miss that has a boxed answer with Qwen2.5-32B-Instruct (official repo
+``lm-evaluation-harness/math_metric_llm_eval_general.py``; ``conf/judge/qwen32b.yaml`` quotes its prompt):
+a reply containing ``True`` counts as correct, else ``False`` as wrong; anything else is *unparsed* and not
+correct. Their published accuracies are these judged ones.
+
+Here the judge is its own pass after generation (``eval.judge``; :func:`judge_job`): one engine load for every
+evaluation of the job that lacks a verdict, batched over all its benchmarks and arms. Each verdict set is a
+store artifact keyed by (evaluation key, judge config): ``judgments.jsonl`` (one row per sample: the rule
+verdict, whether it was sent, the reply, the judge verdict) and ``scores.json`` (rule and judged pass@1 with
+their CIs, samples sent, flips, unparsed). The rule verdict in ``predictions.jsonl`` is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.config import to_container
+from mixgap.stages.data import Problem, read_jsonl
+from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
+
+log = logging.getLogger(__name__)
+JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
+_RUNTIME = ("batch_size", "tensor_parallel_size", "benchmarks")  # how it runs, not what it answers
+
+
+def judge_spec(judge: DictConfig, eval_key: str) -> ArtifactSpec:
+    """Store spec of one judge's verdicts on one evaluation: the judge's model, prompt and budget."""
+    fields = {k: v for k, v in to_container(judge).items() if k not in _RUNTIME}
+    return ArtifactSpec("judge", fields, (eval_key,))
+
+
+def needs_judge(row: dict[str, Any]) -> bool:
+    """A sample goes to the judge when the rule grader marked it wrong and it has an extracted answer."""
+    return not row["correct"] and row.get("extracted") is not None
+
+
+def parse_verdict(reply: str) -> bool | None:
+    """``True`` when the reply contains "True", else ``False`` when it contains "False", else None (unparsed);
+    the order of the official script's checks."""
+    if "True" in reply:
+        return True
+    if "False" in reply:
+        return False
+    return None
+
+
+def fill_judge_prompt(template: str, problem: str, gold: str, answer: str) -> str:
+    """The judge prompt with ``{problem}``, ``{gold}``, ``{answer}`` filled (plain replacement: math braces stay)."""
+    return template.replace("{problem}", problem).replace("{gold}", gold).replace("{answer}", answer)
+
+
+def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str]) -> list[dict[str, Any]]:
+    """``judgments.jsonl`` rows: per sample ``id``, ``sample``, ``rule`` (the rule verdict), ``sent``, ``reply``,
+    ``verdict`` (judge: True/False/None; None also when not sent) and ``correct`` (rule or judge True)."""
+    out = []
+    for i, r in enumerate(rows):
+        reply = replies.get(i)
+        verdict = parse_verdict(reply) if reply is not None else None
+        out.append({"id": r["id"], "sample": r.get("sample", 0), "rule": bool(r["correct"]), "sent": reply is not None,
+                    "reply": reply, "verdict": verdict, "correct": bool(r["correct"]) or verdict is True})
+    return out
+
+
+def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: str) -> dict[str, Any]:
+    """Rule and judged pass@1 (percent, mean over samples and problems) with bootstrap CIs over problems, and
+    the judge's counts: ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False)."""
+    from mixgap.stats import mean_ci  # noqa: PLC0415
+
+    def per_problem(key: str) -> list[float]:
+        groups: dict[str, list[bool]] = {}
+        for r in judged:
+            groups.setdefault(str(r["id"]), []).append(bool(r[key]))
+        return [sum(g) / len(g) for g in groups.values()]
+
+    out: dict[str, Any] = {"benchmark": benchmark, "judge": judge_name, "samples": len(judged)}
+    for key, name in (("rule", "rule"), ("correct", "judge")):
+        values = per_problem(key)
+        low, high, se = mean_ci(values)
+        out.update({f"{name}_accuracy": 100.0 * sum(values) / len(values), f"{name}_ci_low": low,
+                    f"{name}_ci_high": high, f"{name}_se": se})
+    out["sent"] = sum(r["sent"] for r in judged)
+    out["flips"] = sum(r["sent"] and r["verdict"] is True for r in judged)
+    out["unparsed"] = sum(r["sent"] and r["verdict"] is None for r in judged)
+    return out
+
+
+class JudgeEngine:
+    """The judge model, loaded on first use (a job whose verdicts are all cached loads nothing)."""
+
+    def __init__(self, judge: DictConfig, store: Store, seed: int = 0):
+        self.judge, self.store, self.seed, self.backend = judge, store, seed, None
+
+    def ask(self, prompts: Sequence[str]) -> list[str]:
+        """Greedy replies within ``judge.max_new_tokens``."""
+        from mixgap.stages.backends import load_backend  # noqa: PLC0415
+        from mixgap.stages.models import resolve_model  # noqa: PLC0415
+
+        if not prompts:
+            return []
+        if self.backend is None:
+            j = self.judge
+            self.backend = load_backend(
+                j.backend, resolve_model(j, self.store), dtype=j.dtype, max_model_len=j.max_model_len,
+                tensor_parallel_size=j.tensor_parallel_size, batch_size=j.batch_size,
+                chat_template=None if j.chat_template == "model" else j.chat_template, seed=self.seed,
+            )
+        out = self.backend.generate(prompts, max_new_tokens=int(self.judge.max_new_tokens), temperature=0.0,
+                                    desc=f"judge {self.judge.name}")
+        return [samples[0].text.strip() for samples in out]
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+def judge_evaluations(
+    judge: DictConfig, store: Store, evaluations: dict[str, tuple[str, str, Sequence[Problem]]], seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Judge several finished evaluations in one pass (one judge load, one batch over all of them).
+
+    Args:
+        judge: the judge config (``eval.judge``).
+        store: the artifact store holding the evaluations.
+        evaluations: ``{label: (evaluation key, benchmark name, problems)}``; the problems give the texts.
+        seed: engine seed.
+
+    Returns:
+        ``{label: judge scores.json}`` (:func:`judge_scores`); cached verdicts are read, not recomputed.
+
+    Raises:
+        KeyError: a prediction's problem id is not among its problems.
+    """
+    todo, prompts, sent = {}, [], {}
+    for label, (key, bench, problems) in evaluations.items():
+        spec = judge_spec(judge, key)
+        if store.is_done(spec.key):
+            continue
+        texts = {p.id: p.problem for p in problems}
+        rows = read_jsonl(store.path(key) / "predictions.jsonl")
+        todo[label] = (spec, rows, bench)
+        sent[label] = []
+        for i, r in enumerate(rows):
+            if needs_judge(r):
+                sent[label].append((i, len(prompts)))
+                prompts.append(fill_judge_prompt(judge.prompt, texts[str(r["id"])], str(r["gold"]), str(r["extracted"])))
+    engine = JudgeEngine(judge, store, seed)
+    try:
+        replies = engine.ask(prompts)
+    finally:
+        engine.close()
+    scores = {}
+    for label, (key, bench, _) in evaluations.items():
+        spec = judge_spec(judge, key)
+        if label in todo:
+            _, rows, _ = todo[label]
+            mine = {i: replies[j] for i, j in sent[label]}
+
+            def build(out: Path, _w: Path, rows: list = rows, mine: dict = mine, bench: str = bench) -> dict[str, Any]:
+                judged = judged_rows(rows, mine)
+                result = judge_scores(judged, bench, judge.name)
+                with open(out / JUDGMENTS, "w", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in judged)
+                write_json_atomic(out / SCORES, result)
+                log.info("judge %s on %s: %d sent, %d flips, %d unparsed; pass@1 rule %.1f%%, judged %.1f%%",
+                         judge.name, bench, result["sent"], result["flips"], result["unparsed"],
+                         result["rule_accuracy"], result["judge_accuracy"])
+                return {"scores": result}
+
+            store.get_or_build(spec, build)
+        scores[label] = json.loads((store.path(spec.key) / SCORES).read_text())
+    return scores
+
+
+def judge_job(cfg: DictConfig, store: Store, specs: dict[str, ArtifactSpec], roles: Sequence[str],
+              benchmarks: dict[str, Sequence[Problem]], out: dict[str, Any]) -> None:
+    """The judge pass of a job: every evaluation it built on ``eval.judge.benchmarks``; the judge's scores go
+    into ``out["scores"|"untuned"][benchmark]["judge"]`` beside the rule-based ones."""
+    judge = cfg.eval.judge
+    wanted = {}
+    for role in roles:
+        parts = role.split(".")
+        if parts[0] == "eval" and cfg.benchmark[parts[2]].name in judge.benchmarks:
+            wanted[role] = (specs[role].key, cfg.benchmark[parts[2]].name, benchmarks[parts[2]])
+    results = judge_evaluations(judge, store, wanted, int(cfg.seed))
+    for role, result in results.items():
+        _, arm, name = role.split(".")
+        table = out.get("scores" if arm == "tuned" else "untuned", {})
+        if name in table:
+            table[name]["judge"] = result
+
+
+def load_judged(store: Store, judge: Any, eval_key: str) -> dict[str, float] | None:
+    """``{problem id: judged mean correctness}`` of a finished judge artifact, or None when there is none."""
+    if judge is None:
+        return None
+    key = judge_spec(judge, eval_key).key
+    if not store.is_done(key):
+        return None
+    groups: dict[str, list[bool]] = {}
+    for r in read_jsonl(store.path(key) / JUDGMENTS):
+        groups.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    return {i: (sum(g) / len(g) if len(g) > 1 else bool(g[0])) for i, g in groups.items()}

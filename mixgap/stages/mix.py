@@ -1,0 +1,150 @@
+"""Mix Distillation (Li et al., 2025, Section 5): a fraction ``mix.weight`` of training examples from the strong pool.
+
+Exact mixing rule (our reading of the paper, which states only "a ratio of 1:4" for w = 0.2):
+
+- the problem set is the problems **both** pools kept (``mix.problems=intersection``, the default), so
+  changing w changes the style of the examples, never the problem set or its size N; ``union`` takes
+  every problem either pool kept, and a problem only one pool kept must take that pool's response;
+- exactly ``k = floor(w * N + 0.5)`` problems (round half up, not Python's banker's ``round``) take the
+  strong response, the other N - k the weak one;
+- which problems: the k lowest-ranked shared problems, ranked by ``sha256(f"{seed}:{id}")``; the ranking
+  depends only on the seed and the id, so the choice is deterministic for a seed, the strong problems at
+  w = 0.2 are a subset of those at w = 0.4 (nested), and no problem appears twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from mixgap.stages import data
+from mixgap.core.config import ConfigError
+from mixgap.core.store import ArtifactSpec, make_key
+
+MIXTURE = "mixture.jsonl"
+PROBLEM_MODES = ("intersection", "union")
+
+
+def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str) -> ArtifactSpec:
+    """Store spec of a mixture (stage ``mixture``): fields ``{weight, problems, seed}`` (weight as a float,
+    so ``1`` and ``1.0`` are one key); inputs ``[strong, weak]``."""
+    fields = {"weight": float(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
+    return ArtifactSpec("mixture", fields, (strong_pool_key, weak_pool_key))
+
+
+def problem_set_key(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str) -> str:
+    """Key of the mixture's problem set: the same for every weight and seed of one pool pair and mode."""
+    return make_key("problemset", {"problems": mix_cfg.problems}, [strong_pool_key, weak_pool_key])
+
+
+def strong_count(weight: float, n: int) -> int:
+    """``floor(weight * n + 0.5)``: round half up (``w=0.5, n=5`` gives 3, where ``round`` gives 2), computed
+    exactly on the shortest decimal of ``weight`` (``w=0.58, n=25``: 14.5 gives 15; float arithmetic gives 14)."""
+    return math.floor(Fraction(repr(float(weight))) * n + Fraction(1, 2))
+
+
+def rank_key(seed: int, problem_id: str) -> str:
+    """The seeded rank of a problem: hex SHA-256 of ``"{seed}:{id}"`` (stable across Python versions)."""
+    return hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()
+
+
+def _unique(ids: Iterable[str], role: str) -> set[str]:
+    ids = list(ids)
+    unique = set(ids)
+    if len(unique) != len(ids):
+        raise ValueError(f"the {role} pool lists a problem id more than once; a pool keeps one response per problem")
+    return unique
+
+
+def select(strong_ids: Iterable[str], weak_ids: Iterable[str], weight: float, seed: int,
+           mode: str) -> tuple[list[str], set[str]]:
+    """Choose the mixture's problems and which of them take the strong response.
+
+    Args:
+        strong_ids, weak_ids: the problem ids each pool kept (unique within a pool).
+        weight: ``mix.weight`` in [0, 1], the fraction of examples from the strong pool.
+        seed: ``mix.seed``.
+        mode: ``intersection`` or ``union`` (``mix.problems``).
+
+    Returns:
+        (the mixture's problem ids sorted, the set of ids that take the strong response), with
+        ``len(strong) == floor(weight * N + 0.5)`` where N is the number of ids.
+
+    Raises:
+        ConfigError: weight outside [0, 1], an unknown mode, or (union) a weight whose strong count cannot
+            be met because problems only one pool kept are forced to that pool; it names mix.weight and
+            the feasible range.
+        ValueError: an id repeats within a pool.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1]")
+    if mode not in PROBLEM_MODES:
+        raise ConfigError(f"mix.problems={mode!r} is not allowed; choose one of {', '.join(PROBLEM_MODES)}")
+    strong, weak = _unique(strong_ids, "strong"), _unique(weak_ids, "weak")
+    shared = strong & weak
+    only_strong = strong - weak if mode == "union" else set()
+    ids = sorted(shared | (strong | weak if mode == "union" else set()))
+    k = strong_count(weight, len(ids))
+    low, high = len(only_strong), len(only_strong) + len(shared)
+    if not low <= k <= high:
+        n = len(ids)
+        raise ConfigError(
+            f"mix.weight={weight} needs {k} of {n} problems from the strong pool, but with mix.problems=union "
+            f"{low} problems only the strong pool kept must take it and {n - high} only the weak pool kept cannot; "
+            f"use mix.weight in [{low / n:.4f}, {high / n:.4f}] or mix.problems=intersection"
+        )
+    ranked = sorted(shared, key=lambda pid: (rank_key(seed, pid), pid))
+    return ids, only_strong | set(ranked[: k - low])
+
+
+def _by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in rows}
+
+
+def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_dir: Path) -> dict:
+    """Write ``out_dir/mixture.jsonl`` (rows ``{id, problem, answer, response, source, teacher,
+    completion_tokens}``, sorted by id) from two finished pools.
+
+    Returns:
+        ``{"counts": {"N", "strong", "weak", "tokens": {source: total or None when a pool has no token
+        counts}, "chars": {source: total}, "problem_ids": [...], "strong_ids": [...]}}``.
+    """
+    from mixgap.stages.generate import read_pool, write_jsonl_atomic  # noqa: PLC0415
+
+    pools = {"strong": _by_id(read_pool(strong_pool_dir)), "weak": _by_id(read_pool(weak_pool_dir))}
+    ids, strong = select(pools["strong"], pools["weak"], float(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
+    rows = []
+    for pid in ids:
+        source = "strong" if pid in strong else "weak"
+        row = pools[source][pid]
+        rows.append({"id": pid, "problem": row["problem"], "answer": row["answer"], "response": row["response"],
+                     "source": source, "teacher": row["teacher"], "completion_tokens": row.get("completion_tokens")})
+    write_jsonl_atomic(Path(out_dir) / MIXTURE, rows)
+    return {"counts": mixture_counts(rows)}
+
+
+def mixture_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """N, examples per source, token and character totals per source, and the problem ids."""
+    counts: dict[str, Any] = {"N": len(rows), "tokens": {}, "chars": {}}
+    for source in ("strong", "weak"):
+        part = [r for r in rows if r["source"] == source]
+        counts[source] = len(part)
+        tokens = [r["completion_tokens"] for r in part]
+        counts["tokens"][source] = sum(tokens) if all(t is not None for t in tokens) else None
+        counts["chars"][source] = sum(len(r["response"]) for r in part)
+    counts["problem_ids"] = [r["id"] for r in rows]
+    counts["strong_ids"] = [r["id"] for r in rows if r["source"] == "strong"]
+    return counts
+
+
+def read_mixture(mixture_dir: Path) -> list[data.Problem]:
+    """The mixture as Problems with meta ``{response, source, teacher, completion_tokens}``."""
+    return [
+        data.Problem(id=r["id"], problem=r["problem"], answer=r["answer"], solution=None,
+                     meta={k: r[k] for k in ("response", "source", "teacher", "completion_tokens")})
+        for r in data.read_jsonl(Path(mixture_dir) / MIXTURE)
+    ]

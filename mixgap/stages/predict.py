@@ -1,0 +1,420 @@
+"""Stage ``predict``: learnability before training, from the *untuned* student's likelihood of each teacher pool.
+
+Li et al. (2025, Section 5) explain the learnability gap by distribution shift: long CoT and large-teacher CoT
+sit far from what a small student would write itself. If so, the gap should show before any SFT. For one
+student and one teacher pair, the untuned student teacher-forces a seeded sample of each pool's kept traces
+(``predict.max_samples``; the *same problems* for both pools), rendered exactly as training renders them
+(:func:`mixgap.stages.train.labels.tokenize_conversation`: the student's chat template, the ``finetune_mode.prompt``
+user turn), and is scored on exactly the supervised tokens of training (the response and the end-of-turn
+token). Per trace it records:
+
+- ``surprisal``: mean token surprisal (negative log-likelihood, nats/token), ``-log softmax(logits)[target]``;
+- ``mean_rank`` (ranks clipped at ``predict.rank_clip``, as RSR uses them), ``mean_rank_raw`` (unclipped),
+  ``median_rank``: the 1-based rank of the teacher's token among the student's next-token logits (ties in
+  the token's favour, :func:`mixgap.results.analysis.rank_shift.token_ranks`);
+- ``top1_share``: the share of tokens the student ranks first (URIAL's "unshifted", Figure 8's bin);
+- ``rsr``: the Rank-Surprisal Ratio of the trace (:func:`trace_record`);
+- ``tokens``: the response length in scored tokens.
+
+RSR (Yang et al. 2026, "Which Reasoning Trajectories Teach Students to Reason Better? A Simple Metric of
+Informative Alignment", arXiv 2601.14249, Eq. 7; code ``UmeanNever/RankSurprisalRatio``, ``rsr_cal.py``
+``compute_sample_metrics``): for a trajectory with tokens t = 1..T,
+
+    RSR = sum_t min(rank_t, r) / sum_t surprisal_t        (r = 100)
+
+(= average clipped rank / average surprisal: a surprisal-weighted mean of per-token rank/surprisal). A pool's
+RSR is the ratio of the pool's mean per-trace average clipped rank to its mean per-trace average surprisal
+(the paper's Appendix A.8, ``rsr_cal.py`` ``dataset_agg``), not the mean of per-trace RSRs. **Lower RSR is
+better**: the paper's trajectories that teach best have low probability (high surprisal) yet high-ranked tokens
+(low rank), i.e. a small numerator over a large denominator (the repository's README and Figure 2: "low
+absolute probability while their tokens remain relatively high-ranked"). The prediction of this module is
+therefore: the student learns better from the pool with the lower RSR.
+
+Departures from ``rsr_cal.py``, both to score what training supervises: the scored tokens include the
+end-of-turn token (``rsr_cal.py`` stops before it: one token per trace), and a problem whose trace in either
+pool is longer than ``predict.max_seq_len`` (default ``finetune_mode.max_seq_len``) is skipped for both pools
+(training drops such examples; ``rsr_cal.py`` truncates at ``max_model_len``). Logits are fp32.
+
+Artifacts: one ``predict`` artifact per (untuned student, teacher pool, partner pool of the pair, predict
+settings); the key never depends on ``mix.weight``, so every weight of a sweep shares it. It holds
+``traces.jsonl`` (one record per scored trace). Intervals: percentile bootstrap over traces (problems),
+``predict.n_boot`` resamples; the strong − weak differences are paired (the same resampled problems for both
+pools), as :mod:`mixgap.stats` does for accuracies. torch/transformers are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixgap.stats import Interval, percentile_interval, verdict
+from mixgap.core.store import ArtifactSpec
+
+log = logging.getLogger(__name__)
+ROLES = ("strong", "weak")
+TRACES = "traces.jsonl"
+EPS = 1e-12  # rsr_cal.py: ratio = sum_rank / max(sum_nll, 1e-12)
+#: The figures reported per pool (each the mean over traces, RSR the ratio of means) and their units.
+FIGURES = {
+    "surprisal": "nats/token", "mean_rank": "rank (clipped)", "median_rank": "rank", "top1_share": "fraction",
+    "rsr": "rank per nat", "length": "tokens",
+}
+
+
+def effective_max_seq_len(cfg: Any) -> int:
+    """``predict.max_seq_len``, or ``finetune_mode.max_seq_len`` when it is None (what training keeps)."""
+    value = cfg.predict.max_seq_len
+    return int(cfg.finetune_mode.max_seq_len if value is None else value)
+
+
+def predict_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) -> dict[str, ArtifactSpec]:
+    """The two ``predict`` artifacts of a job: ``{"predict.strong": ..., "predict.weak": ...}``.
+
+    Fields: ``max_samples``, ``seed``, ``max_seq_len`` (effective), ``rank_clip``, the training prompt
+    (``finetune_mode.prompt``); inputs: the student (its key carries weights and chat template), the scored
+    pool, then its partner. Never ``mix.weight``, batch size or bootstrap settings.
+    """
+    p = cfg.predict
+    fields = {"max_samples": int(p.max_samples), "seed": int(p.seed), "max_seq_len": effective_max_seq_len(cfg),
+              "rank_clip": int(p.rank_clip), "prompt": str(cfg.finetune_mode.prompt)}
+    return {
+        "predict.strong": ArtifactSpec("predict", fields, (student_key, strong_pool, weak_pool)),
+        "predict.weak": ArtifactSpec("predict", fields, (student_key, weak_pool, strong_pool)),
+    }
+
+
+# ----------------------------------------------------------------------------- token scores
+
+
+def token_scores(logits: Any, targets: Any) -> tuple[Any, Any]:
+    """Surprisal and rank of each target token under its row of logits.
+
+    Args:
+        logits: float tensor ``(N, V)``: next-token logits at N positions.
+        targets: integer tensor ``(N,)`` of token ids in ``[0, V)``.
+
+    Returns:
+        ``(nll, rank)``: float32 ``(N,)`` surprisal in nats, ``logsumexp(logits[n]) - logits[n, target]``
+        (computed in fp32, as ``rsr_cal.py``), and long ``(N,)`` 1-based unclipped rank
+        (:func:`mixgap.results.analysis.rank_shift.token_ranks`: 1 + the number of logits strictly larger).
+
+    Raises:
+        ValueError: the shapes do not match or a target is outside the vocabulary.
+    """
+    import torch  # noqa: PLC0415
+
+    from mixgap.results.analysis.rank_shift import token_ranks  # noqa: PLC0415
+
+    ranks = token_ranks(logits, targets)  # validates the shapes and ids
+    logits = logits.float()
+    nll = torch.logsumexp(logits, dim=-1) - logits.gather(1, targets.long().unsqueeze(1)).squeeze(1)
+    return nll, ranks
+
+
+def trace_record(nlls: Sequence[float], ranks: Sequence[int], rank_clip: int = 100) -> dict[str, float | int]:
+    """The per-trace figures from its token surprisals and ranks.
+
+    Args:
+        nlls: surprisal (nats) of each scored token; ranks: its 1-based rank; same length, >= 1 token.
+        rank_clip: RSR's r (Yang et al. 2026, Eq. 7: ``min(rank, r)``; 100 in ``rsr_launch.py``).
+
+    Returns:
+        ``tokens``, ``surprisal`` (mean nll), ``mean_rank`` (mean of ``min(rank, r)``), ``mean_rank_raw``,
+        ``median_rank`` (unclipped, numpy's median: the mean of the two middle ranks for even T),
+        ``top1_share`` (share of rank 1), ``rsr`` = ``sum(min(rank, r)) / max(sum(nll), 1e-12)``.
+
+    Raises:
+        ValueError: empty or unequal lists, a rank < 1, or ``rank_clip`` < 1.
+    """
+    if not nlls or len(nlls) != len(ranks):
+        raise ValueError(f"a trace needs >= 1 scored token with one rank each; got {len(nlls)} nlls, {len(ranks)} ranks")
+    if rank_clip < 1:
+        raise ValueError(f"predict.rank_clip={rank_clip} is not allowed; it must be >= 1")
+    r = np.asarray(ranks, dtype=np.int64)
+    if r.min() < 1:
+        raise ValueError(f"ranks are 1-based; got {int(r.min())}")
+    s = np.asarray(nlls, dtype=np.float64)
+    clipped = np.minimum(r, rank_clip)
+    return {
+        "tokens": len(r), "surprisal": float(s.mean()), "mean_rank": float(clipped.mean()),
+        "mean_rank_raw": float(r.mean()), "median_rank": float(np.median(r)), "top1_share": float((r == 1).mean()),
+        "rsr": float(clipped.sum() / max(float(s.sum()), EPS)),
+    }
+
+
+def scored_positions(labels: Sequence[int]) -> list[int]:
+    """Positions whose label is supervised (``!= -100``): exactly the tokens the SFT loss is taken on."""
+    from mixgap.stages.train.labels import IGNORE  # noqa: PLC0415
+
+    return [t for t, label in enumerate(labels) if label != IGNORE]
+
+
+def score_sequences(
+    model: Any, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, *, chunk: int = 1024,
+    pad_id: int = 0, desc: str = "predict",
+) -> list[tuple[list[float], list[int]]]:
+    """Surprisal and rank of the tokens at ``positions`` of each sequence, teacher-forced, batched, no gradients.
+
+    Args:
+        model: a transformers causal LM (decoder ``base_model`` + LM head, as ``rank_shift.completion_ranks``).
+        sequences: ``(input_ids, positions)``; each position t in ``[1, len)`` is scored from the logits at t-1.
+        batch_size: sequences per forward pass (longest first, right padding, attention mask).
+        chunk: positions per LM-head call (at most ``chunk x V`` fp32 logits at once).
+        pad_id: id written into padding (masked, never scored).
+        desc: tqdm label.
+
+    Returns:
+        Per sequence, ``(nlls, ranks)`` in position order (:func:`token_scores`).
+
+    Raises:
+        ValueError: ``chunk`` < 1, or a position outside ``[1, len(input_ids))``.
+    """
+    import torch  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from mixgap.results.analysis.rank_shift import padded_hidden_states, scoring_head  # noqa: PLC0415
+    from mixgap.stages.backends import length_sorted_batches  # noqa: PLC0415
+
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} is not allowed; it must be >= 1")
+    for ids, positions in sequences:
+        if positions and not (1 <= min(positions) and max(positions) < len(ids)):
+            raise ValueError(f"positions {min(positions)}..{max(positions)} are not in [1, {len(ids)}): the first token "
+                             "has no logits before it")
+    body, weight, bias, device = scoring_head(model)
+    results: list[tuple[list[float], list[int]]] = [([], []) for _ in sequences]
+    batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
+    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="trace") as bar:
+        for batch in batches:
+            hidden = padded_hidden_states(body, [sequences[i][0] for i in batch], pad_id, device)
+            for row, i in enumerate(batch):
+                ids, positions = sequences[i]
+                pos = torch.tensor(list(positions), dtype=torch.long, device=device)
+                targets = torch.tensor([ids[t] for t in positions], dtype=torch.long, device=device)
+                nlls, ranks = [], []
+                for s in range(0, len(pos), chunk):
+                    states = hidden[row, pos[s : s + chunk] - 1].float()
+                    nll, rank = token_scores(torch.nn.functional.linear(states, weight, bias), targets[s : s + chunk])
+                    nlls += nll.tolist()
+                    ranks += rank.tolist()
+                results[i] = (nlls, ranks)
+            bar.update(len(batch))
+    return results
+
+
+# ----------------------------------------------------------------------------- the sample of problems
+
+
+def select_problems(
+    strong: Mapping[str, Any], weak: Mapping[str, Any], encode: Callable[[Any], Any], max_samples: int, seed: int,
+    max_seq_len: int,
+) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, int]]:
+    """The seeded sample of problems scored for *both* pools of a pair.
+
+    The problems both pools kept, in the seeded order of :func:`mixgap.stages.mix.rank_key` (the order mixtures use),
+    are taken one by one; a problem whose trace in either pool tokenises to more than ``max_seq_len`` tokens is
+    skipped (training would drop it), until ``max_samples`` are taken. Symmetric in the two pools.
+
+    Args:
+        strong, weak: pool rows by problem id. encode: row -> ``TokenizedExample`` (the training rendering).
+        max_samples, seed, max_seq_len: ``predict.max_samples``, ``predict.seed``, :func:`effective_max_seq_len`.
+
+    Returns:
+        ``(ids, examples, counts)``: the chosen ids in sampling order, ``{id: {"strong": ex, "weak": ex}}``, and
+        ``{"shared": problems both pools kept, "over_length": skipped, "selected": taken}``.
+    """
+    from mixgap.stages.mix import rank_key  # noqa: PLC0415
+
+    shared = sorted(set(strong) & set(weak), key=lambda pid: (rank_key(seed, pid), pid))
+    ids, examples, skipped = [], {}, 0
+    for pid in shared:
+        if len(ids) >= max_samples:
+            break
+        pair = {"strong": encode(strong[pid]), "weak": encode(weak[pid])}
+        if max(len(ex.input_ids) for ex in pair.values()) > max_seq_len:
+            skipped += 1
+            continue
+        ids.append(pid)
+        examples[pid] = pair
+    return ids, examples, {"shared": len(shared), "over_length": skipped, "selected": len(ids)}
+
+
+def encoder(tokenizer: Any, prompt_template: str) -> Callable[[Mapping[str, Any]], Any]:
+    """Pool row -> the training example of :func:`mixgap.stages.train.labels.tokenize_conversation` (user turn =
+    ``fill_prompt(finetune_mode.prompt, problem)``, assistant = the teacher's response); errors name the row."""
+    from mixgap.stages.data import fill_prompt  # noqa: PLC0415
+    from mixgap.stages.train.labels import tokenize_conversation  # noqa: PLC0415
+
+    def encode(row: Mapping[str, Any]) -> Any:
+        try:
+            return tokenize_conversation(tokenizer, fill_prompt(prompt_template, row["problem"]), row["response"])
+        except ValueError as err:
+            raise ValueError(f"pool row {row.get('id')} ({row.get('teacher')}): {err}") from err
+
+    return encode
+
+
+def build_scores(
+    cfg: Any, pools: Mapping[str, Path], role: str, load: Callable[[], tuple[Any, Any]], out_dir: Path
+) -> dict[str, Any]:
+    """Write ``out_dir/traces.jsonl`` for the ``role`` pool: one :func:`trace_record` (plus ``id``) per problem.
+
+    Args:
+        cfg: the job config (``predict``, ``finetune_mode.prompt``/``max_seq_len``, ``student.chat_template``).
+        pools: finished pool folders by role (``strong``, ``weak``). role: which one to score.
+        load: returns ``(model, tokenizer)`` of the untuned student (called lazily, shared by both roles).
+        out_dir: the artifact folder being built.
+
+    Returns:
+        Manifest extras ``{"counts": {teacher, shared, over_length, selected, tokens, wall_s_scoring}}``.
+
+    Raises:
+        ValueError: no problem is shared by both pools within ``max_seq_len`` (nothing to compare), or a row
+            ``tokenize_conversation`` refuses (named by id).
+    """
+    import time  # noqa: PLC0415
+
+    from mixgap.stages.generate import read_pool, write_jsonl_atomic  # noqa: PLC0415
+    from mixgap.stages.train.labels import set_chat_template  # noqa: PLC0415
+
+    model, tokenizer = load()
+    set_chat_template(tokenizer, cfg.student.chat_template)
+    rows = {r: {row["id"]: row for row in read_pool(pools[r])} for r in ROLES}
+    p = cfg.predict
+    ids, examples, counts = select_problems(rows["strong"], rows["weak"], encoder(tokenizer, cfg.finetune_mode.prompt),
+                                            int(p.max_samples), int(p.seed), effective_max_seq_len(cfg))
+    if not ids:
+        raise ValueError(f"predict: no problem kept by both pools fits max_seq_len={effective_max_seq_len(cfg)} "
+                         f"({counts['shared']} shared, {counts['over_length']} over length); raise predict.max_seq_len")
+    sequences = [(examples[i][role].input_ids, scored_positions(examples[i][role].labels)) for i in ids]
+    start = time.perf_counter()
+    scores = score_sequences(model, sequences, int(p.batch_size), pad_id=tokenizer.pad_token_id or 0,
+                             desc=f"predict {cfg.mix[role].name}")
+    wall = time.perf_counter() - start
+    records = [{"id": i, **trace_record(n, r, int(p.rank_clip))} for i, (n, r) in zip(ids, scores, strict=True)]
+    write_jsonl_atomic(Path(out_dir) / TRACES, records)
+    tokens = sum(r["tokens"] for r in records)
+    log.info("predict %s: %d traces, %d tokens scored in %.1f s", cfg.mix[role].name, len(records), tokens, wall)
+    return {"counts": {"teacher": cfg.mix[role].name, **counts, "tokens": tokens, "wall_s_scoring": round(wall, 3)}}
+
+
+def read_traces(folder: Path) -> list[dict[str, Any]]:
+    """The per-trace records of a finished ``predict`` artifact."""
+    from mixgap.stages.data import read_jsonl  # noqa: PLC0415
+
+    return read_jsonl(Path(folder) / TRACES)
+
+
+# ----------------------------------------------------------------------------- pool figures and the prediction
+
+
+def _figures(traces: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Pool figures from per-trace arrays of shape ``(..., n)``: means over the last axis; RSR = ratio of means."""
+    surprisal, rank = traces["surprisal"].mean(-1), traces["mean_rank"].mean(-1)
+    return {"surprisal": surprisal, "mean_rank": rank, "median_rank": traces["median_rank"].mean(-1),
+            "top1_share": traces["top1_share"].mean(-1), "rsr": rank / np.maximum(surprisal, EPS),
+            "length": traces["tokens"].mean(-1)}
+
+
+def _arrays(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    keys = ("surprisal", "mean_rank", "median_rank", "top1_share", "tokens")
+    return {k: np.array([float(r[k]) for r in records]) for k in keys}
+
+
+def learnability(
+    records: Mapping[str, Sequence[Mapping[str, Any]]], *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, Any]:
+    """Both pools' figures with bootstrap CIs, their paired differences and the predicted better pool.
+
+    Args:
+        records: ``{"strong": traces, "weak": traces}`` (:func:`read_traces`); joined by problem id.
+        n_boot, seed, confidence: percentile bootstrap over problems (Efron & Tibshirani 1993, ch. 13); one
+            draw of problems is shared by both pools (paired, as ``stats.compare``).
+
+    Returns:
+        ``{"strong": {figure: {estimate, low, high}, "n": traces, "tokens": scored tokens}, "weak": {...},
+        "difference": {figure: strong − weak}, "prediction": {"better": "strong" | "weak" | "tie",
+        "rsr_advantage": RSR_weak − RSR_strong (> 0: the strong pool has the lower, better RSR), "verdict":
+        Strong / Weak / n.s. (the advantage's CI above / below 0 / across it), "n": problems}}``. Figures:
+        :data:`FIGURES`.
+
+    Raises:
+        ValueError: the pools share no problem id, or a bad ``n_boot``/``confidence``.
+    """
+    if n_boot < 1 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"n_boot={n_boot} and confidence={confidence}: need n_boot >= 1 and confidence in (0, 1)")
+    by_id = {r: {str(t["id"]): t for t in records[r]} for r in ROLES}
+    ids = sorted(set(by_id["strong"]) & set(by_id["weak"]))
+    if not ids:
+        raise ValueError("the strong and weak predict artifacts share no problem id; they were not sampled together")
+    arrays = {r: _arrays([by_id[r][i] for i in ids]) for r in ROLES}
+    draw = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    points = {r: _figures(arrays[r]) for r in ROLES}
+    samples = {r: _figures({k: v[draw] for k, v in arrays[r].items()}) for r in ROLES}
+
+    def interval(point: float, boot: np.ndarray) -> dict[str, float]:
+        return asdict(Interval(round(float(point), 9), *percentile_interval(boot, confidence), n=len(ids)))
+
+    out: dict[str, Any] = {}
+    for r in ROLES:
+        out[r] = {f: interval(points[r][f], samples[r][f]) for f in FIGURES}
+        out[r].update(n=len(ids), tokens=int(arrays[r]["tokens"].sum()))
+    out["difference"] = {f: interval(points["strong"][f] - points["weak"][f], samples["strong"][f] - samples["weak"][f])
+                         for f in FIGURES}
+    advantage = interval(points["weak"]["rsr"] - points["strong"]["rsr"], samples["weak"]["rsr"] - samples["strong"]["rsr"])
+    better = "strong" if advantage["estimate"] > 0 else "weak" if advantage["estimate"] < 0 else "tie"
+    out["prediction"] = {"better": better, "rsr_advantage": advantage, "verdict": verdict(Interval(**advantage)),
+                         "n": len(ids), "confidence": confidence}
+    return out
+
+
+def build_learnability(
+    cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path], tracker: Any,
+    student_path: str | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) both ``predict`` artifacts of the job and return the ``learnability`` of ``result.json``.
+
+    Args:
+        cfg: the job config. store: the artifact store. specs: the job's specs (``predict.strong``/``weak``).
+        pools: finished pool folders by role. tracker: gets the per-pool figures as summary values.
+        student_path: the untuned student's weights when already resolved; else resolved here.
+
+    Returns:
+        :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
+        :func:`build_scores` under ``counts``.
+    """
+    from mixgap.stages import models  # noqa: PLC0415
+    from mixgap.results.analysis.rank_shift import load_student  # noqa: PLC0415
+
+    path = student_path or models.resolve_model(cfg.student, store)
+    loaded: list[tuple[Any, Any]] = []
+
+    def load() -> tuple[Any, Any]:
+        if not loaded:
+            loaded.append(load_student(str(path)))
+        return loaded[0]
+
+    try:
+        folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o))
+                   for r in ROLES}
+    finally:
+        loaded.clear()
+        gc.collect()
+    p = cfg.predict
+    out = learnability({r: read_traces(folders[r]) for r in ROLES}, n_boot=int(p.n_boot), seed=int(p.seed),
+                       confidence=float(p.confidence))
+    out["artifacts"] = {r: specs[f"predict.{r}"].key for r in ROLES}
+    out["teachers"] = {r: cfg.mix[r].name for r in ROLES}
+    out["counts"] = {r: store.manifest(specs[f"predict.{r}"].key).get("counts", {}) for r in ROLES}
+    tracker.summary({f"learnability/{r}/{f}": out[r][f]["estimate"] for r in ROLES for f in FIGURES}
+                    | {"learnability/rsr_advantage": out["prediction"]["rsr_advantage"]["estimate"],
+                       "learnability/better": out["prediction"]["better"]})
+    log.info("learnability: %s", json.dumps({r: {f: round(out[r][f]["estimate"], 4) for f in FIGURES} for r in ROLES}))
+    return out

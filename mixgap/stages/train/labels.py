@@ -1,0 +1,242 @@
+"""Tokenisation of one SFT example and its label mask, and the over-length policy of a whole mixture.
+
+The student's own chat template renders the conversation (system?, user = the filled prompt, assistant =
+the teacher's CoT). Which tokens are supervised is decided from that rendering, by character offsets:
+
+- the prompt text is ``apply_chat_template(messages, add_generation_prompt=True)``; every one of its tokens
+  (system, user, generation prompt) gets label -100;
+- the rest of the full rendering is the assistant turn; its tokens that overlap the response text, and the
+  first token after it (the template's end-of-turn token, ``<|im_end|>`` for ChatML/Qwen/SmolLM2,
+  ``<|eot_id|>`` for Llama-3) are supervised; anything the template writes after the end-of-turn token
+  (ChatML's trailing newline) is kept as input with label -100.
+
+Pad ids play no part (SmolLM2's pad == eos == ``<|im_end|>``, so a pad-based mask would unsupervise the
+end-of-turn token and the student would never learn to stop). The prompt and the assistant turn are
+tokenised separately, exactly as the evaluator tokenises the prompt before generating (no BPE merge
+across the boundary). Over-long samples are dropped and counted per source, never silently cut: the
+paper's released Mix configs cut at 4,096 tokens and so lost the answers of long traces (Li et al., 2025,
+Table 5 vs the LLaMA-Factory configs; see ``conf/finetune_mode/full.yaml``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixgap.stages.data import Problem, fill_prompt
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # the label torch.nn.CrossEntropyLoss (and transformers' ForCausalLMLoss) ignores
+SOURCES = ("strong", "weak")
+OVERLENGTH = ("drop", "truncate", "drop_pair")  # drop_pair: see mixgap.stages.train.pairs
+
+
+@dataclass
+class TokenizedExample:
+    """One training example: ``input_ids`` and ``labels`` of equal length (-100 = not supervised)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    id: str | None = None
+    source: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_supervised(self) -> int:
+        """Number of supervised tokens (labels != -100)."""
+        return sum(label != IGNORE for label in self.labels)
+
+
+def set_chat_template(tokenizer: Any, chat_template: str | None) -> Any:
+    """Use ``chat_template`` (a Jinja string) for ``tokenizer``; ``None``/``"model"`` keeps the tokenizer's own.
+
+    Raises:
+        ValueError: the tokenizer has no chat template and none is given (``student.chat_template``).
+    """
+    if chat_template not in (None, "", "model"):
+        tokenizer.chat_template = chat_template
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "student.chat_template='model' but the student's tokenizer has no chat template; "
+            "give a Jinja template string in student.chat_template"
+        )
+    return tokenizer
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    ids = set(tokenizer.all_special_ids)
+    ids.update(tokenizer.get_added_vocab().values())
+    return ids
+
+
+def _content_span(turn: str, response: str) -> tuple[int, int]:
+    """Character span of the response inside the rendered assistant turn (templates may ``trim`` it)."""
+    for content in (response, response.strip()):
+        start = turn.find(content)
+        if start >= 0:
+            return start, start + len(content)
+    raise ValueError(
+        "the chat template changes the response text (it is not found in the rendered assistant turn); "
+        "use a template that writes the assistant content verbatim (student.chat_template)"
+    )
+
+
+def tokenize_conversation(tokenizer: Any, prompt: str, response: str, system: str | None = None) -> TokenizedExample:
+    """Tokenise a single-turn conversation with the tokenizer's chat template and build its label mask.
+
+    Args:
+        tokenizer: a fast (offset-capable) Hugging Face tokenizer with a chat template.
+        prompt: the user turn (already filled, e.g. ``data.fill_prompt(finetune_mode.prompt, problem)``).
+        response: the assistant turn (the teacher's CoT solution), non-empty.
+        system: an explicit system turn, or None to let the template write its default (if any).
+
+    Returns:
+        ``TokenizedExample`` with ``input_ids`` = tokens(prompt rendering with generation prompt) +
+        tokens(rest of the full rendering), and ``labels`` = -100 on every prompt token, the token id on
+        each token overlapping the response text and on the end-of-turn token right after it, -100 after.
+
+    Raises:
+        ValueError: empty response; a template whose full rendering does not start with its prompt
+            rendering, or that alters the response text; no special end-of-turn token right after the
+            response (nothing would teach the student to stop); a tokenizer without offsets.
+    """
+    if not response or not response.strip():
+        raise ValueError("response is empty: nothing to supervise")
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages.append({"role": "user", "content": prompt})
+    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": response}], tokenize=False, add_generation_prompt=False
+    )
+    if not full_text.startswith(prompt_text):
+        raise ValueError(
+            "the chat template renders the prompt differently with and without the assistant turn; "
+            "cannot tell prompt tokens from response tokens (student.chat_template)"
+        )
+    turn = full_text[len(prompt_text):]
+    start, end = _content_span(turn, response)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(turn, add_special_tokens=False, return_offsets_mapping=True)
+    if "offset_mapping" not in encoded:
+        raise ValueError("the tokenizer gives no offsets; use a fast tokenizer (use_fast=True)")
+    turn_ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    labels = [tid if (a < end and b > start) else IGNORE for tid, (a, b) in zip(turn_ids, offsets, strict=True)]
+    after = next((i for i, (a, _b) in enumerate(offsets) if a >= end), None)
+    if after is None or turn_ids[after] not in _special_ids(tokenizer):
+        found = "nothing" if after is None else repr(tokenizer.convert_ids_to_tokens(turn_ids[after]))
+        raise ValueError(
+            f"the chat template writes {found} after the assistant content, not a special end-of-turn token "
+            "(e.g. <|im_end|>, <|eot_id|>); the student would never learn to stop"
+        )
+    labels[after] = turn_ids[after]
+    return TokenizedExample(input_ids=[*prompt_ids, *turn_ids], labels=[IGNORE] * len(prompt_ids) + labels)
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The id of the token the chat template closes an assistant turn with (the last supervised token)."""
+    example = tokenize_conversation(tokenizer, "1+1?", "2")
+    return next(label for label in reversed(example.labels) if label != IGNORE)
+
+
+def _empty_counts() -> dict[str, Any]:
+    return {
+        "examples": 0,
+        "kept": dict.fromkeys(SOURCES, 0),
+        "dropped": dict.fromkeys(SOURCES, 0),
+        "truncated": dict.fromkeys(SOURCES, 0),
+        "tokens": 0,
+        "supervised_tokens": 0,
+        "max_len": 0,
+    }
+
+
+def apply_overlength(
+    examples: Iterable[TokenizedExample], max_seq_len: int, overlength: str
+) -> tuple[list[TokenizedExample], dict[str, Any]]:
+    """Drop (or cut, with a warning) the examples longer than ``max_seq_len`` tokens, counting per source.
+
+    Args:
+        examples: tokenised examples whose ``source`` is ``strong`` or ``weak``.
+        max_seq_len: the longest allowed example, in tokens (``finetune_mode.max_seq_len``), > 0.
+        overlength: ``drop`` (default: never silently truncate) or ``truncate`` (keep the first
+            ``max_seq_len`` tokens; the cut trace usually loses its final answer and end-of-turn token), or
+            ``drop_pair`` (rows already chosen by :func:`mixgap.stages.train.pairs.drop_pair_rows`; drops like ``drop``).
+
+    Returns:
+        (kept examples, counts) with counts = ``examples`` (kept), ``kept``/``dropped``/``truncated`` per
+        source, ``tokens`` and ``supervised_tokens`` (kept), ``max_len``.
+
+    Raises:
+        ValueError: bad ``overlength``/``max_seq_len``/``source``; an example left without a supervised
+            token (named by id); every example dropped.
+    """
+    if overlength not in OVERLENGTH:
+        raise ValueError(f"finetune_mode.overlength={overlength!r} is not allowed; choose one of {', '.join(OVERLENGTH)}")
+    if max_seq_len <= 0:
+        raise ValueError(f"finetune_mode.max_seq_len={max_seq_len} is not allowed; it must be > 0")
+    kept, counts, seen = [], _empty_counts(), 0
+    for ex in examples:
+        seen += 1
+        if ex.source not in SOURCES:
+            raise ValueError(f"example {ex.id}: source={ex.source!r} is not allowed; choose one of {', '.join(SOURCES)}")
+        if len(ex.input_ids) > max_seq_len:
+            if overlength in ("drop", "drop_pair"):  # drop_pair removed its pairs before: nothing left here
+                counts["dropped"][ex.source] += 1
+                continue
+            counts["truncated"][ex.source] += 1
+            ex = TokenizedExample(ex.input_ids[:max_seq_len], ex.labels[:max_seq_len], ex.id, ex.source, ex.meta)
+        if ex.n_supervised == 0:
+            raise ValueError(f"example {ex.id}: no supervised token (all labels are -100) after max_seq_len={max_seq_len}")
+        kept.append(ex)
+        counts["kept"][ex.source] += 1
+        counts["tokens"] += len(ex.input_ids)
+        counts["supervised_tokens"] += ex.n_supervised
+        counts["max_len"] = max(counts["max_len"], len(ex.input_ids))
+    counts["examples"] = len(kept)
+    if seen and not kept:
+        raise ValueError(
+            f"all {seen} examples are longer than finetune_mode.max_seq_len={max_seq_len} tokens; raise it"
+        )
+    cut = sum(counts["truncated"].values())
+    if cut:
+        log.warning(
+            "overlength=truncate cut %d of %d examples at %d tokens (strong %d, weak %d); cut traces lose "
+            "their final answer and end-of-turn token", cut, seen, max_seq_len,
+            counts["truncated"]["strong"], counts["truncated"]["weak"],
+        )
+    dropped = sum(counts["dropped"].values())
+    if dropped:
+        log.info("dropped %d of %d examples over %d tokens (strong %d, weak %d)", dropped, seen, max_seq_len,
+                 counts["dropped"]["strong"], counts["dropped"]["weak"])
+    return kept, counts
+
+
+def tokenize_mixture(
+    problems: Sequence[Problem], tokenizer: Any, prompt_template: str, *, progress: bool = True
+) -> list[TokenizedExample]:
+    """Tokenise every mixture row: user turn = ``fill_prompt(prompt_template, problem)``, assistant = its response.
+
+    Args:
+        problems: mixture rows (``mix.read_mixture``) with ``meta["response"]`` and ``meta["source"]``.
+        tokenizer: the student's tokenizer with the chat template in use.
+        prompt_template: ``finetune_mode.prompt`` (has ``{problem}``).
+
+    Raises:
+        ValueError: a row without ``response``/``source`` in its meta, or one ``tokenize_conversation``
+            refuses; the message names the row id.
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    out = []
+    for p in tqdm(problems, desc="tokenize", disable=not progress, mininterval=5):
+        missing = [k for k in ("response", "source") if k not in p.meta]
+        if missing:
+            raise ValueError(f"mixture row {p.id}: meta lacks {', '.join(missing)}")
+        try:
+            ex = tokenize_conversation(tokenizer, fill_prompt(prompt_template, p.problem), p.meta["response"])
+        except ValueError as err:
+            raise ValueError(f"mixture row {p.id}: {err}") from err
+        out.append(TokenizedExample(ex.input_ids, ex.labels, p.id, p.meta["source"], {"teacher": p.meta.get("teacher")}))
+    return out

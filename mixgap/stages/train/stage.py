@@ -1,0 +1,217 @@
+"""The ``train`` stage: a mixture + a student + ``finetune_mode`` -> a fine-tuned checkpoint in the store.
+
+:func:`checkpoint_spec` names the artifact (pipeline.job_specs); :func:`build_checkpoint` builds it:
+tokenise the mixture with the student's chat template (over-long rows dropped and counted per source),
+train in this process (CPU) or under ``torchrun`` over every GPU (DeepSpeed ZeRO as configured), resume
+from the last checkpoint in the store's ``work_dir``, merge LoRA, save model + tokenizer + a
+``generation_config.json`` that stops on the end-of-turn token, and check the saved weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.config import to_container
+from mixgap.stages.data import Problem
+from mixgap.core.store import ArtifactSpec
+
+log = logging.getLogger(__name__)
+#: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
+#: trade of activation recomputation, the ZeRO partitioning of the same computation, where it runs.
+NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch", "settings_source")
+#: fields added later, left out of the key at these values so that earlier checkpoints keep their keys
+KEY_DEFAULTS = {"batch_unit": "examples"}
+
+
+def checkpoint_spec(finetune_cfg: DictConfig, student_key: str, mixture_key: str) -> ArtifactSpec:
+    """Store identity of a fine-tuned student: the weight-determining ``finetune_mode`` fields + inputs.
+
+    The ``lora`` block counts only with ``mode=lora``. The student key already carries its chat template.
+    """
+    fields = {k: v for k, v in to_container(finetune_cfg).items() if k not in NOT_IN_KEY}
+    if fields.get("mode") != "lora":
+        fields.pop("lora", None)
+    if fields.get("batch_unit", "examples") == "examples":  # pack_len is read only for packed batches
+        fields.pop("pack_len", None)
+    for name, default in KEY_DEFAULTS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
+    return ArtifactSpec("checkpoint", fields, (student_key, mixture_key))
+
+
+def read_mixture_rows(mixture_dir: Path) -> list[Problem]:
+    """The mixture's rows (``mix.read_mixture``): problems with meta ``response``/``source``/``teacher``."""
+    from mixgap.stages.mix import read_mixture  # noqa: PLC0415
+
+    return read_mixture(Path(mixture_dir))
+
+
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """``auto`` -> ``bf16`` on GPU, ``fp32`` on CPU (the paper trains in bf16); else as given.
+
+    Raises:
+        ValueError: ``precision`` not in auto/bf16/fp32.
+    """
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"finetune_mode.precision={precision!r} is not allowed; choose one of auto, bf16, fp32")
+    if precision == "auto":
+        return "bf16" if on_gpu else "fp32"
+    return precision
+
+
+def write_examples(examples: list, path: Path) -> None:
+    """Save tokenised examples as a ``datasets`` folder (memory-mapped by every rank), atomically."""
+    import datasets  # noqa: PLC0415
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.Dataset.from_dict({
+        "input_ids": [e.input_ids for e in examples],
+        "labels": [e.labels for e in examples],
+        "id": [e.id for e in examples],
+        "source": [e.source for e in examples],
+    }).save_to_disk(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def _counts_metrics(counts: dict[str, Any]) -> dict[str, float]:
+    metrics = {"train/examples": counts["examples"], "train/tokens": counts["tokens"]}
+    for kind in ("dropped", "truncated"):
+        for source, n in counts[kind].items():
+            metrics[f"train/{kind}_{source}"] = n
+    return metrics
+
+
+def build_checkpoint(
+    cfg: DictConfig, mixture_dir: Path, student_path: str, out_dir: Path, work_dir: Path, tracker: Any,
+    pools: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the student on the mixture and write the checkpoint into ``out_dir``.
+
+    Args:
+        cfg: the job config (``finetune_mode``, ``student.chat_template``).
+        mixture_dir: the finished mixture artifact.
+        student_path: a local model folder or Hub id.
+        out_dir: the artifact folder being built (model, tokenizer, generation config).
+        work_dir: the key's persistent scratch: tokenised examples, ``trainer/checkpoint-N`` (resume).
+        tracker: ``Tracker``; gets loss, learning rate, tokens/s and the dropped/truncated counts.
+        pools: ``{"strong": dir, "weak": dir}``, the mixture's finished teacher pools; needed only by
+            ``finetune_mode.overlength=drop_pair`` (:mod:`mixgap.stages.train.pairs`).
+
+    Where it trains: ``finetune_mode.launch`` (``auto``: a ``torchrun`` subprocess over every GPU when
+    there are GPUs, DeepSpeed as configured; this process on a CPU, DeepSpeed ignored; ``local`` /
+    ``torchrun`` force one).
+
+    Returns:
+        Manifest extras ``{"counts": {examples, kept, dropped, truncated (per source), batch (unit,
+        examples_per_step; packs with batch_unit=packed_sequences), drop_pair (with that policy), tokens,
+        supervised_tokens, max_len, steps, final_loss, world_size, tokens_per_s, resumed_from, precision,
+        deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
+
+    Raises:
+        ValueError: a bad finetune field (named), a global batch not divisible by the world (ConfigError:
+            no per-device batch realises it, :func:`mixgap.plan.preflight.batch_layout`), a mixture
+            row that cannot be tokenised (named by id), every row over ``max_seq_len``.
+        RuntimeError: the training subprocess failed. CheckpointError: the saved weights are broken.
+    """
+    import torch  # noqa: PLC0415
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    from mixgap.plan import preflight  # noqa: PLC0415
+    from mixgap.stages.train import checks, labels, launch, trainer  # noqa: PLC0415
+
+    ft = to_container(cfg.finetune_mode)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    subprocess_launch = launch.use_subprocess(ft["launch"], gpus, launch.cpu_processes(os.environ))
+    plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
+    packed = ft.get("batch_unit") == "packed_sequences"
+    if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
+        layout = preflight.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+        if layout.derived:  # e.g. global 8 on 8 GPUs at per-device 2: per-device 1, accumulation 1 (global kept)
+            log.info("finetune_mode.per_device_batch_size=%d -> %d on %d GPUs (global batch %d, accumulation %d)",
+                     ft["per_device_batch_size"], layout.per_device_batch_size, plan.world_size,
+                     layout.global_batch_size, layout.gradient_accumulation_steps)
+        ft["per_device_batch_size"] = layout.per_device_batch_size  # what the ranks run (the key keeps the configured one)
+        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+    precision = resolve_precision(ft["precision"], gpus > 0)
+    ds_config = launch.deepspeed_config(ft["deepspeed"]) if subprocess_launch else None
+    if ft["deepspeed"] and not subprocess_launch:
+        log.info("finetune_mode.deepspeed=%s ignored: training runs in this process (no GPU)", ft["deepspeed"])
+
+    tokenizer = labels.set_chat_template(AutoTokenizer.from_pretrained(student_path), cfg.student.chat_template)
+    rows = read_mixture_rows(Path(mixture_dir))
+    pair_counts = None
+    if ft["overlength"] == "drop_pair":
+        from mixgap.stages.train import pairs  # noqa: PLC0415
+
+        if not pools:
+            raise ValueError("finetune_mode.overlength=drop_pair needs the mixture's two teacher pools")
+        rows, pair_counts = pairs.drop_pair_rows(pools, tokenizer, ft["prompt"], ft["max_seq_len"], cfg.mix)
+    examples, counts = labels.apply_overlength(
+        labels.tokenize_mixture(rows, tokenizer, ft["prompt"]), ft["max_seq_len"], ft["overlength"]
+    )
+    if pair_counts is not None:
+        counts["drop_pair"] = pair_counts
+    micro = ft["per_device_batch_size"] * plan.world_size
+    if packed:
+        from mixgap.stages.train import batching  # noqa: PLC0415
+
+        counts["batch"] = batching.packed_batch([len(e.input_ids) for e in examples], ft["pack_len"],
+                                                ft["global_batch_size"], micro)
+        ft["global_batch_size"] = counts["batch"]["examples_per_step"]
+        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+    else:
+        counts["batch"] = {"unit": "examples", "examples_per_step": ft["global_batch_size"]}
+    tracker.log(_counts_metrics(counts), step=0)
+    work_dir = Path(work_dir)
+    write_examples(examples, work_dir / "examples")
+    lora = ft["mode"] == "lora"
+    job = trainer.TrainJob(
+        student_path=str(student_path),
+        chat_template=None if cfg.student.chat_template == "model" else cfg.student.chat_template,
+        finetune=ft, examples_path=str(work_dir / "examples"), trainer_dir=str(work_dir / "trainer"),
+        save_dir=str(work_dir / "adapter" if lora else out_dir), log_path=str(work_dir / "metrics.jsonl"),
+        result_path=str(work_dir / "result.json"), precision=precision, deepspeed_config=ds_config,
+        world_size=plan.world_size,
+    )
+    job_file = work_dir / "job.json"
+    job.write(job_file)
+    Path(job.result_path).unlink(missing_ok=True)
+    if subprocess_launch:
+        launch.run_launch(launch.torchrun_command(plan, job_file), Path(job.log_path), tracker.log)
+        result = _read_json(Path(job.result_path))
+    else:
+        result = trainer.run_training(job, sinks=[tracker.log])
+
+    if lora:
+        checks.merge_lora(str(student_path), job.save_dir, out_dir, precision)
+    tokenizer.save_pretrained(out_dir)
+    eot = labels.end_of_turn_id(tokenizer)
+    eos = checks.write_generation_config(out_dir, eot, tokenizer.pad_token_id)
+    weights = checks.check_saved_weights(out_dir, checks.expected_parameters(out_dir))
+    (Path(out_dir) / "training_args.bin").unlink(missing_ok=True)
+    counts.update(
+        steps=result["steps"], final_loss=result["final_loss"], world_size=result["world_size"],
+        tokens_per_s=result["tokens_per_s"], train_runtime_s=result["train_runtime_s"],
+        resumed_from=result["resumed_from"], precision=precision, deepspeed=ft["deepspeed"] if ds_config else None,
+        launch="torchrun" if subprocess_launch else "local", end_of_turn_token=tokenizer.convert_ids_to_tokens(eot),
+        eos_token_id=eos, weights=weights, ranks=result.get("ranks"),
+    )
+    tracker.summary({"train/final_loss": result["final_loss"], "train/steps": result["steps"],
+                     **_counts_metrics(counts)})
+    return {"counts": counts}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json  # noqa: PLC0415
+
+    if not path.is_file():
+        raise RuntimeError(f"training finished without writing {path}")
+    return json.loads(path.read_text())
