@@ -19,7 +19,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict")
-BENCHMARKS = ("math500", "math", "gsm8k", "aime24", "amc23", "olympiadbench")
+EXTRACTIONS = ("boxed", "last_number")  # how a benchmark's answer is read (mixgap.grading.extract_answer)
+EXTRACT_MODES = ("policy", "boxed")  # eval.extract: mixgap's grading policy | the official scorer's last box only
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GENERATION_BACKENDS = ("vllm", "hf", "dataset")
 EVAL_BACKENDS = ("auto", "vllm", "hf")
 FINETUNE_MODES = ("full", "lora")
@@ -77,6 +79,14 @@ class SourceConfig:
 
 @dataclass
 class BenchmarkConfig(SourceConfig):
+    """One evaluation benchmark, all of it in its YAML (``conf/benchmark/<name>.yaml``): where its problems are,
+    how it is labelled in the report, how many problems it has (the preflight's hours), its prompt, its stop
+    strings and how its answer is read (``extraction``: ``boxed``, the last ``\\boxed{}``; ``last_number``,
+    GSM8K's last number)."""
+
+    label: str = ""  # the report's column name, e.g. AIME24; empty = the name
+    size: int = MISSING  # problems in the whole benchmark (counted in the paper's data); the preflight's work
+    extraction: str = "boxed"  # boxed | last_number (mixgap.grading.extract_answer)
     prompt: str = PAPER_PROMPT
     # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
     # eval.stop, when set, replaces this for every benchmark
@@ -201,6 +211,7 @@ class FinetuneConfig:
     logging_steps: int = 10
     seed: int = 42
     prompt: str = PAPER_PROMPT  # the user turn of every training example; the response is the teacher's CoT
+    system: str | None = None  # the system turn of every training example; None = the chat template's default
     lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
     # what global_batch_size counts: examples | packed_sequences (of up to pack_len tokens, LLaMA-Factory
     # neat_packing: the released Mix configs' global batch of 80; see mixgap.stages.train.batching)
@@ -246,6 +257,9 @@ class EvalConfig:
     judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/judge/)
     # samples per problem by benchmark name (e.g. {aime24: 16}); benchmark.<key>.n_samples wins; else eval.n_samples
     n_samples_by_benchmark: dict[str, int] = field(default_factory=dict)
+    # how an answer is read: policy (mixgap's grading policy) | boxed (the official scorer: only the last \\boxed{})
+    extract: str = "policy"
+    max_model_len: int | None = None  # the engine's context (prompt + completion); None = the model's own
 
 
 @dataclass
@@ -416,19 +430,23 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         if not 0.0 < cfg.cluster[name] <= 1.0:
             raise ConfigError(f"cluster.{name}={cfg.cluster[name]!r} is not allowed; it must be in (0, 1]")
     if not cfg.benchmark:
-        raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of {', '.join(BENCHMARKS)}")
+        raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of "
+                          f"{', '.join(group_options('benchmark'))}")
     for name, n in (cfg.eval.get("n_samples_by_benchmark") or {}).items():
-        _one_of("eval.n_samples_by_benchmark key", name, BENCHMARKS)
         _positive(f"eval.n_samples_by_benchmark.{name}", n)
     for key, bench in cfg.benchmark.items():
-        _one_of(f"benchmark.{key}.name", bench.name, BENCHMARKS)
+        _one_of(f"benchmark.{key}.extraction", bench.extraction, EXTRACTIONS)
         _one_of(f"benchmark.{key}.answer_format", bench.answer_format, ANSWER_FORMATS)
+        _positive(f"benchmark.{key}.size", bench.size)
         if bench.limit is not None:
             _positive(f"benchmark.{key}.limit", bench.limit)
         if bench.get("n_samples") is not None:
             _positive(f"benchmark.{key}.n_samples", bench.n_samples)
     _one_of("problems.answer_format", cfg.problems.answer_format, ANSWER_FORMATS)
     _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
+    _one_of("eval.extract", cfg.eval.extract, EXTRACT_MODES)
+    if cfg.eval.max_model_len is not None:
+        _positive("eval.max_model_len", cfg.eval.max_model_len)
     _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
     _positive("eval.batch_size", cfg.eval.batch_size)
     _positive("eval.n_samples", cfg.eval.n_samples)
@@ -489,6 +507,11 @@ def _check_teacher(path: str, teacher: DictConfig) -> None:
     _positive(f"{path}.sampling.temperature", teacher.sampling.temperature, allow_zero=True)
     _positive(f"{path}.sampling.max_new_tokens", teacher.sampling.max_new_tokens)
     _positive(f"{path}.tensor_parallel_size", teacher.tensor_parallel_size)
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group: the YAML file names under ``conf/<group>/`` (``student`` -> qwen3b, ...)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
 def data_root(cfg: DictConfig) -> Path | None:
@@ -578,7 +601,7 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
     import dataclasses  # noqa: PLC0415
     import typing  # noqa: PLC0415
 
-    conf = Path(conf_dir) if conf_dir is not None else Path(__file__).resolve().parents[2] / "conf"
+    conf = Path(conf_dir) if conf_dir is not None else CONF_DIR
     for override in overrides:
         if "=" not in override or override.startswith("~"):
             continue
