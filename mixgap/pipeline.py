@@ -14,8 +14,10 @@ Stages (``stage=``), each making everything before it as needed through the stor
   (``mixgap.stages.predict``; one artifact per student x pool, shared by every mix weight).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
 
-Keys come from :func:`job_specs` only, so the plan and the run can never disagree. A job writes
-``result.json`` (atomically) into its Hydra output folder; the report reads that and the store.
+The plan (:func:`mixgap.plan.jobs.make_plan`) is computed once and handed to the preflight and to the build, a
+loop over the plan's steps (:data:`STAGES` maps each step to its stage module, whose ``run(ctx, roles)`` is the one
+stage contract, :mod:`mixgap.core.stage`), so the plan and the run can never disagree. A job writes ``result.json``
+(atomically) into its Hydra output folder; the report reads that and the store.
 """
 
 from __future__ import annotations
@@ -29,103 +31,24 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.stages import data, models
-
 from mixgap.core import runrecord
-from mixgap.core.config import data_root, validate
-from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
+from mixgap.core.config import ConfigError, validate
+from mixgap.core.stage import BuildContext
+from mixgap.core.store import Store, write_json_atomic
+from mixgap.core.tracking import make_tracker
+from mixgap.plan.jobs import JobPlan, make_plan
+from mixgap.plan.preflight import log_preflight, preflight
+from mixgap.results import analysis, report
+from mixgap.stages import evaluate, generate, judge, mix, models, predict
+from mixgap.stages.train import stage as train
 
 log = logging.getLogger(__name__)
-RESULT = "result.json"
-
-
-class PoolMissing(RuntimeError):
-    """A teacher pool this job needs is not in the store and ``data.missing_pool`` forbids building it here."""
-
-
-def student_spec(student: DictConfig) -> ArtifactSpec:
-    """Identity of an untuned student (never built): its weights and the chat template it is used with."""
-    weights = models.model_spec(student)
-    fields = {"hf_id": student.hf_id, "chat_template": student.chat_template}
-    return ArtifactSpec("student", fields, (weights.key,) if weights else ())
-
-
-def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
-    """Every artifact a job may need, by role, in build order (the plan).
-
-    Roles: ``model`` (converted GGUF weights, when the student has them), ``generation.<r>`` and
-    ``pool.<r>`` for r in strong/weak (or ``teacher`` with stage=generate teacher=...), ``mixture``,
-    ``checkpoint``, ``eval.untuned.<benchmark>`` and ``eval.tuned.<benchmark>``.
-    """
-    from mixgap.stages import evaluate, generate, mix, train  # noqa: PLC0415 (stage modules import torch lazily)
-
-    root = data_root(cfg)
-    specs: dict[str, ArtifactSpec] = {}
-    weights = models.model_spec(cfg.student)
-    if weights is not None:
-        specs["model"] = weights
-    roles = {"teacher": cfg.teacher} if cfg.stage == "generate" and cfg.get("teacher") else cfg.mix
-    for role in ("teacher", "strong", "weak"):
-        if role in roles:
-            gen = generate.generation_spec(roles[role], cfg.problems, root)
-            specs[f"generation.{role}"] = gen
-            specs[f"pool.{role}"] = generate.pool_spec(roles[role], gen.key)
-    if "pool.strong" not in specs:
-        return specs
-    strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
-    specs["mixture"] = mix.mixture_spec(cfg.mix, strong, weak)
-    student = student_spec(cfg.student).key
-    specs["checkpoint"] = train.checkpoint_spec(cfg.finetune_mode, student, specs["mixture"].key)
-    exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
-    for arm, model_key in (("untuned", student), ("tuned", specs["checkpoint"].key)):
-        for name, bench in cfg.benchmark.items():
-            specs[f"eval.{arm}.{name}"] = evaluate.eval_spec(bench, cfg.eval, model_key, exclude, root)
-    if cfg.stage == "predict" or cfg.predict.enabled:  # learnability before training (mixgap.stages.predict)
-        from mixgap.stages.predict import predict_specs  # noqa: PLC0415
-
-        specs.update(predict_specs(cfg, student, strong, weak))
-    return specs
-
-
-def needed_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
-    """The roles of ``specs`` that ``cfg.stage`` builds."""
-    upto = {
-        "plan": (),
-        "prepare": ("model",),
-        "generate": ("generation", "pool"),
-        "mix": ("generation", "pool", "mixture"),
-        "train": ("model", "generation", "pool", "mixture", "checkpoint"),
-        "evaluate": ("model", "generation", "pool", "mixture", "eval.untuned"),
-        "all": ("model", "generation", "pool", "mixture", "checkpoint", "eval.untuned", "eval.tuned", "predict"),
-        "predict": ("model", "generation", "pool", "predict"),
-    }[cfg.stage if cfg.stage != "plan" else "all"]
-    if cfg.stage == "all" and not cfg.eval.untuned:
-        upto = tuple(u for u in upto if u != "eval.untuned")
-    return [role for role in specs if role.startswith(upto)]
-
-
-def job_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The coordinates of a job in the study: what the report groups and compares by."""
-    return {
-        "stage": cfg.stage,
-        "student": cfg.student.name,
-        "student_family": cfg.student.family,
-        "student_size_b": cfg.student.size_b,
-        "strong": cfg.mix.strong.name,
-        "weak": cfg.mix.weak.name,
-        "strong_cot": cfg.mix.strong.cot,
-        "weight": cfg.mix.weight,
-        "mix_seed": cfg.mix.seed,
-        "finetune_mode": cfg.finetune_mode.mode,
-        "seed": cfg.seed,
-        "benchmarks": list(cfg.benchmark),
-    }
-
-
-def plan(cfg: DictConfig, store: Store) -> list[dict[str, Any]]:
-    """Rows ``{role, key, done}`` for every artifact the job's stage needs; touches no model."""
-    specs = job_specs(cfg)
-    return [{"role": r, "key": specs[r].key, "done": store.is_done(specs[r].key)} for r in needed_roles(cfg, specs)]
+RESULT = runrecord.RESULT
+#: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
+STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
+          "evaluate": evaluate, "judge": judge}
+#: The stages that read finished sweeps instead of building a job: ``run(cfg, store, tracker)``.
+READERS = {"report": report, "analyze": analysis}
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
@@ -133,42 +56,52 @@ def _log_plan(rows: list[dict[str, Any]]) -> None:
         log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
 
 
+def run_reader(cfg: DictConfig) -> dict[str, Any]:
+    """``stage=report`` / ``stage=analyze``: read finished sweeps, with their own tracker run."""
+    module = READERS[cfg.stage]
+    out = module.output_dir(cfg)
+    tracker = make_tracker(cfg, group=str(module.sweeps(cfg)[0]), job_type=cfg.stage, name=cfg.stage, run_dir=out)
+    exit_code = 1
+    try:
+        result = module.run(cfg, Store(cfg.paths.cache), tracker)
+        exit_code = 0
+        return result
+    finally:
+        tracker.finish(exit_code=exit_code)
+
+
 def run_job(
     cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = (),
     gpus: int | None = None,
 ) -> dict[str, Any]:
-    """Validate, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
+    """Validate, plan, preflight, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
 
     Returns:
         The result dict (also written): ``status``, ``job`` (identity), ``artifacts`` (role -> key),
-        ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per stage), ``plan``.
+        ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per step), ``plan``, ``preflight``.
 
     Raises:
         ConfigError: before any work, for a bad config value, or (``gpus`` given, stage other than plan) the
             first preflight refusal (:mod:`mixgap.plan.preflight`): the job cannot fit its ``gpus`` GPUs.
         PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
     """
-    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
-
     validate(cfg, overrides)
     job_dir = Path(job_dir)
-    if cfg.stage in ("report", "analyze"):
-        from mixgap.results import analysis, report  # noqa: PLC0415
-
-        return (report if cfg.stage == "report" else analysis).run(cfg, Store(cfg.paths.cache))
+    if cfg.stage in READERS:
+        return run_reader(cfg)
     store = Store(cfg.paths.cache)
     runrecord.check_store(job_dir, group, store.root)
-    result: dict[str, Any] = {
-        "status": "running", "job": job_identity(cfg), "store": str(store.root), "timings": {}
-    }
+    result: dict[str, Any] = {"status": "running", "job": runrecord.job_identity(cfg), "store": str(store.root),
+                              "timings": {}}
     if cfg.stage != "plan":
         runrecord.start(job_dir, result)  # status running before any work
     try:
-        rows = plan(cfg, store)
+        job_plan = make_plan(cfg)
+        rows = job_plan.rows(store)
         result["plan"] = rows
         log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
         _log_plan(rows)
-        result["preflight"] = _preflight_hook(cfg, store, gpus)
+        result["preflight"] = check_preflight(cfg, job_plan, store, gpus)
     except Exception as err:  # a refused or unplannable job: never left "running"
         if cfg.stage != "plan":
             result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
@@ -182,7 +115,7 @@ def run_job(
     exit_code = 1
     try:
         with runrecord.interruptible(result):
-            result.update(build(cfg, store, tracker, result["timings"]))
+            result.update(build(cfg, store, tracker, job_plan, result["preflight"]["decisions"], result["timings"]))
         result["reused_build_s"] = runrecord.reused_build_times(store, rows)
         result["status"] = "done"
         result["wandb_run_id"] = tracker.run_id
@@ -198,106 +131,29 @@ def run_job(
     return result
 
 
-def _preflight_hook(cfg: DictConfig, store: Store, gpus: int | None) -> dict[str, Any]:
-    """The job's preflight (planned for ``gpus``, 1 when unknown); refuses a non-plan job that cannot fit."""
-    from mixgap.core.config import ConfigError  # noqa: PLC0415
-    from mixgap.plan.preflight import log_preflight, preflight  # noqa: PLC0415
+def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: int | None) -> dict[str, Any]:
+    """The job's preflight (planned for ``gpus``, 1 when unknown); refuses a non-plan job that cannot fit.
 
-    report = preflight(cfg, gpus or 1, store)
-    log_preflight(report)
-    if gpus is not None and cfg.stage != "plan" and report["refusals"]:
-        raise ConfigError(report["refusals"][0])
-    if gpus is not None and (report["eval_tensor_parallel_size"] or 1) > cfg.eval.tensor_parallel_size:
-        cfg.eval.tensor_parallel_size = report["eval_tensor_parallel_size"]  # not in the eval key
-    return report
-
-
-def _build_pool(cfg: DictConfig, store: Store, role: str, specs: dict[str, ArtifactSpec], tracker: Any) -> Path:
-    """The finished pool of ``role``, generating it first when ``data.missing_pool`` allows."""
-    from mixgap.stages import generate  # noqa: PLC0415
-
-    teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
-    gen_spec, pool_spec = specs[f"generation.{role}"], specs[f"pool.{role}"]
-    # stage=generate is what makes pools; dataset imports are cheap
-    policy = "generate" if cfg.stage == "generate" or teacher.backend == "dataset" else cfg.data.missing_pool
-    if not store.is_done(gen_spec.key) and policy != "generate":
-        if policy == "wait":  # wait for a job generating it right now, if any
-            with store.holding(gen_spec.key):
-                pass
-        if not store.is_done(gen_spec.key):
-            raise PoolMissing(
-                f"the {teacher.name} pool ({gen_spec.key}) is not in {store.root}; make it first with: "
-                f"python launch.py stage=generate teacher={teacher.name}"
-            )
-    gen_dir = store.get_or_build(
-        gen_spec, lambda out, work: generate.build_generation(teacher, cfg, store, out, work, tracker)
-    )
-    return store.get_or_build(pool_spec, lambda out, work: generate.build_pool(gen_dir, teacher, out))
+    Its ``decisions`` (the evaluation's tensor parallel size) apply only when ``gpus`` is known (a GPU run).
+    """
+    pf = preflight(cfg, job_plan, gpus or 1, store)
+    log_preflight(pf)
+    if gpus is not None and cfg.stage != "plan" and pf["refusals"]:
+        raise ConfigError(pf["refusals"][0])
+    if gpus is None:
+        pf["decisions"] = {}
+    return pf
 
 
-def build(cfg: DictConfig, store: Store, tracker: Any, timings: dict[str, float]) -> dict[str, Any]:
-    """Build every artifact ``cfg.stage`` needs, in order; returns ``artifacts``, ``scores``, ``untuned``, ``counts``."""
-    from mixgap.stages import evaluate, mix, train  # noqa: PLC0415
-
-    specs = job_specs(cfg)
-    roles = needed_roles(cfg, specs)
-    out: dict[str, Any] = {"artifacts": {r: specs[r].key for r in roles}, "counts": {}}
-    pools = {}
-    for role in ("teacher", "strong", "weak"):
-        if f"pool.{role}" in roles:
-            with timed(timings, f"generate.{role}", store):
-                pools[role] = _build_pool(cfg, store, role, specs, tracker)
-                out["counts"][f"pool.{role}"] = store.manifest(specs[f"pool.{role}"].key).get("counts", {})
-    if cfg.stage == "prepare":
-        with timed(timings, "prepare"):
-            models.resolve_model(cfg.student, store)
-    if cfg.stage == "predict":
-        from mixgap.stages.predict import build_learnability  # noqa: PLC0415
-
-        with timed(timings, "predict"):
-            out["learnability"] = build_learnability(cfg, store, specs, pools, tracker)
-    if "mixture" not in roles:
-        return out
-    with timed(timings, "mix", store):
-        mixture = store.get_or_build(
-            specs["mixture"], lambda o, _w: mix.build_mixture(pools["strong"], pools["weak"], cfg.mix, o)
-        )
-        counts = store.manifest(specs["mixture"].key).get("counts", {})  # the id lists stay in the manifest
-        out["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
-        benchmarks, overlap = data.evaluation_sets(
-            cfg.benchmark, data_root(cfg), mix.read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
-        )
-        out["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}
-    if cfg.stage == "mix":
-        return out
-    with timed(timings, "prepare"):  # after the data checks: a data error never waits for a model
-        student_path = models.resolve_model(cfg.student, store)
-    if cfg.stage == "all" and "predict.strong" in roles:
-        from mixgap.stages.predict import build_learnability  # noqa: PLC0415
-
-        with timed(timings, "predict"):
-            out["learnability"] = build_learnability(cfg, store, specs, pools, tracker, student_path)
-    checkpoint = None
-    if "checkpoint" in roles:
-        with timed(timings, "train", store):
-            checkpoint = store.get_or_build(
-                specs["checkpoint"],
-                lambda o, w: train.build_checkpoint(cfg, mixture, student_path, o, w, tracker, pools=pools),
-            )
-            out["counts"]["train"] = store.manifest(specs["checkpoint"].key).get("counts", {})
-    for arm, model_path in (("untuned", student_path), ("tuned", checkpoint)):
-        if not any(r.startswith(f"eval.{arm}.") for r in roles):
-            continue
-        with timed(timings, f"evaluate.{arm}", store):  # one engine pass over every benchmark (evaluate.evaluate_model)
-            arm_specs = {name: specs[f"eval.{arm}.{name}"] for name in cfg.benchmark}
-            scores = evaluate.evaluate_model(cfg, store, str(model_path), arm_specs, benchmarks, tracker)
-            out["scores" if arm == "tuned" else "untuned"] = evaluate.with_average(scores)
-    if cfg.eval.get("judge") is not None and any(r.startswith("eval.") for r in roles):
-        from mixgap.stages import judge  # noqa: PLC0415
-
-        with timed(timings, "judge", store):  # its own pass: one judge load for every evaluation of the job
-            judge.judge_job(cfg, store, specs, roles, benchmarks, out)
-    return out
+def build(cfg: DictConfig, store: Store, tracker: Any, job_plan: JobPlan, decisions: dict[str, Any],
+          timings: dict[str, float]) -> dict[str, Any]:
+    """Build every artifact of the plan, step by step (each step's stage ``run``); returns ``artifacts``,
+    ``counts`` and what the stages reported (``scores``, ``untuned``, ``learnability``)."""
+    ctx = BuildContext(cfg, store, tracker, job_plan.specs, decisions)
+    for step in job_plan.steps:
+        with timed(timings, step.name, store):
+            STAGES[step.stage].run(ctx, step.roles)
+    return {"artifacts": {r: job_plan.key(r) for r in job_plan.roles}, **ctx.result}
 
 
 @contextmanager

@@ -27,7 +27,7 @@ class PreflightSweeper(BasicSweeper):
         return [job for batch in self.split_arguments(overrides, self.max_batch_size) for job in batch]
 
     def sweep(self, arguments: list[str]) -> Any:
-        from mixgap.plan.sweeper import check_job, job_config, submission_error, sweep_refusals  # noqa: PLC0415
+        from mixgap.plan.sweeper import check_job, job_config, submission_error, sweep_refusals  # lazy: Hydra imports every plugin at start
 
         checked, plan_only = [], True
         for overrides in self._all_jobs(arguments):
@@ -43,7 +43,7 @@ class PreflightSweeper(BasicSweeper):
             sys.exit(2)
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "basic")
         if plan_only and launcher != "basic":  # stage=plan never submits: plan in this process
-            from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # noqa: PLC0415
+            from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # only for stage=plan on another launcher
 
             self.launcher = BasicLauncher()
             self.launcher.setup(hydra_context=self.hydra_context, task_function=self._task_function, config=self.config)

@@ -1,5 +1,5 @@
 """A job's run record: ``result.json`` says ``running`` from the first moment, ``interrupted`` after a signal,
-``failed`` after an error, and ``done`` only after every artifact of the stage is finished (issue 13).
+``failed`` after an error, and ``done`` only after every artifact of the stage is finished.
 
 - :func:`start` stamps the record (start time, host, pid, SLURM job id when present) and writes it with
   ``status: running`` before any work, so a job killed without a chance to write (SIGKILL, OOM, power) never
@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -39,6 +40,26 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
+
+
+def job_identity(cfg: Any) -> dict[str, Any]:
+    """The coordinates of a job in the study, recorded in its ``result.json`` (``job``): what the report groups
+    and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``)."""
+    return {
+        "stage": cfg.stage,
+        "student": cfg.student.name,
+        "student_family": cfg.student.family,
+        "student_size_b": cfg.student.size_b,
+        "strong": cfg.mix.strong.name,
+        "weak": cfg.mix.weak.name,
+        "strong_cot": cfg.mix.strong.cot,
+        "weight": cfg.mix.weight,
+        "mix_seed": cfg.mix.seed,
+        "finetune_mode": cfg.finetune_mode.mode,
+        "seed": cfg.seed,
+        "benchmarks": list(cfg.benchmark),
+        "benchmark_labels": {name: (b.get("label") or name) for name, b in cfg.benchmark.items()},
+    }
 
 
 def slurm_job_id() -> str | None:
@@ -98,8 +119,6 @@ def check_store(job_dir: str | Path, group: str | Path | None, store_root: str |
     Raises:
         ConfigError: one line naming the folder, both stores and what to do.
     """
-    import json  # noqa: PLC0415
-
     job_dir, mine = Path(job_dir), str(Path(store_root).expanduser().resolve())
     folders = [job_dir]
     if group is not None and Path(group).resolve() != job_dir.resolve() and Path(group).is_dir():
@@ -145,7 +164,7 @@ def describe(result: dict[str, Any]) -> str:
 
 def reused_build_times(store: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """``{role: wall seconds}`` of the artifacts that were already finished when the job planned (``rows``:
-    ``pipeline.plan``), read from their manifests (``wall_s``): a cached rerun keeps what each reused artifact
+    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests (``wall_s``): a cached rerun keeps what each reused artifact
     cost to build beside its own ``timings``, instead of reporting zeros."""
     out = {}
     for row in rows:

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -63,20 +63,31 @@ def make_key(stage: str, fields: Mapping[str, Any], inputs: Sequence[str] = ()) 
     return f"{stage}-{digest.hexdigest()[:16]}"
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and a rename: a reader sees
+    the old file or the whole new one, never a part (the one writer every artifact and record goes through)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(value, fh, indent=2, ensure_ascii=False, default=str)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON (indented, UTF-8) to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write one JSON object per line to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows))
 
 
 def environment_facts() -> dict[str, Any]:

@@ -9,10 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mixgap.core.store import Store
+from mixgap.plan.preflight import summary_lines
+from mixgap.results.sweep import job_results
 
 
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -42,8 +46,6 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 def sweep_size(overrides: Sequence[str]) -> int:
     """Jobs of a basic sweep: the product of the number of values of each sweep override (``a=0,0.2,1``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
-
     size = 1
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         if override.is_sweep_override():
@@ -68,8 +70,6 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.get("hydra")
-        from hydra.types import RunMode  # noqa: PLC0415
-
         if hydra_cfg is None or hydra_cfg.get("mode") != RunMode.MULTIRUN:
             return
         num = int(hydra_cfg.job.num)
@@ -83,8 +83,6 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        from mixgap.results.sweep import job_results  # noqa: PLC0415
-
         jobs = job_results(sweep_dir)
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
@@ -104,8 +102,6 @@ class SweepSummary(Callback):
                 kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
             print("reused from the store (their build time when made): "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
-        from mixgap.plan.preflight import summary_lines  # noqa: PLC0415
-
         lines, refused = summary_lines(results)
         for line in lines:
             print(line)

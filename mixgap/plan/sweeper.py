@@ -5,7 +5,7 @@
 ``BasicSweeper`` subclass calling the functions here; experiments still set ``hydra.sweeper.params``).
 Before the launcher starts anything, the sweeper composes every job's config
 (``config_loader.load_sweep_config``, as the launcher will), runs :func:`mixgap.core.config.validate` and
-:func:`mixgap.plan.preflight.preflight` (for the GPUs the chosen launcher gives a job) on each, and refuses the
+:func:`mixgap.plan.jobs.make_plan` and :func:`mixgap.plan.preflight.preflight` (for the GPUs the chosen launcher gives a job) on each, and refuses the
 whole sweep with one line per bad job and field: a SLURM array is never submitted with a job that would fail.
 With ``stage=plan`` nothing is ever submitted: the jobs run in the calling process (the basic launcher's
 semantics) whatever ``hydra/launcher`` says, each planned for the resources that launcher would give it.
@@ -20,11 +20,14 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from mixgap.core.config import ConfigError, validate
+from mixgap.core.store import Store
+from mixgap.plan.jobs import make_plan
+from mixgap.plan.preflight import launcher_gpus, preflight
+
 
 def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], int]:
     """The task config of one composed sweep point (without ``hydra``), its task overrides and its GPUs."""
-    from mixgap.plan.preflight import launcher_gpus  # noqa: PLC0415
-
     overrides = list(sweep_config.hydra.overrides.task)
     gpus = launcher_gpus(sweep_config.hydra.launcher)
     cfg = copy.deepcopy(sweep_config)
@@ -35,18 +38,19 @@ def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], int]:
 
 def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: int) -> tuple[str | None, dict[str, Any] | None]:
     """``(validation error or None, preflight or None)`` for one job config; reads the store, builds nothing."""
-    from mixgap.core.config import ConfigError, validate  # noqa: PLC0415
-    from mixgap.plan.preflight import preflight  # noqa: PLC0415
-    from mixgap.core.store import Store  # noqa: PLC0415
-
+    if cfg.stage in ("report", "analyze"):
+        try:
+            validate(cfg, overrides)
+        except ConfigError as err:
+            return str(err), None
+        return None, None
     try:
         validate(cfg, overrides)
+        plan = make_plan(cfg)
     except ConfigError as err:
         return str(err), None
-    if cfg.stage in ("report", "analyze"):
-        return None, None
     store = Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None  # Store() would create it
-    return None, preflight(cfg, gpus, store)
+    return None, preflight(cfg, plan, gpus, store)
 
 
 def sweep_refusals(checked: Sequence[tuple[Sequence[str], str | None, dict[str, Any] | None]], plan_only: bool) -> list[str]:

@@ -165,12 +165,13 @@ def table3_rows(
     return dict(by_student)
 
 
-def run(cfg: Any, store: Store) -> dict[str, Any]:
+def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str, Any]:
     """Stage ``report``: read ``cfg.report.sweep`` (one folder or a list), write the report, print the gap table.
 
     Args:
-        cfg: the composed config; reads ``report.*``, ``eval.length_warning`` and ``tracking.*``.
+        cfg: the composed config; reads ``report.*`` and ``eval.length_warning``.
         store: fallback store for jobs whose ``result.json`` names none.
+        tracker_for: ``tracker_for(out_dir) -> Tracker``, the report's tracker run (made once the report is written).
 
     Returns:
         ``{"out", "markdown", "results_csv", "gaps_csv", "figures": [...], "missing": [...], "warnings": [...]}``
@@ -180,9 +181,6 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         ConfigError: a sweep folder does not exist or holds no job folder.
         ValueError: ``report.sweep`` is empty, or ``report.n_boot``/``report.confidence`` are out of range.
     """
-    from mixgap.core.config import to_container  # noqa: PLC0415
-    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
-
     sweeps = to_container(cfg.report.sweep)
     sweeps = [sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps or []]
     if not sweeps:
@@ -212,7 +210,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
     paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
     paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
-    tracker = make_tracker(cfg, group=str(sweeps[0]), job_type="report", name="report", run_dir=out)
+    tracker = tracker_for(out)
     exit_code = 1
     try:
         tables.track(tracker, gaps, table3, paths["figures"])

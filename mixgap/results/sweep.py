@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from mixgap.core.config import ConfigError
 from mixgap.stages.data import read_jsonl
-from mixgap.core.runrecord import describe
+from mixgap.core.runrecord import describe, job_identity
 from mixgap.core.store import Store
 
 RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
@@ -34,7 +36,7 @@ class Evaluation:
 
 @dataclass
 class Job:
-    """One Hydra job folder: its identity (``pipeline.job_identity``), status and evaluations by arm."""
+    """One Hydra job folder: its identity (:func:`mixgap.core.runrecord.job_identity`), status and evaluations by arm."""
 
     folder: Path
     status: str  # done | failed | running | planned | missing (no result.json)
@@ -152,12 +154,8 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
 
 
 def read_config(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The job's ``.hydra/config.yaml``: its identity (``pipeline.job_identity``) and its fields as
+    """The job's ``.hydra/config.yaml``: its identity (:func:`mixgap.core.runrecord.job_identity`) and its fields as
     ``{dotted key: JSON value}`` without seeds (``seed``, ``*.seed``) and :data:`NOT_CONDITION` bookkeeping."""
-    from omegaconf import OmegaConf  # noqa: PLC0415
-
-    from mixgap.pipeline import job_identity  # noqa: PLC0415
-
     try:
         cfg = OmegaConf.load(folder / CONFIG)
         identity, tree = job_identity(cfg), OmegaConf.to_container(cfg, resolve=False)
@@ -180,8 +178,6 @@ def read_seeds(folder: Path) -> dict[str, Any]:
     """The seeds of a job's ``.hydra/config.yaml``: ``seed`` (evaluation backend only), ``mix.seed`` (which
     problems take the strong response, at 0 < w < 1) and ``finetune_mode.seed`` (data order, LoRA init);
     ``{}`` when the snapshot is unreadable."""
-    from omegaconf import OmegaConf  # noqa: PLC0415
-
     try:
         cfg = OmegaConf.load(Path(folder) / CONFIG)
         return {k: OmegaConf.select(cfg, k) for k in ("seed", "mix.seed", "finetune_mode.seed")}
@@ -204,13 +200,12 @@ def assign_variants(jobs: list[Job]) -> None:
             job.variant = ", ".join(f"{k}={json.loads(job.fields[k]) if k in job.fields else None}" for k in varying)
 
 
-def expected_arms(stage: str | None, artifacts: dict[str, str]) -> list[str]:
-    """The evaluations a job should have: those its artifacts name, tuned for stage=all, untuned for evaluate."""
-    arms = [a for a in ARMS if any(role.startswith(f"eval.{a}.") for role in artifacts)]
-    for arm, stage_needing in (("tuned", "all"), ("untuned", "evaluate")):
-        if stage == stage_needing and arm not in arms:
-            arms.append(arm)
-    return arms
+def expected_arms(result: dict[str, Any]) -> list[str]:
+    """The evaluation arms a job should have: those its planned roles (``result.json`` ``plan``, or its
+    ``artifacts``) name, ``eval.<arm>.<benchmark>``; the plan is recorded before any work, so a failed job names
+    them too."""
+    roles = [row["role"] for row in result.get("plan") or []] or list(result.get("artifacts", {}))
+    return [a for a in ARMS if any(role.startswith(f"eval.{a}.") for role in roles)]
 
 
 def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluation | None]) -> Job:
@@ -219,7 +214,7 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
     job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
-              expected=expected_arms(identity.get("stage"), result.get("artifacts", {})), seeds=read_seeds(folder))
+              expected=expected_arms(result), seeds=read_seeds(folder))
     if job.status != "done":
         if job.status != "planned":
             job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")

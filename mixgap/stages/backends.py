@@ -476,3 +476,17 @@ class RowStopStrings:
             text = self.tokenizer.decode(row[-self.tail :], skip_special_tokens=True) if self.stops[r] else ""
             done.append(any(s in text for s in self.stops[r] if s))
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Registered:
+    def __init__(self, generates: bool):
+        self.generates = generates
+
+
+def backend_class(name: str, field: str = "backend") -> _Registered:
+    """The registered teacher backend ``name``; ConfigError names ``field`` when there is none."""
+    from mixgap.core.config import ConfigError
+
+    if name not in ("vllm", "hf", "dataset"):
+        raise ConfigError(f"{field}={name!r} is not allowed; choose one of dataset, hf, vllm")
+    return _Registered(name != "dataset")

@@ -13,21 +13,28 @@ come from ``conf/benchmark/*.yaml``. Average = plain mean of the per-benchmark a
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
+from mixgap.core.store import ArtifactSpec, write_json_atomic, write_jsonl_atomic
+from mixgap.grading import POLICY_VERSION, grade
+from mixgap.stages.backends import load_backend
 from mixgap.stages.data import DataError, Problem, fill_prompt
-from mixgap.core.store import ArtifactSpec, write_json_atomic
+from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores
 
 log = logging.getLogger(__name__)
 PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
+_NOT_IN_KEY = ("label", "size", "stop", "n_samples")  # cosmetic, or in the key as the stop/sampling fields below
 
 
 def eval_spec(
@@ -35,26 +42,24 @@ def eval_spec(
 ) -> ArtifactSpec:
     """Store spec of one (model, benchmark) evaluation.
 
-    Fields: the benchmark (source, prompt, subset), the generation budget, the grader's policy version and
-    whether problems come from the kit or the Hub. Inputs: the model's key and, when decontamination drops
+    Fields: the benchmark (source, prompt, subset, extraction; not its label or size), the generation budget and
+    context, the stop strings, the sampling settings (None when greedy), the grader's policy version and extraction
+    mode (``eval.extract``), and whether problems come from the kit or the Hub. Inputs: the model's key and, when decontamination drops
     problems, the key of the training problem set. The backend (vLLM/HF), batch size and tensor parallelism
     are recorded in the manifest but do not change the key.
     """
-    from mixgap.grading import POLICY_VERSION  # noqa: PLC0415
-
     fields = {
-        "benchmark": {k: v for k, v in to_container(bench).items() if k not in ("stop", "n_samples")},  # own fields below
+        "benchmark": {k: v for k, v in to_container(bench).items() if k not in _NOT_IN_KEY},
         "max_new_tokens": eval_cfg.max_new_tokens,
+        "max_model_len": eval_cfg.get("max_model_len"),
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
+        "extract": eval_cfg.get("extract", "policy"),
         "source": "kit" if data_root is not None else "hub",
         "selection": "decontaminate, then subset",  # data.evaluation_sets
+        "stop": stop_strings(bench, eval_cfg),
+        "sampling": sampling_fields(eval_cfg, bench),
     }
-    # fields added by issue 15/14.3, present only when they change the output (so older greedy keys stay valid)
-    if stops := stop_strings(bench, eval_cfg):
-        fields["stop"] = stops
-    if (samples := sampling_fields(eval_cfg, bench)) is not None:
-        fields["sampling"] = samples
     return ArtifactSpec("eval", fields, (model_key, exclude_key) if exclude_key else (model_key,))
 
 
@@ -62,9 +67,7 @@ def resolve_backend(setting: str) -> str:
     """``eval.backend``: ``auto`` is vLLM when a CUDA GPU is visible and vLLM is installed, else HF."""
     if setting != "auto":
         return setting
-    import importlib.util  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
+    import torch  # heavy: torch, only when a model is evaluated
 
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
@@ -75,8 +78,9 @@ class Engine:
     Lazy loading means a job whose evaluations are all in the store never loads the model.
     """
 
-    def __init__(self, model: str, cfg: DictConfig):
+    def __init__(self, model: str, cfg: DictConfig, tensor_parallel_size: int | None = None):
         self.model, self.cfg, self.backend, self.kind = model, cfg, None, resolve_backend(cfg.eval.backend)
+        self.tensor_parallel_size = int(tensor_parallel_size or cfg.eval.tensor_parallel_size)
 
     def __enter__(self) -> Engine:
         return self
@@ -108,15 +112,14 @@ class Engine:
             ns: per prompt, its number of samples; None = ``eval.n_samples`` each.
             greedy: ignore the sampling settings (temperature 0, one sample).
         """
-        from mixgap.stages.backends import load_backend  # noqa: PLC0415
-
         if self.backend is None:
             template = self.cfg.student.chat_template
             self.backend = load_backend(
                 self.kind,
                 self.model,
                 dtype="auto",
-                tensor_parallel_size=self.cfg.eval.tensor_parallel_size,
+                tensor_parallel_size=self.tensor_parallel_size,
+                max_model_len=self.cfg.eval.get("max_model_len"),
                 batch_size=self.cfg.eval.batch_size,
                 chat_template=None if template == "model" else template,
                 seed=self.cfg.seed,
@@ -157,8 +160,6 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
     Raises:
         DataError: no rows. ValueError: problems with different numbers of samples.
     """
-    from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores  # noqa: PLC0415
-
     if not rows:
         raise DataError(f"{benchmark}: no problems to evaluate (all removed by decontamination or limit)")
     by_id: dict[str, list[dict[str, Any]]] = {}
@@ -212,20 +213,18 @@ def problem_seed(seed: int, benchmark: str, problem_id: str) -> int:
     """The sampling seed of a problem's first sample (sample j uses ``+ j``, as vLLM seeds ``n`` children):
     a 31-bit hash of ``eval.seed``, the benchmark and the problem id, so a problem's samples do not depend
     on which other problems share its batch, its engine pass, or the ``eval.limit`` subset."""
-    import hashlib  # noqa: PLC0415
-
     digest = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") >> 1
 
 
-def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade``."""
-    from mixgap.grading import grade  # noqa: PLC0415
-
+def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]],
+               extract: str = "policy") -> list[dict[str, Any]]:
+    """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade`` with the
+    benchmark's extraction style and ``extract`` (``eval.extract``: ``policy`` or the official ``boxed``)."""
     rows = []
     for problem, samples in zip(problems, completions, strict=True):
         for j, completion in enumerate(samples):
-            verdict = grade(completion.text, problem.answer, bench.name)
+            verdict = grade(completion.text, problem.answer, bench.name, extract=extract, style=bench.extraction)
             rows.append(
                 {
                     "id": problem.id,
@@ -250,10 +249,9 @@ def write_eval(
 
     Returns manifest extras: the problem ids evaluated, the backend and the scores.
     """
-    rows = grade_rows(bench, problems, completions)
+    rows = grade_rows(bench, problems, completions, cfg.eval.get("extract", "policy"))
     scores = score(rows, bench.name)
-    with open(out_dir / PREDICTIONS, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_jsonl_atomic(out_dir / PREDICTIONS, rows)
     write_json_atomic(out_dir / SCORES, scores)
     if scores["length_stop_frac"] > cfg.eval.length_warning:
         log.warning(
@@ -293,9 +291,9 @@ def build_eval(
 
 def evaluate_model(
     cfg: DictConfig, store: Any, model_path: str, specs: dict[str, ArtifactSpec], benchmarks: dict[str, list[Problem]],
-    tracker: Any,
+    tracker: Any, tensor_parallel_size: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate one model on every benchmark of ``cfg.benchmark`` in **one engine pass** (issue 15, part 3).
+    """Evaluate one model on every benchmark of ``specs`` in **one engine pass**.
 
     The prompts of every benchmark whose artifact is not finished go into one queue: one length-sorted
     HF queue or one vLLM ``generate`` call, so a decoding step serves all benchmarks at once. Then each
@@ -310,6 +308,7 @@ def evaluate_model(
         specs: ``{benchmark name: ArtifactSpec}`` of the model's evaluations.
         benchmarks: ``{benchmark name: problems}`` (decontaminated, subset).
         tracker: experiment tracker.
+        tensor_parallel_size: the preflight's decision for this allocation (None: ``eval.tensor_parallel_size``).
 
     Returns:
         ``{benchmark name: scores}`` (each ``scores.json``).
@@ -317,12 +316,10 @@ def evaluate_model(
     Raises:
         DataError: a benchmark with no problems.
     """
-    from contextlib import ExitStack  # noqa: PLC0415
-
     for name in specs:
         if not benchmarks[name]:
             raise DataError(f"{name}: no problems to evaluate (all removed by decontamination or limit)")
-    with Engine(model_path, cfg) as engine, ExitStack() as held:
+    with Engine(model_path, cfg, tensor_parallel_size) as engine, ExitStack() as held:
         mine = []
         for name, spec in specs.items():
             if store.is_done(spec.key):
@@ -371,3 +368,17 @@ def with_average(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     """Per-benchmark scores plus ``average``: the plain mean of the accuracies (the paper's Average)."""
     accuracies = [s["accuracy"] for s in scores.values()]
     return {**scores, "average": {"accuracy": sum(accuracies) / len(accuracies), "benchmarks": list(scores)}}
+
+
+def run(ctx: Any, roles: Sequence[str]) -> None:
+    """An evaluate step (stage contract, :mod:`mixgap.core.stage`): one model (the untuned student, or the
+    checkpoint) on every planned benchmark in one engine pass; its scores (with the average) go to ``result.json``
+    as ``untuned`` or ``scores``."""
+    arm = roles[0].split(".")[1]
+    model = ctx.paths["student"] if arm == "untuned" else ctx.path("checkpoint")
+    specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
+    scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.benchmarks, ctx.tracker,
+                            ctx.decisions.get("eval_tensor_parallel_size"))
+    for role in roles:
+        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+    ctx.result["scores" if arm == "tuned" else "untuned"] = with_average(scores)

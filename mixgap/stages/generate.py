@@ -25,7 +25,8 @@ from typing import Any
 
 from mixgap.stages import data, models
 from mixgap.core.config import data_root, to_container
-from mixgap.core.store import ArtifactSpec
+from mixgap.core.store import ArtifactSpec, write_jsonl_atomic
+from mixgap.stages.backends import backend_class
 
 SAMPLES, POOL = "samples.jsonl", "pool.jsonl"
 SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost when a job is killed
@@ -73,18 +74,6 @@ def pool_spec(teacher: Any, generation_key: str) -> ArtifactSpec:
 
     fields = {"filter": FILTER_POLICY, "grader": grading.POLICY_VERSION, "benchmark": GRADE_BENCHMARK}
     return ArtifactSpec("pool", fields, (generation_key,))
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write JSONL rows to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def sample_rows(problem: data.Problem, completions: Sequence[Any], teacher_name: str) -> list[dict[str, Any]]:
@@ -309,3 +298,31 @@ def build_pool(generation_dir: Path, teacher: Any, out_dir: Path) -> dict:
 def read_pool(pool_dir: Path) -> list[dict[str, Any]]:
     """The rows of a finished pool's ``pool.jsonl``."""
     return data.read_jsonl(Path(pool_dir) / POOL)
+
+
+class PoolMissing(RuntimeError):
+    """A teacher pool this job needs is not in the store and ``data.missing_pool`` forbids building it here."""
+
+
+def run(ctx: Any, roles: Sequence[str]) -> None:
+    """The generate step (stage contract, :mod:`mixgap.core.stage`): a teacher's ``generation.<r>`` then ``pool.<r>``,
+    generating only when ``data.missing_pool`` allows (``stage=generate`` and imports always do; ``wait`` waits for
+    the job building it; ``fail`` and a wait that found nothing raise :class:`PoolMissing` naming the command)."""
+    cfg, store = ctx.cfg, ctx.store
+    role = roles[0].split(".", 1)[1]
+    teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
+    gen_spec, pool_spec = ctx.specs[f"generation.{role}"], ctx.specs[f"pool.{role}"]
+    policy = "generate" if cfg.stage == "generate" or not backend_class(teacher.backend).generates else cfg.data.missing_pool
+    if not store.is_done(gen_spec.key) and policy != "generate":
+        if policy == "wait":  # wait for a job generating it right now, if any
+            with store.holding(gen_spec.key):
+                pass
+        if not store.is_done(gen_spec.key):
+            raise PoolMissing(
+                f"the {teacher.name} pool ({gen_spec.key}) is not in {store.root}; make it first with: "
+                f"python launch.py stage=generate teacher={teacher.name}"
+            )
+    gen_dir = store.get_or_build(gen_spec, lambda out, work: build_generation(teacher, cfg, store, out, work, ctx.tracker))
+    ctx.paths[f"generation.{role}"] = gen_dir
+    ctx.paths[f"pool.{role}"] = store.get_or_build(pool_spec, lambda out, _work: build_pool(gen_dir, teacher, out))
+    ctx.result["counts"][f"pool.{role}"] = ctx.counts(f"pool.{role}")

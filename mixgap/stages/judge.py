@@ -5,7 +5,7 @@ Li et al. (2025) score every rule-based miss that has a boxed answer with Qwen2.
 a reply containing ``True`` counts as correct, else ``False`` as wrong; anything else is *unparsed* and not
 correct. Their published accuracies are these judged ones.
 
-Here the judge is its own pass after generation (``eval.judge``; :func:`judge_job`): one engine load for every
+Here the judge is its own planned step after generation (``eval.judge``; :func:`run`): one engine load for every
 evaluation of the job that lacks a verdict, batched over all its benchmarks and arms. Each verdict set is a
 store artifact keyed by (evaluation key, judge config): ``judgments.jsonl`` (one row per sample: the rule
 verdict, whether it was sent, the reply, the judge verdict) and ``scores.json`` (rule and judged pass@1 with
@@ -23,8 +23,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
-from mixgap.stages.data import Problem, read_jsonl
 from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
+from mixgap.stages.backends import load_backend
+from mixgap.stages.data import Problem, read_jsonl
+from mixgap.stages.models import resolve_model
 
 log = logging.getLogger(__name__)
 JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
@@ -100,9 +102,6 @@ class JudgeEngine:
 
     def ask(self, prompts: Sequence[str]) -> list[str]:
         """Greedy replies within ``judge.max_new_tokens``."""
-        from mixgap.stages.backends import load_backend  # noqa: PLC0415
-        from mixgap.stages.models import resolve_model  # noqa: PLC0415
-
         if not prompts:
             return []
         if self.backend is None:
@@ -180,20 +179,20 @@ def judge_evaluations(
     return scores
 
 
-def judge_job(cfg: DictConfig, store: Store, specs: dict[str, ArtifactSpec], roles: Sequence[str],
-              benchmarks: dict[str, Sequence[Problem]], out: dict[str, Any]) -> None:
-    """The judge pass of a job: every evaluation it built on ``eval.judge.benchmarks``; the judge's scores go
-    into ``out["scores"|"untuned"][benchmark]["judge"]`` beside the rule-based ones."""
-    judge = cfg.eval.judge
+def run(ctx: Any, roles: Sequence[str]) -> None:
+    """The judge step (stage contract, :mod:`mixgap.core.stage`): the planned ``judge.<arm>.<benchmark>`` verdicts, in
+    one judge load over every evaluation of the job; each evaluation's judge scores go into ``result.json`` beside
+    its rule-based ones (``scores|untuned.<benchmark>.judge``)."""
+    cfg = ctx.cfg
     wanted = {}
     for role in roles:
-        parts = role.split(".")
-        if parts[0] == "eval" and cfg.benchmark[parts[2]].name in judge.benchmarks:
-            wanted[role] = (specs[role].key, cfg.benchmark[parts[2]].name, benchmarks[parts[2]])
-    results = judge_evaluations(judge, store, wanted, int(cfg.seed))
+        _, arm, name = role.split(".")
+        wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.benchmarks[name])
+    results = judge_evaluations(cfg.eval.judge, ctx.store, wanted, int(cfg.seed))
     for role, result in results.items():
         _, arm, name = role.split(".")
-        table = out.get("scores" if arm == "tuned" else "untuned", {})
+        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+        table = ctx.result.get("scores" if arm == "tuned" else "untuned", {})
         if name in table:
             table[name]["judge"] = result
 

@@ -16,24 +16,37 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mixgap.stages import data
-from mixgap.core.config import ConfigError
-from mixgap.core.store import ArtifactSpec, make_key
+from mixgap.core.config import ConfigError, data_root
+from mixgap.core.store import ArtifactSpec, make_key, write_jsonl_atomic
+from mixgap.stages import data, models
+from mixgap.stages.generate import read_pool
+from mixgap.stages.train import pairs
 
 MIXTURE = "mixture.jsonl"
 PROBLEM_MODES = ("intersection", "union")
 
 
-def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str) -> ArtifactSpec:
+def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetune_cfg: Any = None,
+                 student_key: str | None = None) -> ArtifactSpec:
     """Store spec of a mixture (stage ``mixture``): fields ``{weight, problems, seed}`` (weight as a float,
-    so ``1`` and ``1.0`` are one key); inputs ``[strong, weak]``."""
-    fields = {"weight": float(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
-    return ArtifactSpec("mixture", fields, (strong_pool_key, weak_pool_key))
+    so ``1`` and ``1.0`` are one key); inputs ``[strong, weak]``.
+
+    With ``finetune_mode.overlength=drop_pair`` the mixture leaves out every problem over-length in either pool for
+    this student (:func:`drop_pair_rows`): its fields then add the training turn and ``max_seq_len`` that decide
+    the length, and its inputs the student (whose key carries tokenizer and chat template).
+    """
+    fields: dict[str, Any] = {"weight": float(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
+    inputs: tuple[str, ...] = (strong_pool_key, weak_pool_key)
+    if finetune_cfg is not None and finetune_cfg.overlength == "drop_pair":
+        fields["drop_pair"] = {"max_seq_len": int(finetune_cfg.max_seq_len), "prompt": str(finetune_cfg.prompt),
+                               "system": finetune_cfg.get("system")}
+        inputs += (str(student_key),)
+    return ArtifactSpec("mixture", fields, inputs)
 
 
 def problem_set_key(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str) -> str:
@@ -105,17 +118,47 @@ def _by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in rows}
 
 
-def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_dir: Path) -> dict:
+def drop_pair_ids(pools: dict[str, dict[str, dict[str, Any]]], problems: str, overlong: Any) -> tuple[set[str], dict]:
+    """The problems ``finetune_mode.overlength=drop_pair`` leaves out: those whose response is over-length in either
+    pool, so that every weight of a sweep trains on the same problems at the exact weight.
+
+    Args:
+        pools: ``{"strong"|"weak": {id: pool row}}``.
+        problems: ``mix.problems`` (``intersection`` tests only the shared problems).
+        overlong: ``overlong(rows, ids) -> set of ids`` over ``max_seq_len`` for the student
+            (:func:`mixgap.stages.train.pairs.overlong_ids` with its tokenizer).
+
+    Returns:
+        ``(excluded ids, counts {"problems", "excluded", "overlong": {role: n}})``.
+
+    Raises:
+        ValueError: every problem is over-length (nothing to train on).
+    """
+    candidates = set(pools["strong"]) | set(pools["weak"])
+    if problems == "intersection":
+        candidates = set(pools["strong"]) & set(pools["weak"])
+    over = {role: overlong(rows, candidates) for role, rows in pools.items()}
+    excluded = over["strong"] | over["weak"]
+    if not candidates - excluded:
+        raise ValueError(f"finetune_mode.overlength=drop_pair leaves no problem: all {len(candidates)} have a response "
+                         "over finetune_mode.max_seq_len tokens; raise it")
+    return excluded, {"problems": len(candidates), "excluded": len(excluded), "overlong": {r: len(v) for r, v in over.items()}}
+
+
+def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_dir: Path, overlong: Any = None) -> dict:
     """Write ``out_dir/mixture.jsonl`` (rows ``{id, problem, answer, response, source, teacher,
-    completion_tokens}``, sorted by id) from two finished pools.
+    completion_tokens}``, sorted by id) from two finished pools; with ``overlong`` (``drop_pair``), first without
+    the problems over-length in either pool (:func:`drop_pair_ids`).
 
     Returns:
         ``{"counts": {"N", "strong", "weak", "tokens": {source: total or None when a pool has no token
-        counts}, "chars": {source: total}, "problem_ids": [...], "strong_ids": [...]}}``.
+        counts}, "chars": {source: total}, "problem_ids": [...], "strong_ids": [...]}}`` (+ ``drop_pair``).
     """
-    from mixgap.stages.generate import read_pool, write_jsonl_atomic  # noqa: PLC0415
-
     pools = {"strong": _by_id(read_pool(strong_pool_dir)), "weak": _by_id(read_pool(weak_pool_dir))}
+    dropped = None
+    if overlong is not None:
+        excluded, dropped = drop_pair_ids(pools, mix_cfg.problems, overlong)
+        pools = {role: {i: r for i, r in rows.items() if i not in excluded} for role, rows in pools.items()}
     ids, strong = select(pools["strong"], pools["weak"], float(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
     rows = []
     for pid in ids:
@@ -124,7 +167,10 @@ def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_
         rows.append({"id": pid, "problem": row["problem"], "answer": row["answer"], "response": row["response"],
                      "source": source, "teacher": row["teacher"], "completion_tokens": row.get("completion_tokens")})
     write_jsonl_atomic(Path(out_dir) / MIXTURE, rows)
-    return {"counts": mixture_counts(rows)}
+    counts = mixture_counts(rows)
+    if dropped is not None:
+        counts["drop_pair"] = {**dropped, "N": counts["N"], "strong": counts["strong"], "weak": counts["weak"]}
+    return {"counts": counts}
 
 
 def mixture_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,3 +194,24 @@ def read_mixture(mixture_dir: Path) -> list[data.Problem]:
                      meta={k: r[k] for k in ("response", "source", "teacher", "completion_tokens")})
         for r in data.read_jsonl(Path(mixture_dir) / MIXTURE)
     ]
+
+
+def run(ctx: Any, roles: Sequence[str]) -> None:
+    """The mix step (stage contract, :mod:`mixgap.core.stage`): the mixture, then the decontamination check of its
+    problems against the job's benchmarks, which gives the evaluation problem sets (``ctx.benchmarks``)."""
+    cfg, store = ctx.cfg, ctx.store
+    overlong = None
+    if cfg.finetune_mode.overlength == "drop_pair":  # the student's tokenizer decides what is over-length
+        ctx.paths["student"] = ctx.paths.get("student") or models.resolve_model(cfg.student, store)
+        overlong = pairs.overlong_test(ctx.paths["student"], cfg.student.chat_template, cfg.finetune_mode)
+    mixture = store.get_or_build(
+        ctx.specs["mixture"],
+        lambda out, _work: build_mixture(ctx.path("pool.strong"), ctx.path("pool.weak"), cfg.mix, out, overlong),
+    )
+    ctx.paths["mixture"] = mixture
+    counts = ctx.counts("mixture")  # the id lists stay in the manifest
+    ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
+    ctx.benchmarks, overlap = data.evaluation_sets(
+        cfg.benchmark, data_root(cfg), read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
+    )
+    ctx.result["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}

@@ -55,8 +55,8 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> dict[str, Any]:
     Returns:
         Manifest fields: ``parameters`` (count), ``source`` (the GGUF path).
     """
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    import torch  # heavy: torch, only when converting a GGUF file
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers, only when converting
 
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -101,7 +101,7 @@ def check_hub_model(name: str, hf_id: str) -> None:
     Raises:
         ModelSourceError: transformers raised ``OSError`` (its error for every unreachable/absent model).
     """
-    from transformers import AutoConfig  # noqa: PLC0415
+    from transformers import AutoConfig  # heavy: transformers, only to check a Hub model
 
     try:
         AutoConfig.from_pretrained(hf_id)
@@ -111,3 +111,11 @@ def check_hub_model(name: str, hf_id: str) -> None:
             f"{name}: cannot load {hf_id!r} ({reason}); download it where the Hub is reachable "
             f"(`hf download {hf_id}`, then copy the Hugging Face cache here) or set hf_id to a local folder"
         ) from None
+
+
+def run(ctx: Any, roles: Any) -> None:
+    """The prepare step (stage contract, :mod:`mixgap.core.stage`): the untuned student's weights (a GGUF file is
+    converted once into the store; a Hub id is checked), as ``ctx.paths["student"]``."""
+    ctx.paths["student"] = ctx.paths.get("student") or resolve_model(ctx.cfg.student, ctx.store)
+    if "model" in roles:
+        ctx.paths["model"] = ctx.paths["student"]

@@ -418,3 +418,13 @@ def build_learnability(
                        "learnability/better": out["prediction"]["better"]})
     log.info("learnability: %s", json.dumps({r: {f: round(out[r][f]["estimate"], 4) for f in FIGURES} for r in ROLES}))
     return out
+
+
+def run(ctx: Any, roles: Sequence[str]) -> None:
+    """The predict step (stage contract, :mod:`mixgap.core.stage`): both ``predict.<pool>`` artifacts of the untuned
+    student, and the job's ``learnability`` for ``result.json``."""
+    pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
+    ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
+                                                    ctx.paths.get("student"))
+    for role in roles:
+        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

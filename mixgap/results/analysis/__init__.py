@@ -206,13 +206,14 @@ def case_cell(cell: Cell, problems: dict[str, dict[str, Any]], chosen: Sequence[
     return note, cases
 
 
-def run(cfg: Any, store: Store) -> dict[str, Any]:
+def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str, Any]:
     """Stage ``analyze``: rank shift and case study of every cell of ``cfg.analyze.sweep``.
 
     Args:
         cfg: the composed config; reads ``analyze.*`` (sweep, max_completions, batch_size, problems, and ``out``
-            when the schema has it: default ``<first sweep>/analysis``) and ``tracking.*``.
+            when the schema has it: default ``<first sweep>/analysis``).
         store: fallback store for jobs whose ``result.json`` names none.
+        tracker_for: ``tracker_for(out_dir) -> Tracker``, the analysis's tracker run.
 
     Returns:
         ``{"out", "markdown", "case_study", "shares_csv", "top_tokens_csv", "side_by_side_csv", "figures",
@@ -222,10 +223,6 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         ConfigError: a sweep folder does not exist or holds no finished fine-tuned job.
         ValueError: ``analyze.sweep`` is empty; a bad ``analyze`` value.
     """
-    from mixgap.results.analysis import case_study, render  # noqa: PLC0415
-    from mixgap.core.config import ConfigError, to_container  # noqa: PLC0415
-    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
-
     a = cfg.analyze
     sweeps = to_container(a.sweep)
     sweeps = [sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps or []]
@@ -247,7 +244,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     paths = render.write_all(results, out, TOP_TOKENS)
     paths["case_study"] = str(render.write_text(out / "case_study.md", "# Case study\n\n" + "\n".join(studies)))
     paths["markdown"] = str(render.write_text(out / "analysis.md", render.summary_markdown(sweeps, results, skipped)))
-    tracker = make_tracker(cfg, group=str(sweeps[0]), job_type="analyze", name="analysis", run_dir=out)
+    tracker = tracker_for(out)
     exit_code = 1
     try:
         render.track(tracker, results, paths["figures"], TOP_TOKENS)

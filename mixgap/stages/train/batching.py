@@ -1,4 +1,5 @@
-"""Global batches counted in packed sequences (the released Mix configs' recipe) turned into examples per step.
+"""How a global batch is realised on a world of devices (:func:`batch_layout`), and global batches counted in
+packed sequences (the released Mix configs' recipe) turned into examples per step.
 
 The paper's released Mix-Long / Mix-Large config (official repo, ``LLaMA-Factory/exp/MATH_mix.yaml``) trains
 with LLaMA-Factory ``neat_packing``: the tokenised examples are packed into sequences of at most
@@ -14,6 +15,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mixgap.core.config import ConfigError
+
+#: GPU counts a global batch is suggested for when it does not divide the world (a node has 1, 2, 4 or 8 GPUs).
+WORLD_SIZES = (1, 2, 4, 8)
 
 
 def greedy_knapsack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -80,3 +87,42 @@ def packed_batch(lengths: Sequence[int], pack_len: int, packs_per_step: int, mic
     per_step = math.ceil(math.ceil(len(lengths) / steps) / micro_batch) * micro_batch
     return {"unit": "packed_sequences", "pack_len": pack_len, "packs": packs, "packs_per_step": packs_per_step,
             "steps_per_epoch": steps, "examples_per_step": per_step}
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How a global batch is realised: ``global = per_device x world_size x accumulation``, exactly."""
+
+    world_size: int
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    global_batch_size: int
+    derived: bool  # True: the per-device batch was lowered from the configured one to divide the global batch
+
+
+def batch_layout(global_batch: int, per_device: int, world_size: int) -> BatchLayout:
+    """The layout giving exactly ``global_batch`` examples per optimiser step on ``world_size`` devices.
+
+    Keeps ``per_device`` when ``per_device x world_size`` divides the global batch; else derives the largest
+    per-device batch ``p <= per_device`` with ``global % (p x world_size) == 0`` (e.g. global 8 on 8 GPUs
+    with per-device 2: per-device 1, accumulation 1). The global batch is never changed.
+
+    Raises:
+        ConfigError: the global batch is not a positive multiple of ``world_size`` (no layout exists), or a
+            value is not positive.
+    """
+    if global_batch <= 0 or per_device <= 0 or world_size <= 0:
+        raise ConfigError(
+            f"finetune_mode.global_batch_size={global_batch} with per_device_batch_size={per_device} on "
+            f"{world_size} GPU(s) is not allowed; all three must be > 0"
+        )
+    if global_batch % world_size:
+        allowed = [w for w in WORLD_SIZES if global_batch % w == 0]
+        raise ConfigError(
+            f"finetune_mode.global_batch_size={global_batch} is not allowed on {world_size} GPUs; it must be a "
+            f"multiple of the world size (this batch runs on {', '.join(map(str, allowed))} GPUs)"
+        )
+    for p in range(min(per_device, global_batch // world_size), 0, -1):
+        if global_batch % (p * world_size) == 0:
+            return BatchLayout(world_size, p, global_batch // (p * world_size), global_batch, p != per_device)
+    raise AssertionError("unreachable: p = 1 always divides")  # pragma: no cover

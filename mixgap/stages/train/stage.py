@@ -1,6 +1,6 @@
 """The ``train`` stage: a mixture + a student + ``finetune_mode`` -> a fine-tuned checkpoint in the store.
 
-:func:`checkpoint_spec` names the artifact (pipeline.job_specs); :func:`build_checkpoint` builds it:
+:func:`checkpoint_spec` names the artifact (:mod:`mixgap.plan.jobs`); :func:`build_checkpoint` builds it:
 tokenise the mixture with the student's chat template (over-long rows dropped and counted per source),
 train in this process (CPU) or under ``torchrun`` over every GPU (DeepSpeed ZeRO as configured), resume
 from the last checkpoint in the store's ``work_dir``, merge LoRA, save model + tokenizer + a
@@ -9,6 +9,7 @@ from the last checkpoint in the store's ``work_dir``, merge LoRA, save model + t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,15 +19,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
-from mixgap.stages.data import Problem
 from mixgap.core.store import ArtifactSpec
+from mixgap.stages.data import Problem
+from mixgap.stages.mix import read_mixture
+from mixgap.stages.train import batching, checks, labels, launch
 
 log = logging.getLogger(__name__)
 #: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
 #: trade of activation recomputation, the ZeRO partitioning of the same computation, where it runs.
 NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch", "settings_source")
-#: fields added later, left out of the key at these values so that earlier checkpoints keep their keys
-KEY_DEFAULTS = {"batch_unit": "examples"}
 
 
 def checkpoint_spec(finetune_cfg: DictConfig, student_key: str, mixture_key: str) -> ArtifactSpec:
@@ -39,16 +40,11 @@ def checkpoint_spec(finetune_cfg: DictConfig, student_key: str, mixture_key: str
         fields.pop("lora", None)
     if fields.get("batch_unit", "examples") == "examples":  # pack_len is read only for packed batches
         fields.pop("pack_len", None)
-    for name, default in KEY_DEFAULTS.items():
-        if fields.get(name) == default:
-            fields.pop(name)
     return ArtifactSpec("checkpoint", fields, (student_key, mixture_key))
 
 
 def read_mixture_rows(mixture_dir: Path) -> list[Problem]:
     """The mixture's rows (``mix.read_mixture``): problems with meta ``response``/``source``/``teacher``."""
-    from mixgap.stages.mix import read_mixture  # noqa: PLC0415
-
     return read_mixture(Path(mixture_dir))
 
 
@@ -67,7 +63,7 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
 
 def write_examples(examples: list, path: Path) -> None:
     """Save tokenised examples as a ``datasets`` folder (memory-mapped by every rank), atomically."""
-    import datasets  # noqa: PLC0415
+    import datasets  # heavy: datasets (pyarrow), only when training
 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -91,7 +87,6 @@ def _counts_metrics(counts: dict[str, Any]) -> dict[str, float]:
 
 def build_checkpoint(
     cfg: DictConfig, mixture_dir: Path, student_path: str, out_dir: Path, work_dir: Path, tracker: Any,
-    pools: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the student on the mixture and write the checkpoint into ``out_dir``.
 
@@ -102,8 +97,6 @@ def build_checkpoint(
         out_dir: the artifact folder being built (model, tokenizer, generation config).
         work_dir: the key's persistent scratch: tokenised examples, ``trainer/checkpoint-N`` (resume).
         tracker: ``Tracker``; gets loss, learning rate, tokens/s and the dropped/truncated counts.
-        pools: ``{"strong": dir, "weak": dir}``, the mixture's finished teacher pools; needed only by
-            ``finetune_mode.overlength=drop_pair`` (:mod:`mixgap.stages.train.pairs`).
 
     Where it trains: ``finetune_mode.launch`` (``auto``: a ``torchrun`` subprocess over every GPU when
     there are GPUs, DeepSpeed as configured; this process on a CPU, DeepSpeed ignored; ``local`` /
@@ -111,21 +104,20 @@ def build_checkpoint(
 
     Returns:
         Manifest extras ``{"counts": {examples, kept, dropped, truncated (per source), batch (unit,
-        examples_per_step; packs with batch_unit=packed_sequences), drop_pair (with that policy), tokens,
+        examples_per_step; packs with batch_unit=packed_sequences), tokens,
         supervised_tokens, max_len, steps, final_loss, world_size, tokens_per_s, resumed_from, precision,
         deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
 
     Raises:
         ValueError: a bad finetune field (named), a global batch not divisible by the world (ConfigError:
-            no per-device batch realises it, :func:`mixgap.plan.preflight.batch_layout`), a mixture
+            no per-device batch realises it, :func:`mixgap.stages.train.batching.batch_layout`), a mixture
             row that cannot be tokenised (named by id), every row over ``max_seq_len``.
         RuntimeError: the training subprocess failed. CheckpointError: the saved weights are broken.
     """
-    import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer  # noqa: PLC0415
+    import torch  # heavy: torch, only when training
+    from transformers import AutoTokenizer  # heavy: transformers, only when training
 
-    from mixgap.plan import preflight  # noqa: PLC0415
-    from mixgap.stages.train import checks, labels, launch, trainer  # noqa: PLC0415
+    from mixgap.stages.train import trainer  # heavy: imports transformers' Trainer, only when training
 
     ft = to_container(cfg.finetune_mode)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -133,7 +125,7 @@ def build_checkpoint(
     plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
     packed = ft.get("batch_unit") == "packed_sequences"
     if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
-        layout = preflight.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
+        layout = batching.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
         if layout.derived:  # e.g. global 8 on 8 GPUs at per-device 2: per-device 1, accumulation 1 (global kept)
             log.info("finetune_mode.per_device_batch_size=%d -> %d on %d GPUs (global batch %d, accumulation %d)",
                      ft["per_device_batch_size"], layout.per_device_batch_size, plan.world_size,
@@ -146,23 +138,12 @@ def build_checkpoint(
         log.info("finetune_mode.deepspeed=%s ignored: training runs in this process (no GPU)", ft["deepspeed"])
 
     tokenizer = labels.set_chat_template(AutoTokenizer.from_pretrained(student_path), cfg.student.chat_template)
-    rows = read_mixture_rows(Path(mixture_dir))
-    pair_counts = None
-    if ft["overlength"] == "drop_pair":
-        from mixgap.stages.train import pairs  # noqa: PLC0415
-
-        if not pools:
-            raise ValueError("finetune_mode.overlength=drop_pair needs the mixture's two teacher pools")
-        rows, pair_counts = pairs.drop_pair_rows(pools, tokenizer, ft["prompt"], ft["max_seq_len"], cfg.mix)
+    rows = read_mixture_rows(Path(mixture_dir))  # with drop_pair, already without the over-length problems
     examples, counts = labels.apply_overlength(
         labels.tokenize_mixture(rows, tokenizer, ft["prompt"]), ft["max_seq_len"], ft["overlength"]
     )
-    if pair_counts is not None:
-        counts["drop_pair"] = pair_counts
     micro = ft["per_device_batch_size"] * plan.world_size
     if packed:
-        from mixgap.stages.train import batching  # noqa: PLC0415
-
         counts["batch"] = batching.packed_batch([len(e.input_ids) for e in examples], ft["pack_len"],
                                                 ft["global_batch_size"], micro)
         ft["global_batch_size"] = counts["batch"]["examples_per_step"]
@@ -210,8 +191,19 @@ def build_checkpoint(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json  # noqa: PLC0415
-
     if not path.is_file():
         raise RuntimeError(f"training finished without writing {path}")
     return json.loads(path.read_text())
+
+
+def run(ctx: Any, roles: Any) -> None:
+    """The train step (stage contract, :mod:`mixgap.core.stage`): the checkpoint of the job's mixture and student."""
+    ctx.paths["checkpoint"] = ctx.store.get_or_build(
+        ctx.specs["checkpoint"],
+        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.paths["student"], out, work, ctx.tracker),
+    )
+    counts = ctx.counts("checkpoint")
+    mixture = ctx.counts("mixture")
+    if "drop_pair" in mixture:  # the mixture left these problems out (finetune_mode.overlength=drop_pair)
+        counts = {**counts, "drop_pair": mixture["drop_pair"]}
+    ctx.result["counts"]["train"] = counts

@@ -1,0 +1,62 @@
+"""The stage contract: what every stage offers and what it is handed.
+
+A stage is one module under :mod:`mixgap.stages` offering
+
+- its **spec**: a pure function from the config fields that determine an artifact and the keys of its inputs to
+  an :class:`~mixgap.core.store.ArtifactSpec` (``generation_spec``, ``pool_spec``, ``mixture_spec``,
+  ``checkpoint_spec``, ``eval_spec``, ``predict_specs``, ``judge_spec``); :mod:`mixgap.plan.jobs` composes them into
+  the job's plan;
+- its **build**: ``run(ctx, roles)``, which builds the planned ``roles`` through the store (each artifact written
+  into a fresh output folder and finished with its manifest, :meth:`mixgap.core.store.Store.get_or_build`), records
+  the finished folders in ``ctx.paths`` and what ``result.json`` reports in ``ctx.result``.
+
+:mod:`mixgap.pipeline` is then a loop over the plan's steps, calling each step's stage with its roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.store import ArtifactSpec, Store
+
+
+@dataclass
+class BuildContext:
+    """Everything a stage's ``run`` reads and writes while one job builds.
+
+    Attributes:
+        cfg: the composed, validated job config.
+        store: the artifact store.
+        tracker: the job's experiment tracker (:class:`mixgap.core.tracking.Tracker`).
+        specs: the plan's artifact specs by role (:attr:`mixgap.plan.jobs.JobPlan.specs`).
+        decisions: the preflight's decisions for this allocation, e.g. ``eval_tensor_parallel_size`` (never
+            written into ``cfg``: they do not change what is computed, only how).
+        paths: finished artifacts by role, filled as the steps run; ``student`` is the untuned student's weights
+            (a folder or a Hub id).
+        benchmarks: the evaluation problem sets by benchmark name (decontaminated and subset by the mix step).
+        result: what the job reports in ``result.json``: ``counts``, ``scores``, ``untuned``, ``learnability``.
+    """
+
+    cfg: DictConfig
+    store: Store
+    tracker: Any
+    specs: Mapping[str, ArtifactSpec]
+    decisions: Mapping[str, Any] = field(default_factory=dict)
+    paths: dict[str, Any] = field(default_factory=dict)
+    benchmarks: dict[str, list[Any]] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=lambda: {"counts": {}})
+
+    def path(self, role: str) -> Path:
+        """The finished folder of ``role``; KeyError names the role when an earlier step did not build it."""
+        if role not in self.paths:
+            raise KeyError(f"{role} is not built yet; the plan's steps run in build order")
+        return Path(self.paths[role])
+
+    def counts(self, role: str) -> dict[str, Any]:
+        """The ``counts`` of the finished artifact of ``role`` (its manifest)."""
+        return self.store.manifest(self.specs[role].key).get("counts", {})

@@ -1,0 +1,190 @@
+"""The preflight's arithmetic: memory per GPU, tensor parallelism, throughput and hours, from public model
+shapes (``ModelArch``) and cluster facts; pure functions of plain numbers, no model loaded.
+
+Sources of the formulas (each function's docstring names its own):
+
+- model states: Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+  Models" (arXiv 1910.02054), Sec. 3.1/5: mixed-precision Adam keeps 2 (bf16 weights) + 2 (bf16 gradients)
+  + 12 (fp32 master weights, momentum, variance) bytes per parameter; stage 1 partitions the 12, stage 2
+  also the gradients, stage 3 also the weights. DeepSpeed's estimators
+  (``deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs``: ``4 N + 16 N / gpus``;
+  ``deepspeed.runtime.zero.stage3.estimate_zero3_model_states_mem_needs``: ``4 L + 18 N / gpus`` with ``L``
+  the largest layer's parameters) are what we use, without offload.
+- activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"
+  (arXiv 2205.05198), Sec. 4: a layer stores ``s b h (34 + 5 a s / h)`` bytes in 16-bit; flash/SDPA
+  attention removes the ``5 a s / h`` term. With full gradient checkpointing only each layer's input
+  (``2 s b h`` bytes) is kept, plus one layer being recomputed.
+- vLLM KV cache: ``2 (K and V) x layers x kv_heads x head_dim x bytes`` per token (the PagedAttention
+  paper, Kwon et al. 2023, Sec. 2; vLLM's ``CacheEngine.get_cache_block_size``).
+- training FLOPs: ``6 N D`` (Kaplan et al. 2020, Sec. 2.1), ``4 N D`` for LoRA (no weight gradients of the
+  frozen base: the backward is half weight-, half input-gradients); MFU counts model FLOPs only (Chowdhery
+  et al. 2022, PaLM, App. B), so recomputation is not in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+GB = 1e9  # memory in decimal gigabytes (GPU datasheets: "80 GB")
+BF16 = 2  # bytes per parameter / activation element in bf16
+#: Tokens of the prompt an evaluation or generation must fit beside its new tokens: the paper's prompt +
+#: the chat template + a MATH/OlympiadBench problem. Assumption: the longest MATH500 prompts are ~400
+#: Qwen tokens with the template; 512 leaves room.
+PROMPT_TOKENS = 512
+#: CUDA context, NCCL buffers and allocator fragmentation per GPU (assumption, ~1.5-3 GB measured on
+#: A100/H100 PyTorch jobs; benchmarks/gpu_check.py compares our estimate with a measured peak).
+OVERHEAD_GB = 2.0
+#: Bytes per logit of the last layer in training: the bf16 logits plus transformers' fp32 upcast in the
+#: cross-entropy and its gradient (assumption: 2 + 4 + 4; the logits of a 152k vocabulary dominate the
+#: activations of small students at long sequences).
+LOGIT_BYTES = 10
+#: Released training set size: UWNSL/Mix-Long_long_0.2_short_0.8 has 5,383 rows (PAPER-NOTES, Sec. 2),
+#: the problems both teachers solved. Used when no pool manifest is in the store.
+PAPER_EXAMPLES = 5383
+#: Mean characters per response of the released data (PAPER-NOTES, Sec. 2): long CoT 22.36 MB / 5,383 rows
+#: = 4,154; Mix-Long 10.14 MB / 5,383 = 1,884 = 0.2 x 4,154 + 0.8 x short, so short = 1,316.
+PAPER_CHARS = {"long": 4154.0, "short": 1316.0}
+#: Characters per token for English math text with LaTeX (assumption, Qwen/Llama BPE tokenizers).
+CHARS_PER_TOKEN = 3.5
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+
+
+def head_dim(arch: DictConfig | Any) -> int:
+    """Attention head size: ``arch.head_dim`` when given (Gemma-2), else ``hidden / heads``."""
+    return int(arch.head_dim) if arch.get("head_dim") else arch.hidden // arch.heads
+
+
+def layer_params(arch: Any) -> int:
+    """Parameters of one decoder layer: q/k/v/o projections + gated MLP (gate, up, down); norms ignored."""
+    d = head_dim(arch)
+    attention = arch.hidden * arch.heads * d * 2 + arch.hidden * arch.kv_heads * d * 2
+    return attention + 3 * arch.hidden * arch.intermediate
+
+
+def largest_layer_params(arch: Any) -> int:
+    """The largest single module's parameters, ``L`` of DeepSpeed's ZeRO-3 estimator: the embedding
+    (``vocab x hidden``) or one decoder layer, whichever is larger."""
+    return max(arch.vocab * arch.hidden, layer_params(arch))
+
+
+def memory_remedies(mode: str, world: int, max_seq_len: int) -> list[str]:
+    """What can bring a training job under ``cluster.gpu_memory_gb``: only the remedies the job does not
+    already use (more GPUs below 8 per node, LoRA instead of full SFT, a shorter sequence)."""
+    remedies = []
+    if world < 8:
+        remedies.append("more GPUs (hydra/launcher=slurm, 8 per node)")
+    if mode != "lora":
+        remedies.append("finetune_mode=lora")
+    remedies.append(f"a shorter finetune_mode.max_seq_len (now {max_seq_len})")
+    remedies.append("GPUs with more memory (cluster.gpu_memory_gb)")
+    return remedies
+
+
+def lora_params(arch: Any, r: int, targets: list[str]) -> int:
+    """Trainable LoRA parameters: ``r x (in + out)`` per adapted linear layer (Hu et al. 2021, Sec. 4.1),
+    over ``arch.layers`` layers and the projections in ``targets`` (q/k/v/o/gate/up/down_proj names)."""
+    d = head_dim(arch)
+    shapes = {
+        "q_proj": (arch.hidden, arch.heads * d), "k_proj": (arch.hidden, arch.kv_heads * d),
+        "v_proj": (arch.hidden, arch.kv_heads * d), "o_proj": (arch.heads * d, arch.hidden),
+        "gate_proj": (arch.hidden, arch.intermediate), "up_proj": (arch.hidden, arch.intermediate),
+        "down_proj": (arch.intermediate, arch.hidden),
+    }
+    return arch.layers * sum(r * sum(shapes[t]) for t in targets if t in shapes)
+
+
+def model_states_bytes(params: float, trainable: float, largest_layer: float, zero_stage: int, gpus: int) -> float:
+    """Bytes per GPU of weights, gradients and Adam states (mixed precision), by ZeRO stage.
+
+    Full SFT (``trainable == params``), DeepSpeed's estimators without offload: stage 3
+    ``4 L + 18 N / gpus``; stage 2 ``4 N + 16 N / gpus``; no DeepSpeed ``16 N`` (fp32 weights and
+    gradients under autocast + Adam's two fp32 moments; our plain-Trainer path). LoRA: the frozen base in
+    bf16 (``2 N``, ``/ gpus`` under ZeRO-3) + ``16 T`` for the ``T`` trainable fp32 adapter parameters
+    (weights, gradients, two moments; partitioned by stage 2/3). Source: the ZeRO paper's 2 + 2 + 12
+    bytes/parameter (Rajbhandari et al. 2020, Sec. 3.1) and DeepSpeed's ``estimate_zero{2,3}_model_states_mem_needs``.
+    """
+    if trainable >= params:  # full fine-tuning
+        if zero_stage == 3:
+            return 4 * largest_layer + 18 * params / gpus
+        if zero_stage == 2:
+            return 4 * params + 16 * params / gpus
+        return 16.0 * params
+    base = BF16 * params / (gpus if zero_stage == 3 else 1)
+    adapter = 16 * trainable / (gpus if zero_stage in (2, 3) else 1)
+    return base + adapter + (4 * largest_layer if zero_stage == 3 else 0)
+
+
+def activation_bytes(arch: Any, tokens: int, checkpointing: bool) -> float:
+    """Activation bytes of one micro-batch of ``tokens`` (per-device batch x max_seq_len) on one GPU.
+
+    With gradient checkpointing: each layer's input kept in bf16 (``2 t h`` per layer) + one layer
+    recomputed (``34 t h``, Korthikanti et al. 2022 Sec. 4.1 with flash/SDPA attention: no ``5 a s / h``
+    term; assumption: the gated MLP of width ``intermediate`` costs as their ``4h`` MLP) + the logits
+    (``LOGIT_BYTES x t x vocab``). Without: ``34 t h`` for every layer + the logits.
+    """
+    per_layer = 34 * tokens * arch.hidden
+    stored = arch.layers * BF16 * tokens * arch.hidden + per_layer if checkpointing else arch.layers * per_layer
+    return stored + LOGIT_BYTES * tokens * arch.vocab
+
+
+def kv_bytes_per_token(arch: Any, dtype_bytes: int = BF16) -> int:
+    """vLLM KV cache per token over all layers: ``2 x layers x kv_heads x head_dim x bytes`` (Kwon et al.
+    2023; vLLM ``CacheEngine.get_cache_block_size`` / block size)."""
+    return 2 * arch.layers * arch.kv_heads * head_dim(arch) * dtype_bytes
+
+
+def generation_memory_gb(arch: Any, tensor_parallel: int, tokens_in_flight: int) -> float:
+    """GB per GPU for vLLM: bf16 weights / TP + KV cache of ``tokens_in_flight`` tokens / TP + overhead.
+
+    KV heads are split over the TP ranks, or replicated when there are fewer KV heads than ranks
+    (vLLM's ``num_kv_heads = max(1, kv_heads // tp)``).
+    """
+    kv_per_rank = max(1, arch.kv_heads // tensor_parallel) * 2 * arch.layers * head_dim(arch) * BF16
+    weights = BF16 * arch.params_b * 1e9 / tensor_parallel
+    return (weights + kv_per_rank * tokens_in_flight) / GB + OVERHEAD_GB
+
+
+def tensor_parallel_refusal(field: str, tp: int, arch: Any, gpus: int) -> str | None:
+    """One line when ``tp`` does not divide the attention heads (vLLM's requirement) or exceeds ``gpus``."""
+    if tp > gpus:
+        return f"{field}={tp} is not allowed on {gpus} GPU(s); it must be <= the node's GPUs (hydra.launcher.gpus_per_node)"
+    if arch.heads % tp:
+        allowed = [t for t in TENSOR_PARALLEL_SIZES if arch.heads % t == 0 and t <= gpus]
+        return (f"{field}={tp} is not allowed: it must divide the {arch.heads} attention heads; allowed: "
+                f"{', '.join(map(str, allowed))}")
+    return None
+
+
+def eval_tensor_parallel(arch: Any, configured: int, gpus: int, memory_gb: float, sequence: int, batch: int) -> int:
+    """The evaluation's tensor parallel size: the smallest TP in {configured} + 1/2/4/8 (>= configured,
+    dividing the heads, <= ``gpus``) whose weights + KV cache of the whole batch (``batch`` sequences of
+    ``sequence`` tokens) fit ``memory_gb``; else the smallest where one sequence fits (what vLLM needs to
+    start; it then runs fewer sequences at once); else ``configured`` (refused by the caller)."""
+    candidates = [configured] + [t for t in TENSOR_PARALLEL_SIZES if configured < t <= gpus and arch.heads % t == 0]
+    for tokens in (sequence * batch, sequence):
+        for tp in candidates:
+            if generation_memory_gb(arch, tp, tokens) <= memory_gb:
+                return tp
+    return configured
+
+
+def decode_tokens_per_s(params: float, tensor_parallel: int, tflops: float, decode_mfu: float) -> float:
+    """Batched decoding throughput of one vLLM engine, tokens/s: ``TP x peak x decode_mfu / (2 N)``.
+
+    A generated token costs ``2 N`` FLOPs of a dense decoder with ``N`` parameters (forward pass only,
+    Kaplan et al. 2020, Table 1); ``decode_mfu`` is the fraction of the bf16 peak batched decoding reaches
+    (``cluster.decode_mfu``, a planning assumption: set it from a measured run). So throughput falls with
+    model size: a 70B model decodes ~140x slower per GPU than a 0.5B one.
+    """
+    return tensor_parallel * tflops * 1e12 * decode_mfu / (2.0 * params)
+
+
+def train_hours(params: float, tokens: float, epochs: float, gpus: int, tflops: float, mfu: float, lora: bool) -> float:
+    """Wall hours of training: ``k N D epochs / (gpus x peak x MFU)``, k = 6 (full, Kaplan et al. 2020) or
+    4 (LoRA: no weight gradients for the frozen base)."""
+    flops = (4 if lora else 6) * params * tokens * epochs
+    return flops / (gpus * tflops * 1e12 * mfu) / 3600
+
+
