@@ -1,4 +1,4 @@
-"""Learnability scoring speed (``mixgap.stages.predict.score_sequences``): seconds per 1,000 scored tokens, SmolLM2-135M on CPU.
+"""Learnability scoring speed (``mixgap.stages.scoring.score_sequences``): seconds per 1,000 scored tokens, SmolLM2-135M on CPU.
 
 Scores the first ``--traces`` problems (the predict stage's seeded order) of the kit's long- and short-CoT pools,
 rendered and masked as training does, at each ``--batch-sizes`` value, and prints one JSON line per run.
@@ -32,13 +32,12 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap.stages import generate, models, predict
-
     from mixgap import pipeline
-    from mixgap.results.analysis.rank_shift import load_student
     from mixgap.core.config import register_configs
     from mixgap.core.store import Store
     from mixgap.core.tracking import NullTracker
+    from mixgap.stages import generate, models, predict
+    from mixgap.stages.scoring import load_student, score_sequences
     from mixgap.stages.train.labels import set_chat_template
 
     register_configs()
@@ -59,7 +58,7 @@ def main() -> None:
             seqs = [(examples[i][role].input_ids, predict.scored_positions(examples[i][role].labels)) for i in ids]
             tokens = sum(len(p) for _, p in seqs)
             start, cpu = time.perf_counter(), time.process_time()
-            predict.score_sequences(model, seqs, batch_size, desc=f"{role} bs={batch_size}")
+            score_sequences(model, seqs, batch_size, desc=f"{role} bs={batch_size}")
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             row = {"pool": cfg.mix[role].name, "batch_size": batch_size, "traces": len(seqs), "tokens": tokens,
                    "max_len": max(len(s) for s, _ in seqs), "wall_s": round(wall, 2),

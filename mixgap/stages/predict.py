@@ -11,9 +11,9 @@ token). Per trace it records:
 - ``surprisal``: mean token surprisal (negative log-likelihood, nats/token), ``-log softmax(logits)[target]``;
 - ``mean_rank`` (ranks clipped at ``predict.rank_clip``, as RSR uses them), ``mean_rank_raw`` (unclipped),
   ``median_rank``: the 1-based rank of the teacher's token among the student's next-token logits (ties in
-  the token's favour, :func:`mixgap.results.analysis.rank_shift.token_ranks`);
+  the token's favour, :func:`mixgap.stages.scoring.token_ranks`);
 - ``top1_share``: the share of tokens the student ranks first (URIAL's "unshifted", Figure 8's bin);
-- ``rsr``: the Rank-Surprisal Ratio of the trace (:func:`trace_record`);
+- ``rsr``: the Rank-Surprisal Ratio of the trace (:func:`mixgap.stages.scoring.trace_record`);
 - ``tokens``: the response length in scored tokens.
 
 RSR (Yang et al. 2026, "Which Reasoning Trajectories Teach Students to Reason Better? A Simple Metric of
@@ -39,7 +39,8 @@ Artifacts: one ``predict`` artifact per (untuned student, teacher pool, partner 
 settings); the key never depends on ``mix.weight``, so every weight of a sweep shares it. It holds
 ``traces.jsonl`` (one record per scored trace). Intervals: percentile bootstrap over traces (problems),
 ``predict.n_boot`` resamples; the strong − weak differences are paired (the same resampled problems for both
-pools), as :mod:`mixgap.stats` does for accuracies. torch/transformers are imported inside functions.
+pools), as :mod:`mixgap.stats` does for accuracies. The teacher-forced scoring (fp32 LM head, batching, the
+per-trace figures) is :mod:`mixgap.stages.scoring`, shared with the rank shift of Figure 8.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -54,13 +56,19 @@ from typing import Any
 
 import numpy as np
 
-from mixgap.stats import Interval, percentile_interval, verdict
 from mixgap.core.store import ArtifactSpec
+from mixgap.stages import models
+from mixgap.stages.data import fill_prompt, read_jsonl
+from mixgap.stages.generate import read_pool, write_jsonl_atomic
+from mixgap.stages.mix import rank_key
+from mixgap.stages.scoring import EPS, load_student, score_sequences, trace_record
+from mixgap.stages.scoring import token_scores as token_scores  # re-exported: a trace's token figures
+from mixgap.stages.train.labels import IGNORE, set_chat_template, tokenize_conversation
+from mixgap.stats import Interval, percentile_interval, verdict
 
 log = logging.getLogger(__name__)
 ROLES = ("strong", "weak")
 TRACES = "traces.jsonl"
-EPS = 1e-12  # rsr_cal.py: ratio = sum_rank / max(sum_nll, 1e-12)
 #: The figures reported per pool (each the mean over traces, RSR the ratio of means) and their units.
 FIGURES = {
     "surprisal": "nats/token", "mean_rank": "rank (clipped)", "median_rank": "rank", "top1_share": "fraction",
@@ -90,126 +98,12 @@ def predict_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) 
     }
 
 
-# ----------------------------------------------------------------------------- token scores
-
-
-def token_scores(logits: Any, targets: Any) -> tuple[Any, Any]:
-    """Surprisal and rank of each target token under its row of logits.
-
-    Args:
-        logits: float tensor ``(N, V)``: next-token logits at N positions.
-        targets: integer tensor ``(N,)`` of token ids in ``[0, V)``.
-
-    Returns:
-        ``(nll, rank)``: float32 ``(N,)`` surprisal in nats, ``logsumexp(logits[n]) - logits[n, target]``
-        (computed in fp32, as ``rsr_cal.py``), and long ``(N,)`` 1-based unclipped rank
-        (:func:`mixgap.results.analysis.rank_shift.token_ranks`: 1 + the number of logits strictly larger).
-
-    Raises:
-        ValueError: the shapes do not match or a target is outside the vocabulary.
-    """
-    import torch  # noqa: PLC0415
-
-    from mixgap.results.analysis.rank_shift import token_ranks  # noqa: PLC0415
-
-    ranks = token_ranks(logits, targets)  # validates the shapes and ids
-    logits = logits.float()
-    nll = torch.logsumexp(logits, dim=-1) - logits.gather(1, targets.long().unsqueeze(1)).squeeze(1)
-    return nll, ranks
-
-
-def trace_record(nlls: Sequence[float], ranks: Sequence[int], rank_clip: int = 100) -> dict[str, float | int]:
-    """The per-trace figures from its token surprisals and ranks.
-
-    Args:
-        nlls: surprisal (nats) of each scored token; ranks: its 1-based rank; same length, >= 1 token.
-        rank_clip: RSR's r (Yang et al. 2026, Eq. 7: ``min(rank, r)``; 100 in ``rsr_launch.py``).
-
-    Returns:
-        ``tokens``, ``surprisal`` (mean nll), ``mean_rank`` (mean of ``min(rank, r)``), ``mean_rank_raw``,
-        ``median_rank`` (unclipped, numpy's median: the mean of the two middle ranks for even T),
-        ``top1_share`` (share of rank 1), ``rsr`` = ``sum(min(rank, r)) / max(sum(nll), 1e-12)``.
-
-    Raises:
-        ValueError: empty or unequal lists, a rank < 1, or ``rank_clip`` < 1.
-    """
-    if not nlls or len(nlls) != len(ranks):
-        raise ValueError(f"a trace needs >= 1 scored token with one rank each; got {len(nlls)} nlls, {len(ranks)} ranks")
-    if rank_clip < 1:
-        raise ValueError(f"predict.rank_clip={rank_clip} is not allowed; it must be >= 1")
-    r = np.asarray(ranks, dtype=np.int64)
-    if r.min() < 1:
-        raise ValueError(f"ranks are 1-based; got {int(r.min())}")
-    s = np.asarray(nlls, dtype=np.float64)
-    clipped = np.minimum(r, rank_clip)
-    return {
-        "tokens": len(r), "surprisal": float(s.mean()), "mean_rank": float(clipped.mean()),
-        "mean_rank_raw": float(r.mean()), "median_rank": float(np.median(r)), "top1_share": float((r == 1).mean()),
-        "rsr": float(clipped.sum() / max(float(s.sum()), EPS)),
-    }
+# ----------------------------------------------------------------------------- the sample of problems and its scores
 
 
 def scored_positions(labels: Sequence[int]) -> list[int]:
     """Positions whose label is supervised (``!= -100``): exactly the tokens the SFT loss is taken on."""
-    from mixgap.stages.train.labels import IGNORE  # noqa: PLC0415
-
     return [t for t, label in enumerate(labels) if label != IGNORE]
-
-
-def score_sequences(
-    model: Any, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, *, chunk: int = 1024,
-    pad_id: int = 0, desc: str = "predict",
-) -> list[tuple[list[float], list[int]]]:
-    """Surprisal and rank of the tokens at ``positions`` of each sequence, teacher-forced, batched, no gradients.
-
-    Args:
-        model: a transformers causal LM (decoder ``base_model`` + LM head, as ``rank_shift.completion_ranks``).
-        sequences: ``(input_ids, positions)``; each position t in ``[1, len)`` is scored from the logits at t-1.
-        batch_size: sequences per forward pass (longest first, right padding, attention mask).
-        chunk: positions per LM-head call (at most ``chunk x V`` fp32 logits at once).
-        pad_id: id written into padding (masked, never scored).
-        desc: tqdm label.
-
-    Returns:
-        Per sequence, ``(nlls, ranks)`` in position order (:func:`token_scores`).
-
-    Raises:
-        ValueError: ``chunk`` < 1, or a position outside ``[1, len(input_ids))``.
-    """
-    import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    from mixgap.results.analysis.rank_shift import padded_hidden_states, scoring_head  # noqa: PLC0415
-    from mixgap.stages.backends import length_sorted_batches  # noqa: PLC0415
-
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk} is not allowed; it must be >= 1")
-    for ids, positions in sequences:
-        if positions and not (1 <= min(positions) and max(positions) < len(ids)):
-            raise ValueError(f"positions {min(positions)}..{max(positions)} are not in [1, {len(ids)}): the first token "
-                             "has no logits before it")
-    body, weight, bias, device = scoring_head(model)
-    results: list[tuple[list[float], list[int]]] = [([], []) for _ in sequences]
-    batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
-    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="trace") as bar:
-        for batch in batches:
-            hidden = padded_hidden_states(body, [sequences[i][0] for i in batch], pad_id, device)
-            for row, i in enumerate(batch):
-                ids, positions = sequences[i]
-                pos = torch.tensor(list(positions), dtype=torch.long, device=device)
-                targets = torch.tensor([ids[t] for t in positions], dtype=torch.long, device=device)
-                nlls, ranks = [], []
-                for s in range(0, len(pos), chunk):
-                    states = hidden[row, pos[s : s + chunk] - 1].float()
-                    nll, rank = token_scores(torch.nn.functional.linear(states, weight, bias), targets[s : s + chunk])
-                    nlls += nll.tolist()
-                    ranks += rank.tolist()
-                results[i] = (nlls, ranks)
-            bar.update(len(batch))
-    return results
-
-
-# ----------------------------------------------------------------------------- the sample of problems
 
 
 def select_problems(
@@ -230,8 +124,6 @@ def select_problems(
         ``(ids, examples, counts)``: the chosen ids in sampling order, ``{id: {"strong": ex, "weak": ex}}``, and
         ``{"shared": problems both pools kept, "over_length": skipped, "selected": taken}``.
     """
-    from mixgap.stages.mix import rank_key  # noqa: PLC0415
-
     shared = sorted(set(strong) & set(weak), key=lambda pid: (rank_key(seed, pid), pid))
     ids, examples, skipped = [], {}, 0
     for pid in shared:
@@ -249,9 +141,6 @@ def select_problems(
 def encoder(tokenizer: Any, prompt_template: str) -> Callable[[Mapping[str, Any]], Any]:
     """Pool row -> the training example of :func:`mixgap.stages.train.labels.tokenize_conversation` (user turn =
     ``fill_prompt(finetune_mode.prompt, problem)``, assistant = the teacher's response); errors name the row."""
-    from mixgap.stages.data import fill_prompt  # noqa: PLC0415
-    from mixgap.stages.train.labels import tokenize_conversation  # noqa: PLC0415
-
     def encode(row: Mapping[str, Any]) -> Any:
         try:
             return tokenize_conversation(tokenizer, fill_prompt(prompt_template, row["problem"]), row["response"])
@@ -279,11 +168,6 @@ def build_scores(
         ValueError: no problem is shared by both pools within ``max_seq_len`` (nothing to compare), or a row
             ``tokenize_conversation`` refuses (named by id).
     """
-    import time  # noqa: PLC0415
-
-    from mixgap.stages.generate import read_pool, write_jsonl_atomic  # noqa: PLC0415
-    from mixgap.stages.train.labels import set_chat_template  # noqa: PLC0415
-
     model, tokenizer = load()
     set_chat_template(tokenizer, cfg.student.chat_template)
     rows = {r: {row["id"]: row for row in read_pool(pools[r])} for r in ROLES}
@@ -307,8 +191,6 @@ def build_scores(
 
 def read_traces(folder: Path) -> list[dict[str, Any]]:
     """The per-trace records of a finished ``predict`` artifact."""
-    from mixgap.stages.data import read_jsonl  # noqa: PLC0415
-
     return read_jsonl(Path(folder) / TRACES)
 
 
@@ -390,9 +272,6 @@ def build_learnability(
         :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
         :func:`build_scores` under ``counts``.
     """
-    from mixgap.stages import models  # noqa: PLC0415
-    from mixgap.results.analysis.rank_shift import load_student  # noqa: PLC0415
-
     path = student_path or models.resolve_model(cfg.student, store)
     loaded: list[tuple[Any, Any]] = []
 

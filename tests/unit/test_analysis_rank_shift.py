@@ -1,13 +1,16 @@
-"""mixgap.results.analysis.rank_shift on hand-made logits, a hand-built bigram model and a tiny random Llama."""
+"""mixgap.results.analysis.rank_shift (and the shared loop of mixgap.stages.scoring under it) on hand-made logits,
+a hand-built bigram model and a tiny random Llama."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mixgap.results.analysis import rank_shift as rs
+from mixgap.stages import scoring
 
 
 def test_token_ranks_hand_made_logits():
@@ -95,6 +98,18 @@ def test_completion_ranks_on_a_bigram_model_known_ranks():
     ranks = rs.completion_ranks(model, sequences, batch_size=2, chunk=2, pad_id=0)
     assert ranks == [[3, 1], [1, 1, 5, 2], []]
     assert model.calls == [(2, 5), (1, 2)]  # longest first, right-padded to the batch's longest
+
+
+def test_the_shared_scoring_loop_gives_bigram_surprisals_and_ranks_at_scattered_positions():
+    """The loop under completion_ranks, at non-contiguous positions: nll = logsumexp(TABLE[a]) - TABLE[a][b]."""
+    model = Bigram()
+    lse = [math.log(sum(math.exp(v) for v in row)) for row in Bigram.TABLE.tolist()]
+    ((nlls, ranks), (empty_nlls, empty_ranks)) = scoring.score_sequences(
+        model, [([4, 0, 4, 4, 1], [1, 3, 4]), ([3, 3], [])], batch_size=2, chunk=2)
+    # 0|4: TABLE[4][0] = 3 (top); 4|4: -1 (four above); 1|4: 2 (one above)
+    assert nlls == pytest.approx([lse[4] - 3.0, lse[4] + 1.0, lse[4] - 2.0], abs=1e-6) and ranks == [1, 5, 2]
+    assert (empty_nlls, empty_ranks) == ([], [])
+    assert rs.completion_ranks(Bigram(), [([4, 0, 4, 4, 1], 1)], batch_size=1)[0] == [1, 1, 5, 2]  # same loop
 
 
 def test_completion_ranks_rejects_prompt_outside_sequence():

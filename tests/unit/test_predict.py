@@ -1,17 +1,20 @@
-"""Learnability before training (mixgap.stages.predict): exact token scores, RSR, the training mask, shared artifacts."""
+"""Learnability before training (mixgap.stages.predict, its scoring in mixgap.stages.scoring): exact token scores,
+RSR, the training mask, shared artifacts."""
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import compose_cfg
-from mixgap.results import learnability_report
 from mixgap import pipeline
-from mixgap.stages import predict
 from mixgap.core.config import PAPER_PROMPT
+from mixgap.results import learnability_report
+from mixgap.stages import predict, scoring
 from mixgap.stages.data import Problem
 from mixgap.stages.train import labels
 
@@ -65,7 +68,7 @@ def test_score_sequences_batched_equals_a_plain_forward_pass_on_the_scored_posit
     model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2)).eval()
     seqs = [([3, 7, 9, 11, 4, 2], [3, 4, 5]), ([5, 6, 8], [2]), ([1, 2, 3, 4, 5, 6, 7, 8], [6, 7])]
-    scores = predict.score_sequences(model, seqs, batch_size=2, chunk=1)
+    scores = scoring.score_sequences(model, seqs, batch_size=2, chunk=1)
     for (ids, positions), (nlls, ranks) in zip(seqs, scores, strict=True):
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].float()
@@ -73,7 +76,23 @@ def test_score_sequences_batched_equals_a_plain_forward_pass_on_the_scored_posit
         assert nlls == pytest.approx([-float(logp[t - 1, ids[t]]) for t in positions], abs=1e-4)
         assert ranks == [1 + int((logits[t - 1] > logits[t - 1, ids[t]]).sum()) for t in positions]
     with pytest.raises(ValueError, match="first token"):
-        predict.score_sequences(model, [([1, 2], [0])], 1)
+        scoring.score_sequences(model, [([1, 2], [0])], 1)
+
+
+def _mixgap_imports(module) -> set[str]:
+    """Every ``mixgap`` name a source file imports, at the top or inside functions (``from a import b``: ``a.b``)."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+              for a in n.names}
+    return {n for n in names if n.startswith("mixgap")}
+
+
+def test_the_predict_stage_and_its_scoring_import_nothing_from_the_results_layer():
+    for module in (predict, scoring):
+        imported = _mixgap_imports(module)
+        assert imported and not {n for n in imported if n.startswith(("mixgap.results", "mixgap.plan", "mixgap.pipeline"))}
+    assert "mixgap.stages.scoring.score_sequences" in _mixgap_imports(predict)
 
 
 def test_scored_tokens_are_exactly_the_supervised_tokens_of_training(smollm2_tokenizer):

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.store import Store
+from mixgap.results.analysis import rank_shift
+from mixgap.stages import models
+from mixgap.stages.data import fill_prompt
 
 TOP_TOKENS = 30  # tokens listed per arm (the issue's "top 30")
 ILLUSTRATE = 3  # problems shown when the arms agree everywhere
@@ -149,11 +152,7 @@ def rank_cell(cell: Cell, problems: dict[str, dict[str, Any]], cap: int, batch_s
         One dict per arm: ``arm``, ``kind``, ``weight``, ``completions``, ``shares`` (``rank_shift.shift_shares``),
         ``stats`` (``rank_shift.token_stats``), ``decode`` (token id -> text).
     """
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
-    from mixgap.stages import models  # noqa: PLC0415
-    from mixgap.results.analysis import rank_shift  # noqa: PLC0415
-    from mixgap.stages.data import fill_prompt  # noqa: PLC0415
+    from transformers import AutoTokenizer  # heavy: transformers, only when ranking
 
     if batch_size < 1:
         raise ValueError(f"analyze.batch_size={batch_size} is not allowed; it must be >= 1")

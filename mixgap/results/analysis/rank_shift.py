@@ -12,7 +12,9 @@ Ranks are taken over raw logits, so they are the same as over probabilities, and
 (temperature, Gemma's soft-capping, which sits outside the decoder) do not change them. A tie counts in the
 token's favour: rank = 1 + the number of vocabulary entries with a strictly larger logit.
 
-torch/transformers are imported inside the functions that need them.
+The teacher-forced scoring (fp32 LM head, batching, the untuned student's loading) is
+:mod:`mixgap.stages.scoring`, shared with the ``predict`` stage; this module adds URIAL's bins and the
+per-token counts of Figure 8.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+# load_student and token_ranks are re-exported: the analyze stage loads the untuned student through this module,
+# and URIAL's bins are taken over token_ranks
+from mixgap.stages.backends import render_prompts
+from mixgap.stages.scoring import load_student as load_student
+from mixgap.stages.scoring import score_sequences
+from mixgap.stages.scoring import token_ranks as token_ranks
 
 UNSHIFTED, MARGINAL, SHIFTED = "unshifted", "marginal", "shifted"
 CATEGORIES = (UNSHIFTED, MARGINAL, SHIFTED)
@@ -37,27 +46,6 @@ def shift_category(rank: int) -> str:
     return UNSHIFTED if rank == 1 else MARGINAL if rank <= MARGINAL_MAX_RANK else SHIFTED
 
 
-def token_ranks(logits: Any, targets: Any) -> Any:
-    """1-based rank of each target token among its row of logits.
-
-    Args:
-        logits: float tensor ``(N, V)``: next-token logits at N positions over a vocabulary of V.
-        targets: integer tensor ``(N,)`` of token ids in ``[0, V)``.
-
-    Returns:
-        Long tensor ``(N,)``: ``1 + #{v : logits[n, v] > logits[n, targets[n]]}`` (ties in the target's favour).
-
-    Raises:
-        ValueError: the shapes do not match or a target is outside the vocabulary.
-    """
-    if logits.dim() != 2 or targets.dim() != 1 or logits.shape[0] != targets.shape[0]:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}: expected (N, V) and (N,)")
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
-        raise ValueError(f"targets must be token ids in [0, {logits.shape[1]}); got {targets.min()}..{targets.max()}")
-    chosen = logits.gather(1, targets.long().unsqueeze(1))
-    return (logits > chosen).sum(dim=1) + 1
-
-
 def teacher_forcing_ids(
     tokenizer: Any, prompt: str, completion: str, chat_template: str | None = None
 ) -> tuple[list[int], int]:
@@ -72,8 +60,6 @@ def teacher_forcing_ids(
     Returns:
         ``(ids, n_prompt)``: the full sequence and the number of prompt tokens (completion = ``ids[n_prompt:]``).
     """
-    from mixgap.stages.backends import render_prompts  # noqa: PLC0415
-
     (prompt_ids,) = render_prompts(tokenizer, [prompt], chat_template)
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     return list(prompt_ids) + list(completion_ids), len(prompt_ids)
@@ -101,51 +87,11 @@ def completion_ranks(
     Raises:
         ValueError: ``batch_size`` or ``chunk`` < 1, or a sequence with ``n_prompt`` outside ``[1, len(ids)]``.
     """
-    import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    from mixgap.stages.backends import length_sorted_batches  # noqa: PLC0415
-
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk} is not allowed; it must be >= 1")
     for ids, n_prompt in sequences:
         if not 1 <= n_prompt <= len(ids):
             raise ValueError(f"n_prompt={n_prompt} is not allowed for a sequence of {len(ids)} tokens; it must be in [1, len]")
-    body, weight, bias, device = scoring_head(model)
-    results: list[list[int]] = [[] for _ in sequences]
-    batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
-    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="completion") as bar:
-        for batch in batches:
-            hidden = padded_hidden_states(body, [sequences[i][0] for i in batch], pad_id, device)
-            for row, i in enumerate(batch):
-                ids, n_prompt = sequences[i]
-                targets = torch.tensor(list(ids[n_prompt:]), dtype=torch.long, device=device)
-                states = hidden[row, n_prompt - 1 : len(ids) - 1]
-                ranks = [
-                    token_ranks(torch.nn.functional.linear(states[s : s + chunk].float(), weight, bias), targets[s : s + chunk])
-                    for s in range(0, len(targets), chunk)
-                ]
-                results[i] = torch.cat(ranks).tolist() if ranks else []
-            bar.update(len(batch))
-    return results
-
-
-def _decoder_and_head(model: Any) -> tuple[Any, Any]:
-    """The decoder stack (``model.base_model``) and the LM head of a transformers causal LM."""
-    body, head = getattr(model, "base_model", None), model.get_output_embeddings()
-    if body is None or body is model or head is None or not hasattr(head, "weight"):
-        raise ValueError(f"{type(model).__name__} has no separate decoder (base_model) and LM head; need a causal LM")
-    return body, head
-
-
-def load_student(path: str) -> tuple[Any, Any]:
-    """The untuned student (model in eval mode on CUDA when visible, else CPU float32) and its tokenizer."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
-
-    cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if cuda else torch.float32)
-    return model.to("cuda" if cuda else "cpu").eval(), AutoTokenizer.from_pretrained(path)
+    scored = [(ids, range(n_prompt, len(ids))) for ids, n_prompt in sequences]
+    return [ranks for _, ranks in score_sequences(model, scored, batch_size, chunk=chunk, pad_id=pad_id, desc=desc)]
 
 
 def shift_shares(ranks: Sequence[Sequence[int]]) -> dict[str, float]:
@@ -200,28 +146,3 @@ def top_shifted(stats: dict[int, TokenStat], top: int = 30) -> list[int]:
     """The ``top`` token ids shifted most often (ties: more occurrences, then lower id); never-shifted ones left out."""
     ranked = sorted((t for t, s in stats.items() if s.shifted), key=lambda t: (-stats[t].shifted, -stats[t].occurrences, t))
     return ranked[:top]
-
-
-def padded_hidden_states(body: Any, rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> Any:
-    """Last hidden states of right-padded token rows, shape ``(len(rows), max_len, hidden)``.
-
-    Rows are right-padded with ``pad_id`` under an attention mask, so position ``t`` of a row sees exactly
-    its own tokens ``0..t`` (causal attention); padded positions are never read by the callers.
-    """
-    import torch  # noqa: PLC0415
-
-    width = max(len(ids) for ids in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, ids in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
-        mask[row, : len(ids)] = 1
-    return body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-
-
-def scoring_head(model: Any) -> tuple[Any, Any, Any, Any]:
-    """``(decoder body, fp32 LM-head weight, fp32 bias or None, device)`` for teacher-forced scoring: logits are
-    computed in fp32 from the body's hidden states (bf16 would tie many near-equal logits and blur ranks)."""
-    body, head = _decoder_and_head(model)
-    bias = None if getattr(head, "bias", None) is None else head.bias.float()
-    return body, head.weight.float(), bias, next(model.parameters()).device
