@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from mixgap.core.config import to_container
+
 
 class Tracker(Protocol):
     """What stages may report. Every method must be cheap and never raise into the pipeline."""
-
     run_id: str | None
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -32,7 +33,6 @@ class Tracker(Protocol):
 
 class NullTracker:
     """Tracks nothing (tests, `tracking.backend=none`)."""
-
     run_id = None
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -62,7 +62,6 @@ def wandb_mode(setting: str) -> str:
 
 class WandbTracker:
     """One W&B run. ``wandb`` is imported here only, so jobs without tracking never pay for it."""
-
     def __init__(
         self,
         *,
@@ -75,7 +74,7 @@ class WandbTracker:
         run_dir: str | os.PathLike,
         mode: str = "auto",
     ):
-        import wandb  # noqa: PLC0415
+        import wandb  # heavy: wandb, imported only when used
 
         self._wandb = wandb
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -110,8 +109,6 @@ class WandbTracker:
 
 def make_tracker(cfg: Any, *, group: str, job_type: str, name: str, run_dir: str | os.PathLike) -> Tracker:
     """The tracker a job's config asks for (``tracking.backend``: ``wandb`` or ``none``)."""
-    from mixgap.core.config import to_container  # noqa: PLC0415
-
     if cfg.tracking.backend == "none" or cfg.tracking.mode == "disabled":
         return NullTracker()
     return WandbTracker(

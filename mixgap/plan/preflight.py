@@ -26,9 +26,22 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import ConfigError
 from mixgap.plan.estimates import (
-    CHARS_PER_TOKEN, GB, OVERHEAD_GB, PAPER_CHARS, PAPER_EXAMPLES, PROMPT_TOKENS, activation_bytes,
-    decode_tokens_per_s, eval_tensor_parallel, generation_memory_gb, largest_layer_params, lora_params,
-    memory_remedies, model_states_bytes, tensor_parallel_refusal, train_hours,
+    CHARS_PER_TOKEN,
+    GB,
+    OVERHEAD_GB,
+    PAPER_CHARS,
+    PAPER_EXAMPLES,
+    PROMPT_TOKENS,
+    activation_bytes,
+    decode_tokens_per_s,
+    eval_tensor_parallel,
+    generation_memory_gb,
+    largest_layer_params,
+    lora_params,
+    memory_remedies,
+    model_states_bytes,
+    tensor_parallel_refusal,
+    train_hours,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.stages.evaluate import sampling_fields

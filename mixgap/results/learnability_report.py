@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mixgap.stats import AVERAGE, percentile_interval
+from mixgap.results.sweep import read_result
 from mixgap.results.tables import atomic_write, write_csv
+from mixgap.stats import AVERAGE, percentile_interval
 
 MIN_POINTS = 3  # students needed for a rank correlation
 
@@ -63,8 +64,6 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], *, n_boot: int, seed: in
 
 def read_predictions(jobs: Sequence[Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """``{(student, strong, weak): learnability}`` from the finished jobs' ``result.json`` (first job of each)."""
-    from mixgap.results.sweep import read_result  # noqa: PLC0415
-
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for job in jobs:
         if job.status != "done":
@@ -162,7 +161,7 @@ def markdown(table: Sequence[dict[str, Any]], corr: dict, confidence: float) -> 
 
 def figure(table: Sequence[dict[str, Any]], path: Path, confidence: float) -> Path:
     """Predicted difference (x: RSR advantage) vs measured Δ (y), CI bars both ways, one labelled point per student."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure  # heavy: matplotlib, imported only when used
 
     points = [r for r in table if r["delta"] is not None]
     fig = Figure(figsize=(6.4, 4.4))

@@ -17,13 +17,14 @@ is listed as missing, never averaged over. Seeds: jobs equal in all but ``seed``
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixgap.results import figures, learnability_report, tables
-
 from mixgap import stats
+from mixgap.core.config import to_container
 from mixgap.core.store import Store
+from mixgap.results import figures, learnability_report, tables
 from mixgap.results.sweep import Job, assign_variants, read_sweeps
 
 

@@ -13,9 +13,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mixgap.core.config import ConfigError
-from mixgap.stages.data import read_jsonl
 from mixgap.core.runrecord import describe, job_identity
 from mixgap.core.store import Store
+from mixgap.stages.data import read_jsonl
 
 RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")

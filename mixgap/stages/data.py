@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixgap.grading import extract_answer
+
 KIT_LAYOUT = "math/math_train.jsonl, math/math_test.jsonl, math/math500_test.jsonl, gsm8k/, eval/, traces/"
 
 
@@ -30,7 +32,6 @@ class DataError(RuntimeError):
 @dataclass
 class Problem:
     """One normalised record: a problem with its gold final answer."""
-
     id: str
     problem: str
     answer: str
@@ -75,7 +76,7 @@ def kit_file(data_root: Path, relative: str) -> Path:
 
 def load_hub_rows(hub_id: str, hub_config: str | None, split: str) -> list[dict[str, Any]]:
     """Rows of a Hub dataset split through ``datasets.load_dataset``; DataError when it cannot be reached."""
-    import datasets  # noqa: PLC0415 (slow import, only on the Hub path)
+    import datasets  # heavy: datasets (pyarrow), imported only when used
 
     try:
         return list(datasets.load_dataset(hub_id, hub_config, split=split))
@@ -95,7 +96,6 @@ def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field
     removed (OlympiadBench ``final_answer``).
     """
     if fmt == "boxed_in_solution":
-        from mixgap.grading import extract_answer  # noqa: PLC0415
 
         answer = extract_answer(str(row[solution_field or "solution"]), "boxed")
         if answer is None:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, write_json_atomic, write_jsonl_atomic
 from mixgap.grading import POLICY_VERSION, grade
-from mixgap.stages.backends import load_backend
+from mixgap.stages import backends
 from mixgap.stages.data import DataError, Problem, fill_prompt
 from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores
 
@@ -114,7 +114,7 @@ class Engine:
         """
         if self.backend is None:
             template = self.cfg.student.chat_template
-            self.backend = load_backend(
+            self.backend = backends.load_backend(
                 self.kind,
                 self.model,
                 dtype="auto",

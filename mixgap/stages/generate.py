@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mixgap.stages import data, models
 from mixgap.core.config import data_root, to_container
 from mixgap.core.store import ArtifactSpec, write_jsonl_atomic
+from mixgap.stages import data, models
 from mixgap.stages.backends import backend_class
 
 SAMPLES, POOL = "samples.jsonl", "pool.jsonl"

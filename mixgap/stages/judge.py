@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
-from mixgap.stages.backends import load_backend
+from mixgap.stages import backends
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
 
@@ -106,7 +106,7 @@ class JudgeEngine:
             return []
         if self.backend is None:
             j = self.judge
-            self.backend = load_backend(
+            self.backend = backends.load_backend(
                 j.backend, resolve_model(j, self.store), dtype=j.dtype, max_model_len=j.max_model_len,
                 tensor_parallel_size=j.tensor_parallel_size, batch_size=j.batch_size,
                 chat_template=None if j.chat_template == "model" else j.chat_template, seed=self.seed,

@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from mixgap.core.config import ConfigError, data_root, to_container
 from mixgap.core.store import Store
-from mixgap.results.analysis import rank_shift
+from mixgap.results import sweep as sweep_folders
+from mixgap.results.analysis import case_study, rank_shift, render
+from mixgap.results.analysis.case_study import Case, disagreements
 from mixgap.stages import models
-from mixgap.stages.data import fill_prompt
+from mixgap.stages.data import fill_prompt, load_source, read_jsonl
 
 TOP_TOKENS = 30  # tokens listed per arm (the issue's "top 30")
 ILLUSTRATE = 3  # problems shown when the arms agree everywhere
@@ -36,7 +41,6 @@ ILLUSTRATE = 3  # problems shown when the arms agree everywhere
 @dataclass
 class Arm:
     """One column of a cell: the untuned student or one fine-tuned job, with its prediction rows."""
-
     label: str
     kind: str  # tuned | untuned
     weight: float | None
@@ -50,7 +54,6 @@ class Arm:
 @dataclass
 class Cell:
     """Jobs that differ only in mix weight (and seed): one student x teacher pair x fine-tune mode."""
-
     name: str
     arms: list[Arm] = field(default_factory=list)
 
@@ -80,7 +83,6 @@ def shared_ids(arms: Sequence[Arm], *, nonempty: bool) -> dict[str, list[str]]:
 
 
 def _rows(store: Store, key: str) -> dict[str, dict[str, Any]]:
-    from mixgap.stages.data import read_jsonl  # noqa: PLC0415
 
     return {str(r["id"]): r for r in read_jsonl(store.path(key) / "predictions.jsonl")}
 
@@ -90,10 +92,6 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
 
     Jobs with identical evaluation keys (reruns) count once; the untuned arm comes first, then weights ascending.
     """
-    from omegaconf import OmegaConf  # noqa: PLC0415
-
-    from mixgap.results import sweep as sweep_folders  # noqa: PLC0415
-
     jobs = sweep_folders.read_sweeps(list(sweeps), store, "analyze.sweep")
     sweep_folders.assign_variants(jobs)
     cells: dict[tuple, Cell] = {}
@@ -138,9 +136,6 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
 
 def load_prompts(arm: Arm, benches: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per benchmark, ``{id: data.Problem}`` of the job's benchmark config (every problem, no limit)."""
-    from mixgap.core.config import data_root  # noqa: PLC0415
-    from mixgap.stages.data import load_source  # noqa: PLC0415
-
     root = data_root(arm.cfg)
     return {b: {p.id: p for p in load_source(arm.cfg.benchmark[b], root)} for b in benches}
 
@@ -182,8 +177,6 @@ def rank_cell(cell: Cell, problems: dict[str, dict[str, Any]], cap: int, batch_s
 
 def case_cell(cell: Cell, problems: dict[str, dict[str, Any]], chosen: Sequence[str] | None, max_cases: int = 10):
     """The case study of a cell: ``(note, cases)``; ``chosen`` ids, else problems where the tuned arms disagree."""
-    from mixgap.results.analysis.case_study import Case, disagreements  # noqa: PLC0415
-
     ids = shared_ids(cell.arms, nonempty=False)
     if chosen is not None:
         picks = [(b, i) for i in chosen for b in ids if i in ids[b]]
