@@ -150,19 +150,19 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
     backend = backends.backend_class(teacher.backend, "teacher.backend")
     root = data_root(cfg)
     problems = data.load_source(cfg.problems, root) if backend.needs_problems(teacher) else None
-    if not backend.generates:
-        rows, counts = backend.import_samples(teacher, root, problems)
-    else:
+    if backend.generates:
         def factory():
-            return backends.load_backend(teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
-                                max_model_len=teacher.max_model_len,
-                                tensor_parallel_size=teacher.tensor_parallel_size,
-                                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
+            return backends.load_backend(
+                teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
+                max_model_len=teacher.max_model_len, tensor_parallel_size=teacher.tensor_parallel_size,
+                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
 
         result = generate_samples(problems, factory, teacher, work_dir, tracker=tracker)
         rows = result["rows"]
         counts = {"problems": len(problems), "samples": len(rows), "resumed": result["resumed"],
                   "finish_reason": dict(Counter(r["finish_reason"] for r in rows))}
+    else:
+        rows, counts = backend.import_samples(teacher, root, problems)
     counts["status"] = dict(Counter(r["status"] for r in rows))
     write_jsonl_atomic(out_dir / SAMPLES, rows)
     return {"counts": counts}
