@@ -47,11 +47,11 @@ def main() -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from mixgap.core.config import PAPER_PROMPT, register_configs
+    from mixgap.core.store import Store
     from mixgap.stages import data
     from mixgap.stages.backends import load_backend
-    from mixgap.core.config import PAPER_PROMPT, register_configs
     from mixgap.stages.models import resolve_model
-    from mixgap.core.store import Store
 
     if args.threads:
         torch.set_num_threads(args.threads)

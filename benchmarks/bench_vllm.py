@@ -30,10 +30,10 @@ def load_prompts(n: int, cache: str) -> tuple[str, list[str]]:
     """(converted SmolLM2 folder, the first ``n`` MATH train problems in the paper prompt)."""
     from hydra import compose, initialize_config_dir
 
-    from mixgap.stages import data
     from mixgap.core.config import PAPER_PROMPT, register_configs
-    from mixgap.stages.models import resolve_model
     from mixgap.core.store import Store
+    from mixgap.stages import data
+    from mixgap.stages.models import resolve_model
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

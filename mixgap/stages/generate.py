@@ -3,10 +3,11 @@
 Two store artifacts per teacher:
 
 - ``generation``: ``samples.jsonl``, every raw sample: ``{id, problem, answer, sample_index, response,
-  finish_reason, prompt_tokens, completion_tokens, status, teacher}``. Backends ``vllm``/``hf`` generate
-  (:mod:`mixgap.stages.backends`) with the teacher's prompt (default ``config.PAPER_PROMPT``) in resumable shards
-  under the store's ``work_dir``; backend ``dataset`` imports existing responses (the authors' released
-  UWNSL data from the Hub, or the kit's ``traces/``) through a field map.
+  finish_reason, prompt_tokens, completion_tokens, status, teacher}``. The teacher's backend is a registered
+  class (:mod:`mixgap.stages.backends`): one that generates (``vllm``, ``hf``) runs the teacher's prompt
+  (default ``config.PAPER_PROMPT``) in resumable shards under the store's ``work_dir``; one that imports
+  (``dataset``: the authors' released UWNSL data from the Hub, or the kit's ``traces/``) maps existing
+  responses through a field map.
 - ``pool``: ``pool.jsonl``, the kept samples after rejection sampling: a sample is kept only if
   :func:`mixgap.grading.grade` (benchmark ``math``) calls it correct against the gold answer and it was
   neither truncated nor ``prompt_too_long``; with n > 1 samples per problem, the first correct one.
@@ -14,19 +15,23 @@ Two store artifacts per teacher:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mixgap import grading
 from mixgap.core.config import data_root, to_container
 from mixgap.core.store import ArtifactSpec, write_jsonl_atomic
-from mixgap.stages import data, models
-from mixgap.stages.backends import backend_class
+from mixgap.stages import backends, data, models
+from mixgap.stages.backends import import_responses
+
+__all__ = [
+    "build_generation", "build_pool", "filter_samples", "generate_samples", "generation_spec", "import_responses",
+    "length_stats", "pool_spec", "read_pool", "reject_reason", "sample_rows", "write_jsonl_atomic",
+]
 
 SAMPLES, POOL = "samples.jsonl", "pool.jsonl"
 SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost when a job is killed
@@ -37,22 +42,23 @@ _COSMETIC = ("name", "batch_size")  # never change a sample
 _GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
 
 
-def _needs_problems(teacher: Any) -> bool:
-    return teacher.backend != "dataset" or teacher.dataset.fields.id is None or teacher.dataset.fields.answer is None
-
-
 def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
     """Store spec of a teacher's raw samples (stage ``generation``).
 
     Fields: the teacher config minus cosmetic fields (``name``, ``batch_size``) and minus the fields its
     backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
-    generates or when imported rows take ids/answers from it; the dataset source for ``dataset``; and
-    ``source`` = ``kit`` or ``hub`` (never the kit's absolute path). The student is not part of it.
+    generates or when imported rows take ids/answers from it (the backend's ``needs_problems``); the dataset
+    source for an importing backend (``dataset``); and ``source`` = ``kit`` or ``hub`` (never the kit's absolute
+    path). The student is not part of it.
+
+    Raises:
+        ConfigError: ``teacher.backend`` is not a registered backend.
     """
+    backend = backends.backend_class(teacher.backend, "teacher.backend")
     fields: dict[str, Any] = dict(to_container(teacher))
     for name in _COSMETIC:
         fields.pop(name, None)
-    if teacher.backend == "dataset":
+    if not backend.generates:
         for name in _GENERATION_ONLY:
             fields.pop(name, None)
         fields["source"] = "kit" if teacher.dataset.path else "hub"
@@ -61,7 +67,7 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
         weights = models.model_spec(teacher)
         fields["weights"] = weights.key if weights else teacher.hf_id
         fields["source"] = "kit" if data_root is not None else "hub"
-    if _needs_problems(teacher):
+    if backend.needs_problems(teacher):
         fields["problems"] = to_container(problems)
         fields["problems_source"] = "kit" if data_root is not None else "hub"
     return ArtifactSpec("generation", fields)
@@ -70,8 +76,6 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
 def pool_spec(teacher: Any, generation_key: str) -> ArtifactSpec:
     """Store spec of a teacher pool (stage ``pool``): the filter policy and ``mixgap.grading.POLICY_VERSION``;
     input = the generation. (``teacher`` is accepted for symmetry; nothing of it changes the filter.)"""
-    from mixgap import grading  # noqa: PLC0415 (cheap: no sympy until the first symbolic check)
-
     fields = {"filter": FILTER_POLICY, "grader": grading.POLICY_VERSION, "benchmark": GRADE_BENCHMARK}
     return ArtifactSpec("pool", fields, (generation_key,))
 
@@ -131,92 +135,34 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
     return {"rows": rows, "resumed": resumed}
 
 
-def _dataset_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
-    ds = teacher.dataset
-    if ds.path:
-        if root is None and not Path(ds.path).is_absolute():
-            raise data.DataError(
-                f"teacher {teacher.name}: dataset.path={ds.path!r} is a file of the offline data kit, but "
-                "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
-            )
-        return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
-    if ds.hub_id:
-        return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split)
-    raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
-
-
-def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
-                     problems: Sequence[data.Problem] | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Existing responses as ``samples.jsonl`` rows, through the field map ``teacher.dataset.fields``.
-
-    When ``fields.id`` or ``fields.answer`` is null, the row's problem text is matched to ``problems`` by
-    :func:`mixgap.stages.data.normalize_text` (repeated texts take the matching ids in order). Rows that match no
-    problem or have no response are counted (``unmatched``, ``missing_response``) and left out. Token counts
-    and finish reasons are unknown for imports (null); the status is ``ok``.
-
-    Raises:
-        DataError: a mapped field is absent from a row (names the field and the row number).
-    """
-    f = teacher.dataset.fields
-    by_text: dict[str, list[data.Problem]] = {}
-    for p in problems or ():
-        by_text.setdefault(data.normalize_text(p.problem), []).append(p)
-    used: Counter[str] = Counter()
-    per_id: Counter[str] = Counter()
-    counts: Counter[str] = Counter(rows=len(rows))
-    out = []
-    for n, row in enumerate(rows):
-        for name in (f.problem, f.response, f.id, f.answer):
-            if name is not None and name not in row:
-                raise data.DataError(f"teacher.dataset.fields: row {n} has no field {name!r} (keys: {sorted(row)})")
-        text = str(row[f.problem])
-        if row[f.response] is None or str(row[f.response]) == "":
-            counts["missing_response"] += 1
-            continue
-        match = None
-        if f.id is None or f.answer is None:
-            key = data.normalize_text(text)
-            candidates = by_text.get(key, [])
-            if not candidates:
-                counts["unmatched"] += 1
-                continue
-            match = candidates[min(used[key], len(candidates) - 1)]
-            used[key] += 1
-        pid = str(row[f.id]) if f.id is not None else match.id
-        answer = str(row[f.answer]) if f.answer is not None else match.answer
-        out.append({"id": pid, "problem": text, "answer": answer, "sample_index": per_id[pid],
-                    "response": str(row[f.response]), "finish_reason": None, "prompt_tokens": None,
-                    "completion_tokens": None, "status": "ok", "teacher": teacher.name})
-        per_id[pid] += 1
-    counts["samples"] = len(out)
-    counts["problems"] = len(per_id)
-    return out, dict(counts)
-
-
 def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir: Path, tracker: Any) -> dict:
-    """Write ``out_dir/samples.jsonl`` for a teacher (generate with vllm/hf, or import with dataset).
+    """Write ``out_dir/samples.jsonl`` for a teacher: generate with its backend's engine (``vllm``, ``hf``:
+    :func:`mixgap.stages.backends.load_backend`), or import with an importing backend (``dataset``:
+    ``import_samples``).
 
     Returns:
         Manifest extras ``{"counts": {...}}``: problems, samples, per-status and per-finish-reason counts,
         resumed problems (generation); rows, unmatched, missing_response (import).
-    """
-    from mixgap.stages.backends import load_backend  # noqa: PLC0415
 
+    Raises:
+        ConfigError: ``teacher.backend`` is not a registered backend.
+    """
+    backend = backends.backend_class(teacher.backend, "teacher.backend")
     root = data_root(cfg)
-    problems = data.load_source(cfg.problems, root) if _needs_problems(teacher) else None
-    if teacher.backend == "dataset":
-        rows, counts = import_responses(teacher, _dataset_rows(teacher, root), problems)
-    else:
+    problems = data.load_source(cfg.problems, root) if backend.needs_problems(teacher) else None
+    if backend.generates:
         def factory():
-            return load_backend(teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
-                                max_model_len=teacher.max_model_len,
-                                tensor_parallel_size=teacher.tensor_parallel_size,
-                                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
+            return backends.load_backend(
+                teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
+                max_model_len=teacher.max_model_len, tensor_parallel_size=teacher.tensor_parallel_size,
+                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
 
         result = generate_samples(problems, factory, teacher, work_dir, tracker=tracker)
         rows = result["rows"]
         counts = {"problems": len(problems), "samples": len(rows), "resumed": result["resumed"],
                   "finish_reason": dict(Counter(r["finish_reason"] for r in rows))}
+    else:
+        rows, counts = backend.import_samples(teacher, root, problems)
     counts["status"] = dict(Counter(r["status"] for r in rows))
     write_jsonl_atomic(out_dir / SAMPLES, rows)
     return {"counts": counts}
@@ -286,9 +232,7 @@ def filter_samples(samples: Sequence[dict[str, Any]], grade: Callable[..., Any])
 def build_pool(generation_dir: Path, teacher: Any, out_dir: Path) -> dict:
     """Filter a generation into ``out_dir/pool.jsonl`` (rows ``{id, problem, answer, response, teacher, cot,
     completion_tokens}``); returns ``{"counts": {...}}`` as :func:`filter_samples`, plus teacher and cot."""
-    from mixgap.grading import grade  # noqa: PLC0415
-
-    kept, counts = filter_samples(data.read_jsonl(Path(generation_dir) / SAMPLES), grade)
+    kept, counts = filter_samples(data.read_jsonl(Path(generation_dir) / SAMPLES), grading.grade)
     rows = [{"id": r["id"], "problem": r["problem"], "answer": r["answer"], "response": r["response"],
              "teacher": teacher.name, "cot": teacher.cot, "completion_tokens": r["completion_tokens"]} for r in kept]
     write_jsonl_atomic(Path(out_dir) / POOL, rows)
@@ -312,7 +256,7 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     role = roles[0].split(".", 1)[1]
     teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
     gen_spec, pool_spec = ctx.specs[f"generation.{role}"], ctx.specs[f"pool.{role}"]
-    policy = "generate" if cfg.stage == "generate" or not backend_class(teacher.backend).generates else cfg.data.missing_pool
+    policy = "generate" if cfg.stage == "generate" or not backends.backend_class(teacher.backend).generates else cfg.data.missing_pool
     if not store.is_done(gen_spec.key) and policy != "generate":
         if policy == "wait":  # wait for a job generating it right now, if any
             with store.holding(gen_spec.key):

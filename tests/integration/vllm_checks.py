@@ -50,9 +50,9 @@ def compose_cfg(items: list[str]):
 def run_stages(cfg, store, tmp: Path) -> dict:
     """Teacher generation (``build_generation``) then evaluation (``Engine`` + ``build_eval``) of ``cfg``;
     returns their rows, counts, scores and wall seconds (used for both backends)."""
+    from mixgap.core.tracking import NullTracker
     from mixgap.stages import data, evaluate, models
     from mixgap.stages.generate import SAMPLES, build_generation
-    from mixgap.core.tracking import NullTracker
 
     root = Path(cfg.paths.data)
     (tmp / "work").mkdir(parents=True)
@@ -112,8 +112,8 @@ def main() -> None:
     import transformers
     import vllm
 
-    from mixgap.stages import backends
     from mixgap.core.store import Store
+    from mixgap.stages import backends
 
     calls: list[dict] = []
     shared: dict = {}

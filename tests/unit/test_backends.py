@@ -5,13 +5,21 @@ from __future__ import annotations
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
+from mixgap.core.config import ConfigError
 from mixgap.stages.backends import (
+    BACKENDS,
     BackendUnavailable,
+    DatasetImport,
+    HFBackend,
+    VLLMBackend,
+    backend_class,
     cut_at_stop,
     hf_generate_kwargs,
     length_sorted_batches,
     load_backend,
+    register,
     render_prompts,
     status_of,
     stop_token_ids,
@@ -109,8 +117,43 @@ def test_missing_vllm_gives_one_line_with_the_install_command(monkeypatch):
 
 
 def test_unknown_backend_kind():
-    with pytest.raises(ValueError, match="kind='tgi' is not allowed; choose one of hf, vllm"):
+    with pytest.raises(ConfigError, match="^backend kind='tgi' is not allowed; choose one of hf, vllm, dataset$"):
         load_backend("tgi", "m")
+    with pytest.raises(ConfigError, match="kind='dataset' is not allowed here: it imports .* choose one of hf, vllm$"):
+        load_backend("dataset", "m")  # an importer loads no model
+
+
+def test_registry_names_classes_and_their_attributes():
+    assert BACKENDS == {"hf": HFBackend, "vllm": VLLMBackend, "dataset": DatasetImport}
+    assert [backend_class(n).generates for n in ("hf", "vllm", "dataset")] == [True, True, False]
+    with pytest.raises(ConfigError) as err:
+        backend_class("tgi", "mix.strong.backend")
+    assert str(err.value) == "mix.strong.backend='tgi' is not allowed; choose one of hf, vllm, dataset"
+
+
+def test_needs_problems_always_when_generating_and_for_imports_without_ids_or_answers():
+    def teacher(id_field, answer_field):
+        return OmegaConf.create({"dataset": {"fields": {"id": id_field, "answer": answer_field}}})
+
+    assert HFBackend.needs_problems(teacher("id", "answer")) and VLLMBackend.needs_problems(teacher("id", "answer"))
+    assert not DatasetImport.needs_problems(teacher("id", "answer"))  # the kit's traces carry both
+    assert DatasetImport.needs_problems(teacher(None, "answer"))  # ids looked up by problem text
+    assert DatasetImport.needs_problems(teacher("id", None))  # gold answers looked up by problem text
+
+
+def test_register_refuses_a_taken_name_and_an_incomplete_class():
+    class NoGenerate:
+        generates = True
+
+        @staticmethod
+        def needs_problems(teacher):
+            return True
+
+    with pytest.raises(ValueError, match="name='hf' is already registered"):
+        register("hf")(NoGenerate)
+    with pytest.raises(TypeError, match="backend 'half' .* lacks generate, close"):
+        register("half")(NoGenerate)
+    assert "half" not in BACKENDS and BACKENDS["hf"] is HFBackend
 
 
 @pytest.mark.slow

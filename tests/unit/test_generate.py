@@ -9,7 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.stages.backends import Completion
+from mixgap.core.config import ConfigError
+from mixgap.core.store import Store, canonical_json, write_jsonl_atomic
+from mixgap.core.tracking import NullTracker
+from mixgap.grading import grade
+from mixgap.stages import models
+from mixgap.stages.backends import BACKENDS, Completion, register
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.generate import (
     build_generation,
@@ -21,9 +26,6 @@ from mixgap.stages.generate import (
     length_stats,
     pool_spec,
 )
-from mixgap.grading import grade
-from mixgap.core.store import Store, canonical_json
-from mixgap.core.tracking import NullTracker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -155,6 +157,88 @@ def test_build_generation_imports_a_jsonl_with_answers_from_the_problem_source(t
     counts = build_generation(cfg.mix.strong, cfg, Store(tmp_path / "store"), out, tmp_path, NullTracker())["counts"]
     assert counts["samples"] == 5 and counts["unmatched"] == 1 and counts["status"] == {"ok": 5}
     assert len(read_jsonl(out / "samples.jsonl")) == 5
+
+
+@pytest.fixture
+def registry():
+    """The backend registry, restored after the test (a test may register its own backend class)."""
+    before = dict(BACKENDS)
+    yield BACKENDS
+    BACKENDS.clear()
+    BACKENDS.update(before)
+
+
+def test_a_backend_is_one_registered_class_that_generation_and_pool_use(tmp_path, kit, monkeypatch, registry):
+    loaded, closed = [], []
+
+    @register("scripted")
+    class ScriptedBackend:
+        """A complete teacher backend: sample k of a problem answers the k-th entry of its row of ANSWERS."""
+
+        generates = True
+        ANSWERS = {"What is $1+1$?": ["2", "3"], "Solve $x+3=5$ for $x$.": ["7", "2"],
+                   "Compute $6\\cdot 7$.": ["41", "40"], "Compute $6 \\cdot 7$.": ["42", "42"]}
+
+        @staticmethod
+        def needs_problems(teacher):
+            return True
+
+        def __init__(self, model, **options):
+            loaded.append({"model": model, **options})
+
+        def generate(self, prompts, *, max_new_tokens, temperature=0.0, top_p=1.0, n=1, seed=0, desc=""):
+            return [[Completion(f"Final Answer: \\boxed{{{self.ANSWERS[p.removeprefix('Q: ')][k]}}}", "stop",
+                                len(p), 3 + k, "ok") for k in range(n)] for p in prompts]
+
+        def close(self):
+            closed.append(True)
+
+    cfg = compose_cfg("teacher=qwq32b", f"problems.kit_path={FIXTURES / 'generate_problems.jsonl'}", data=kit)
+    teacher = cfg.teacher
+    teacher.backend, teacher.name, teacher.prompt, teacher.sampling.n = "scripted", "scripted_t", "Q: {problem}", 2
+    monkeypatch.setattr(models, "resolve_model", lambda source, store: f"/weights/{source.name}")
+    gen = tmp_path / "gen"
+    counts = build_generation(teacher, cfg, Store(tmp_path / "store"), gen, tmp_path / "work", NullTracker())["counts"]
+    assert loaded == [{"model": "/weights/scripted_t", "dtype": "bfloat16", "max_model_len": 32768,
+                       "tensor_parallel_size": 4, "batch_size": 16, "chat_template": None, "seed": 0}]
+    assert closed == [True]
+    assert counts == {"problems": 4, "samples": 8, "resumed": 0, "finish_reason": {"stop": 8}, "status": {"ok": 8}}
+    assert generation_spec(teacher, cfg.problems, kit).fields["weights"] == "Qwen/QwQ-32B-Preview"
+    pool_counts = build_pool(gen, teacher, tmp_path / "pool")["counts"]
+    pool = read_jsonl(tmp_path / "pool" / "pool.jsonl")
+    assert [(r["id"], r["response"], r["completion_tokens"]) for r in pool] == [
+        ("train/algebra/1.json", "Final Answer: \\boxed{2}", 3),  # sample 0 right
+        ("train/algebra/2.json", "Final Answer: \\boxed{2}", 4),  # sample 0 wrong (7), sample 1 right
+        ("train/algebra/4.json", "Final Answer: \\boxed{42}", 3),  # train/algebra/3.json: 41 and 40, dropped
+    ]
+    assert (pool_counts["tried"], pool_counts["kept"], pool_counts["keep_rate"]) == (4, 3, 0.75)
+    assert pool_counts["dropped"] == {"mismatch": 1} and pool_counts["rejected_samples"] == {"mismatch": 3}
+    # kept lengths 3, 4, 3 tokens: mean 3.3, median 3, p95 the ceil(0.95 * 3) = 3rd smallest
+    assert {k: pool_counts["length"][k] for k in ("unit", "n", "mean", "median", "p95")} == {
+        "unit": "tokens", "n": 3, "mean": 3.3, "median": 3, "p95": 4}
+
+
+def test_an_unregistered_backend_is_one_line_naming_the_field():
+    cfg = compose_cfg("teacher=qwq32b")
+    cfg.teacher.backend = "tgi"
+    with pytest.raises(ConfigError, match="^teacher.backend='tgi' is not allowed; choose one of hf, vllm, dataset$"):
+        generation_spec(cfg.teacher, cfg.problems, None)
+
+
+def test_write_jsonl_atomic_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "rows.jsonl"
+    write_jsonl_atomic(path, [{"a": 1}])
+    write_jsonl_atomic(path, ({"x": "Δ_Long"} for _ in range(2)))
+    assert path.read_text(encoding="utf-8") == '{"x": "Δ_Long"}\n{"x": "Δ_Long"}\n'
+
+    def killed():
+        yield {"y": 1}
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        write_jsonl_atomic(path, killed())
+    assert path.read_text(encoding="utf-8") == '{"x": "Δ_Long"}\n{"x": "Δ_Long"}\n'  # the old file, whole
+    assert [p.name for p in path.parent.iterdir()] == ["rows.jsonl"]
 
 
 def test_rejection_sampling_keeps_the_first_correct_untruncated_sample():
