@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _pool(cfg, store, role, specs):
+    from mixgap.core.stage import BuildContext
+    from mixgap.core.tracking import NullTracker
+    from mixgap.stages import generate
+
+    ctx = BuildContext(cfg, store, NullTracker(), specs)
+    generate.run(ctx, (f"generation.{role}", f"pool.{role}"))
+    return ctx.paths[f"pool.{role}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=4, help="problems per pool")
@@ -32,7 +42,8 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap import pipeline
+    from mixgap.core.stage import BuildContext
+    from mixgap.plan import jobs
     from mixgap.core.config import register_configs
     from mixgap.core.store import Store
     from mixgap.core.tracking import NullTracker
@@ -47,8 +58,8 @@ def main() -> None:
     path = models.resolve_model(cfg.student, store)
     model, _ = load_student(path)
     tokenizer = set_chat_template(AutoTokenizer.from_pretrained(path), cfg.student.chat_template)
-    specs = pipeline.job_specs(cfg)
-    rows = {role: {r["id"]: r for r in generate.read_pool(pipeline._build_pool(cfg, store, role, specs, NullTracker()))}
+    specs = jobs.job_specs(cfg)
+    rows = {role: {r["id"]: r for r in generate.read_pool(_pool(cfg, store, role, specs))}
             for role in predict.ROLES}  # the kit's pools, imported and graded into the store once
     ids, examples, _ = predict.select_problems(rows["strong"], rows["weak"], predict.encoder(tokenizer, cfg.finetune_mode.prompt),
                                                args.traces, 0, args.max_seq_len)

@@ -28,6 +28,7 @@ import slurm_cluster
 
 from conftest import ROOT, compose_cfg
 from mixgap import pipeline
+from mixgap.plan import jobs
 from mixgap.results.sweep import job_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -89,7 +90,7 @@ def sweep(cluster, kit, tmp_path_factory):
     sweep_dir, cache = root / "sweep", root / "cache"
     common = [*TINY, f"paths.cache={cache}"]
     # the checkpoint key of each job, from the job_specs its job will use
-    ckpt = {n: pipeline.job_specs(compose_cfg(*common, f"mix.weight={w}", data=kit))["checkpoint"].key
+    ckpt = {n: jobs.job_specs(compose_cfg(*common, f"mix.weight={w}", data=kit))["checkpoint"].key
             for n, w in enumerate(WEIGHTS)}
     log = open(root / "launch.log", "w")
     started = time.time()

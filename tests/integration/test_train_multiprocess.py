@@ -24,7 +24,8 @@ import pytest
 
 from conftest import ROOT, compose_cfg
 from mixgap.core.store import Store
-from mixgap.stages.train import build_checkpoint, checkpoint_spec, checks
+from mixgap.stages.train import checks
+from mixgap.stages.train.stage import build_checkpoint, checkpoint_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -16,7 +16,7 @@ import pytest
 from conftest import compose_cfg
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
-from mixgap.stages.train import build_checkpoint, checkpoint_spec
+from mixgap.stages.train.stage import build_checkpoint, checkpoint_spec
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

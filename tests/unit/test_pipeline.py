@@ -11,12 +11,13 @@ import pytest
 
 from conftest import ROOT, compose_cfg
 from mixgap import pipeline
+from mixgap.plan import jobs
 from mixgap.plan import summary
 
 
 def _keys(*overrides: str) -> dict[str, str]:
     cfg = compose_cfg(*overrides, "paths.data=null")
-    return {role: spec.key for role, spec in pipeline.job_specs(cfg).items()}
+    return {role: spec.key for role, spec in jobs.job_specs(cfg).items()}
 
 
 def test_pool_keys_follow_the_teachers_sampling_not_the_student():
@@ -48,21 +49,21 @@ def test_weights_share_pools_and_the_untuned_evaluation_but_not_mixtures():
 )
 def test_each_stage_builds_what_comes_before_it(stage, roles):
     cfg = compose_cfg(f"stage={stage}", "paths.data=null")
-    assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg)) == roles
+    assert list(jobs.make_plan(cfg).roles) == roles
 
 
 def test_evaluate_is_the_untuned_student_and_all_adds_the_fine_tuned_one():
     cfg = compose_cfg("stage=evaluate", "benchmark=[aime24,amc23]", "paths.data=null")
-    assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg))[-2:] == ["eval.untuned.aime24", "eval.untuned.amc23"]
+    assert list(jobs.make_plan(cfg).roles)[-2:] == ["eval.untuned.aime24", "eval.untuned.amc23"]
     cfg = compose_cfg("stage=all", "benchmark=[aime24]", "paths.data=null", "student=smollm2_135m")
-    assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg)) == [
+    assert list(jobs.make_plan(cfg).roles) == [
         "model", "generation.strong", "pool.strong", "generation.weak", "pool.weak", "mixture", "checkpoint",
         "eval.untuned.aime24", "eval.tuned.aime24", "predict.strong", "predict.weak"]
 
 
 def test_generate_with_a_teacher_plans_only_that_teacher():
     cfg = compose_cfg("stage=generate", "teacher=qwen72b", "paths.data=null")
-    assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg)) == ["generation.teacher", "pool.teacher"]
+    assert list(jobs.make_plan(cfg).roles) == ["generation.teacher", "pool.teacher"]
 
 
 def test_plan_summary_counts_distinct_artifacts_and_uses():

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import compose_cfg
 from mixgap import pipeline
+from mixgap.plan import jobs
 from mixgap.core.config import PAPER_PROMPT
 from mixgap.results import learnability_report
 from mixgap.stages import predict, scoring
@@ -129,7 +130,7 @@ def test_both_pools_get_the_same_seeded_problems_and_over_long_pairs_are_skipped
 
 def _keys(*overrides: str) -> dict[str, str]:
     cfg = compose_cfg(*overrides, "paths.data=null")
-    return {role: spec.key for role, spec in pipeline.job_specs(cfg).items()}
+    return {role: spec.key for role, spec in jobs.job_specs(cfg).items()}
 
 
 def test_the_predict_artifact_is_shared_by_every_weight_but_not_by_students_or_settings():
@@ -141,7 +142,7 @@ def test_the_predict_artifact_is_shared_by_every_weight_but_not_by_students_or_s
     assert _keys("predict.batch_size=16", "predict.n_boot=100")["predict.strong"] == w0["predict.strong"]
     assert "predict.strong" not in _keys("predict.enabled=false")
     cfg = compose_cfg("stage=predict", "predict.enabled=false", "paths.data=null")
-    assert pipeline.needed_roles(cfg, pipeline.job_specs(cfg)) == [
+    assert list(jobs.make_plan(cfg).roles) == [
         "generation.strong", "pool.strong", "generation.weak", "pool.weak", "predict.strong", "predict.weak"]
 
 

@@ -15,7 +15,15 @@ import pytest
 
 from conftest import ROOT, compose_cfg
 from mixgap.core.config import ConfigError
-from mixgap.plan.preflight import batch_layout, lora_params, preflight
+from mixgap.plan.estimates import lora_params
+from mixgap.plan.jobs import make_plan
+from mixgap.plan.preflight import preflight as plan_preflight
+from mixgap.stages.train.batching import batch_layout
+
+
+def preflight(cfg, gpus, store=None):
+    """The preflight of ``cfg``'s own plan."""
+    return plan_preflight(cfg, make_plan(cfg), gpus, store)
 from mixgap.plan.sweeper import submission_error, sweep_refusals
 
 

@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose_cfg
 from mixgap.stages import generate
 from mixgap import pipeline
+from mixgap.plan import jobs
+from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
 
@@ -166,6 +168,13 @@ Store(root).get_or_build(ArtifactSpec(spec["stage"], spec["fields"], tuple(spec[
 """
 
 
+def _build_pool(cfg, store, role, specs, tracker):
+    """The generate step of one teacher role (the stage contract), returning its pool folder."""
+    ctx = BuildContext(cfg, store, tracker, specs)
+    generate.run(ctx, (f"generation.{role}", f"pool.{role}"))
+    return ctx.paths[f"pool.{role}"]
+
+
 @pytest.fixture
 def pool_job(tmp_path, monkeypatch):
     """(cfg, store, specs, calls) of a paper-default job (QwQ-32B-Preview strong teacher, vLLM backend)
@@ -181,15 +190,15 @@ def pool_job(tmp_path, monkeypatch):
 
     def make(policy: str):
         cfg = compose_cfg(f"data.missing_pool={policy}", f"paths.cache={tmp_path / 'cache'}", "paths.data=null")
-        return cfg, Store(cfg.paths.cache), pipeline.job_specs(cfg), calls
+        return cfg, Store(cfg.paths.cache), jobs.job_specs(cfg), calls
 
     return make
 
 
 def test_missing_pool_generate_builds_it_once(pool_job):
     cfg, store, specs, calls = pool_job("generate")
-    first = pipeline._build_pool(cfg, store, "strong", specs, NullTracker())
-    again = pipeline._build_pool(cfg, store, "strong", specs, NullTracker())
+    first = _build_pool(cfg, store, "strong", specs, NullTracker())
+    again = _build_pool(cfg, store, "strong", specs, NullTracker())
     assert first == again and calls == ["qwq32b"]
     assert [r["id"] for r in generate.read_pool(first)] == ["p1"]
 
@@ -198,8 +207,8 @@ def test_missing_pool_generate_builds_it_once(pool_job):
 def test_missing_pool_fails_fast_naming_the_command(pool_job, policy):
     cfg, store, specs, calls = pool_job(policy)
     start = time.monotonic()
-    with pytest.raises(pipeline.PoolMissing) as err:
-        pipeline._build_pool(cfg, store, "strong", specs, NullTracker())
+    with pytest.raises(generate.PoolMissing) as err:
+        _build_pool(cfg, store, "strong", specs, NullTracker())
     assert time.monotonic() - start < 1.0  # "wait" waits only for a job that is generating it now
     assert "make it first with: python launch.py stage=generate teacher=qwq32b" in str(err.value)
     assert specs["generation.strong"].key in str(err.value)
@@ -221,7 +230,7 @@ def test_missing_pool_wait_blocks_on_the_generating_job_then_uses_its_pool(pool_
             assert time.monotonic() < deadline and holder.poll() is None, "holder process did not start"
             time.sleep(0.05)
         start = time.monotonic()
-        pool = pipeline._build_pool(cfg, store, "strong", specs, NullTracker())
+        pool = _build_pool(cfg, store, "strong", specs, NullTracker())
         waited = time.monotonic() - start
     finally:
         holder.wait(timeout=30)

@@ -9,7 +9,7 @@ import pytest
 
 from mixgap.core.config import PAPER_PROMPT
 from mixgap.stages.data import Problem
-from mixgap.stages.train import TokenizedExample, tokenize_conversation
+from mixgap.stages.train.labels import TokenizedExample, tokenize_conversation
 from mixgap.stages.train.labels import IGNORE, apply_overlength, end_of_turn_id, set_chat_template, tokenize_mixture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

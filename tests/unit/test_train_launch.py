@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import compose_cfg
-from mixgap.stages.train import checkpoint_spec
+from mixgap.stages.train.stage import checkpoint_spec
 from mixgap.stages.train.launch import (
     WorldPlan,
     cpu_processes,
