@@ -69,14 +69,17 @@ import time
 from dataclasses import dataclass
 
 from mixgap.grading.equivalence import compare, is_equivalent
-from mixgap.grading.extract import extract_answer
+from mixgap.grading.extract import STYLES, extract_answer
+from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexible_extract
 
 #: Bumped whenever a rule above changes a verdict: pools and evaluations are keyed by it, so they are rebuilt.
-POLICY_VERSION = "2026.12.1"
+POLICY_VERSION = "2026.12.2"
 BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
 EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
+EXTRACT_MODES = ("policy", "boxed")  # ours (rule 1) | the paper's (mixgap.grading.official)
 
-__all__ = ["BENCHMARKS", "EXTRACTION_STYLE", "POLICY_VERSION", "Verdict", "extract_answer", "grade", "is_equivalent"]
+__all__ = ["BENCHMARKS", "EXTRACTION_STYLE", "EXTRACT_MODES", "POLICY_VERSION", "STYLES", "Verdict", "extract_answer",
+           "grade", "is_equivalent"]
 
 
 @dataclass(frozen=True)
@@ -95,33 +98,68 @@ class Verdict:
     reason: str
 
 
-def grade(completion: str, gold: str, benchmark: str, *, timeout_s: float = 5.0) -> Verdict:
+def _style_for(benchmark: str, style: str | None) -> str:
+    """The extraction style: ``style`` when given (any benchmark name is accepted), else by name."""
+    if style is not None:
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        return style
+    if benchmark not in EXTRACTION_STYLE:
+        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    return EXTRACTION_STYLE[benchmark]
+
+
+def _official_gsm8k(completion: str, gold: str) -> Verdict:
+    """GSM8K as the paper's task scores it (``exact_match,flexible-extract``; :mod:`mixgap.grading.official`)."""
+    extracted = gsm8k_flexible_extract(completion)
+    if extracted is None:
+        return Verdict(False, None, "no_answer")
+    return Verdict(True, extracted, "exact") if gsm8k_exact_match(extracted, gold) else Verdict(
+        False, extracted, "mismatch")
+
+
+def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy", style: str | None = None,
+          timeout_s: float = 5.0) -> Verdict:
     """Grade one completion against its gold answer under the grading policy (module docstring).
 
     Args:
         completion: the model output (short or long CoT).
         gold: the reference answer (e.g. the data kit's ``answer`` field).
-        benchmark: one of :data:`BENCHMARKS`; ``gsm8k`` uses ``last_number`` extraction, the others
-            ``boxed`` (see :func:`extract_answer`).
+        benchmark: the benchmark's name. Without ``style`` it must be one of :data:`BENCHMARKS` and
+            selects the style (:data:`EXTRACTION_STYLE`: ``gsm8k`` is ``last_number``, the others
+            ``boxed``); with ``style`` it is not used (any name, e.g. a new ``aime25``).
+        extract: ``"policy"`` -- our extraction (rule 1, :func:`extract_answer`); ``"boxed"`` -- the
+            paper's (:mod:`mixgap.grading.official`): ``boxed`` style reads only the last
+            ``\\boxed{}``/``\\fbox{}`` as their ``last_boxed_only_string``/``remove_boxed`` do, then
+            compares by our equivalence; ``last_number`` style is GSM8K's ``exact_match,flexible-extract``
+            (last regex match, string equality after the task's filters).
+        style: ``"boxed"`` or ``"last_number"`` (a benchmark YAML's ``extraction`` field), or ``None``.
         timeout_s: the verdict never takes longer than this; a timeout is wrong with reason ``timeout``.
 
     Returns:
-        :class:`Verdict`.
+        :class:`Verdict`. ``extracted`` is ``None`` only when the completion gives no answer.
 
     Raises:
-        ValueError: ``benchmark`` is not in :data:`BENCHMARKS`, or ``timeout_s`` is not positive.
+        ValueError: ``extract`` is not in :data:`EXTRACT_MODES`, ``style`` is not in ``STYLES``,
+            ``benchmark`` is not in :data:`BENCHMARKS` while ``style`` is ``None``, or ``timeout_s`` is
+            not positive.
         TypeError: ``completion`` or ``gold`` is not a ``str``.
     """
     start = time.monotonic()
-    if benchmark not in EXTRACTION_STYLE:
-        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    if extract not in EXTRACT_MODES:
+        raise ValueError(f"extract must be one of {EXTRACT_MODES}, got {extract!r}")
+    chosen = _style_for(benchmark, style)
     if not isinstance(gold, str):
         raise TypeError(f"gold must be a str, got {type(gold).__name__}")
-    extracted = extract_answer(completion, EXTRACTION_STYLE[benchmark])
-    if extracted is None:
-        return Verdict(False, None, "no_answer")
     if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
         raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if extract == "boxed" and chosen == "last_number":
+        return _official_gsm8k(completion, gold)
+    extracted = boxed_answer(completion) if extract == "boxed" else extract_answer(completion, chosen)
+    if extracted is None:
+        return Verdict(False, None, "no_answer")
     remaining = max(1e-3, timeout_s - (time.monotonic() - start))
     correct, reason = compare(extracted, gold, remaining)
+    if extract == "boxed" and reason == "no_answer":
+        reason = "mismatch"  # an empty box is an answer for the paper's script (a wrong one, sent to its judge)
     return Verdict(correct, extracted, reason)
