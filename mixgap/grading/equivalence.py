@@ -33,6 +33,7 @@ from fractions import Fraction
 
 from mixgap.grading.fastnum import Undecided, clearly_different, evaluate, huge_power_bits, variables
 from mixgap.grading.normalize import (
+    assignments_as_tuples,
     compare_key,
     is_equation,
     normalize,
@@ -257,8 +258,10 @@ def fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
 
 
 def prepare(pred: str, gold: str) -> tuple[str, str]:
-    """Normalise both sides and drop ``x =`` prefixes from a side when the other is not an equation."""
-    pred_n, gold_n = normalize(pred), normalize(gold)
+    """Normalise both sides, read assignment lists as tuples where the other side asks for them
+    (:func:`mixgap.grading.normalize.assignments_as_tuples`), and drop ``x =`` prefixes from a side when
+    the other is not an equation."""
+    pred_n, gold_n = assignments_as_tuples(normalize(pred), normalize(gold))
     if not is_equation(gold_n) and (stripped := strip_assignment(pred_n)) != pred_n:
         pred_n = normalize(stripped)  # "x = \\text{Evelyn}" -> "Evelyn"
     if not is_equation(pred_n) and (stripped := strip_assignment(gold_n)) != gold_n:
