@@ -7,15 +7,27 @@ math-verify (``latex2sympy2_extended`` parsing + ``math_verify.verify``) is the 
 it. Each rule has cases in ``tests/unit/test_grading.py``; disagreements with plain math-verify and
 with the source harness on real traces are listed in ``benchmarks/grading_disagreements.md``.
 
-1. **Extraction, the last answer wins.** MATH, MATH500, AIME24, AMC23, OlympiadBench: the content
-   of the *last* balanced, non-empty ``\boxed{}``/``\fbox{}``, or the text after a ``Final Answer:``
-   (or "final answer is": its math span, else its sentence) written *after* that box -- whichever comes
-   last (``\boxed{12} ... Final Answer: 34`` is 34; a marker after the box wins only when its answer
-   holds a digit or a LaTeX command, so "the final answer is right" keeps the box); else no answer
-   (``no_answer``) -- an answer stated only in prose is not read. An unclosed box is no answer. Long-CoT students box several
-   candidates while self-correcting; math-verify alone turns ``\boxed{5} ... \boxed{7}`` into the set
-   {5, 7} and says wrong. GSM8K: a box wins, else the last number in the text (thousands separators
-   and a trailing ``.0``/``.00`` removed).
+1. **Extraction, the last answer wins** (``extract="policy"``, the default). Styles: ``boxed`` (MATH,
+   MATH500, AIME24, AMC23, OlympiadBench) and ``last_number`` (GSM8K), chosen by the benchmark's name
+   (:data:`EXTRACTION_STYLE`) or given as ``style=`` (a benchmark YAML's ``extraction``; then any name
+   is accepted). ``boxed``: the content of the *last* balanced, non-empty ``\boxed{}``/``\fbox{}``, or
+   the text after a ``Final Answer:`` (or "final answer is": its math span, else its sentence) written
+   *after* that box -- whichever comes last (``\boxed{12} ... Final Answer: 34`` is 34; a marker after
+   the box wins only when its answer holds a digit or a LaTeX command, so "the final answer is right"
+   keeps the box); else no answer (``no_answer``) -- an answer stated only in prose is not read. An
+   unclosed box is no answer. Long-CoT students box several candidates while self-correcting;
+   math-verify alone turns ``\boxed{5} ... \boxed{7}`` into the set {5, 7} and says wrong.
+   ``last_number``: a box wins, else the last number in the text (thousands separators and a trailing
+   ``.0``/``.00`` removed).
+1b. **The paper's extraction** (``extract="boxed"``, :mod:`mixgap.grading.official`, ported from the
+   authors' ``math_metric_llm_eval_general.py`` and their ``gsm8k-cot-zeroshot.yaml``). ``boxed`` style:
+   only the last ``\boxed``/``\fbox`` as their ``last_boxed_only_string``/``remove_boxed`` read it
+   (``Final Answer: 5`` without a box is ``no_answer``; an empty box is an answer, wrong; ``\boxed 5``
+   without braces runs to the next ``$``), then rules 2-10 decide; misses with an answer are what the
+   paper's LLM judge re-checks. ``last_number`` style: GSM8K's ``exact_match,flexible-extract`` --
+   the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)``, equal to the gold as a string once ``,``, ``$``,
+   everything up to ``#### `` and one trailing ``.`` are removed and both are lower-cased
+   (``$1,200.`` = ``1200``; ``72.00`` is not ``72``); rules 2-10 do not apply.
 2. **Integers exactly.** No relative tolerance: ``123450`` is not ``123456``, ``10001`` is not
    ``10000``. Exact values (fractions, radicals, ...) must be equal; distinct tiny values stay
    distinct (``\frac{1}{2^{98}}`` is not ``\frac{1}{2^{99}}``; math-verify's chopped numeric test says
@@ -44,15 +56,19 @@ with the source harness on real traces are listed in ``benchmarks/grading_disagr
    never matches a list, tuple, interval or set; open/closed interval ends matter (``[1,2)`` is not
    ``[1,2]``; an infinite end is always open); an interval written as inequalities matches the
    interval (``1 < x \le 2`` = ``(1,2]``, ``x<2 \text{ or } x>3`` = ``(-\infty,2)\cup(3,\infty)``);
-   equations compare as equations (``y = 2x+1`` = ``2x+1 = y``; ``x = 5`` is not ``y = 5``).
+   equations compare as equations (``y = 2x+1`` = ``2x+1 = y``; ``x = 5`` is not ``y = 5``). A list
+   of assignments to k >= 2 variables is read as k-tuples in its written order when the other side lists
+   k-tuples (``p=5,q=2;p=7,q=2`` = ``(5,2),(7,2)``, as Math-Verify does), or in the gold's variable order
+   when both sides assign the same variables (``q=2, p=5`` = ``p=5, q=2``); one variable
+   (``x = 1, x = 2``) stays a list of solutions.
 9. **Bounded.** A verdict never takes longer than its timeout (``timeout_s``, default 5 s). The
    symbolic check runs in a worker process, killed and restarted on timeout; a timeout counts as
-   wrong with reason ``timeout``. Powers/factorials above ~100k bits (``2^{10^{10}}``) are never
-   expanded; a normalised prediction over 4000 characters is ``too_large`` (wrong) unless it equals
+   wrong with reason ``timeout``. Powers/factorials above ~100k bits (``2^{10^{10}}``, ``(10^{100})!``)
+   are never expanded; a normalised prediction over 4000 characters is ``too_large`` (wrong) unless it equals
    the gold as a string; worker memory is capped (``RLIMIT_AS``, 4 GiB). Pathological predictions
    are decided without the worker: a power tower (``9^{9^{9^{9^{9}}}}``, sized in log space) or a
-   huge power against a small value is ``too_large``; brackets nested deeper than 64 or more than
-   16 left unmatched are ``parse_error``.
+   huge power or factorial (sized by ``lgamma``) against a small value is ``too_large``; brackets
+   nested deeper than 64 or more than 16 left unmatched are ``parse_error``.
 10. **No evaluation of model text.** No ``eval``/``exec``/``sympify``/``parse_expr`` on anything from a
     completion; parsing is latex2sympy's ANTLR grammar only.
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-# Thousands separators only in this shape (issue 3): "115,000" is 115000, "0,1" is the pair (0, 1).
+# Thousands separators only in this shape: "115,000" is 115000, "0,1" is the pair (0, 1).
 # A leading "0," group is never a grouped number, so "0,111" is a pair too (latex2sympy reads it as 0.111).
-# Decimals may follow the last group (issue 14): "1,000.99" is 1000.99, "98,765.4" is 98765.4.
+# Decimals may follow the last group: "1,000.99" is 1000.99, "98,765.4" is 98765.4.
 THOUSANDS = re.compile(r"^-?(?!0,)\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u00b0": "^\\circ",
