@@ -12,7 +12,7 @@ Order of checks for ``(pred, gold)`` after :func:`mixgap.grading.normalize.norma
    their exact value; a decimal matches when both agree to 6 decimal places (math-verify's
    ``float_rounding``) **and** within 1e-5 relative, so tiny values stay distinct -> ``numeric``;
    a list of solutions matches in any order; a number never matches a list, tuple, interval or set;
-5. huge powers (:func:`mixgap.grading.fastnum.huge_power_bits`, sized in log space): a tower
+5. huge powers and factorials (:func:`mixgap.grading.fastnum.huge_power_bits`, sized in log space): a tower
    (``9^{9^{9^{9}}}``) or a huge power against a small number -> ``too_large`` (``mismatch`` when
    only the gold is huge);
    proven mismatches: an interval end that is open on one side and closed on the other; values that
@@ -33,6 +33,7 @@ from fractions import Fraction
 
 from mixgap.grading.fastnum import Undecided, clearly_different, evaluate, huge_power_bits, variables
 from mixgap.grading.normalize import (
+    assignments_as_tuples,
     compare_key,
     is_equation,
     normalize,
@@ -49,7 +50,7 @@ _WORDS = re.compile(r"^[A-Za-z]{3,}(?:\s+[A-Za-z]+)*$")  # "odd", "Evelyn"; not 
 _BASE_NUMBER = re.compile(r"^(-?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?)_\{(\d{1,2})\}$")
 _BASE_DIGITS = re.compile(r"^-?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?$")
 _DEFINITE = {"symbolic", "mismatch", "parse_error", "too_large"}
-# pathological bracket structure (issue 14): no real answer nests deeper or leaves this many unmatched
+# pathological bracket structure: no real answer nests deeper or leaves this many unmatched
 MAX_BRACKET_DEPTH = 64
 MAX_UNMATCHED_BRACKETS = 16
 _BRACKET = re.compile(r"\\[{}]|[()\[\]]")
@@ -191,7 +192,7 @@ def _small_number(s: str) -> bool:
 
 
 def _huge_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
-    """Powers too large to expand (issue 14: ``9^{9^{9^{9^{9}}}}`` ran to the 5 s timeout).
+    """Powers and factorials too large to expand (``9^{9^{9^{9^{9}}}}``, ``(10^{100})!``), decided without the worker.
 
     A tower whose exponent is itself huge is equal only to the same string (checked before this);
     a huge power never equals a small number. Two huge powers of finite size go to the worker, which
@@ -257,8 +258,10 @@ def fast_verdict(pred: str, gold: str) -> tuple[bool, str] | None:
 
 
 def prepare(pred: str, gold: str) -> tuple[str, str]:
-    """Normalise both sides and drop ``x =`` prefixes from a side when the other is not an equation."""
-    pred_n, gold_n = normalize(pred), normalize(gold)
+    """Normalise both sides, read assignment lists as tuples where the other side asks for them
+    (:func:`mixgap.grading.normalize.assignments_as_tuples`), and drop ``x =`` prefixes from a side when
+    the other is not an equation."""
+    pred_n, gold_n = assignments_as_tuples(normalize(pred), normalize(gold))
     if not is_equation(gold_n) and (stripped := strip_assignment(pred_n)) != pred_n:
         pred_n = normalize(stripped)  # "x = \\text{Evelyn}" -> "Evelyn"
     if not is_equation(pred_n) and (stripped := strip_assignment(gold_n)) != gold_n:

@@ -10,7 +10,8 @@ returns ``None`` so the worker decides. It never declares two answers equal.
 
 Subset: numbers, single-letter variables (lower-cased, as latex2sympy does), Greek-letter variables,
 ``\\pi``, ``e``, ``i``, ``+ - * / ^``, ``\\cdot``, ``\\times``, ``\\div``, implicit products,
-``( ) { }``, ``\\frac{}{}``, ``\\sqrt{}``, ``\\sqrt[n]{}``.
+``( ) { }``, ``\\frac{}{}``, ``\\sqrt{}``, ``\\sqrt[n]{}``, ``n!`` (a non-negative integer ``n``; a
+factorial above :data:`HUGE_BITS` bits, sized by ``lgamma``, is :class:`Huge`: ``(10^{100})!``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _POINT = (0.7310585786, 1.4142857, 2.2360679, 0.5772156, 1.6180339, 1.2020569, 0
 _MAX_EXP = 1.0e4
 # a power whose exact value needs more bits than this is "huge" (the worker's limit, mixgap.grading.symbolic)
 HUGE_BITS = 100_000
+_MAX_FACTORIAL = 170  # 171! overflows a float
 _ATOM_START = {"(", "{", "\\frac", "\\sqrt", "\\pi"}
 
 
@@ -33,7 +35,7 @@ class Undecided(Exception):
 
 
 class Huge(Undecided):
-    """A power's exact value would exceed :data:`HUGE_BITS` bits.
+    """A power's (or a factorial's) exact value would exceed :data:`HUGE_BITS` bits.
 
     Attributes:
         bits: the estimated size of the largest such power in bits; ``inf`` for a tower whose exponent
@@ -110,8 +112,28 @@ class _Parser:
             return -self.unary() if self.take() == "-" else self.unary()
         return self.power()
 
+    def factorial(self, value: complex) -> complex:
+        """``value!`` for a non-negative integer ``value``; its size in bits is ``lgamma(n + 1) / ln 2``."""
+        self.take("!")
+        if self.peek() == "!":
+            raise Undecided("double factorial")
+        n = value.real
+        if value.imag != 0 or n < 0 or not math.isfinite(n) or n != int(n):
+            raise Undecided("factorial of a non-integer")
+        try:
+            bits = math.lgamma(n + 1) / math.log(2)
+        except OverflowError:
+            bits = math.inf
+        if bits > HUGE_BITS:
+            raise Huge(bits)
+        if n > _MAX_FACTORIAL:
+            raise Undecided("factorial beyond float range")
+        return complex(math.factorial(int(n)))
+
     def power(self) -> complex:
         base = self.atom()
+        while self.peek() == "!":
+            base = self.factorial(base)
         if self.peek() != "^":
             return base
         self.take()
@@ -213,7 +235,7 @@ def evaluate(text: str, env: dict[str, complex]) -> complex:
 
 
 def huge_power_bits(text: str) -> float | None:
-    """Size in bits of a huge numeric power in ``text`` (``2^{10^{10}}``: 1e10), else ``None``.
+    """Size in bits of a huge numeric power or factorial in ``text`` (``2^{10^{10}}``: 1e10), else ``None``.
 
     Only expressions without variables that the subset reads are sized (in log space, never
     expanded); a tower whose exponent is itself huge (``9^{9^{9^{9^{9}}}}``) gives ``inf``. ``None``

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-# Thousands separators only in this shape (issue 3): "115,000" is 115000, "0,1" is the pair (0, 1).
+# Thousands separators only in this shape: "115,000" is 115000, "0,1" is the pair (0, 1).
 # A leading "0," group is never a grouped number, so "0,111" is a pair too (latex2sympy reads it as 0.111).
-# Decimals may follow the last group (issue 14): "1,000.99" is 1000.99, "98,765.4" is 98765.4.
+# Decimals may follow the last group: "1,000.99" is 1000.99, "98,765.4" is 98765.4.
 THOUSANDS = re.compile(r"^-?(?!0,)\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u00b0": "^\\circ",
@@ -59,6 +59,8 @@ _SCRIPT_CHAR = re.compile(r"([_^])\s*([0-9A-Za-z])(?![0-9A-Za-z])")  # x^2 -> x^
 _CONTAINS = re.compile(r"^[A-Za-z]\s*\\in\s*")
 _ASSIGN = re.compile(
     r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?\s*=\s*(?![=<>])")
+# one "p = 5" item of an assignment list: a variable (as in _ASSIGN) and its value
+_ASSIGN_ITEM = re.compile(r"^((?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?)\s*=\s*(?![=<>])([^=<>]+)$")
 _EQUATION = re.compile(r"(?<![<>!\\])=")
 _WS = re.compile(r"\s+")
 _MARK_COMMA = re.compile(r"(\\circ\s*\}?|%|\})\s*,\s*")
@@ -200,6 +202,61 @@ def strip_assignment(s: str) -> str:
     """
     parts = split_top_level(s)
     return ", ".join(_ASSIGN.sub("", p, count=1).strip() for p in parts)
+
+
+def _assignment_groups(s: str) -> tuple[list[str], list[list[str]]] | None:
+    """``p=5, q=2; p=7, q=2`` -> ``(["p", "q"], [["5", "2"], ["7", "2"]])``, else ``None``.
+
+    Every top-level item must be ``variable = value``, with two or more distinct variables repeated in the
+    same order (``p, q, p, q``); groups may be separated by ``;``, ``,`` or "and" (normalised to ``,``).
+    """
+    items = [_ASSIGN_ITEM.match(part) for part in split_top_level(s)]
+    if not items or any(m is None for m in items):
+        return None
+    names = [m.group(1) for m in items]
+    width = len(dict.fromkeys(names))
+    if width < 2 or len(names) % width or names != names[:width] * (len(names) // width):
+        return None
+    values = [m.group(2).strip() for m in items]
+    return names[:width], [values[i : i + width] for i in range(0, len(values), width)]
+
+
+def _tuple_arity(s: str) -> int | None:
+    """The common length of the top-level tuples ``s`` lists (``(5, 2), (7, 2)``: 2), else ``None``."""
+    sizes = set()
+    for part in split_top_level(s):
+        if len(part) < 2 or part[0] != "(" or part[-1] != ")" or split_top_level(part) != [part]:
+            return None
+        sizes.add(len(split_top_level(part[1:-1])))
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _as_tuples(groups: list[list[str]]) -> str:
+    return ", ".join("(" + ", ".join(values) + ")" for values in groups)
+
+
+def assignments_as_tuples(pred: str, gold: str) -> tuple[str, str]:
+    """Read lists of assignments as tuples, so ``p=5,q=2;p=7,q=2`` can match ``(5,2),(7,2)`` (Math-Verify does).
+
+    * one side assigns k >= 2 variables per group and the other side lists k-tuples: that side becomes
+      the tuples in its written variable order (``(p, q)``);
+    * both sides assign the same variables: both become tuples in the gold's variable order, so
+      ``q=2, p=5`` matches ``p=5, q=2``;
+    * anything else is returned unchanged: a single variable (``x = 1, x = 2`` is a list of solutions)
+      or different variables (``x = 5`` is not ``y = 5``) stay equations.
+    """
+    pred_groups, gold_groups = _assignment_groups(pred), _assignment_groups(gold)
+    if pred_groups is not None and gold_groups is not None:
+        if set(pred_groups[0]) != set(gold_groups[0]):
+            return pred, gold
+        order = [pred_groups[0].index(name) for name in gold_groups[0]]
+        reordered = [[values[i] for i in order] for values in pred_groups[1]]
+        return _as_tuples(reordered), _as_tuples(gold_groups[1])
+    if pred_groups is not None and _tuple_arity(gold) == len(pred_groups[0]):
+        return _as_tuples(pred_groups[1]), gold
+    if gold_groups is not None and _tuple_arity(pred) == len(gold_groups[0]):
+        return pred, _as_tuples(gold_groups[1])
+    return pred, gold
 
 
 def split_top_level(s: str) -> list[str]:
