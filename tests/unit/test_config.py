@@ -66,6 +66,24 @@ def test_students_of_14b_and_more_default_to_lora(student, mode):
     assert compose_cfg(f"student={student}", "finetune_mode=full").finetune_mode.mode == "full"
 
 
+@pytest.mark.parametrize("student", _options("student"))
+def test_the_student_family_sets_the_training_system_turn(student):
+    """LLaMA-Factory 0.9.2's template per family: qwen "You are a helpful assistant.", llama3 none; SmolLM2
+    (not in the paper) keeps its chat template's default (None); the command line wins."""
+    cfg = compose_cfg(f"student={student}")
+    want = {"qwen": "You are a helpful assistant.", "llama": "", "smollm": None}[cfg.student.family]
+    assert cfg.finetune_mode.system == want
+    assert cfg.finetune_mode.prompt == "{problem}"
+    assert compose_cfg(f"student={student}", "finetune_mode.system=Be brief.").finetune_mode.system == "Be brief."
+
+
+def test_full_finetuning_has_no_warmup():
+    """None of the released MATH_short_CoT/long_CoT/mix.yaml sets a warmup (LLaMA-Factory's default 0)."""
+    for mode in ("full", "released_mix"):
+        assert compose_cfg(f"finetune_mode={mode}").finetune_mode.warmup_ratio == 0.0
+    assert compose_cfg("finetune_mode=lora").finetune_mode.warmup_ratio == 0.1
+
+
 def test_mix_ratio_presets_set_the_weight():
     weights = {name: compose_cfg(f"mix_ratio={name}").mix.weight for name in _options("mix_ratio")}
     assert weights == {"pure_weak": 0.0, "mix": 0.2, "pure_strong": 1.0}

@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from mixgap.core.config import validate
+from mixgap.core.config import PAPER_PROMPT, validate
 
 CONF = ROOT / "conf"
 TEN = ["qwen0.5b", "qwen1.5b", "qwen3b", "qwen7b", "qwen14b", "qwen32b", "llama1b", "llama3b", "llama8b", "llama70b"]
@@ -143,6 +143,32 @@ def test_first_and_last_job_compose_with_their_grid_values(name):
             assert (cfg.mix.strong.name, cfg.mix.weak.name) == PAIRS[values["+experiment/pair"]]
         if "+experiment/method" in values:
             assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[values["+experiment/method"]]
+
+
+#: the system turn of LLaMA-Factory 0.9.2's template per student family (template.py: qwen's default_system;
+#: llama3 has none)
+TRAIN_SYSTEM = {"qwen": "You are a helpful assistant.", "llama": ""}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_paper_experiments_train_on_the_bare_problem_with_the_family_system(name):
+    """The released configs' training turn: user = the bare problem, system = the family's LLaMA-Factory one."""
+    jobs = _jobs(_sweep_cfg(name).hydra.sweeper.params)
+    families = set()
+    for job in (jobs[0], jobs[-1]):
+        cfg = compose_cfg(f"+experiment={name}", *job)
+        ft = cfg.finetune_mode
+        families.add(cfg.student.family)
+        assert ft.prompt == "{problem}"
+        assert ft.system == TRAIN_SYSTEM[cfg.student.family]
+        assert ft.warmup_ratio == (0.0 if ft.mode == "full" else 0.1)  # lora: LLaMA-Factory's LoRA example
+    if name in ("long_vs_short", "large_vs_small", "teacher_families", "mix_distillation"):
+        assert families == {"qwen", "llama"}  # first job a Qwen student, last a Llama one
+
+
+def test_demo_trains_on_the_instruction_prompt():
+    ft = compose_cfg("+experiment=demo").finetune_mode
+    assert (ft.prompt, ft.system, ft.warmup_ratio) == (PAPER_PROMPT, None, 0.0)  # SmolLM2's default system turn
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

@@ -9,8 +9,16 @@ import pytest
 
 from mixgap.core.config import PAPER_PROMPT
 from mixgap.stages.data import Problem
-from mixgap.stages.train.labels import TokenizedExample, tokenize_conversation
-from mixgap.stages.train.labels import IGNORE, apply_overlength, end_of_turn_id, set_chat_template, tokenize_mixture
+from mixgap.stages.train.labels import (
+    TokenizedExample,
+    tokenize_conversation,
+    IGNORE,
+    apply_overlength,
+    end_of_turn_id,
+    render_training_turn,
+    set_chat_template,
+    tokenize_mixture,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -87,6 +95,54 @@ def test_llama31_template_trims_content_and_ends_on_eot(llama_tokenizer):
     assert ex.labels[-1] == llama_tokenizer.convert_tokens_to_ids("<|eot_id|>")
 
 
+PROBLEM = "What is $2+3$?"
+SOLUTION = "$2+3=5$.\n\nFinal Answer: $\\boxed{5}$"
+
+
+def test_paper_training_turn_qwen(qwen_tokenizer):
+    """The paper's Qwen training example: bare problem, LLaMA-Factory's qwen system turn, exact mask."""
+    text = render_training_turn(qwen_tokenizer, PROBLEM, SOLUTION, "{problem}", "You are a helpful assistant.")
+    # LLaMA-Factory 0.9.2's `qwen` template writes exactly this (format_system + format_user + format_assistant)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is $2+3$?<|im_end|>\n"
+        "<|im_start|>assistant\n$2+3=5$.\n\nFinal Answer: $\\boxed{5}$<|im_end|>\n"
+    )
+    ex = tokenize_conversation(qwen_tokenizer, PROBLEM, SOLUTION, system="You are a helpful assistant.")
+    assert qwen_tokenizer.decode(ex.input_ids) == text and len(ex.input_ids) == 48
+    # 28 tokens of system + user + "<|im_start|>assistant\n", 18 of the solution, <|im_end|>, then "\n"
+    assert [i for i, t in enumerate(ex.labels) if t != IGNORE] == list(range(28, 47))
+    assert qwen_tokenizer.convert_ids_to_tokens(ex.input_ids[27:29]) == ["Ċ", "$"]
+    assert qwen_tokenizer.convert_ids_to_tokens(ex.input_ids[46:]) == ["<|im_end|>", "Ċ"]
+    assert qwen_tokenizer.decode(ex.input_ids[28:47]) == SOLUTION + "<|im_end|>"
+
+
+def test_paper_training_turn_llama(llama_tokenizer):
+    """The paper's Llama training example: LLaMA-Factory's llama3 system is empty; the Llama-3.1 template still
+    writes its dated system header (LLaMA-Factory itself writes none: <|begin_of_text|><|start_header_id|>user...)."""
+    text = render_training_turn(llama_tokenizer, PROBLEM, SOLUTION, "{problem}", "")
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is $2+3$?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n$2+3=5$.\n\nFinal Answer: $\\boxed{5}$<|eot_id|>"
+    )
+    assert render_training_turn(llama_tokenizer, PROBLEM, SOLUTION, "{problem}", None) == text  # same as no system
+    ex = tokenize_conversation(llama_tokenizer, PROBLEM, SOLUTION, system="")
+    assert llama_tokenizer.decode(ex.input_ids) == text and len(ex.input_ids) == 70
+    # 51 prompt tokens (through the assistant header's "\n\n"), 18 of the solution, <|eot_id|> last
+    assert [i for i, t in enumerate(ex.labels) if t != IGNORE] == list(range(51, 70))
+    assert llama_tokenizer.convert_ids_to_tokens(ex.input_ids[49:52]) == ["<|end_header_id|>", "ĊĊ", "$"]
+    assert llama_tokenizer.convert_ids_to_tokens(ex.input_ids[-1]) == "<|eot_id|>"
+
+
+def test_render_training_turn_fills_the_prompt(qwen_tokenizer):
+    text = render_training_turn(qwen_tokenizer, "2+2?", "4", "Problem: {problem}\nAnswer:", None)
+    assert text == QWEN_SYSTEM + "<|im_start|>user\nProblem: 2+2?\nAnswer:<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+    with pytest.raises(ValueError, match="has no {problem} placeholder"):
+        render_training_turn(qwen_tokenizer, "2+2?", "4", "Solve it.", None)
+
+
 def test_end_of_turn_id(smollm2_tokenizer, llama_tokenizer):
     assert end_of_turn_id(smollm2_tokenizer) == smollm2_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn_id(llama_tokenizer) == llama_tokenizer.convert_tokens_to_ids("<|eot_id|>")
@@ -157,6 +213,10 @@ def test_tokenize_mixture_fixture(smollm2_tokenizer):
     supervised = [t for t in first.labels if t != IGNORE]
     assert smollm2_tokenizer.decode(supervised) == rows[0].meta["response"] + "<|im_end|>"
     assert "Problem: What is $2+3$?\nAnswer:" in smollm2_tokenizer.decode(first.input_ids)
+    with_system = tokenize_mixture(rows[:1], smollm2_tokenizer, "{problem}", system="Be brief.", progress=False)[0]
+    text = smollm2_tokenizer.decode(with_system.input_ids)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + rows[0].problem + "<|im_end|>")
+    assert [t for t in with_system.labels if t != IGNORE] == supervised  # same response, same supervised tokens
     bad = [Problem("no-response", "1+1?", "2", meta={"source": "weak"})]
     with pytest.raises(ValueError, match="mixture row no-response: meta lacks response"):
         tokenize_mixture(bad, smollm2_tokenizer, PAPER_PROMPT, progress=False)

@@ -1,7 +1,13 @@
 """Tokenisation of one SFT example and its label mask, and the over-length policy of a whole mixture.
 
-The student's own chat template renders the conversation (system?, user = the filled prompt, assistant =
-the teacher's CoT). Which tokens are supervised is decided from that rendering, by character offsets:
+The student's own chat template renders the conversation (system = ``finetune_mode.system``, or the
+template's default when None; user = ``finetune_mode.prompt`` filled with the problem; assistant = the
+teacher's CoT; :func:`render_training_turn` gives that text). The paper's presets reproduce the authors'
+LLaMA-Factory 0.9.2 data (official repo, ``LLaMA-Factory/data/dataset_info.json``: ``prompt: problem,
+response: solution``): the user turn is the bare problem, the system turn the LLaMA-Factory template's
+(``qwen``: "You are a helpful assistant."); the evaluation's turn differs (instruction prompt, the tokenizer's
+own default system: ``mixgap.stages.backends.render_prompts``). Which tokens are supervised is decided from
+the rendering, by character offsets:
 
 - the prompt text is ``apply_chat_template(messages, add_generation_prompt=True)``; every one of its tokens
   (system, user, generation prompt) gets label -100;
@@ -24,6 +30,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from mixgap.stages.data import Problem, fill_prompt
 
@@ -83,6 +91,38 @@ def _content_span(turn: str, response: str) -> tuple[int, int]:
     )
 
 
+def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """The messages before the assistant turn: ``[system?, user]``; ``system=None`` writes no system message
+    (the chat template then writes its default, if it has one); ``""`` is an empty system message."""
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def render_training_turn(tokenizer: Any, problem: str, response: str, prompt: str, system: str | None) -> str:
+    """The full text of one training example under the student's chat template, as it is tokenised.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with the chat template in use (:func:`set_chat_template`).
+        problem: the problem text (fills ``{problem}`` of ``prompt``).
+        response: the assistant turn (the teacher's CoT).
+        prompt: ``finetune_mode.prompt``, with ``{problem}`` (``'{problem}'``: the bare problem, as the paper).
+        system: ``finetune_mode.system``; None = the chat template's default system turn.
+
+    Returns:
+        ``apply_chat_template([system?, user, assistant], tokenize=False)``, e.g. for Qwen2.5 with
+        system "You are a helpful assistant." and prompt ``'{problem}'``:
+        ``<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n``
+        ``<|im_start|>assistant\n{response}<|im_end|>\n`` (LLaMA-Factory 0.9.2's ``qwen`` template, character
+        for character).
+
+    Raises:
+        ValueError: ``prompt`` without ``{problem}`` (``data.fill_prompt``).
+    """
+    messages = [*conversation(fill_prompt(prompt, problem), system), {"role": "assistant", "content": response}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
 def tokenize_conversation(tokenizer: Any, prompt: str, response: str, system: str | None = None) -> TokenizedExample:
     """Tokenise a single-turn conversation with the tokenizer's chat template and build its label mask.
 
@@ -104,8 +144,7 @@ def tokenize_conversation(tokenizer: Any, prompt: str, response: str, system: st
     """
     if not response or not response.strip():
         raise ValueError("response is empty: nothing to supervise")
-    messages = [{"role": "system", "content": system}] if system is not None else []
-    messages.append({"role": "user", "content": prompt})
+    messages = conversation(prompt, system)
     prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(
         [*messages, {"role": "assistant", "content": response}], tokenize=False, add_generation_prompt=False
@@ -214,7 +253,8 @@ def apply_overlength(
 
 
 def tokenize_mixture(
-    problems: Sequence[Problem], tokenizer: Any, prompt_template: str, *, progress: bool = True
+    problems: Sequence[Problem], tokenizer: Any, prompt_template: str, *, system: str | None = None,
+    progress: bool = True,
 ) -> list[TokenizedExample]:
     """Tokenise every mixture row: user turn = ``fill_prompt(prompt_template, problem)``, assistant = its response.
 
@@ -222,20 +262,19 @@ def tokenize_mixture(
         problems: mixture rows (``mix.read_mixture``) with ``meta["response"]`` and ``meta["source"]``.
         tokenizer: the student's tokenizer with the chat template in use.
         prompt_template: ``finetune_mode.prompt`` (has ``{problem}``).
+        system: ``finetune_mode.system``, the system turn of every example; None = the template's default.
 
     Raises:
         ValueError: a row without ``response``/``source`` in its meta, or one ``tokenize_conversation``
             refuses; the message names the row id.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     out = []
     for p in tqdm(problems, desc="tokenize", disable=not progress, mininterval=5):
         missing = [k for k in ("response", "source") if k not in p.meta]
         if missing:
             raise ValueError(f"mixture row {p.id}: meta lacks {', '.join(missing)}")
         try:
-            ex = tokenize_conversation(tokenizer, fill_prompt(prompt_template, p.problem), p.meta["response"])
+            ex = tokenize_conversation(tokenizer, fill_prompt(prompt_template, p.problem), p.meta["response"], system)
         except ValueError as err:
             raise ValueError(f"mixture row {p.id}: {err}") from err
         out.append(TokenizedExample(ex.input_ids, ex.labels, p.id, p.meta["source"], {"teacher": p.meta.get("teacher")}))
