@@ -64,19 +64,34 @@ def make_key(stage: str, fields: Mapping[str, Any], inputs: Sequence[str] = ()) 
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    """Write JSON (indent 2, UTF-8) to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The parent folders are made; the file is flushed to disk before ``os.replace`` puts it in place, so a
+    reader sees the old file or the whole new one, never a part. Mode 0644 (``mkstemp`` makes 0600): results
+    are read by the whole team.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(value, fh, indent=2, ensure_ascii=False, default=str)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def environment_facts() -> dict[str, Any]:
