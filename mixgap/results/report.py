@@ -20,10 +20,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mixgap.results import figures, learnability_report, tables
-
 from mixgap import stats
+from mixgap.core import tracking
+from mixgap.core.config import to_container
 from mixgap.core.store import Store
+from mixgap.results import figures, learnability_report, tables
 from mixgap.results.sweep import Job, assign_variants, read_sweeps
 
 
@@ -180,9 +181,6 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
         ConfigError: a sweep folder does not exist or holds no job folder.
         ValueError: ``report.sweep`` is empty, or ``report.n_boot``/``report.confidence`` are out of range.
     """
-    from mixgap.core.config import to_container  # noqa: PLC0415
-    from mixgap.core.tracking import make_tracker  # noqa: PLC0415
-
     sweeps = to_container(cfg.report.sweep)
     sweeps = [sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps or []]
     if not sweeps:
@@ -191,6 +189,7 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
     jobs = read_sweeps(sweeps, store)
     assign_variants(jobs)
+    labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -206,13 +205,13 @@ def run(cfg: Any, store: Store) -> dict[str, Any]:
     paths["results_csv"] = str(tables.write_csv(tables.result_rows(jobs, boot), out / "results.csv"))
     paths["gaps_csv"] = str(tables.write_csv(tables.gap_csv_rows(gaps), out / "gaps.csv"))
     paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
-    gap_text = tables.gap_markdown(gaps)
-    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot)
+    gap_text = tables.gap_markdown(gaps, labels)
+    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels)
     learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
     paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
     paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
-    tracker = make_tracker(cfg, group=str(sweeps[0]), job_type="report", name="report", run_dir=out)
+    tracker = tracking.make_tracker(cfg, group=str(sweeps[0]), job_type="report", name="report", run_dir=out)
     exit_code = 1
     try:
         tables.track(tracker, gaps, table3, paths["figures"])
