@@ -63,9 +63,14 @@ def make_key(stage: str, fields: Mapping[str, Any], inputs: Sequence[str] = ()) 
     return f"{stage}-{digest.hexdigest()[:16]}"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and a rename: a reader sees
-    the old file or the whole new one, never a part (the one writer every artifact and record goes through)."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through a temporary file in the same folder, fsync and a rename: a reader
+    sees the old file or the whole new one, never a part (the one writer every artifact and record goes through).
+    The parent folders are made; mode 0644 (``mkstemp`` makes 0600): results are read by the whole team.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -74,10 +79,12 @@ def write_text_atomic(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

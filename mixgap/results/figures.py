@@ -2,7 +2,7 @@
 accuracy vs mix weight, CI band) as PNG.
 
 matplotlib's object API (``matplotlib.figure.Figure`` on the Agg canvas), so no global pyplot state or
-display is touched. Files are written to a temporary name and renamed into place (``tables.atomic_write``).
+display is touched. Files are written to a temporary name and renamed into place (``mixgap.results.tables.files.atomic_write``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mixgap.results.tables.files import atomic_write
+from mixgap.results.tables.names import by_pair
 from mixgap.stats import AVERAGE, Interval
-from mixgap.results.tables import atomic_write, by_pair
 
 
 def _slug(*names: str) -> str:
@@ -28,7 +29,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def gap_vs_size(gaps: Sequence[dict[str, Any]], path: Path, confidence: float = 0.95) -> Path:
     """Figure 2/3 style: average Δ vs student size (log x) per family, CI bars; the paper's Δ as open squares."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure  # heavy: matplotlib, only when a figure is drawn
 
     rows = [r for r in gaps if r["comparison"]]
     names = rows[0]["names"]
@@ -80,11 +81,11 @@ def accuracy_vs_weight(
 ) -> Path:
     """Figure 6 style: average accuracy vs mix weight w (fraction from ``strong``), one line per student, CI band.
 
-    ``realised``: per series label, nominal w -> the realised strong fraction (``tables.realised_weight``);
+    ``realised``: per series label, nominal w -> the realised strong fraction (``mixgap.results.tables.realised_weight``);
     each point whose realised fraction differs from w by more than 0.0005 is annotated with it.
     ``reference``: label -> the untuned student's average, drawn as a dashed horizontal line (no weight).
     """
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure  # heavy: matplotlib, only when a figure is drawn
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()

@@ -190,6 +190,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
     jobs = read_sweeps(sweeps, store)
     assign_variants(jobs)
+    labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -205,8 +206,8 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     paths["results_csv"] = str(tables.write_csv(tables.result_rows(jobs, boot), out / "results.csv"))
     paths["gaps_csv"] = str(tables.write_csv(tables.gap_csv_rows(gaps), out / "gaps.csv"))
     paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
-    gap_text = tables.gap_markdown(gaps)
-    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot)
+    gap_text = tables.gap_markdown(gaps, labels)
+    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels)
     learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
     paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]

@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.stages import mix
-from mixgap.results import report, sweep, tables
 from mixgap.core.config import ConfigError, validate
+from mixgap.results import report, sweep, tables
+from mixgap.stages import mix
 from mixgap.stages.train import batching, pairs
 from mixgap.stages.train.labels import tokenize_conversation
 from mixgap.stages.train.stage import checkpoint_spec
@@ -44,10 +44,15 @@ def test_published_tables_hold_the_printed_numbers():
 
 
 def test_math_variant_labels():
-    assert tables.math_variant(["math500", "gsm8k"]) == "MATH-500"
-    assert tables.math_variant(["math", "aime24"]) == "MATH 5k"
-    assert tables.math_variant(["gsm8k"]) == "no MATH"
-    assert tables.paper_math_label() == "MATH 5k"
+    cfg = compose_cfg("benchmark=[math500,math,gsm8k]")
+    labels = {name: bench.label for name, bench in cfg.benchmark.items()}  # conf/benchmark/<name>.yaml
+    assert tables.math_variant(["math500", "gsm8k"], labels) == "MATH-500"
+    assert tables.math_variant(["math", "aime24"], labels) == "MATH 5k"
+    assert tables.math_variant(["math500", "math"], labels) == "MATH-500 + MATH 5k"
+    assert tables.math_variant(["gsm8k"], labels) == "no MATH"
+    assert tables.math_variant(["math500"]) == "math500"  # no label: the benchmark's name
+    assert tables.paper_math_label() == tables.paper_math_label(labels) == "MATH 5k"
+    assert tables.paper_math_label({"math": "MATH (5,000)"}) == "MATH (5,000)"  # the run's label of `math`
 
 
 def test_realised_weight_and_label():

@@ -25,11 +25,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap.results import report, sweep, tables
 from mixgap import stats
 from mixgap.core.config import ConfigError
-from mixgap.pipeline import job_identity, run_job
 from mixgap.core.store import write_json_atomic
+from mixgap.pipeline import job_identity, run_job
+from mixgap.results import report, sweep, tables
 
 BENCHES = "benchmark=[math500,aime24]"
 
@@ -57,9 +57,14 @@ def exact_ci(*terms: tuple[int, int, float], confidence: float = 0.95) -> tuple[
     return quantile(alpha), quantile(1 - alpha)
 
 
-def build_sweep(root: Path) -> tuple[list[Path], Path]:
-    """Job folders (.hydra/config.yaml + result.json) and a store with hand-made evaluations."""
-    spec = json.loads((FIXTURES / "report_sweep.json").read_text())
+def build_sweep(root: Path, spec: dict | None = None, identity: dict | None = None) -> tuple[list[Path], Path]:
+    """Job folders (.hydra/config.yaml + result.json) and a store with hand-made evaluations.
+
+    ``spec``: as tests/fixtures/report_sweep.json (the default); ``identity``: fields set over every job's
+    ``result.json`` identity. The identity carries each benchmark's label (conf/benchmark/<name>.yaml) as
+    ``benchmark_labels``, as the pipeline writes it.
+    """
+    spec = spec or json.loads((FIXTURES / "report_sweep.json").read_text())
     cache = root / "cache"
     for key, ev in spec["evals"].items():
         folder = cache / "eval" / key
@@ -86,7 +91,9 @@ def build_sweep(root: Path) -> tuple[list[Path], Path]:
                 continue
             artifacts = {f"eval.{arm}.{b}": f"eval-{job[arm]}_{b}" for arm in ("tuned", "untuned") if arm in job
                          for b in spec["problems"]} if job["status"] == "done" else {}
-            write_json_atomic(folder / "result.json", {"status": job["status"], "job": job_identity(cfg),
+            ident = {**job_identity(cfg), **(identity or {})}
+            ident.setdefault("benchmark_labels", {name: b.label for name, b in cfg.benchmark.items()})
+            write_json_atomic(folder / "result.json", {"status": job["status"], "job": ident,
                                                        "store": str(cache), "artifacts": artifacts,
                                                        "counts": {"train": job["train"]} if "train" in job else {}})
     return sweeps, cache
@@ -280,3 +287,36 @@ def test_jobs_only_planned_are_counted_apart_from_missing(tmp_path, capsys):
     out = report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'sweep'}", "tracking.backend=none"), None)
     assert out["missing"] == []
     assert "0 warnings, 0 missing or unfinished jobs, 2 planned only (stage=plan); full report:" in capsys.readouterr().out
+
+
+def test_a_benchmark_is_printed_by_its_label(tmp_path, capsys):
+    """A benchmark outside conf/benchmark/ (aime25, label AIME25 in result.json) is named by its label in
+    report.md's tables and by its name in the CSVs. qwen3b on 4 problems: untuned 1/4 = 25.0, w=1 2/4 = 50.0
+    (2 of 4 stopped by length: 50% > 20%), w=0 3/4 = 75.0."""
+    spec = {"problems": {"aime25": 4},
+            "evals": {"eval-u_aime25": {"benchmark": "aime25", "correct": [0]},
+                      "eval-w1_aime25": {"benchmark": "aime25", "correct": [0, 1], "length": [2, 3]},
+                      "eval-w0_aime25": {"benchmark": "aime25", "correct": [0, 1, 2]}},
+            "sweeps": {"c": [{"overrides": ["student=qwen3b", f"mix.weight={w}"], "status": "done", "untuned": "u",
+                              "tuned": f"w{w}"} for w in (1, 0)]}}
+    sweeps, cache = build_sweep(tmp_path, spec, {"benchmarks": ["aime25"], "benchmark_labels": {"aime25": "AIME25"}})
+    cfg = compose_cfg("stage=report", f"report.sweep={sweeps[0]}", f"paths.cache={cache}", "tracking.backend=none")
+    paths = report.run(cfg, None)
+    text = Path(paths["markdown"]).read_text()
+    assert "| Method | Teachers | Mode | w (realised) | Seeds | AIME25 | Average |" in text  # Table 3 header
+    assert "| Untuned | — | — | — | 1 | 25.0 [" in text and "| Long CoT | qwq32b / qwen32b | full | 1 (—) | 1 | 50.0 [" in text
+    assert " | AIME25 | 50% |" in text and "| aime25 " not in text  # the warnings table, by label
+    assert "| no MATH / MATH 5k |" in text  # no MATH here; the paper's column keeps its label
+    rows = list(csv.DictReader(open(paths["results_csv"])))
+    assert {r["benchmark"] for r in rows} == {"aime25", "average"} and "benchmark_labels" not in rows[0]
+    assert {r["benchmark"] for r in csv.DictReader(open(paths["gaps_csv"]))} == {"aime25", "average"}
+    assert "| qwen3b | 3.09 | full | 1/1 | 50.0 [" in capsys.readouterr().out
+
+
+def test_labels_are_merged_over_jobs_and_default_to_the_name(tmp_path):
+    jobs = [sweep.Job(tmp_path, "done", {"benchmark_labels": {"aime25": "AIME25", "math": "MATH"}}),
+            sweep.Job(tmp_path, "done", {"student": "qwen3b"}),  # a result.json without labels
+            sweep.Job(tmp_path, "done", {"benchmark_labels": {"math": "MATH 5k"}})]
+    labels = tables.benchmark_labels(jobs)
+    assert labels == {"aime25": "AIME25", "math": "MATH 5k"}  # a later job's label replaces an earlier one
+    assert [tables.bench_label(b, labels) for b in ("aime25", "gsm8k", "average")] == ["AIME25", "gsm8k", "Average"]

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.results import figures, tables
-
 from mixgap import stats
+from mixgap.results import figures, tables
 from mixgap.results.analysis import render
 from mixgap.results.analysis.rank_shift import TokenStat
 
@@ -36,9 +35,11 @@ def captured(monkeypatch):
 
 def test_warnings_are_one_table_after_the_results():
     warnings = [LENGTH.format(b=b, p=p) for b, p in (("math", 50), ("gsm8k", 75), ("math", 50))] + ["odd ids"]
-    text = tables.report_markdown(["s"], [], "GAPS", {}, [], [], warnings, {"confidence": 0.95, "n_boot": 10, "seed": 0})
+    labels = {"math": "MATH 5k", "gsm8k": "GSM8K"}
+    text = tables.report_markdown(["s"], [], "GAPS", {}, [], [], warnings, {"confidence": 0.95, "n_boot": 10, "seed": 0},
+                                  labels)
     assert text.count("LENGTH STOP") == 0 and text.count(tables.LENGTH_UNTUNED) == 1  # said once, under the table
-    assert f"| length stop | untuned smollm2_135m | {tables.BENCH_LABELS['math']} | 50% |" in text
+    assert "| length stop | untuned smollm2_135m | MATH 5k | 50% |" in text
     assert "| length stop | untuned smollm2_135m | GSM8K | 75% |" in text and "| other | odd ids |  |  |" in text
     assert text.index("GAPS") < text.index("## Warnings") and "3 warnings" in text.split("GAPS")[0]
 

@@ -1,0 +1,127 @@
+"""What the jobs ran with: the fine-tuning settings table, the training data (teacher pools, mixtures,
+over-length drops) and what the seeds vary."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table
+from mixgap.results.tables.names import realised_weight, weight_label
+from mixgap.results.tables.published import paper_math_label
+
+SEEDS_NOTE = ("What the seeds vary: `finetune_mode.seed` sets the training data order (and LoRA's initialisation); "
+              "`mix.seed` sets which problems take the strong response, so it varies the data only at 0 < w < 1 (at "
+              "w = 0 or 1 every problem takes the one source); the global `seed` seeds only the evaluation backend, "
+              "and decoding is greedy. Jobs of one condition equal in `finetune_mode.seed` (and, at 0 < w < 1, in "
+              "`mix.seed`) count as one run and never narrow an interval (`Job.independent_seeds`).")
+
+#: finetune_mode fields of the settings table, in order (header, dotted key)
+SETTINGS = (("Mode", "finetune_mode.mode"), ("LR", "finetune_mode.learning_rate"), ("Epochs", "finetune_mode.epochs"),
+            ("Max steps", "finetune_mode.max_steps"), ("Schedule", "finetune_mode.lr_scheduler"),
+            ("Warmup", "finetune_mode.warmup_ratio"), ("Global batch", "finetune_mode.global_batch_size"),
+            ("Batch unit", "finetune_mode.batch_unit"), ("Max len", "finetune_mode.max_seq_len"),
+            ("Over-length", "finetune_mode.overlength"), ("LoRA r / alpha / dropout", None),
+            ("LoRA targets", "finetune_mode.lora.target_modules"), ("Eval MATH", None),
+            ("Source", "finetune_mode.settings_source"))
+
+
+def seeds_varied(jobs: Sequence[Any]) -> str:
+    """One sentence: which seed fields differ between counted jobs of the same condition in these sweeps."""
+    by_cond: dict[tuple, list[Any]] = defaultdict(list)
+    for job in jobs:
+        if "tuned" in job.complete and job.seeds:
+            by_cond[job.condition()].append(job)
+    varied: dict[str, int] = defaultdict(int)
+    for (*_, weight), members in by_cond.items():
+        for key in ("finetune_mode.seed", "mix.seed", "seed"):
+            if len({j.seeds.get(key) for j in members}) > 1:
+                varied[key if key != "mix.seed" or weight not in (0, 1) else "mix.seed (at w = 0 or 1: no effect)"] += 1
+    if not varied:
+        return "In these sweeps no condition has jobs that differ in a seed."
+    return "In these sweeps: " + ", ".join(f"`{k}` varies in {n} condition(s)" for k, n in varied.items()) + "."
+
+
+def _setting_cells(f: dict[str, str], benchmarks: Sequence[str], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """One job's :data:`SETTINGS` cells from its config fields ``{dotted key: JSON value}``."""
+    lora_mode = json.loads(f["finetune_mode.mode"]) == "lora"
+    cells = []
+    for _, key in SETTINGS:
+        if key is None:
+            continue
+        value = json.loads(f[key]) if key in f else "—"
+        if key == "finetune_mode.lora.target_modules" and not lora_mode:
+            value = "—"
+        cells.append(", ".join(value) if isinstance(value, list) else value if value != "" else "—")
+    lora = "—"
+    if lora_mode:
+        lora = " / ".join(str(json.loads(f.get(f"finetune_mode.lora.{k}", "null"))) for k in ("r", "alpha", "dropout"))
+    cells.insert(10, lora)
+    cells.insert(12, math_variant(benchmarks, labels))
+    return tuple(str(c) for c in cells)
+
+
+def settings_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -> str:
+    """The fine-tuning settings the jobs used (one row per distinct setting, with its students) and where the
+    values come from (``finetune_mode.settings_source``: the paper's Table 5, LLaMA-Factory's LoRA recipe where
+    the paper's are unknown, or the released Mix config), plus the MATH variant evaluated (by its label)."""
+    rows: dict[tuple, set[str]] = defaultdict(set)
+    for job in jobs:
+        if "finetune_mode.mode" in job.fields:
+            cells = _setting_cells(job.fields, job.identity.get("benchmarks", []), labels)
+            rows[cells].add(str(job.identity.get("student")))
+    if not rows:
+        return ""
+    header = ["Students", *(h for h, _ in SETTINGS)]
+    body = [[", ".join(sorted(students)), *cells] for cells, students in rows.items()]
+    return ("Fine-tuning settings as run (the paper's LoRA values, its Table 6, are unknown: the LoRA row's "
+            "source says whose they are). Paper comparisons use the paper's MATH column, read as "
+            f"{paper_math_label(labels)}.\n\n" + md_table(header, body))
+
+
+def _pool_rows(jobs: Sequence[Any]) -> list[list[Any]]:
+    """One row per teacher pool after rejection sampling (each teacher once)."""
+    pools: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        for role in ("strong", "weak"):
+            pool = job.counts.get(f"pool.{role}")
+            if pool:
+                pools.setdefault(pool["teacher"], pool)
+    return [[t, p.get("cot"), p.get("tried"), p.get("kept"), p.get("keep_rate"),
+             ", ".join(f"{k} {v}" for k, v in sorted(p.get("dropped", {}).items())) or "—"]
+            for t, p in pools.items()]
+
+
+def _train_row(job: Any) -> list[Any] | None:
+    """A job's mixture and SFT example counts (strong / weak), or None when it did not train."""
+    train, mixture = job.counts.get("train"), job.counts.get("mixture", {})
+    if not train:
+        return None
+    i = job.identity
+    kept, dropped, cut = train.get("kept", {}), train.get("dropped", {}), train.get("truncated", {})
+    loss = train.get("final_loss")
+    return [i.get("student"), f"{i.get('strong')} / {i.get('weak')}",
+            weight_label(i.get("weight"), [realised_weight(train)]),
+            f"{mixture.get('N', '—')} ({mixture.get('strong', '—')} / {mixture.get('weak', '—')})",
+            f"{dropped.get('strong', 0)} / {dropped.get('weak', 0)}", f"{cut.get('strong', 0)} / {cut.get('weak', 0)}",
+            f"{kept.get('strong', 0)} / {kept.get('weak', 0)}", train.get("steps"),
+            "—" if loss is None else f"{loss:.3f}"]
+
+
+def data_markdown(jobs: Sequence[Any]) -> str:
+    """What each job trained on: the teacher pools after rejection sampling, and per job the mixture and
+    the examples dropped over ``max_seq_len`` per source (the drops are part of the result)."""
+    pool_rows = _pool_rows(jobs)
+    rows = [row for row in map(_train_row, jobs) if row is not None]
+    parts = []
+    if pool_rows:
+        parts.append("Teacher pools (rejection sampling: kept = graded correct and not truncated):\n\n" + md_table(
+            ["Teacher", "CoT", "Problems", "Kept", "Keep rate", "Dropped (reason n)"], pool_rows))
+    if rows:
+        parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped, never silently "
+                     "cut; w (realised) = nominal mix weight (strong fraction of the examples trained on):\n\n"
+                     + md_table(["Student", "Teachers", "w (realised)", "Mixture N", "Dropped > max_seq_len",
+                                 "Truncated", "After drops", "Steps", "Final loss"], rows))
+    return "\n\n".join(parts)
