@@ -86,12 +86,13 @@ def predict_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) 
     """The two ``predict`` artifacts of a job: ``{"predict.strong": ..., "predict.weak": ...}``.
 
     Fields: ``max_samples``, ``seed``, ``max_seq_len`` (effective), ``rank_clip``, the training prompt
-    (``finetune_mode.prompt``); inputs: the student (its key carries weights and chat template), the scored
+    (``finetune_mode.prompt``) and system turn (``finetune_mode.system``); inputs: the student (its key carries weights and chat template), the scored
     pool, then its partner. Never ``mix.weight``, batch size or bootstrap settings.
     """
     p = cfg.predict
     fields = {"max_samples": int(p.max_samples), "seed": int(p.seed), "max_seq_len": effective_max_seq_len(cfg),
-              "rank_clip": int(p.rank_clip), "prompt": str(cfg.finetune_mode.prompt)}
+              "rank_clip": int(p.rank_clip), "prompt": str(cfg.finetune_mode.prompt),
+              "system": cfg.finetune_mode.get("system")}
     return {
         "predict.strong": ArtifactSpec("predict", fields, (student_key, strong_pool, weak_pool)),
         "predict.weak": ArtifactSpec("predict", fields, (student_key, weak_pool, strong_pool)),
@@ -138,12 +139,13 @@ def select_problems(
     return ids, examples, {"shared": len(shared), "over_length": skipped, "selected": len(ids)}
 
 
-def encoder(tokenizer: Any, prompt_template: str) -> Callable[[Mapping[str, Any]], Any]:
+def encoder(tokenizer: Any, prompt_template: str, system: str | None = None) -> Callable[[Mapping[str, Any]], Any]:
     """Pool row -> the training example of :func:`mixgap.stages.train.labels.tokenize_conversation` (user turn =
-    ``fill_prompt(finetune_mode.prompt, problem)``, assistant = the teacher's response); errors name the row."""
+    ``fill_prompt(finetune_mode.prompt, problem)``, system turn ``finetune_mode.system``, assistant = the teacher's
+    response); errors name the row."""
     def encode(row: Mapping[str, Any]) -> Any:
         try:
-            return tokenize_conversation(tokenizer, fill_prompt(prompt_template, row["problem"]), row["response"])
+            return tokenize_conversation(tokenizer, fill_prompt(prompt_template, row["problem"]), row["response"], system)
         except ValueError as err:
             raise ValueError(f"pool row {row.get('id')} ({row.get('teacher')}): {err}") from err
 
@@ -172,7 +174,7 @@ def build_scores(
     set_chat_template(tokenizer, cfg.student.chat_template)
     rows = {r: {row["id"]: row for row in read_pool(pools[r])} for r in ROLES}
     p = cfg.predict
-    ids, examples, counts = select_problems(rows["strong"], rows["weak"], encoder(tokenizer, cfg.finetune_mode.prompt),
+    ids, examples, counts = select_problems(rows["strong"], rows["weak"], encoder(tokenizer, cfg.finetune_mode.prompt, cfg.finetune_mode.get("system")),
                                             int(p.max_samples), int(p.seed), effective_max_seq_len(cfg))
     if not ids:
         raise ValueError(f"predict: no problem kept by both pools fits max_seq_len={effective_max_seq_len(cfg)} "

@@ -167,12 +167,14 @@ def test_sigkill_mid_training_then_resume(tmp_path, tiny_student, local_run):
 
 
 def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_student):
-    """batch_unit=packed_sequences turns the packed global batch into examples per step; drop_pair redraws the
-    mixture from its pools without the 2 over-length problems (t-09, t-10), at the exact weight."""
+    """batch_unit=packed_sequences turns the packed global batch into examples per step; drop_pair draws the
+    mixture from its pools without the 2 over-length problems (t-09, t-10), at the exact weight, and the train
+    stage trains on exactly that mixture."""
     from omegaconf import OmegaConf
 
+    from mixgap.stages import mix
     from mixgap.stages.data import read_jsonl
-    from mixgap.stages.train import batching
+    from mixgap.stages.train import batching, pairs
 
     rows = read_jsonl(MIXTURE / "mixture.jsonl")
     pools = {}
@@ -183,12 +185,15 @@ def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_stude
     cfg = compose_cfg(*RUN, "finetune_mode.max_steps=1", "finetune_mode.overlength=drop_pair", "mix.weight=0.5",
                       "finetune_mode.batch_unit=packed_sequences", "finetune_mode.pack_len=400",
                       "finetune_mode.global_batch_size=2")
-    spec = checkpoint_spec(cfg.finetune_mode, "student-test", "mixture-test")
     store = Store(tmp_path / "store")
-    store.get_or_build(spec, lambda o, w: build_checkpoint(cfg, MIXTURE, tiny_student, o, w, NullTracker(), pools=pools))
+    overlong = pairs.overlong_test(tiny_student, cfg.student.chat_template, cfg.finetune_mode)
+    mix_spec = mix.mixture_spec(cfg.mix, "pool-strong", "pool-weak", cfg.finetune_mode, "student-test")
+    mixture = store.get_or_build(mix_spec, lambda o, _w: mix.build_mixture(pools["strong"], pools["weak"], cfg.mix, o, overlong))
+    assert store.manifest(mix_spec.key)["counts"]["drop_pair"] == {
+        "problems": 10, "excluded": 2, "overlong": {"strong": 2, "weak": 2}, "N": 8, "strong": 4, "weak": 4}
+    spec = checkpoint_spec(cfg.finetune_mode, "student-test", mix_spec.key)
+    store.get_or_build(spec, lambda o, w: build_checkpoint(cfg, mixture, tiny_student, o, w, NullTracker()))
     counts = store.manifest(spec.key)["counts"]
-    assert counts["drop_pair"] == {"problems": 10, "excluded": 2, "overlong": {"strong": 2, "weak": 2}, "N": 8,
-                                   "strong": 4, "weak": 4}
     assert counts["kept"] == {"strong": 4, "weak": 4} and counts["dropped"] == {"strong": 0, "weak": 0}
     from transformers import AutoTokenizer
 
@@ -196,7 +201,8 @@ def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_stude
     from mixgap.stages.train.labels import tokenize_conversation
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_student)
-    lengths = [len(tokenize_conversation(tokenizer, fill_prompt(cfg.finetune_mode.prompt, r["problem"]), r["response"]).input_ids)
+    lengths = [len(tokenize_conversation(tokenizer, fill_prompt(cfg.finetune_mode.prompt, r["problem"]), r["response"],
+                                         cfg.finetune_mode.get("system")).input_ids)
                for r in rows if r["id"] not in ("t-09", "t-10")]
     assert max(lengths) <= 200
     assert counts["batch"] == batching.packed_batch(lengths, 400, 2, 2)  # micro-batch = 2 per device x 1 process

@@ -140,7 +140,7 @@ def build_checkpoint(
     tokenizer = labels.set_chat_template(AutoTokenizer.from_pretrained(student_path), cfg.student.chat_template)
     rows = read_mixture_rows(Path(mixture_dir))  # with drop_pair, already without the over-length problems
     examples, counts = labels.apply_overlength(
-        labels.tokenize_mixture(rows, tokenizer, ft["prompt"]), ft["max_seq_len"], ft["overlength"]
+        labels.tokenize_mixture(rows, tokenizer, ft["prompt"], system=ft.get("system")), ft["max_seq_len"], ft["overlength"]
     )
     micro = ft["per_device_batch_size"] * plan.world_size
     if packed:
