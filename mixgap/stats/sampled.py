@@ -88,15 +88,17 @@ def answer_classes(answers: Sequence[str | None], same: Callable[[str, str], boo
     per (answer, class) pair at most.
     """
     same = same or (lambda a, b: a == b)
+    firsts: list[str] = []  # each class's first answer
     classes: list[list[int]] = []
     for i, answer in enumerate(answers):
         if answer is None:
             continue
-        home = next((c for c in classes if same(answers[c[0]], answer)), None)  # type: ignore[arg-type]
+        home = next((k for k, first in enumerate(firsts) if same(first, answer)), None)
         if home is None:
+            firsts.append(answer)
             classes.append([i])
         else:
-            home.append(i)
+            classes[home].append(i)
     return classes
 
 
