@@ -33,9 +33,12 @@ def main() -> None:
         ("compare, 5000 problems, 3+3 independent seeds", lambda: stats.compare({"m": seeds_a}, {"m": seeds_b}), 5),
         ("compare, the paper's 5 benchmarks (2564 problems)", lambda: stats.compare(*arms), 5),
         ("worst case: 8+8 independent seeds, 5000 problems", lambda: stats.compare({"m": worst_a}, {"m": worst_b}), 1),
+        ("compare, identical arms (degenerate: Newcombe), 5000 problems", lambda: stats.compare({"m": a}, {"m": a}), 5),
+        ("mean_ci, 5000 problems x 1 sample (Wilson)", lambda: stats.mean_ci(a), 5),
+        ("mean_ci, 5000 problems x 4 samples (bootstrap)", lambda: stats.mean_ci(rng.integers(0, 5, n) / 4), 5),
     ]
     for label, fn, reps in cases:
-        print(f"{label:<58} {best_ms(fn, reps):8.1f} ms")
+        print(f"{label:<64} {best_ms(fn, reps):8.1f} ms")
 
 
 if __name__ == "__main__":

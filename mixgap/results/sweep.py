@@ -16,6 +16,7 @@ from mixgap.core.config import ConfigError
 from mixgap.core.runrecord import describe, job_identity
 from mixgap.core.store import Store
 from mixgap.stages.data import read_jsonl
+from mixgap.stats import per_problem_mean
 
 RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
@@ -141,12 +142,9 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     if not store.is_done(key) or not (folder / "predictions.jsonl").is_file():
         return None
     rows = read_jsonl(folder / "predictions.jsonl")
-    samples: dict[str, list[bool]] = {}  # one row per (problem, sample); a problem scores its mean correctness
-    for r in rows:
-        samples.setdefault(str(r["id"]), []).append(bool(r["correct"]))
     if len({(str(r["id"]), r.get("sample", 0)) for r in rows}) != len(rows):
         raise ValueError(f"{folder / 'predictions.jsonl'}: repeated (problem id, sample) rows")
-    correct = {i: (g[0] if len(g) == 1 else sum(g) / len(g)) for i, g in samples.items()}
+    correct = per_problem_mean(rows)  # one row per (problem, sample); a problem scores its mean correctness
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
     if "length_stop_frac" not in scores and rows:
         scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)

@@ -27,10 +27,10 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, write_json_atomic, write_jsonl_atomic
-from mixgap.grading import POLICY_VERSION, grade
+from mixgap.grading import POLICY_VERSION, grade, is_equivalent
 from mixgap.stages import backends
 from mixgap.stages.data import DataError, Problem, fill_prompt
-from mixgap.stats import majority_correct, mean_ci, pass_at_k_scores
+from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores
 
 log = logging.getLogger(__name__)
 PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
@@ -147,14 +147,15 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
     Args:
         rows: prediction rows with ``id``, ``correct`` (bool), ``extracted``, ``finish_reason``, ``reason``.
         benchmark: its name (recorded).
-        confidence: level of the interval (percentile bootstrap over problems, each carrying its mean
-            correctness over samples: ``mixgap.stats.mean_ci``).
+        confidence: level of the interval (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else
+            the percentile bootstrap over problems, each carrying its mean correctness over samples).
 
     Returns:
         ``benchmark``, ``n`` (problems), ``n_samples`` (per problem), ``correct`` (correct samples),
         ``accuracy`` = ``pass@1`` (percent, 0-100: mean over samples and problems), ``ci_low``, ``ci_high``,
-        ``se`` (bootstrap standard error, points), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
-        Chen et al. 2021), ``maj@<n_samples>`` (majority vote over extracted answers, percent; with one
+        ``se`` (standard error, points: ``mean_ci``), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
+        Chen et al. 2021), ``maj@<n_samples>`` (majority vote over classes of equivalent extracted answers,
+        ``mixgap.stats.graded_same`` with ``mixgap.grading.is_equivalent`` (1 s per pair); percent; with one
         sample it equals pass@1), ``length_stop_frac`` (0-1, over samples) and ``reasons`` (grader reasons).
 
     Raises:
@@ -170,7 +171,8 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
     n_samples = counts[0][0]
     passes = pass_at_k_scores(counts)
     low, high, se = mean_ci([c / k for k, c in counts], confidence=confidence)
-    maj = sum(majority_correct([r.get("extracted") for r in g], [bool(r["correct"]) for r in g]) for g in groups)
+    votes = [([r.get("extracted") for r in g], [bool(r["correct"]) for r in g]) for g in groups]
+    maj = sum(majority_correct(a, c, graded_same(a, c, lambda x, y: is_equivalent(x, y, timeout_s=1.0))) for a, c in votes)
     return {
         "benchmark": benchmark,
         "n": len(groups),

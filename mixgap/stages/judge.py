@@ -27,6 +27,7 @@ from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
 from mixgap.stages import backends
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
+from mixgap.stats import mean_ci, per_problem_mean
 
 log = logging.getLogger(__name__)
 JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
@@ -72,19 +73,12 @@ def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str]) -> list
 
 
 def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: str) -> dict[str, Any]:
-    """Rule and judged pass@1 (percent, mean over samples and problems) with bootstrap CIs over problems, and
-    the judge's counts: ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False)."""
-    from mixgap.stats import mean_ci  # noqa: PLC0415
-
-    def per_problem(key: str) -> list[float]:
-        groups: dict[str, list[bool]] = {}
-        for r in judged:
-            groups.setdefault(str(r["id"]), []).append(bool(r[key]))
-        return [sum(g) / len(g) for g in groups.values()]
-
+    """Rule and judged pass@1 (percent, mean over samples and problems) with CIs over problems
+    (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
+    ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False)."""
     out: dict[str, Any] = {"benchmark": benchmark, "judge": judge_name, "samples": len(judged)}
     for key, name in (("rule", "rule"), ("correct", "judge")):
-        values = per_problem(key)
+        values = list(per_problem_mean(judged, key).values())
         low, high, se = mean_ci(values)
         out.update({f"{name}_accuracy": 100.0 * sum(values) / len(values), f"{name}_ci_low": low,
                     f"{name}_ci_high": high, f"{name}_se": se})
@@ -204,7 +198,4 @@ def load_judged(store: Store, judge: Any, eval_key: str) -> dict[str, float] | N
     key = judge_spec(judge, eval_key).key
     if not store.is_done(key):
         return None
-    groups: dict[str, list[bool]] = {}
-    for r in read_jsonl(store.path(key) / JUDGMENTS):
-        groups.setdefault(str(r["id"]), []).append(bool(r["correct"]))
-    return {i: (sum(g) / len(g) if len(g) > 1 else bool(g[0])) for i, g in groups.items()}
+    return per_problem_mean(read_jsonl(store.path(key) / JUDGMENTS))

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import compose_cfg
 from mixgap import stats
-from mixgap.stages.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
 from mixgap.core.config import ConfigError, validate
+from mixgap.grading import is_equivalent
+from mixgap.stages.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
 from mixgap.stages.evaluate import eval_spec, problem_seed, sampling_fields, score, stop_strings
 
 
@@ -42,6 +43,39 @@ def test_majority_vote():
     assert stats.majority_correct([None, None], [False, False]) is False
 
 
+def test_majority_vote_over_equivalent_answers():
+    # three correct spellings of 1/2 against two identical wrong 3s: by strings "3" wins 2 to 1
+    answers = ["\\dfrac{1}{2}", "3", "\\frac{1}{2}", "3", "0.5"]
+    correct = [True, False, True, False, True]
+    assert stats.majority_correct(answers, correct) is False
+    assert stats.majority_correct(answers, correct, stats.graded_same(answers, correct)) is True  # 3 votes to 2
+    assert stats.answer_classes(answers, stats.graded_same(answers, correct)) == [[0, 2, 4], [1, 3]]
+    # two wrong answers the grader calls equal are one class: {3, 3.0} (2 votes, seen first) beats 1/2 (2)
+    answers, correct = ["3", "1/2", "1/2", "3.0"], [False, True, True, False]
+    assert stats.majority_correct(answers, correct) is True
+    assert stats.majority_correct(answers, correct, stats.graded_same(answers, correct, is_equivalent)) is False
+    with pytest.raises(ValueError, match="one entry per sample"):
+        stats.graded_same(["3"], [True, False])
+
+
+def test_score_votes_over_equivalent_answers_and_keeps_wilson_for_one_sample():
+    rows = [{"id": "p1", "sample": j, "correct": c, "extracted": e, "finish_reason": "stop", "reason": "r"}
+            for j, (e, c) in enumerate([("\\dfrac{1}{2}", True), ("3", False), ("\\frac{1}{2}", True), ("3", False),
+                                        ("0.5", True)])]
+    assert score(rows, "math")["maj@5"] == 100.0
+    # 0 of 2 problems, one sample each: Wilson [0, z^2/(2 + z^2)] = [0, 3.841459/5.841459] = [0, 65.762]
+    wrong = [{"id": i, "correct": False, "extracted": "1", "finish_reason": "stop", "reason": "r"} for i in ("a", "b")]
+    s = score(wrong, "aime24")
+    assert (s["accuracy"], s["ci_low"]) == (0.0, 0.0) and s["ci_high"] == pytest.approx(65.762, abs=1e-3)
+    assert (s["ci_low"], s["ci_high"]) != (0.0, 0.0)
+
+
+def test_per_problem_mean_keeps_bools_for_one_sample():
+    rows = [{"id": 1, "correct": True}, {"id": "2", "correct": 1}, {"id": "2", "correct": False}, {"id": 3, "correct": 0}]
+    assert stats.per_problem_mean(rows) == {"1": True, "2": 0.5, "3": False}
+    assert stats.per_problem_mean([{"id": "a", "rule": False, "correct": True}], key="rule") == {"a": False}
+
+
 def test_bootstrap_with_several_samples_matches_the_hand_computation():
     # two problems with mean correctness 1/4 and 3/4: a resample of 2 problems has mean 25 (p 1/4), 50 (1/2)
     # or 75 (1/4); so the 95% interval is [25, 75] and the bootstrap SE is the plug-in sd / sqrt(n):
@@ -51,11 +85,30 @@ def test_bootstrap_with_several_samples_matches_the_hand_computation():
     assert se == pytest.approx(25 / np.sqrt(2), rel=0.02)
     acc = stats.accuracy({"b": [0.25, 0.75]})["b"]
     assert acc.estimate == 50.0
-    # paired Δ: strong (1, 1/2), weak (1/2, 0): Δ is 50 on every resample
+    # paired Δ: strong (1, 1/2), weak (1/2, 0): Δ is 50 on every resample, a degenerate bootstrap
+    _, samples = stats.bootstrap_arms([{"b": [1.0, 0.5]}, {"b": [0.5, 0.0]}])
+    assert np.allclose(samples["b"][0] - samples["b"][1], 50.0)
+    # so Newcombe's formula with phi = 0 from the arms' bootstrap intervals: strong resamples 100/75/50 with
+    # p 1/4, 1/2, 1/4 -> [50, 100] around 75; weak [0, 50] around 25. L = 50 - hypot(75 - 50, 50 - 25) =
+    # 50 - 25 sqrt(2) = 14.645, U = 50 + hypot(100 - 75, 25 - 0) = 85.355; SE = 70.711 / (2 * 1.959964) = 18.039
     comp = stats.compare({"b": [1.0, 0.5]}, {"b": [0.5, 0.0]})["b"]
-    assert (comp.delta.estimate, comp.delta.low, comp.delta.high, comp.delta_se) == (50.0, 50.0, 50.0, 0.0)
+    assert (comp.strong.low, comp.strong.high, comp.weak.low, comp.weak.high) == (50.0, 100.0, 0.0, 50.0)
+    assert (comp.delta.estimate, comp.delta.low, comp.delta.high) == pytest.approx((50.0, 50 - 25 * 2**0.5, 50 + 25 * 2**0.5))
+    assert comp.delta_se == pytest.approx(25 * 2**0.5 / 1.959964, abs=1e-4)  # (U - L) / (2 z)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         stats.as_scores([0.5, 1.5])
+
+
+def test_mean_ci_of_verdicts_is_wilson():
+    # 1 of 4 (one sample per problem): Wilson, not the bootstrap. centre 0.25 + z^2/8 = 0.730182, half
+    # z*sqrt(0.1875/4 + z^2/64) = 0.640815, / (1 + z^2/4 = 1.960365) -> [4.5587, 69.9358];
+    # SE 100*sqrt(0.25*0.75/4) = 21.6506 (the exact sd of the bootstrap distribution of the mean)
+    low, high, se = stats.mean_ci([1, 0, 0, 0])
+    assert (low, high) == stats.wilson_interval(1, 4) == pytest.approx((4.5587, 69.9358), abs=1e-4)
+    assert se == pytest.approx(21.6506, abs=1e-4)
+    assert stats.mean_ci([0.0, 0.0]) == (0.0, pytest.approx(65.762, abs=1e-3), 0.0)  # 0/2 is not [0, 0]
+    with pytest.raises(ValueError, match="scores must hold"):
+        stats.mean_ci([0.5, 2.0])
 
 
 def test_align_keeps_mean_correctness_and_bools():

@@ -52,14 +52,27 @@ def exact_ci(dist: dict[Fraction, Fraction], confidence: float = 0.95, slack: fl
     return low, high
 
 
-def test_identical_arms_give_zero_gap_and_zero_interval():
+def test_identical_arms_give_a_newcombe_interval_not_zero_zero():
+    # 4/8 in both arms on the same problems: every resampled Δ is 0, so Newcombe's method 10 replaces the
+    # bootstrap. Table a=4, b=c=0, d=4, n=8: ad - bc = 16 > n/2 = 4, phi = (16 - 4) / sqrt(4*4*4*4) = 0.75.
+    # Wilson 4/8 (z^2 = 3.841459): centre 0.5 + z^2/16 = 0.740091, half z*sqrt(1/32 + z^2/256) = 0.421532,
+    # / (1 + z^2/8 = 1.480182) -> [21.5216, 78.4784]: both sides w = 28.4784 points.
+    # L = -sqrt(w^2 - 2*0.75*w^2 + w^2) = -w*sqrt(0.5) = -20.1373; U = +20.1373.
     arm = [1, 0, 1, 1, 0, 0, 1, 0]
-    delta = stats.paired_delta(arm, arm)
-    assert (delta.estimate, delta.low, delta.high) == (0.0, 0.0, 0.0)
-    seeds = np.array([arm, arm])  # two seeds with identical answers: seed draws change nothing
-    comp = stats.compare({"b": seeds}, {"b": seeds})["average"]
-    assert (comp.delta.estimate, comp.delta.low, comp.delta.high) == (0.0, 0.0, 0.0)
+    comp = stats.compare({"b": arm}, {"b": arm})["b"]
+    assert comp.delta.estimate == 0.0
+    assert (comp.delta.low, comp.delta.high) == pytest.approx((-20.1373, 20.1373), abs=1e-4)
+    # SE from the interval: 40.2745 / (2 * 1.959964) = 10.2743; detectable = 2.8016 * 10.2743 = 28.78
+    assert comp.delta_se == pytest.approx(10.2743, abs=1e-4) and comp.detectable == pytest.approx(28.785, abs=1e-2)
     assert comp.verdict == "n.s."
+    # two identical seeds per arm: no 2x2 table, so phi = 0 from the arms' bootstrap intervals. Each arm's
+    # resampled accuracy is 12.5 * Bin(8, 1/2): P(K <= 1) = 9/256 = 0.035 >= 0.025 > 1/256 and
+    # P(K <= 6) = 247/256 = 0.965 < 0.975 -> [12.5, 87.5]; L = -hypot(50 - 12.5, 87.5 - 50) = -53.0330.
+    seeds = np.array([arm, arm])
+    average = stats.compare({"b": seeds}, {"b": seeds})["average"]
+    assert (average.strong.low, average.strong.high) == (12.5, 87.5)
+    assert (average.delta.estimate, average.delta.low, average.delta.high) == pytest.approx((0.0, -53.0330, 53.0330), abs=1e-4)
+    assert average.verdict == "n.s."
 
 
 @pytest.mark.parametrize("n", [10, 20])
