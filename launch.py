@@ -25,7 +25,8 @@ def main(cfg: DictConfig) -> None:
     from mixgap.core.config import ConfigError  # noqa: PLC0415
     from mixgap.stages.data import DataError  # noqa: PLC0415
     from mixgap.stages.models import ModelSourceError  # noqa: PLC0415
-    from mixgap.pipeline import PoolMissing, run_job  # noqa: PLC0415
+    from mixgap.pipeline import run_job  # noqa: PLC0415
+    from mixgap.stages.generate import PoolMissing  # noqa: PLC0415
     from mixgap.plan.preflight import job_gpus  # noqa: PLC0415
     from mixgap.core.runrecord import Interrupted  # noqa: PLC0415
 

@@ -31,11 +31,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core import runrecord
-from mixgap.core.config import ConfigError, validate
+from mixgap.core import runrecord, tracking
+from mixgap.core.config import ConfigError, to_container, validate
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store, write_json_atomic
-from mixgap.core.tracking import make_tracker
 from mixgap.plan.jobs import JobPlan, make_plan
 from mixgap.plan.preflight import log_preflight, preflight
 from mixgap.results import analysis, report
@@ -47,8 +46,9 @@ RESULT = runrecord.RESULT
 #: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
 STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
           "evaluate": evaluate, "judge": judge}
-#: The stages that read finished sweeps instead of building a job: ``run(cfg, store, tracker)``.
-READERS = {"report": report, "analyze": analysis}
+#: The stages that read finished sweeps instead of building a job (``run(cfg, store, tracker_for)``), with the name
+#: of their tracker run.
+READERS = {"report": (report, "report"), "analyze": (analysis, "analysis")}
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
@@ -57,17 +57,15 @@ def _log_plan(rows: list[dict[str, Any]]) -> None:
 
 
 def run_reader(cfg: DictConfig) -> dict[str, Any]:
-    """``stage=report`` / ``stage=analyze``: read finished sweeps, with their own tracker run."""
-    module = READERS[cfg.stage]
-    out = module.output_dir(cfg)
-    tracker = make_tracker(cfg, group=str(module.sweeps(cfg)[0]), job_type=cfg.stage, name=cfg.stage, run_dir=out)
-    exit_code = 1
-    try:
-        result = module.run(cfg, Store(cfg.paths.cache), tracker)
-        exit_code = 0
-        return result
-    finally:
-        tracker.finish(exit_code=exit_code)
+    """``stage=report`` / ``stage=analyze``: read finished sweeps; their tracker run is grouped with the first sweep."""
+    module, name = READERS[cfg.stage]
+    sweeps = to_container(cfg[cfg.stage].sweep)
+    group = str(sweeps if isinstance(sweeps, str) else (sweeps or [""])[0])
+
+    def tracker_for(out: Path) -> Any:
+        return tracking.make_tracker(cfg, group=group, job_type=cfg.stage, name=name, run_dir=out)
+
+    return module.run(cfg, Store(cfg.paths.cache), tracker_for)
 
 
 def run_job(
@@ -111,7 +109,7 @@ def run_job(
         result["status"] = "planned"
         write_json_atomic(job_dir / RESULT, result)
         return result
-    tracker = make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name, run_dir=job_dir)
+    tracker = tracking.make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name, run_dir=job_dir)
     exit_code = 1
     try:
         with runrecord.interruptible(result):

@@ -198,12 +198,16 @@ def assign_variants(jobs: list[Job]) -> None:
             job.variant = ", ".join(f"{k}={json.loads(job.fields[k]) if k in job.fields else None}" for k in varying)
 
 
-def expected_arms(result: dict[str, Any]) -> list[str]:
-    """The evaluation arms a job should have: those its planned roles (``result.json`` ``plan``, or its
-    ``artifacts``) name, ``eval.<arm>.<benchmark>``; the plan is recorded before any work, so a failed job names
-    them too."""
+#: The arm a stage evaluates, for a job that recorded no plan (it never ran, or failed before planning).
+STAGE_ARMS = {"all": "tuned", "evaluate": "untuned"}
+
+
+def expected_arms(result: dict[str, Any], stage: str | None) -> list[str]:
+    """The evaluation arms a job should have: those its planned roles (``result.json`` ``plan``, recorded before
+    any work) or its ``artifacts`` name, ``eval.<arm>.<benchmark>``; with neither, the arm its ``stage`` evaluates."""
     roles = [row["role"] for row in result.get("plan") or []] or list(result.get("artifacts", {}))
-    return [a for a in ARMS if any(role.startswith(f"eval.{a}.") for role in roles)]
+    arms = [a for a in ARMS if any(role.startswith(f"eval.{a}.") for role in roles)]
+    return arms or ([STAGE_ARMS[stage]] if stage in STAGE_ARMS else [])
 
 
 def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluation | None]) -> Job:
@@ -212,7 +216,7 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
     job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
-              expected=expected_arms(result), seeds=read_seeds(folder))
+              expected=expected_arms(result, identity.get("stage")), seeds=read_seeds(folder))
     if job.status != "done":
         if job.status != "planned":
             job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")

@@ -29,11 +29,18 @@ from omegaconf import OmegaConf
 from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap.results import analysis
 from mixgap.core.config import ConfigError
-from mixgap.pipeline import job_identity, run_job
+from mixgap.core.runrecord import job_identity
+from mixgap.pipeline import run_job
+from mixgap.core.tracking import NullTracker
 from mixgap.core.store import Store, write_json_atomic
 
 BENCH_OF = {"A": "math500", "B": "math500", "C": "math500", "X": "aime24", "Y": "aime24"}
 V = 4096
+
+
+def no_tracker(out):
+    """No tracker run."""
+    return NullTracker()
 
 
 class WordTokenizer:
@@ -211,7 +218,7 @@ def test_bad_cap_and_empty_sweep_raise(tmp_path):
     (tmp_path / "sweep").mkdir()
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={tmp_path / 'sweep'}", "tracking.backend=none")
     with pytest.raises(ConfigError, match="analyze.sweep=.*: no Hydra job folder"):
-        analysis.run(cfg, Store(tmp_path / "cache"))
+        analysis.run(cfg, Store(tmp_path / "cache"), no_tracker)
     (tmp_path / "sweep" / "0" / ".hydra").mkdir(parents=True)  # a job that never wrote result.json
     with pytest.raises(ConfigError, match="no finished job with a fine-tuned evaluation; left out: .*no result.json"):
-        analysis.run(cfg, Store(tmp_path / "cache"))
+        analysis.run(cfg, Store(tmp_path / "cache"), no_tracker)

@@ -132,9 +132,10 @@ def test_lora_defaults_are_llamafactorys_and_say_the_paper_is_unknown():
     assert compose_cfg().finetune_mode.settings_source.startswith("Li et al. 2025 (arXiv:2502.12143v1) Table 5")
 
 
-def test_new_finetune_fields_keep_earlier_checkpoint_keys():
+def test_checkpoint_key_holds_what_changes_the_weights_only():
     fields = checkpoint_spec(compose_cfg().finetune_mode, "s", "m").fields
-    assert not {"batch_unit", "pack_len", "settings_source"} & set(fields)
+    assert fields["batch_unit"] == "examples"  # what the global batch counts changes the steps: in the key
+    assert not {"pack_len", "settings_source", "save_steps", "logging_steps"} & set(fields)  # read only when packed / cosmetic
     released = compose_cfg("finetune_mode=released_mix").finetune_mode
     validate(compose_cfg("finetune_mode=released_mix"))
     fields = checkpoint_spec(released, "s", "m").fields
@@ -187,14 +188,22 @@ def test_drop_pair_trains_every_weight_on_the_same_problems(tmp_path, smollm2_to
     long_len = len(tokenize_conversation(smollm2_tokenizer, "What is 1+1?", long).input_ids)
     limit = (short_len + long_len) // 2
     assert short_len < limit < long_len
+    def overlong(max_len):
+        return lambda rows, ids: pairs.overlong_ids(rows, ids, smollm2_tokenizer, prompt, max_len)
+
     sets = {}
-    for weight in (0.0, 0.5, 1.0):
+    for weight in (0.0, 0.5, 1.0):  # the mixture itself leaves the pairs out: what is stored is what is trained
         cfg = OmegaConf.create({"weight": weight, "seed": 0, "problems": "intersection"})
-        rows, counts = pairs.drop_pair_rows(pools, smollm2_tokenizer, prompt, limit, cfg)
+        out = tmp_path / f"mix{weight}"
+        out.mkdir()
+        counts = mix.build_mixture(pools["strong"], pools["weak"], cfg, out, overlong(limit))["counts"]["drop_pair"]
+        rows = mix.read_mixture(out)
         assert counts["problems"] == 10 and counts["excluded"] == 4 and counts["overlong"] == {"strong": 3, "weak": 1}
         assert counts["N"] == 6 and counts["strong"] == mix.strong_count(weight, 6) == {0.0: 0, 0.5: 3, 1.0: 6}[weight]
         assert sum(r.meta["source"] == "strong" for r in rows) / len(rows) == counts["strong"] / 6
         sets[weight] = [r.id for r in rows]
     assert sets[0.0] == sets[0.5] == sets[1.0] == ["p0", "p2", "p3", "p5", "p6", "p8"]
+    (tmp_path / "none").mkdir()
     with pytest.raises(ValueError, match="drop_pair leaves no problem"):
-        pairs.drop_pair_rows(pools, smollm2_tokenizer, prompt, 5, OmegaConf.create({"weight": 0.2, "seed": 0, "problems": "intersection"}))
+        mix.build_mixture(pools["strong"], pools["weak"], OmegaConf.create({"weight": 0.2, "seed": 0, "problems": "intersection"}),
+                          tmp_path / "none", overlong(5))

@@ -27,11 +27,18 @@ from omegaconf import OmegaConf
 from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap import stats
 from mixgap.core.config import ConfigError
+from mixgap.core.tracking import NullTracker
 from mixgap.core.store import write_json_atomic
-from mixgap.pipeline import job_identity, run_job
+from mixgap.core.runrecord import job_identity
+from mixgap.pipeline import run_job
 from mixgap.results import report, sweep, tables
 
 BENCHES = "benchmark=[math500,aime24]"
+
+
+def no_tracker(out):
+    """No tracker run."""
+    return NullTracker()
 
 
 def exact_ci(*terms: tuple[int, int, float], confidence: float = 0.95) -> tuple[float, float]:
@@ -138,7 +145,8 @@ def test_gap_table_numbers_match_hand_computation(made):
     assert (float(q3["paper_p_strong"]), float(q3["paper_p_weak"]), float(q3["paper_delta"])) == (40.3, 43.4, -3.1)
     math = _gap(made, "qwen3b", "math500")
     assert _triple(math, "delta") == (10.0, 0.0, 30.0) and math["n"] == "10"
-    assert _triple(_gap(made, "qwen3b", "aime24"), "delta") == (0.0, 0.0, 0.0)
+    # identical 1/5 arms: Newcombe method 10 (a=1, d=4, phi=0.375, Wilson [3.6225, 62.4464]): +-39.352, never [0, 0]
+    assert _triple(_gap(made, "qwen3b", "aime24"), "delta") == pytest.approx((0.0, -39.351683236, 39.351683236))
 
     q05 = _gap(made, "qwen0.5b")
     assert (q05["seeds_strong"], q05["seeds_weak"]) == ("2", "1")
@@ -236,10 +244,10 @@ def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
         sweep.read_sweeps([str(tmp_path / "nope")], None, "analyze.sweep")
     (tmp_path / "empty" / "0").mkdir(parents=True)  # a folder, but no job wrote .hydra/ in it
     with pytest.raises(ConfigError, match=r"report.sweep=\[.*empty'\]: no Hydra job folder"):
-        report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'empty'}", "tracking.backend=none"), None)
+        report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'empty'}", "tracking.backend=none"), None, no_tracker)
     cfg = compose_cfg("stage=report", f"report.sweep={tmp_path}", "tracking.backend=none", "report.n_boot=0")
     with pytest.raises(ValueError, match="n_boot=0"):
-        report.run(cfg, None)
+        report.run(cfg, None, no_tracker)
 
 
 def test_jobs_that_differ_in_more_than_seeds_are_not_pooled(tmp_path):
@@ -284,7 +292,7 @@ def test_jobs_only_planned_are_counted_apart_from_missing(tmp_path, capsys):
         (tmp_path / "sweep" / str(n) / ".hydra").mkdir(parents=True)
         OmegaConf.save(cfg, tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml")
         write_json_atomic(tmp_path / "sweep" / str(n) / "result.json", {"status": "planned", "job": job_identity(cfg)})
-    out = report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'sweep'}", "tracking.backend=none"), None)
+    out = report.run(compose_cfg("stage=report", f"report.sweep={tmp_path / 'sweep'}", "tracking.backend=none"), None, no_tracker)
     assert out["missing"] == []
     assert "0 warnings, 0 missing or unfinished jobs, 2 planned only (stage=plan); full report:" in capsys.readouterr().out
 
@@ -301,7 +309,7 @@ def test_a_benchmark_is_printed_by_its_label(tmp_path, capsys):
                               "tuned": f"w{w}"} for w in (1, 0)]}}
     sweeps, cache = build_sweep(tmp_path, spec, {"benchmarks": ["aime25"], "benchmark_labels": {"aime25": "AIME25"}})
     cfg = compose_cfg("stage=report", f"report.sweep={sweeps[0]}", f"paths.cache={cache}", "tracking.backend=none")
-    paths = report.run(cfg, None)
+    paths = report.run(cfg, None, no_tracker)
     text = Path(paths["markdown"]).read_text()
     assert "| Method | Teachers | Mode | w (realised) | Seeds | AIME25 | Average |" in text  # Table 3 header
     assert "| Untuned | — | — | — | 1 | 25.0 [" in text and "| Long CoT | qwq32b / qwen32b | full | 1 (—) | 1 | 50.0 [" in text

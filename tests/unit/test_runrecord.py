@@ -33,7 +33,7 @@ def test_result_says_running_with_host_pid_and_slurm_id_before_any_work(tmp_path
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     seen = {}
 
-    def build(cfg, store, tracker, timings):
+    def build(cfg, store, tracker, plan, decisions, timings):
         seen.update(_read(job))  # what a reader sees while the job works
         return {"artifacts": {}}
 
@@ -48,7 +48,7 @@ def test_result_says_running_with_host_pid_and_slurm_id_before_any_work(tmp_path
 def test_a_signal_during_the_work_is_recorded_as_interrupted(tmp_path, kit, monkeypatch, caplog, signum, name):
     job = tmp_path / "job"
 
-    def build(cfg, store, tracker, timings):
+    def build(cfg, store, tracker, plan, decisions, timings):
         os.kill(os.getpid(), signum)  # as SLURM's preemption or Ctrl-C
         raise AssertionError("the signal must stop the job")
 
@@ -66,7 +66,7 @@ def test_a_signal_during_the_work_is_recorded_as_interrupted(tmp_path, kit, monk
 
 
 def test_an_error_is_recorded_as_failed_with_its_reason(tmp_path, kit, monkeypatch):
-    def build(cfg, store, tracker, timings):
+    def build(cfg, store, tracker, plan, decisions, timings):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(pipeline, "build", build)

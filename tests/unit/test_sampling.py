@@ -149,7 +149,7 @@ def test_stop_defaults_are_the_papers_and_enter_the_key():
     assert stop_strings(cfg.benchmark.gsm8k, cfg.eval) == ["Q:"]
     cfg.eval.stop = []
     none = eval_spec(cfg.benchmark.math, cfg.eval, "m", None, None)
-    assert "stop" not in none.fields and "sampling" not in none.fields  # the pre-stop keys stay valid
+    assert none.fields["stop"] == [] and none.fields["sampling"] is None  # no stop, greedy: in the key as such
     cfg.eval.stop = None
     assert eval_spec(cfg.benchmark.math, cfg.eval, "m", None, None).fields["stop"] == ["Problem:"]
 

@@ -36,9 +36,8 @@ def test_tracking_none_gives_the_null_tracker(tmp_path):
 
 def test_three_jobs_give_three_offline_runs_even_when_one_raises(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(pipeline, "plan", lambda cfg, store: [])
 
-    def build(cfg, store, tracker, timings):
+    def build(cfg, store, tracker, plan, decisions, timings):
         tracker.log({"weight": cfg.mix.weight})
         if cfg.mix.weight == 0.2:
             raise RuntimeError("training diverged")
