@@ -154,7 +154,7 @@ def _boxed_or_marked(text: str) -> str | None:
 
     A marker after the last box wins only when its answer looks mathematical (a math span, a digit or a
     LaTeX command), so prose such as "... \\boxed{5}. I checked that the final answer is right." keeps
-    the box (issue 14: "\\boxed{12} ... Final Answer: 34" is graded on 34).
+    the box ("\\boxed{12} ... Final Answer: 34" is graded on 34).
     """
     box = _last_box(text)
     tail = text if box is None else text[box[1] + 1 :]  # only the text after the box is searched (fast)

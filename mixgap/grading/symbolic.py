@@ -33,6 +33,11 @@ import threading
 import time
 from functools import lru_cache
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 _HUGE_BITS = 100_000
 _HUGE_FACTORIAL = 5_000
 # fixed "generic" points (read as exact decimals) for the fast mismatch test (deterministic verdicts)
@@ -234,12 +239,12 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _limit_memory() -> None:
+    if resource is None:  # no RLIMIT_AS on this platform
+        return
     try:
-        import resource
-
         limit = int(os.environ.get("MIXGAP_GRADER_MEM_MB", "4096")) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError):
+    except (ValueError, OSError):
         pass
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from multiprocessing import util
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -209,8 +210,6 @@ def _pool() -> _Pool:
         if _POOL is None or _POOL.pid != os.getpid():
             _POOL = _Pool()
             # multiprocessing children leave through os._exit (no atexit) but run these finalizers first
-            from multiprocessing import util
-
             util.Finalize(_POOL, _POOL.shutdown, exitpriority=10)
         return _POOL
 

@@ -84,8 +84,8 @@ def side_by_side_rows(results: Results, top: int) -> list[dict[str, Any]]:
 def chart(cell: str, arms: Sequence[dict[str, Any]], path: Path) -> Path:
     """PNG: left, each arm's unshifted / marginal / shifted shares (stacked); right, the most shifted tokens'
     rates per 1,000 completion tokens, one bar per arm (Figure 8 style)."""
-    import matplotlib  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    import matplotlib  # heavy: matplotlib, imported only when used
+    from matplotlib.figure import Figure  # heavy: matplotlib, imported only when used
 
     fig = Figure(figsize=(12, 5.2))
     left, right = fig.add_subplot(1, 3, 1), fig.add_subplot(1, 3, (2, 3))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+
+from mixgap.stages.train.trainer import TrainJob, jsonl_sink, run_training
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the :class:`~mixgap.stages.train.trainer.TrainJob` in ``argv[0]``; metrics go to its ``log_path``."""
-    import logging  # noqa: PLC0415
-
-    from mixgap.stages.train.trainer import TrainJob, jsonl_sink, run_training  # noqa: PLC0415
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m mixgap.stages.train <job.json>", file=sys.stderr)

@@ -26,8 +26,8 @@ class CheckpointError(RuntimeError):
 
 def expected_parameters(model_dir: str | Path) -> int:
     """Parameters of the model described by ``<model_dir>/config.json`` (built on the meta device, no memory)."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415
+    import torch  # heavy: torch, imported only when used
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: transformers, imported only when used
 
     config = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
@@ -98,7 +98,7 @@ def write_generation_config(model_dir: str | Path, end_of_turn_id: int, pad_id: 
     Returns:
         The saved ``eos_token_id`` list.
     """
-    from transformers import GenerationConfig  # noqa: PLC0415
+    from transformers import GenerationConfig  # heavy: transformers, imported only when used
 
     try:
         config = GenerationConfig.from_pretrained(model_dir)
@@ -114,7 +114,7 @@ def write_generation_config(model_dir: str | Path, end_of_turn_id: int, pad_id: 
 
 
 def _model_config(model_dir: str | Path):
-    from transformers import AutoConfig  # noqa: PLC0415
+    from transformers import AutoConfig  # heavy: transformers, imported only when used
 
     return AutoConfig.from_pretrained(model_dir)
 
@@ -124,9 +124,9 @@ def merge_lora(base_path: str, adapter_dir: str | Path, out_dir: str | Path, dty
 
     ``dtype`` (``fp32``/``bf16``) is the dtype the base is loaded and merged in, and saved with.
     """
-    import torch  # noqa: PLC0415
-    from peft import PeftModel  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    import torch  # heavy: torch, imported only when used
+    from peft import PeftModel  # heavy: peft, imported only when used
+    from transformers import AutoModelForCausalLM  # heavy: transformers, imported only when used
 
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)

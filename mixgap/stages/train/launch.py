@@ -18,6 +18,7 @@ where GPUs are visible or SLURM gives GPUs.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -36,7 +37,6 @@ DEEPSPEED_DIR = Path(__file__).resolve().parents[3] / "conf" / "deepspeed"
 @dataclass(frozen=True)
 class WorldPlan:
     """The process layout of one training run; ``world_size`` = ``nnodes x nproc_per_node``."""
-
     nnodes: int = 1
     node_rank: int = 0
     nproc_per_node: int = 1
@@ -180,8 +180,6 @@ def run_launch(
     Raises:
         RuntimeError: the subprocess exits non-zero (the message gives the exit code and the command).
     """
-    import json  # noqa: PLC0415
-
     offset = log_path.stat().st_size if log_path.exists() else 0
     proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None)
 

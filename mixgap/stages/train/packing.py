@@ -17,6 +17,7 @@ All three give the padded batch's loss (tests/unit/test_train_packing.py).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from typing import Any
 
@@ -28,7 +29,7 @@ def segment_bounds(position_ids: Any) -> list[int]:
 
     ``[0, 1, 2, 0, 1, 0]`` -> ``[0, 3, 5, 6]``. A row is split wherever the position does not grow by 1.
     """
-    import torch  # noqa: PLC0415
+    import torch  # heavy: torch, imported only when used
 
     pos = position_ids.reshape(-1)
     steps = torch.diff(pos) != 1
@@ -55,8 +56,10 @@ def packed_sdpa_attention(
         ValueError: a multi-token row without mask and without ``position_ids`` (the example boundaries
             would be unknown and examples would attend to each other).
     """
-    import torch  # noqa: PLC0415
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: PLC0415
+    import torch  # heavy: torch, imported only when used
+    from transformers.integrations.sdpa_attention import (
+        sdpa_attention_forward,  # heavy: transformers, imported only when used
+    )
 
     position_ids = kwargs.pop("position_ids", None)
     plain = attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or query.shape[2] == 1
@@ -79,8 +82,11 @@ def packed_sdpa_attention(
 def register_packed_sdpa() -> str:
     """Register :func:`packed_sdpa_attention` as ``sdpa_packed`` (idempotent); its mask function is
     transformers' flash-attention one (None without padding: no dense mask is ever built)."""
-    from transformers import AttentionInterface  # noqa: PLC0415
-    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask  # noqa: PLC0415
+    from transformers import AttentionInterface  # heavy: transformers, imported only when used
+    from transformers.masking_utils import (  # heavy: transformers, imported only when used
+        AttentionMaskInterface,
+        flash_attention_mask,
+    )
 
     AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
     AttentionMaskInterface.register(PACKED_SDPA, flash_attention_mask)
@@ -105,9 +111,10 @@ def make_collator(tokenizer: Any, packing: bool):
     Padded batches pad ``input_ids`` with the pad id (or eos when the tokenizer has none: masked out by
     the attention mask and by label -100, so its value is irrelevant) and ``labels`` with -100.
     """
-    import copy  # noqa: PLC0415
-
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening  # noqa: PLC0415
+    from transformers import (  # heavy: transformers, imported only when used
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+    )
 
     if packing:
         return DataCollatorWithFlattening()

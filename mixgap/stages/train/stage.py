@@ -22,7 +22,7 @@ from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages.data import Problem
 from mixgap.stages.mix import read_mixture
-from mixgap.stages.train import batching, checks, labels, launch
+from mixgap.stages.train import batching, checks, labels, launch, trainer
 
 log = logging.getLogger(__name__)
 #: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
@@ -117,7 +117,6 @@ def build_checkpoint(
     import torch  # heavy: torch, only when training
     from transformers import AutoTokenizer  # heavy: transformers, only when training
 
-    from mixgap.stages.train import trainer  # heavy: imports transformers' Trainer, only when training
 
     ft = to_container(cfg.finetune_mode)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -24,6 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixgap.core.store import write_json_atomic
+from mixgap.stages.train.labels import set_chat_template
+from mixgap.stages.train.packing import attention_for, make_collator
+
 log = logging.getLogger(__name__)
 Sink = Callable[[Mapping[str, float], int], None]
 _TRACKED = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
@@ -39,7 +43,6 @@ class TrainJob:
     LoRA); ``trainer_dir`` holds the periodic checkpoints (resume); ``log_path``/``result_path`` are JSONL
     metrics and the JSON result written by rank 0.
     """
-
     student_path: str
     chat_template: str | None
     finetune: dict[str, Any]
@@ -53,7 +56,6 @@ class TrainJob:
     world_size: int = 1
 
     def write(self, path: Path) -> None:
-        from mixgap.core.store import write_json_atomic  # noqa: PLC0415
 
         write_json_atomic(path, asdict(self))
 
@@ -84,7 +86,7 @@ def training_arguments(job: TrainJob, *, use_cpu: bool):
         ValueError: ``warmup_ratio`` outside [0, 1) or a global batch not divisible (see
             :func:`gradient_accumulation`).
     """
-    from transformers import TrainingArguments  # noqa: PLC0415
+    from transformers import TrainingArguments  # heavy: transformers, imported only when used
 
     ft = job.finetune
     if not 0 <= ft["warmup_ratio"] < 1:
@@ -130,7 +132,7 @@ def attach_deepspeed_comm(backend: str = "gloo") -> None:
     (``train_batch_size 4 != 1 * 2 * 1``). ``init_distributed`` wraps an initialised torch group without
     opening a new one (deepspeed 0.19 ``deepspeed/comm/comm.py``); a no-op when already attached.
     """
-    import deepspeed.comm as ds_dist  # noqa: PLC0415
+    import deepspeed.comm as ds_dist  # heavy: DeepSpeed, imported only when used
 
     if not ds_dist.is_initialized():
         ds_dist.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
@@ -159,11 +161,10 @@ def last_complete_checkpoint(trainer_dir: str | os.PathLike) -> str | None:
 
 
 def _callbacks(sinks: list[Sink]):
-    from transformers import TrainerCallback  # noqa: PLC0415
+    from transformers import TrainerCallback  # heavy: transformers, imported only when used
 
     class MetricsCallback(TrainerCallback):
         """Forward loss, lr, grad norm and tokens/s to the sinks (rank 0); log the final step too."""
-
         def __init__(self):
             self.last: tuple[float, int] | None = None
 
@@ -196,7 +197,7 @@ def _recording_trainer():
     three counted on this rank; the last is the loss denominator the Trainer passed (supervised tokens of the
     whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``).
     """
-    from transformers import Trainer  # noqa: PLC0415
+    from transformers import Trainer  # heavy: transformers, imported only when used
 
     class RecordingTrainer(Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
@@ -214,7 +215,6 @@ def _recording_trainer():
 
 def jsonl_sink(path: str | os.PathLike) -> Sink:
     """A sink appending ``{"step": n, **metrics}`` lines to ``path`` (the parent tails it into the tracker)."""
-
     def sink(metrics: Mapping[str, float], step: int) -> None:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -235,10 +235,9 @@ def load_dtype(job: TrainJob) -> str:
 
 def load_student(job: TrainJob):
     """The student to train, in :func:`load_dtype`; wrapped with a peft LoRA adapter when ``mode=lora``."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    import torch  # heavy: torch, imported only when used
+    from transformers import AutoModelForCausalLM  # heavy: transformers, imported only when used
 
-    from mixgap.stages.train.packing import attention_for  # noqa: PLC0415
 
     attention = attention_for(job.finetune["packing"], torch.cuda.is_available())
     model = AutoModelForCausalLM.from_pretrained(
@@ -246,7 +245,7 @@ def load_student(job: TrainJob):
     )
     model.config.use_cache = False  # a KV cache disables the packed (block-diagonal) mask; useless in training
     if job.finetune["mode"] == "lora":
-        from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+        from peft import LoraConfig, get_peft_model  # heavy: peft, imported only when used
 
         lora = job.finetune["lora"]
         model = get_peft_model(model, LoraConfig(
@@ -267,13 +266,10 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
     Raises:
         ValueError: see :func:`training_arguments`; whatever the Trainer raises.
     """
-    import datasets  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer, set_seed  # noqa: PLC0415
+    import datasets  # heavy: datasets (pyarrow), imported only when used
+    import torch  # heavy: torch, imported only when used
+    from transformers import AutoTokenizer, set_seed  # heavy: transformers, imported only when used
 
-    from mixgap.core.store import write_json_atomic  # noqa: PLC0415
-    from mixgap.stages.train.labels import set_chat_template  # noqa: PLC0415
-    from mixgap.stages.train.packing import make_collator  # noqa: PLC0415
 
     args = training_arguments(job, use_cpu=not torch.cuda.is_available())
     if args.world_size != job.world_size:  # the accumulation was computed for job.world_size
@@ -293,7 +289,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
     )
     resume = last_complete_checkpoint(job.trainer_dir) if trainer.is_world_process_zero() else None
     if args.world_size > 1:  # every rank resumes from the checkpoint rank 0 chose (and cleaned)
-        import torch.distributed as dist  # noqa: PLC0415
+        import torch.distributed as dist  # heavy: torch, imported only when used
 
         holder = [resume]
         dist.broadcast_object_list(holder, src=0)
@@ -340,7 +336,7 @@ def _rank_records(trainer, args, resume: str | None) -> list[dict[str, Any]]:
     }
     if args.world_size == 1:
         return [record]
-    import torch.distributed as dist  # noqa: PLC0415
+    import torch.distributed as dist  # heavy: torch, imported only when used
 
     records: list[Any] = [None] * args.world_size
     dist.all_gather_object(records, record)
