@@ -187,7 +187,13 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
     cl, student, arch, refusals = cfg.cluster, cfg.student, cfg.student.arch, out["refusals"]
     memory = float(cl.gpu_memory_gb)
     context = cfg.eval.max_new_tokens + PROMPT_TOKENS
-    if context > arch.max_position_embeddings:
+    max_len = cfg.eval.get("max_model_len")
+    if max_len is not None and max_len > arch.max_position_embeddings:
+        refusals.append(
+            f"eval.max_model_len={max_len} is not allowed for student={student.name}; it must be <= its context, "
+            f"max_position_embeddings={arch.max_position_embeddings}"
+        )
+    elif max_len is None and context > arch.max_position_embeddings:
         refusals.append(
             f"eval.max_new_tokens={cfg.eval.max_new_tokens} is not allowed for student={student.name}: with a "
             f"{PROMPT_TOKENS}-token prompt it exceeds max_position_embeddings={arch.max_position_embeddings}; "
@@ -197,7 +203,9 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
     if bad_tp:
         refusals.append(bad_tp)
         return []
-    one_sequence = min(context, arch.max_position_embeddings)
+    # the engine's sequence: prompt + budget, cut at eval.max_model_len (vLLM ends a completion there)
+    one_sequence = min(context, max_len or context, arch.max_position_embeddings)
+    new_tokens = one_sequence - PROMPT_TOKENS if max_len is not None else cfg.eval.max_new_tokens
     tp = eval_tensor_parallel(arch, cfg.eval.tensor_parallel_size, gpus, memory, one_sequence, cfg.eval.batch_size)
     out["eval_tensor_parallel_size"] = tp
     if generation_memory_gb(arch, tp, one_sequence) > memory:
@@ -208,7 +216,7 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
         )
     samples = sum(eval_samples(cfg, cfg.benchmark[name]) for name in cfg.benchmark)
     rate = decode_tokens_per_s(arch.params_b * 1e9, tp, cl.gpu_bf16_tflops, cl.decode_mfu)
-    one_arm = round(samples * cfg.eval.max_new_tokens / rate / 3600, 3)
+    one_arm = round(samples * new_tokens / rate / 3600, 3)
     tuned, untuned = plan.builds("eval.tuned."), plan.builds("eval.untuned.")
     out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
     out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)

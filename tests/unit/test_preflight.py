@@ -110,13 +110,25 @@ def test_math_expert_context_is_refused_at_the_papers_budget_and_fits_in_the_pre
     assert paper["refusals"] == [
         "finetune_mode.max_seq_len=16384 is not allowed for student=qwen_math7b; it must be <= its context, "
         "max_position_embeddings=4096",
-        "eval.max_new_tokens=16000 is not allowed for student=qwen_math7b: with a 512-token prompt it exceeds "
-        "max_position_embeddings=4096; allowed: <= 3584",
+        "eval.max_model_len=16000 is not allowed for student=qwen_math7b; it must be <= its context, "
+        "max_position_embeddings=4096",
     ]
     preset = compose_cfg("+experiment=math_experts", "student=qwen_math7b")
     assert preset.eval.max_new_tokens == 3584 and preflight(preset, 8)["refusals"] == []
-    more = compose_cfg("+experiment=math_experts", "student=qwen_math1.5b", "eval.max_new_tokens=4000")
-    assert preflight(more, 8)["refusals"][0].startswith("eval.max_new_tokens=4000 is not allowed for student=qwen_math1.5b")
+    more = compose_cfg("+experiment=math_experts", "student=qwen_math1.5b", "eval.max_model_len=8192")
+    assert preflight(more, 8)["refusals"][0].startswith("eval.max_model_len=8192 is not allowed for student=qwen_math1.5b")
+    # without an engine context, the budget itself must fit the model's context
+    bare = compose_cfg("+experiment=math_experts", "student=qwen_math1.5b", "eval.max_new_tokens=4000", "eval.max_model_len=null")
+    assert preflight(bare, 8)["refusals"][0].startswith("eval.max_new_tokens=4000 is not allowed for student=qwen_math1.5b")
+
+
+def test_the_engine_context_caps_the_planned_decoding():
+    """With eval.max_model_len=16000 (the paper's harness) a 16,000-token budget ends at 16,000 - 512 prompt tokens:
+    the planned hours are those of 15,488 new tokens per completion."""
+    capped = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "stage=evaluate"), 8)
+    uncapped = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "stage=evaluate",
+                                     "eval.max_model_len=null"), 8)
+    assert capped["eval_hours_estimate"] == pytest.approx(uncapped["eval_hours_estimate"] * 15488 / 16000, rel=2e-3)
 
 
 def test_teachers_count_only_when_the_job_generates_them():
@@ -154,14 +166,15 @@ def test_hours_from_the_papers_data_size():
 def test_eval_hours_follow_model_size_samples_and_arms():
     # qwen3b (3.09e9 params), TP 1, decode_mfu 0.1: 989e12 x 0.1 / (2 x 3.09e9) = 16,003 tok/s per engine;
     # the five paper benchmarks: 5000 + 1319 + 30 + 40 + 675 = 7,064 problems x 16,000 tokens / 16,003 / 3600
-    # = 1.962 h per arm; stage=all evaluates the untuned and the fine-tuned student: 3.924 h
-    base = ("student=qwen3b", "data.missing_pool=wait")
+    # = 1.962 h per arm; stage=all evaluates the untuned and the fine-tuned student: 3.924 h (no engine context cap:
+    # test_the_engine_context_caps_the_planned_decoding has the paper's 16,000)
+    base = ("student=qwen3b", "data.missing_pool=wait", "eval.max_model_len=null")
     report = preflight(compose_cfg(*base), 8)
     assert report["eval_untuned_hours_estimate"] == pytest.approx(1.962, abs=0.002)
     assert report["eval_hours_estimate"] == pytest.approx(3.924, abs=0.003)
     # llama70b (70.6e9) on TP 4: 4 x 989e12 x 0.1 / (2 x 70.6e9) = 2,802 tok/s -> 7,064 x 16,000 / 2,802 / 3600
     # = 11.2 h per arm: slower than qwen3b although it holds 4 GPUs (was 4x faster before the size term)
-    big = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8)
+    big = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait", "eval.max_model_len=null"), 8)
     assert big["eval_untuned_hours_estimate"] == pytest.approx(11.2, rel=0.01)
     # +protocol=sampled: 16 samples on AIME24/AMC23, 4 elsewhere: (5000 + 1319 + 675) x 4 + 70 x 16 = 29,096
     # completions = 4.119 x the greedy 7,064
