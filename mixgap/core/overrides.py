@@ -44,11 +44,15 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def unknown_key_message(path: str, parent: str, valid: Sequence[str], typed: str | None = None) -> str:
-    """One line naming the unknown key ``path`` and the closest valid field (``difflib.get_close_matches``)."""
+def unknown_key_message(path: str, parent: str, valid: Sequence[str], typed: str | None = None,
+                        elsewhere: Sequence[str] = ()) -> str:
+    """One line naming the unknown key ``path`` and the field meant: one of ``elsewhere`` (a field of that name
+    at another place, e.g. ``finetune_mode.deepspeed`` for ``deepspeed``), else the closest valid field
+    (``difflib.get_close_matches``)."""
     name = path.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
     hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else "no field is close"
+    hint = f"did you mean {elsewhere[0]}?" if elsewhere else hint
     where = parent or "the top level"
     return (f"{typed or path}: {path} is not a field of the config schema; {hint} "
             f"({where} has: {', '.join(valid)})")
@@ -103,7 +107,8 @@ def schema_type(key: str, typed: str | None = None) -> tuple[Any, bool] | None:
             return None  # Any, list or a plain value: Hydra checks the rest
         hints = typing.get_type_hints(schema)
         if part not in hints:
-            raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), ".".join(parts[:i]), list(hints), typed))
+            raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), ".".join(parts[:i]), list(hints), typed,
+                                                  _field_paths(part)))
         schema, optional = _unwrap(hints[part])
     return schema, optional
 
@@ -266,7 +271,7 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
         key = override.key_or_group
         if not key or key == "hydra" or key.startswith("hydra."):
             continue
-        if (conf / key).is_dir():
+        if any((conf / key).rglob("*.yaml")):  # a config group (conf/deepspeed/ holds JSON files, no options)
             _check_group(override, text, key, conf)
         elif "/" not in key and override.package is None:
             _check_value(override, text, key)

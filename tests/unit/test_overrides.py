@@ -53,6 +53,8 @@ def _refusal(*typed: str, multirun: bool = True) -> str:
                                                 "eval.n_samples_by_benchmark.aime24 must be an int"),
     ("student.name=[a,b]", "student.name=[a,b] is not allowed; student.name must be a string"),
     ("mix.weight=(", "mix.weight=( is not a valid override; "),
+    ("deepspeed=zero2", "deepspeed=zero2: deepspeed is not a field of the config schema; did you mean "
+                        "finetune_mode.deepspeed? (the top level has: stage, seed,"),
 ])
 def test_a_bad_command_line_is_refused_naming_field_value_and_what_is_allowed(typed, message):
     assert _refusal(typed).startswith(message)
