@@ -3,33 +3,37 @@
 Examples (README): ``python launch.py`` (one job, paper defaults), ``python launch.py -m student=qwen0.5b,qwen3b
 mix.weight=0,0.2,1`` (a grid), ``python launch.py -m +experiment=long_vs_short hydra/launcher=slurm`` (Table 1 on
 SLURM), ``python launch.py stage=report report.sweep=multirun/<date>/<time>``.
+
+A bad command line is refused in one line (``mixgap: error: ...``, exit 2) before Hydra composes or writes
+anything; Ctrl-C (SIGINT) or SIGTERM ends in one line too, exit 128 + the signal's number.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixgap.core.config import register_configs
+from mixgap.core.config import ConfigError, check_override_keys, register_configs
+from mixgap.core.runrecord import Interrupted
+from mixgap.pipeline import run_job
+from mixgap.plan.preflight import job_gpus
+from mixgap.stages.backends import BackendUnavailable
+from mixgap.stages.data import DataError
+from mixgap.stages.generate import PoolMissing
+from mixgap.stages.models import ModelSourceError
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from mixgap.stages.backends import BackendUnavailable  # noqa: PLC0415
-    from mixgap.core.config import ConfigError  # noqa: PLC0415
-    from mixgap.stages.data import DataError  # noqa: PLC0415
-    from mixgap.stages.models import ModelSourceError  # noqa: PLC0415
-    from mixgap.pipeline import run_job  # noqa: PLC0415
-    from mixgap.stages.generate import PoolMissing  # noqa: PLC0415
-    from mixgap.plan.preflight import job_gpus  # noqa: PLC0415
-    from mixgap.core.runrecord import Interrupted  # noqa: PLC0415
-
+    """One Hydra job: :func:`mixgap.pipeline.run_job` in the job's output folder."""
     hc = HydraConfig.get()
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
     try:
@@ -42,26 +46,38 @@ def main(cfg: DictConfig) -> None:
         # one line, no traceback: the message names the field or file and what to do
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except Interrupted as err:  # recorded as interrupted in result.json; exit non-zero like the signal would
-        print(f"mixgap: {err}; rerun the same command to resume", file=sys.stderr)
-        sys.exit(128 + err.signum)
+    except KeyboardInterrupt as stop:  # SIGTERM (Interrupted) or Ctrl-C, recorded interrupted in result.json
+        line, status = interrupted_line(stop)
+        print(line, file=sys.stderr)
+        sys.exit(status)
 
 
 def check_argv() -> None:
-    """Refuse an unknown key on the command line (``mix.wieght=0.2`` or ``+mix.wieght=0.2``) in one line,
-    before Hydra composes anything (:func:`mixgap.core.config.check_override_keys`)."""
-    from hydra._internal.utils import get_args_parser  # noqa: PLC0415
-
-    from mixgap.core.config import ConfigError, check_override_keys  # noqa: PLC0415
-
+    """Refuse a bad command line in one line (exit 2) before Hydra composes or writes anything: an unknown key
+    (``mix.wieght=0.2``), an option a group does not have (``student=qwen99b``), a group out of place
+    (``+judge=qwen32b``), a value of the wrong type (``mix.weight=abc``), a sweep without ``-m``
+    (:func:`mixgap.core.overrides.check_override_keys`)."""
     args, _ = get_args_parser().parse_known_args()
     try:
-        check_override_keys(args.overrides)
+        check_override_keys(args.overrides, multirun=args.multirun)
     except ConfigError as err:
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
+def interrupted_line(err: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line and the exit status for a job (or Hydra before it) stopped by SIGTERM or Ctrl-C (SIGINT):
+    ``128 + signal number``, as the shell reports a process the signal ended (130 for SIGINT, 143 for SIGTERM)."""
+    signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+    name = signal.Signals(signum).name
+    return f"mixgap: interrupted by {name}; rerun the same command to resume", 128 + signum
+
+
 if __name__ == "__main__":
-    check_argv()
-    main()
+    try:
+        check_argv()
+        main()
+    except KeyboardInterrupt as stop:  # Ctrl-C inside Hydra's own code, before or between jobs
+        line, status = interrupted_line(stop)
+        print(line, file=sys.stderr)
+        sys.exit(status)

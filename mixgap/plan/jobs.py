@@ -107,11 +107,25 @@ def teachers(cfg: DictConfig) -> dict[str, DictConfig]:
     return {"strong": cfg.mix.strong, "weak": cfg.mix.weak}
 
 
+def check_teacher(field: str, teacher: DictConfig) -> None:
+    """The backend fields of a teacher at ``field`` (``mix.strong``, ``teacher``): a registered backend, with a model
+    (``hf_id`` or ``gguf``) when it generates, with a ``dataset`` when it imports.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    cls = backend_class(teacher.backend, f"{field}.backend")
+    if cls.generates and teacher.hf_id is None and teacher.get("gguf") is None:
+        raise ConfigError(f"{field}.hf_id=None is not allowed with {field}.backend={teacher.backend!r}; give a model id")
+    if not cls.generates and teacher.get("dataset") is None:
+        raise ConfigError(f"{field}.dataset=None is not allowed with {field}.backend={teacher.backend!r}; give hub_id or path")
+
+
 def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
     """Every artifact a job may need, by role, in build order (see the module docstring for the roles).
 
     Raises:
-        ConfigError: a teacher's ``backend`` is not a registered backend (:func:`mixgap.stages.backends.backend_class`).
+        ConfigError: a teacher's backend fields are wrong (:func:`check_teacher`).
     """
     root = data_root(cfg)
     specs: dict[str, ArtifactSpec] = {}
@@ -120,7 +134,7 @@ def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
         specs["model"] = weights
     roles = teachers(cfg)
     for role, teacher in roles.items():
-        backend_class(teacher.backend, f"{'teacher' if role == 'teacher' else 'mix.' + role}.backend")
+        check_teacher("teacher" if role == "teacher" else f"mix.{role}", teacher)
         gen = generate.generation_spec(teacher, cfg.problems, root)
         specs[f"generation.{role}"] = gen
         specs[f"pool.{role}"] = generate.pool_spec(teacher, gen.key)

@@ -1,5 +1,7 @@
-"""SIGTERM during real training (issue 13, item 3): the job is recorded as interrupted, never done, and exits
-non-zero; the report of its sweep does not count it. SmolLM2-135M on the kit's traces, a few steps."""
+"""A job stopped by a signal is recorded as interrupted, never done, and ``launch.py`` ends in one line with
+exit 128 + the signal's number, no traceback: SIGTERM during real training (SmolLM2-135M on the kit's traces, a
+few steps; the report of its sweep does not count it), Ctrl-C (SIGINT) while the job waits for another process's
+lock, and Ctrl-C inside Hydra's own code before the job starts."""
 
 from __future__ import annotations
 
@@ -16,11 +18,32 @@ import pytest
 from conftest import ROOT
 from mixgap.core.store import Store
 
-pytestmark = pytest.mark.slow
+SIGINT_LINE = "mixgap: interrupted by SIGINT; rerun the same command to resume"
+# a job whose teachers' pools are not in the store: with data.missing_pool=wait it waits for their lock
+WAITING = ["teacher@mix.strong=smollm2_135m", "teacher@mix.weak=smollm2_135m", "student=smollm2_135m",
+           "benchmark=[math500]", "finetune_mode.max_seq_len=2048", "eval.max_new_tokens=1024",
+           "tracking.backend=none"]
+STALL = """
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class Stall(Callback):
+    def __init__(self, marker):
+        self.marker = marker
+
+    def on_run_start(self, config, **kwargs):  # Hydra's own code, before the job's output folder exists
+        Path(self.marker).write_text("started")
+        time.sleep(120)
+"""
+
 RUN = ["+experiment=demo", "mix.weight=0", "stage=train", "finetune_mode.max_steps=40", "finetune_mode.save_steps=1",
        "finetune_mode.max_seq_len=768", "tracking.backend=none"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_is_recorded_as_interrupted(tmp_path, kit, smollm2_path):
     store = Store(tmp_path / "cache")
     converted = Path(smollm2_path)  # the session's converted weights, linked in as a store artifact
@@ -53,3 +76,58 @@ def test_sigterm_during_training_is_recorded_as_interrupted(tmp_path, kit, smoll
     assert "interrupted by SIGTERM; rerun to resume" in output
     assert not list((store.root / "checkpoint").glob("*/manifest.json"))  # nothing reads as finished
     assert list((store.root / ".work").glob("checkpoint-*"))  # the resumable state is kept
+
+
+def _env(tmp_path, kit=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    return {**env, "MIXGAP_DATA": str(kit)} if kit is not None else env
+
+
+def _wait_for(proc, ready, what, seconds=120):
+    deadline = time.time() + seconds
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, what
+        time.sleep(0.1)
+
+
+def test_ctrl_c_while_the_job_waits_is_one_line_and_recorded_as_interrupted(tmp_path, kit):
+    launch = [sys.executable, str(ROOT / "launch.py"), *WAITING, f"paths.cache={tmp_path / 'cache'}"]
+    subprocess.run([*launch, "stage=plan", f"hydra.run.dir={tmp_path / 'plan'}"], cwd=tmp_path, env=_env(tmp_path, kit),
+                   capture_output=True, text=True, timeout=120, check=True)
+    rows = json.loads((tmp_path / "plan" / "result.json").read_text())["plan"]
+    key = next(row["key"] for row in rows if row["role"] == "generation.strong")
+    job = tmp_path / "run"
+    with Store(tmp_path / "cache").holding(key):  # "another process" is building the strong pool
+        proc = subprocess.Popen([*launch, "stage=mix", "data.missing_pool=wait", f"hydra.run.dir={job}"], cwd=tmp_path,
+                                env=_env(tmp_path, kit), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            log = job / "launch.log"
+            _wait_for(proc, lambda: log.is_file() and f"waiting for {key}" in log.read_text(), "never waited")
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    record = json.loads((job / "result.json").read_text())
+    assert proc.returncode == 128 + signal.SIGINT == 130
+    assert stderr.splitlines() == [SIGINT_LINE]  # no traceback
+    assert record["status"] == "interrupted" and record["interrupted"]["signal"] == "SIGINT"
+
+
+def test_ctrl_c_inside_hydra_before_the_job_starts_is_one_line(tmp_path):
+    (tmp_path / "stall_callback.py").write_text(STALL)
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "+hydra.callbacks.stall._target_=stall_callback.Stall",
+                             f"+hydra.callbacks.stall.marker={marker}", f"paths.cache={tmp_path / 'cache'}"],
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(proc, marker.exists, "Hydra never called on_run_start")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert stderr.splitlines() == [SIGINT_LINE]
+    assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("result.json"))  # no job ran

@@ -101,7 +101,6 @@ def test_mix_ratio_presets_set_the_weight():
         (["mix.problems=all"], "mix.problems='all' is not allowed; choose one of intersection, union"),
         (["stage=fit"], "stage='fit' is not allowed; choose one of plan, prepare,"),
         (["data.decontamination=ignore"], "data.decontamination='ignore' is not allowed; choose one of error, drop, allow"),
-        (["finetune_mode.global_batch_size=7"], "finetune_mode.global_batch_size=7 is not allowed; it must be a multiple"),
         (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (MIXGAP_DATA) is not an existing folder"),
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
@@ -113,6 +112,14 @@ def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, me
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*overrides))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_global_batch_that_is_no_multiple_of_the_per_device_batch_is_left_to_the_preflight():
+    # 7 examples per step with per-device batch 2: no layout at per-device 2, but per-device 1 x 7 accumulation
+    # steps on one GPU (or 1 x 1 on 7) fits; the preflight's batch layout decides, validate does not refuse
+    cfg = compose_cfg("finetune_mode.global_batch_size=7")
+    assert (cfg.finetune_mode.global_batch_size, cfg.finetune_mode.per_device_batch_size) == (7, 2)
+    validate(cfg, ["finetune_mode.global_batch_size=7"])
 
 
 def test_a_lora_field_under_full_finetuning_is_an_error():

@@ -1,0 +1,279 @@
+"""Checks of the command line before Hydra composes anything, and of the keys of a composed config.
+
+:func:`check_override_keys` reads every ``key=value`` of ``python launch.py ...`` with Hydra's own override parser
+(``OverridesParser``) and refuses, in one line, a key the schema does not have (``mix.wieght=0.2``), an option a
+config group does not have (``student=qwen99b``, ``benchmark=[mathx]``, ``hydra/launcher=slurmm``), a group put
+where the schema has no field (``+judge=qwen32b``: the judge goes at ``eval.judge``) and a value that does not fit
+the field's type (``mix.weight=abc``). List values and sweep values (``a,b``, ``choice(...)``, ``range(...)``) are
+checked one by one; interpolations (``${...}``) and ``null`` for an optional field pass. :func:`check_keys` walks a
+composed config against the schema (``+mix.wieght=0.2`` adds a key that Hydra accepts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
+
+from mixgap.core.schema import CONF_DIR, ConfigError, MixgapConfig, group_options
+
+#: what a value of each scalar type looks like, for the refusal's "what is allowed"
+_TYPE_WORDS = {float: "a float (a number such as 0.2)", int: "an int (a whole number such as 3)",
+               bool: "a bool (true or false)", str: "a string"}
+_NODES = {float: FloatNode, int: IntegerNode, bool: BooleanNode}
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; any other type -> ``(type, False)``."""
+    args = typing.get_args(tp)
+    inner = [a for a in args if a is not type(None)]
+    if type(None) in args and len(inner) == 1:
+        return inner[0], True
+    return tp, False
+
+
+def unknown_key_message(path: str, parent: str, valid: Sequence[str], typed: str | None = None,
+                        elsewhere: Sequence[str] = ()) -> str:
+    """One line naming the unknown key ``path`` and the field meant: one of ``elsewhere`` (a field of that name
+    at another place, e.g. ``finetune_mode.deepspeed`` for ``deepspeed``), else the closest valid field
+    (``difflib.get_close_matches``)."""
+    name = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else "no field is close"
+    hint = f"did you mean {elsewhere[0]}?" if elsewhere else hint
+    where = parent or "the top level"
+    return (f"{typed or path}: {path} is not a field of the config schema; {hint} "
+            f"({where} has: {', '.join(valid)})")
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema (``MixgapConfig`` and its nested dataclasses) does not have.
+
+    Hydra lets ``+mix.wieght=0.2`` add a key to a structured config (``+`` appends even in struct mode), so
+    the composed config is walked against the dataclass of every node; dict-typed fields (``benchmark``) take
+    any key and their values are checked against their own schema; ``Any`` fields (``report.sweep``) and the
+    ``hydra`` node are not walked. Reads the config only: nothing is built (well under a second).
+
+    Raises:
+        ConfigError: ``mix.wieght is not a field of the config schema; did you mean mix.weight? (...)``.
+    """
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, DictConfig):
+            return
+        schema = OmegaConf.get_type(node)
+        known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            if not prefix and key == "hydra":
+                continue
+            if known is not None and key not in known:
+                raise ConfigError(unknown_key_message(path, prefix[:-1], known))
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, f"{path}.")
+
+    walk(cfg, "")
+
+
+def schema_type(key: str, typed: str | None = None) -> tuple[Any, bool] | None:
+    """The type hint of the dotted ``key`` in ``MixgapConfig`` and whether it may be null, or None where the
+    schema does not say (below an ``Any`` or a list field). A ``dict[str, X]`` field takes any key (type X).
+
+    Raises:
+        ConfigError: a part of ``key`` is not a field (:func:`unknown_key_message`; ``typed`` is the override).
+    """
+    schema: Any = MixgapConfig
+    optional = False
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        schema, _ = _unwrap(schema)
+        if typing.get_origin(schema) is dict:
+            schema, optional = _unwrap(typing.get_args(schema)[1])
+            continue
+        if not dataclasses.is_dataclass(schema):
+            return None  # Any, list or a plain value: Hydra checks the rest
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), ".".join(parts[:i]), list(hints), typed,
+                                                  _field_paths(part)))
+        schema, optional = _unwrap(hints[part])
+    return schema, optional
+
+
+def _field_paths(name: str, schema: Any = MixgapConfig, prefix: str = "") -> list[str]:
+    """Dotted paths of every schema field called ``name`` (``judge`` -> ``["eval.judge"]``)."""
+    found = []
+    for key, hint in typing.get_type_hints(schema).items():
+        inner, _ = _unwrap(hint)
+        if key == name:
+            found.append(prefix + key)
+        if dataclasses.is_dataclass(inner):
+            found += _field_paths(name, inner, f"{prefix}{key}.")
+    return found
+
+
+def parse(override: str) -> Override:
+    """One command-line override read by Hydra's own grammar.
+
+    Raises:
+        ConfigError: the text is not an override Hydra can read (one line: Hydra's first line).
+    """
+    try:
+        return OverridesParser.create().parse_override(override)
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{override} is not a valid override; {first}") from None
+
+
+def values(override: Override) -> list[Any] | None:
+    """The values an override sets: ``[v]`` for one value, each value of a choice or range sweep, or None for
+    sweeps only a sweeper can list (``glob(...)``, ``interval(...)``)."""
+    if override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+        return list(override.sweep_iterator())
+    if override.is_sweep_override():
+        return None
+    return [override.value()]
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of config group ``group``: YAML files under ``conf/<group>/`` (:func:`group_options`) and,
+    for Hydra's own groups (``hydra/launcher``), the options Hydra and its plugins register (``basic``,
+    ``submitit_slurm``, ...)."""
+    options = set(group_options(group, conf_dir))
+    if group.startswith("hydra/"):
+        Plugins.instance()  # imports the installed plugins, which register their configs
+        try:
+            options |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+        except OSError:  # the ConfigStore has no such group
+            pass
+    return sorted(options)
+
+
+def _package_of(group: str, option: str, conf_dir: Path) -> str:
+    """Where an option's values land: its ``# @package`` line, else the group's path with dots."""
+    path = conf_dir / group / f"{option}.yaml"
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        if line.startswith("# @package"):
+            return line.split("@package", 1)[1].strip()
+    return group.replace("/", ".")
+
+
+def _whole(override: Override) -> str | None:
+    """The value as typed for a single value (``qwen3b``, ``[math,gsm8k]``); None for a sweep."""
+    return None if override.is_sweep_override() else override.get_value_element_as_str()
+
+
+def _check_package(override: Override, text: str, group: str, option: str, conf_dir: Path) -> None:
+    if override.package:  # teacher@mix.strang=...: the place typed must be a field
+        schema_type(override.package, text)
+        return
+    package = _package_of(group, option, conf_dir)
+    if package in ("_global_", "_here_") or package.split(".")[0] == "hydra":
+        return
+    try:
+        schema_type(package)
+    except ConfigError:
+        places = _field_paths(group.rsplit("/", 1)[-1])
+        where = f"the top level has no field {package!r}" if "." not in package else f"{package} is not a field"
+        hint = (f"; put it at {places[0]}: {'+' if override.is_add() else ''}{group}@{places[0]}="
+                f"{_whole(override) or option}") if places else ""
+        raise ConfigError(f"{text}: the {group} group cannot go there, {where} of the config schema{hint}") from None
+
+
+def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> None:
+    options = group_choices(group, conf_dir)
+    for value in values(override) or ():
+        for option in value if isinstance(value, list) else [value]:
+            if option is None:
+                continue  # group=null deselects an optional group
+            if str(option) not in options:
+                close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                key = override.get_key_element()
+                head = f"{key}={option}" if str(option) == _whole(override) else (
+                    f"{text}: {option}")
+                raise ConfigError(f"{head} is not an option; choose one of {', '.join(options)}{hint}")
+            _check_package(override, text, group, str(option), conf_dir)
+
+
+def fits(value: Any, tp: Any, optional: bool) -> bool:
+    """Whether ``value`` (as Hydra's parser read it) can be stored in a field of type ``tp``: OmegaConf's own
+    nodes decide for float, int and bool; a string field takes any scalar; an interpolation always fits."""
+    if isinstance(value, str) and "${" in value:
+        return True  # resolved after composition
+    if value is None:
+        return optional
+    if tp is str:
+        return not isinstance(value, (list, dict))
+    node = _NODES.get(tp)
+    if node is None:
+        return True  # lists, dicts, dataclasses: Hydra checks them
+    try:
+        node(value=value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _check_value(override: Override, text: str, key: str) -> None:
+    found = schema_type(key, text)
+    if found is None or found[0] not in _TYPE_WORDS:
+        return
+    tp, optional = found
+    for value in values(override) or ():
+        if not fits(value, tp, optional):
+            shown = Override._get_value_element_as_str(value)  # as typed: null, [a,b], 0.5
+            head = f"{override.get_key_element()}={shown}" if shown == _whole(override) else (
+                f"{text}: {shown}")
+            allowed = _TYPE_WORDS[tp] + (" or null" if optional else "")
+            raise ConfigError(f"{head} is not allowed; {key} must be {allowed}")
+
+
+def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = None, *,
+                        multirun: bool = True) -> None:
+    """Refuse a bad command line in one line, before Hydra composes anything (well under a second).
+
+    Each ``key=value`` (with or without ``+``/``++``) is read by Hydra's parser (:func:`parse`). A config-group
+    choice (a folder under ``conf/``: ``student=qwen3b``, ``teacher@mix.strong=qwq32b``, ``+experiment=demo``,
+    ``hydra/launcher=slurm``) must name one of the group's options (:func:`group_choices`) and land on a schema
+    field; any other key must be a schema field (:func:`schema_type`: a dataclass field must exist, a
+    ``dict[str, X]`` field takes any key, ``Any`` and lists end the check) and its values must fit the field's
+    type (:func:`fits`). ``hydra.*`` keys, deletions (``~key``) and items without ``=`` (``-m``) are left to Hydra.
+
+    Args:
+        overrides: the command line's overrides, as typed.
+        conf_dir: the conf tree (default ``conf/`` of the checkout).
+        multirun: whether ``-m`` was given; without it a sweep (``mix.weight=0,1``) is refused.
+
+    Raises:
+        ConfigError: e.g. ``student=qwen99b is not an option; choose one of llama1b, ... (did you mean qwen7b?)``,
+            ``mix.wieght=0.2: mix.wieght is not a field of the config schema; did you mean mix.weight? (...)``,
+            ``mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)``.
+    """
+    conf = Path(conf_dir) if conf_dir is not None else CONF_DIR
+    for text in overrides:
+        if "=" not in text or text.startswith("~"):
+            continue
+        override = parse(text)
+        key = override.key_or_group
+        if not key or key == "hydra" or key.startswith("hydra."):
+            continue
+        if any((conf / key).rglob("*.yaml")):  # a config group (conf/deepspeed/ holds JSON files, no options)
+            _check_group(override, text, key, conf)
+        elif "/" not in key and override.package is None:
+            _check_value(override, text, key)
+        if override.is_sweep_override() and not multirun:
+            raise ConfigError(f"{text} is a sweep (one job per value); add -m: python launch.py -m {text} ...")

@@ -1,0 +1,221 @@
+"""The job's typed config schema (``MixgapConfig``, registered in Hydra's ConfigStore) and the conf tree it shapes.
+
+The YAML files under ``conf/`` only set values; the shapes live here and in :mod:`mixgap.core.schema_models`.
+``conf/config.yaml`` extends the ``mixgap_schema`` node registered by :func:`register_configs`, so a wrong type
+fails at composition time; :mod:`mixgap.core.overrides` refuses a bad command line before that and
+:func:`mixgap.core.config.validate` checks what types cannot, both raising :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from mixgap.core.schema_models import PAPER_PROMPT, FieldMap, JudgeConfig, StudentConfig, TeacherConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that is out of range, unknown, or contradicts another; the message is one line."""
+
+@dataclass
+class SourceConfig:
+    """Where a problem set lives: a Hub dataset (id, config, split) and the same data in the offline kit."""
+
+    name: str = MISSING
+    hub_id: str = MISSING
+    hub_config: str | None = None
+    split: str = "test"
+    kit_path: str = MISSING  # relative to paths.data (MIXGAP_DATA)
+    fields: FieldMap = field(default_factory=FieldMap)
+    # how the gold answer is written on the Hub: plain | boxed_in_solution | after_hashes | list_join
+    answer_format: str = "plain"
+    limit: int | None = None  # first problems of a seeded shuffle; None = all
+    subset_seed: int = 0
+
+@dataclass
+class BenchmarkConfig(SourceConfig):
+    """One evaluation benchmark, all of it in its YAML (``conf/benchmark/<name>.yaml``): where its problems are,
+    how it is labelled in the report, how many problems it has (the preflight's hours), its prompt, its stop
+    strings and how its answer is read (``extraction``: ``boxed``, the last ``\\boxed{}``; ``last_number``,
+    GSM8K's last number)."""
+
+    label: str = ""  # the report's column name, e.g. AIME24; empty = the name
+    size: int = MISSING  # problems in the whole benchmark (counted in the paper's data); the preflight's work
+    extraction: str = "boxed"  # boxed | last_number (mixgap.grading.extract_answer)
+    prompt: str = PAPER_PROMPT
+    # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
+    # eval.stop, when set, replaces this for every benchmark
+    stop: list[str] = field(default_factory=lambda: ["Problem:"])
+    n_samples: int | None = None  # samples per problem when eval samples; None = eval.n_samples
+
+@dataclass
+class MixConfig:
+    strong: TeacherConfig = MISSING
+    weak: TeacherConfig = MISSING
+    weight: float = 0.2  # fraction of training examples from the strong source
+    problems: str = "intersection"  # intersection | union of the problems both pools kept
+    seed: int = 0
+
+@dataclass
+class LoraConfig:
+    # The paper's LoRA values (its Table 6) are unknown; these are LLaMA-Factory's LoRA defaults (the paper's
+    # trainer): lora_rank 8, lora_alpha = 2 x rank, lora_dropout 0, lora_target all (conf/finetune_mode/lora.yaml).
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+@dataclass
+class FinetuneConfig:
+    mode: str = "full"
+    learning_rate: float = 1e-5
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    per_device_batch_size: int = 2
+    # examples per optimiser step over all devices; gradient accumulation = global / (per-device x world size)
+    global_batch_size: int = 8
+    max_seq_len: int = 16384
+    overlength: str = "drop"  # drop | truncate (warns and counts)
+    packing: bool = False
+    gradient_checkpointing: bool = True
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | bf16 | fp32
+    deepspeed: str | None = "zero3"  # zero2 | zero3 | None; a file name under conf/deepspeed/
+    launch: str = "auto"  # auto: torchrun over every GPU when there are GPUs, this process on a CPU | local | torchrun
+    save_steps: int = 200
+    logging_steps: int = 10
+    seed: int = 42
+    prompt: str = PAPER_PROMPT  # the user turn of every training example; the response is the teacher's CoT
+    system: str | None = None  # the system turn of every training example; None = the chat template's default
+    lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
+    # what global_batch_size counts: examples | packed_sequences (of up to pack_len tokens, LLaMA-Factory
+    # neat_packing: the released Mix configs' global batch of 80; see mixgap.stages.train.batching)
+    batch_unit: str = "examples"
+    pack_len: int = 4096  # read only with batch_unit=packed_sequences
+    settings_source: str = ""  # where these values come from (shown in the report's settings table)
+
+@dataclass
+class EvalConfig:
+    backend: str = "auto"  # auto: vllm when a GPU is visible, else hf
+    max_new_tokens: int = 16000  # the paper's evaluation budget
+    batch_size: int = 16
+    limit: int | None = None  # cap on problems per benchmark (smoke runs)
+    untuned: bool = True  # also evaluate the untuned student (cached once per student)
+    length_warning: float = 0.2  # warn when more than this fraction stops by length
+    tensor_parallel_size: int = 1
+    # sampled evaluation: 1 sample at temperature 0 = greedy, the paper's protocol
+    n_samples: int = 1  # samples per problem (needs temperature > 0 when > 1)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0  # sample j of a problem is seeded from (seed, benchmark, problem id) + j
+    stop: list[str] | None = None  # None: each benchmark's own stop (the paper's); [] = no stop string
+    judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/judge/)
+    # samples per problem by benchmark name (e.g. {aime24: 16}); benchmark.<key>.n_samples wins; else eval.n_samples
+    n_samples_by_benchmark: dict[str, int] = field(default_factory=dict)
+    # how an answer is read: policy (mixgap's grading policy) | boxed (the official scorer: only the last \\boxed{})
+    extract: str = "policy"
+    max_model_len: int | None = None  # the engine's context (prompt + completion); None = the model's own
+
+@dataclass
+class DataConfig:
+    decontamination: str = "error"  # error | drop (evaluate without the overlapping problems) | allow
+    missing_pool: str = "generate"  # generate | wait (for another job's lock) | fail
+
+@dataclass
+class PathsConfig:
+    cache: str = "./cache"
+    data: str | None = None  # the offline kit (MIXGAP_DATA); None = the Hugging Face Hub
+
+@dataclass
+class TrackingConfig:
+    backend: str = "wandb"  # wandb | none
+    project: str = "mixgap"
+    entity: str | None = None
+    mode: str = "auto"  # auto: offline when no WANDB_API_KEY | online | offline | disabled
+
+@dataclass
+class ReportConfig:
+    sweep: Any = None  # a multirun folder, or a list of them
+    out: str | None = None  # default: <first sweep>/report
+    n_boot: int = 10000
+    seed: int = 0
+    confidence: float = 0.95
+
+@dataclass
+class AnalyzeConfig:
+    sweep: Any = None  # a multirun folder, or a list of them
+    out: str | None = None  # default: <first sweep>/analysis
+    max_completions: int = 64  # completions per arm fed through the untuned student
+    max_cases: int = 10  # case-study problems when analyze.problems is None
+    batch_size: int = 4
+    problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
+
+@dataclass
+class PredictConfig:
+    """Learnability before training (``stage=predict``, ``mixgap.stages.predict``): the untuned student scores a seeded
+    sample of each pool's kept traces (the same problems for both pools), as training would render them."""
+
+    enabled: bool = True  # stage=all runs it too (once per student x teacher pool, shared by every weight)
+    max_samples: int = 256  # problems scored per pool (a seeded sample of the problems both pools kept)
+    batch_size: int = 4  # sequences per forward pass
+    seed: int = 0  # which problems are sampled (mix.rank_key order)
+    max_seq_len: int | None = None  # None: finetune_mode.max_seq_len; pairs with a longer trace are skipped
+    rank_clip: int = 100  # RSR's rank clip r (Yang et al. 2026, rsr_launch.py rank_clip_r=100)
+    n_boot: int = 10000  # bootstrap resamples over traces for the 95% CIs
+    confidence: float = 0.95
+
+@dataclass
+class ClusterConfig:
+    """The GPUs a job is planned for (:mod:`mixgap.plan.preflight`); the GPU count comes from the launcher.
+
+    Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak (NVIDIA H100
+    datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.plan.preflight.decode_tokens_per_s`)
+    are planning assumptions, not measurements
+    (benchmarks/gpu_check.py measures the MFU of our trainer on a GPU): set yours.
+    """
+
+    gpu_memory_gb: float = 80.0
+    gpu_bf16_tflops: float = 989.0
+    mfu: float = 0.35
+    decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
+
+@dataclass
+class MixgapConfig:
+    stage: str = "all"
+    seed: int = 42
+    mix: MixConfig = field(default_factory=MixConfig)
+    teacher: TeacherConfig | None = None  # stage=generate teacher=<name>
+    student: StudentConfig = MISSING
+    finetune_mode: FinetuneConfig = field(default_factory=FinetuneConfig)
+    problems: SourceConfig = MISSING
+    benchmark: dict[str, BenchmarkConfig] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (``conf/config.yaml`` names ``mixgap_schema``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="mixgap_schema", node=MixgapConfig)
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group: the YAML file names under ``conf/<group>/`` (``student`` -> qwen3b, ...),
+    sorted; an option in a sub-folder is named by its path (``experiment`` -> ``method/long``)."""
+    root = conf_dir / group
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))

@@ -1,0 +1,48 @@
+"""A bad command line is refused by ``python launch.py`` in one line (``mixgap: error: ...``, exit 2), in under
+3 s, before Hydra composes or writes anything (no outputs/ or multirun/ folder). The checks themselves are unit
+tested in tests/unit/test_overrides.py and tests/unit/test_config_keys.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+STUDENTS = ("llama1b, llama3b, llama70b, llama8b, qwen0.5b, qwen0.5b_base, qwen1.5b, qwen1.5b_base, qwen14b, qwen32b, "
+            "qwen3b, qwen3b_base, qwen7b, qwen7b_base, qwen_math1.5b, qwen_math7b, smollm2_135m")
+
+
+def _launch(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    return proc, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["student=qwen99b"], f"student=qwen99b is not an option; choose one of {STUDENTS} (did you mean qwen7b?)"),
+    (["benchmark=[mathx]"], "benchmark=[mathx]: mathx is not an option; choose one of aime24, amc23, gsm8k, math, "
+                            "math500, olympiadbench (did you mean math?)"),
+    (["+judge=qwen32b"], "+judge=qwen32b: the judge group cannot go there, the top level has no field 'judge' of "
+                         "the config schema; put it at eval.judge: +judge@eval.judge=qwen32b"),
+    (["mix.weight=abc"], "mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)"),
+    (["-m", "student=qwen3b,qwen99b"], f"student=qwen3b,qwen99b: qwen99b is not an option; choose one of {STUDENTS} "
+                                       "(did you mean qwen7b?)"),
+    (["mix.weight=0,1"], "mix.weight=0,1 is a sweep (one job per value); add -m: python launch.py -m mix.weight=0,1 ..."),
+    (["+experiment=demo", "+mix.wieght=0.2"], "+mix.wieght=0.2: mix.wieght is not a field of the config schema; did "
+                                              "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
+    (["+experiment=demo", "mix.wieght=0.2"], "mix.wieght=0.2: mix.wieght is not a field of the config schema; did "
+                                             "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
+])
+def test_launch_refuses_in_one_line_fast_with_nothing_written(tmp_path, args, line):
+    proc, elapsed = _launch(tmp_path, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"mixgap: error: {line}"]
+    assert list(tmp_path.iterdir()) == []  # no outputs/, multirun/ or cache/: Hydra never composed
+    assert elapsed < 3, elapsed
