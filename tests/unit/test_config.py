@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, compose_cfg
 from mixgap.core.config import ConfigError, validate
+from mixgap.plan.jobs import make_plan
 
 CONF = ROOT / "conf"
 
@@ -109,8 +110,10 @@ def test_mix_ratio_presets_set_the_weight():
     ],
 )
 def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, message):
-    with pytest.raises(ConfigError) as err:
-        validate(compose_cfg(*overrides))
+    with pytest.raises(ConfigError) as err:  # validate, then the plan's checks of each teacher's backend
+        cfg = compose_cfg(*overrides)
+        validate(cfg)
+        make_plan(cfg)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
