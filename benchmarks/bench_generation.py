@@ -4,7 +4,7 @@ Goal (issue 4): batched >= 3x the useful tokens/s of one-at-a-time. Useful token
 and including the stop token (padding and tokens past a sample's stop are not counted). Greedy decoding,
 so both runs must also produce the same completions; the script reports how many match.
 
-    MIXGAP_DATA=/work/shared/data .venv/bin/python benchmarks/bench_generation.py \
+    MIXGAP_DATA=../shared/data .venv/bin/python benchmarks/bench_generation.py \
         --prompts 16 --max-new-tokens 256 --batch-size 16 [--threads 1] [--out bench.json]
 """
 

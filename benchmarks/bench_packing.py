@@ -9,7 +9,7 @@ the same ``Trainer`` set-up as ``mixgap.stages.train`` (seeded sampler: identica
 Packing runs with ``sdpa_packed`` (per-example causal sdpa, ``mixgap.stages.train.packing``); transformers' dense
 block-diagonal mask over the packed row was measured no faster than padding on this CPU.
 
-    MIXGAP_DATA=/work/shared/data .venv/bin/python benchmarks/bench_packing.py \
+    MIXGAP_DATA=../shared/data .venv/bin/python benchmarks/bench_packing.py \
         --examples 16 --batch 4 --max-seq-len 2048 [--repeats 2] [--dense] [--out bench.json]
 """
 

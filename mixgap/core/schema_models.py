@@ -108,7 +108,8 @@ class StudentConfig:
 @dataclass
 class JudgeConfig:
     """An LLM that re-grades the samples the rule-based grader marked wrong and that have an extracted
-    answer (``mixgap.stages.judge``); values in ``conf/judge/*.yaml``."""
+    answer (``mixgap.stages.judge``), on every benchmark whose ``extraction`` is ``boxed`` (GSM8K, scored by its
+    last number, is never judged, as in the paper); values in ``conf/judge/*.yaml``."""
 
     name: str = MISSING
     hf_id: str | None = MISSING  # None with gguf set
@@ -121,4 +122,3 @@ class JudgeConfig:
     prompt: str = MISSING  # {problem}, {gold}, {answer} are filled in
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
-    benchmarks: list[str] = field(default_factory=lambda: ["math", "math500", "aime24", "amc23", "olympiadbench"])

@@ -153,7 +153,7 @@ def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
     if cfg.eval.get("judge") is not None:
         for arm in ARMS:
             for name, bench in cfg.benchmark.items():
-                if bench.name in cfg.eval.judge.benchmarks:
+                if bench.extraction == "boxed":  # GSM8K (last_number) is never judged, as in the paper
                     specs[f"judge.{arm}.{name}"] = judge.judge_spec(cfg.eval.judge, specs[f"eval.{arm}.{name}"].key)
     return specs
 

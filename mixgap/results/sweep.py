@@ -13,12 +13,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mixgap.core.config import ConfigError
-from mixgap.core.runrecord import describe, job_identity
+from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
 from mixgap.stages.data import read_jsonl
 from mixgap.stats import per_problem_mean
 
-RESULT, CONFIG = "result.json", Path(".hydra") / "config.yaml"
+CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
                  "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",

@@ -31,7 +31,7 @@ from mixgap.stats import mean_ci, per_problem_mean
 
 log = logging.getLogger(__name__)
 JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
-_RUNTIME = ("batch_size", "tensor_parallel_size", "benchmarks")  # how it runs, not what it answers
+_RUNTIME = ("batch_size", "tensor_parallel_size")  # how it runs, not what it answers
 
 
 def judge_spec(judge: DictConfig, eval_key: str) -> ArtifactSpec:

@@ -7,7 +7,7 @@ loads it through the real :func:`mixgap.stages.backends.load_backend`; later req
 request's arguments are recorded, so the test can assert what each stage asked for.
 
     VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$PWD .venv-vllm/bin/python tests/integration/vllm_checks.py \
-        --cache ~/.cache/mixgap-tests --data /work/shared/data --out /tmp/vllm_checks.json
+        --cache ~/.cache/mixgap-tests --data ../shared/data --out /tmp/vllm_checks.json
 
 Settings (shared with the HF reference in the test): SmolLM2-135M-Instruct, greedy, 64 new tokens, 16 MATH
 train problems (teacher generation, ``max_model_len`` 512) and 16 GSM8K test problems (evaluation).

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, kit_root
 from mixgap.core.config import ConfigError
 from mixgap.plan.estimates import lora_params
 from mixgap.plan.jobs import make_plan
@@ -244,7 +244,7 @@ def test_sweep_refusals_lines():
 
 
 def _launch(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MIXGAP_DATA": "/work/shared/data",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MIXGAP_DATA": str(kit_root()),
            "PYTHONPATH": str(ROOT)}
     env["MIXGAP_DATA"] = os.environ.get("MIXGAP_DATA", env["MIXGAP_DATA"])
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
@@ -325,7 +325,7 @@ def test_every_preset_passes_preflight_on_slurm():
 def test_a_failed_slurm_submission_is_one_line(tmp_path):
     env_path = os.path.dirname(sys.executable)  # no srun/sbatch on this PATH: submitit cannot submit
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": env_path,
-           "MIXGAP_DATA": os.environ.get("MIXGAP_DATA", "/work/shared/data")}
+           "MIXGAP_DATA": str(kit_root())}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), "-m", "+experiment=long_vs_short", "hydra/launcher=slurm",
          "student=qwen0.5b", f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],

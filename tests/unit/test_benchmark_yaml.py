@@ -1,0 +1,42 @@
+"""A benchmark is one YAML file: a copy of conf/benchmark/aime24.yaml under a new name, and nothing else, plans the
+same preflight hours as AIME24, grades the same way and is labelled by its own YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ROOT, compose_cfg
+from mixgap.plan.jobs import make_plan
+from mixgap.plan.preflight import preflight
+from mixgap.stages.backends import Completion
+from mixgap.stages.data import Problem
+from mixgap.stages.evaluate import grade_rows
+
+
+def copy_of_aime24(folder: Path) -> str:
+    """``conf``-style search path holding benchmark/aime25.yaml = aime24.yaml renamed (name, key and label)."""
+    text = (ROOT / "conf" / "benchmark" / "aime24.yaml").read_text()
+    text = text.replace("aime24:", "aime25:").replace("name: aime24", "name: aime25").replace("label: AIME24", "label: AIME25")
+    (folder / "benchmark").mkdir(parents=True)
+    (folder / "benchmark" / "aime25.yaml").write_text(text)
+    return f"hydra.searchpath=[file://{folder}]"
+
+
+def test_a_copied_benchmark_plans_like_the_original(tmp_path):
+    original = compose_cfg("benchmark=[aime24]", "data.missing_pool=wait")
+    copy = compose_cfg("benchmark=[aime25]", "data.missing_pool=wait", copy_of_aime24(tmp_path))
+    assert (copy.benchmark.aime25.label, copy.benchmark.aime25.size, copy.benchmark.aime25.extraction) == ("AIME25", 30, "boxed")
+    plans = [make_plan(c) for c in (original, copy)]
+    assert [r.replace("aime25", "aime24") for r in plans[1].roles] == list(plans[0].roles)
+    assert plans[1].identity["benchmark_labels"] == {"aime25": "AIME25"}
+    hours = [preflight(c, p, 8) for c, p in zip((original, copy), plans, strict=True)]
+    # 30 problems x 15,488 new tokens (16,000 cut at the 16,000-token engine context) / 16,003 tok/s, two arms
+    assert hours[1]["eval_hours_estimate"] == hours[0]["eval_hours_estimate"] == 0.016
+    assert hours[1]["gpu_hours_estimate"] == hours[0]["gpu_hours_estimate"]
+
+
+def test_a_copied_benchmark_grades_with_its_own_extraction(tmp_path):
+    copy = compose_cfg("benchmark=[aime25]", copy_of_aime24(tmp_path)).benchmark.aime25
+    rows = grade_rows(copy, [Problem(id="1", problem="?", answer="204", solution=None)],
+                      [[Completion("so \\boxed{204}", "stop", 3, 4, "ok")]], extract="boxed")
+    assert (rows[0]["correct"], rows[0]["extracted"]) == (True, "204")
