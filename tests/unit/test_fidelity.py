@@ -207,3 +207,13 @@ def test_drop_pair_trains_every_weight_on_the_same_problems(tmp_path, smollm2_to
     with pytest.raises(ValueError, match="drop_pair leaves no problem"):
         mix.build_mixture(pools["strong"], pools["weak"], OmegaConf.create({"weight": 0.2, "seed": 0, "problems": "intersection"}),
                           tmp_path / "none", overlong(5))
+
+
+def test_released_pools_are_compared_with_the_teachers_that_wrote_them():
+    """uwnsl_long/short (and large/small) are the authors' QwQ-32B-Preview / Qwen2.5-32B (72B / 3B) outputs."""
+    assert tables.paper_gap("uwnsl_long", "uwnsl_short", "qwen3b") == {"strong": 40.3, "weak": 43.4, "delta": -3.1}
+    assert tables.paper_gap("uwnsl_large", "uwnsl_small", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
+    assert tables.paper_table3("qwen3b", "uwnsl_long", "uwnsl_short", 1.0)["aime24"] == 3.3
+    cfg = compose_cfg("+experiment=released_pools", "+experiment/pair=released_large_small")
+    assert (cfg.mix.strong.dataset.hub_id, cfg.mix.weak.dataset.hub_id) == (
+        "UWNSL/MATH_training_split_distill_large_teacher", "UWNSL/MATH_training_split_distill_small_teacher")

@@ -26,6 +26,12 @@ def published() -> dict[str, Any]:
     return json.loads(PUBLISHED.read_text())
 
 
+def paper_teacher(name: str) -> str:
+    """The teacher a pool's published numbers are keyed by: an imported release of the authors' pools
+    (``uwnsl_long`` ...) is its teacher's output (``li2025.json`` ``released_pools``); any other name is itself."""
+    return published()["released_pools"].get(name, name) if name != "note" else name
+
+
 def paper_gap(strong: str, weak: str, student: str) -> dict[str, float] | None:
     """Published P_strong, P_weak, Δ for this teacher pair and student, or None when the paper has no such cell.
 
@@ -33,6 +39,7 @@ def paper_gap(strong: str, weak: str, student: str) -> dict[str, float] | None:
     accuracies: the two differ by 0.1 in three cells (Table 1 Qwen2.5-1.5B −7.1, Llama-3.3-70B 3.8; Table 2
     Llama-3.2-1B −1.9).
     """
+    strong, weak = paper_teacher(strong), paper_teacher(weak)
     for table in published()["gap_tables"].values():
         if (table["strong"], table["weak"]) == (strong, weak) and student in table["rows"]:
             row = table["rows"][student]
@@ -43,6 +50,7 @@ def paper_gap(strong: str, weak: str, student: str) -> dict[str, float] | None:
 def paper_table3(student: str, strong: str, weak: str, weight: float) -> dict[str, float] | None:
     """Published Table 3 cells ``{benchmark: accuracy, "average": ...}`` for this configuration, or None."""
     table = published()["table3"]
+    strong, weak = paper_teacher(strong), paper_teacher(weak)
     for method, where in table["methods"].items():
         if (where["strong"], where["weak"], where["weight"]) == (strong, weak, weight):
             values = table["rows"].get(student, {}).get(method)
