@@ -54,7 +54,7 @@ __all__ = [
     "AVERAGE_LABEL", "LENGTH_BUG", "LENGTH_UNTUNED", "NO_LABELS", "PAPER_MATH_LABEL", "PUBLISHED", "SEEDS_NOTE",
     "SETTINGS", "atomic_write", "bench_label", "benchmark_labels", "by_pair", "data_markdown", "flagged_any",
     "gap_csv_rows", "gap_markdown", "judge_markdown", "length_flags", "math_variant", "md_table", "method_name",
-    "method_note", "pair_kind", "paper_gap", "paper_math_label", "paper_method", "paper_table3", "published",
+    "method_note", "pair_kind", "paper_gap", "paper_math_label", "paper_method", "paper_teacher", "paper_table3", "published",
     "realised_weight", "report_markdown", "result_rows", "seeds_varied", "settings_markdown", "status_line",
     "table3_markdown", "track", "warnings_markdown", "weight_label", "with_n", "write_csv", "write_text_atomic",
 ]
