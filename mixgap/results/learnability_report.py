@@ -3,7 +3,8 @@
 Per student x teacher pair: both pools' surprisal, clipped mean rank and RSR (``result.json`` ``learnability``,
 :mod:`mixgap.stages.predict`), the predicted better pool (lower RSR), and where the sweep trained both arms (w = 1 and
 w = 0) the measured average Δ = P_strong − P_weak (``report.gap_rows``) and whether its sign agrees with the
-prediction's (RSR advantage = RSR_weak − RSR_strong, > 0 predicts the strong pool). With three or more points
+prediction's (RSR advantage = RSR_weak − RSR_strong, > 0 predicts the strong pool): ``yes``/``no`` only when Δ's CI
+excludes 0, else ``untested`` (:func:`agreement_cell`). With three or more points
 per pair: Spearman's ρ between the RSR advantage and Δ, with a percentile bootstrap CI over points (students).
 Files: ``learnability.csv`` and ``fig_learnability_<pair>.png`` (x = RSR advantage, y = Δ, both with CIs).
 """

@@ -6,7 +6,8 @@
 
 - ``results.csv``: tidy, one row per job x arm (tuned / untuned) x benchmark, plus each complete arm's average;
 - ``gaps.csv``: per teacher pair x student x fine-tune mode x benchmark (and average): P_strong (w=1),
-  P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict and the paper's numbers;
+  P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict, the paper's numbers and the
+  scoring (:func:`scoring`: the LLM judge's verdicts when the jobs ran ``eval.judge``, as the paper's, else the grader's);
 - ``fig_gap_vs_size_*.png`` (Figures 2/3) and ``fig_average_vs_weight_*.png`` (Figure 6), via :mod:`mixgap.results.figures`;
 - ``report.md`` tying it together, with every warning (missing jobs, length stops, problem-id mismatches).
 

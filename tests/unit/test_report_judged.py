@@ -197,3 +197,19 @@ def test_figures_keep_their_axes_wide_and_a_cap_on_the_zero_line_visible(tmp_pat
     caps = [line for line in ax.get_lines() if line.get_marker() == "_"]  # one line of lower caps, one of upper
     assert sorted(list(c.get_ydata()) for c in caps) == [[-9.0, 0.0], [0.0, 12.0]]  # a cap of each on the zero line
     assert len(zero) == 1 and all(c.get_zorder() > zero[0].get_zorder() for c in caps)  # drawn over it
+
+
+def test_scoring_names_each_benchmark_and_warns_when_runs_mix_judged_and_rule():
+    def job(kinds: dict[str, str]) -> sweep.Job:
+        evals = {b: sweep.Evaluation(f"{k}-{b}", {}, {}, k) for b, k in kinds.items()}
+        return sweep.Job(Path("j"), "done", {}, evals={"tuned": evals}, complete={"tuned"},
+                         fields={"eval.extract": '"boxed"', "eval.judge.name": '"qwen2.5_32b_instruct"'})
+
+    warnings: list[str] = []
+    split = [job({"math500": "judged", "gsm8k": "rule"})] * 2
+    assert report.scoring(split, "tuned", "cell", warnings) == (
+        "judged (qwen2.5_32b_instruct) on math500; rule (eval.extract=boxed) on gsm8k") and warnings == []
+    mixed = [job({"math500": "judged"}), job({"math500": "rule"})]
+    assert report.scoring(mixed, "tuned", "cell", warnings) == "mixed judged/rule"
+    assert warnings == ["cell: math500 mix judged and rule-graded runs (eval.judge differs between jobs); the accuracy "
+                        "and Δ average over both"]
