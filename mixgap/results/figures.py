@@ -8,6 +8,7 @@ display is touched. Files are written to a temporary name and renamed into place
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,12 +48,12 @@ def gap_vs_size(gaps: Sequence[dict[str, Any]], path: Path, confidence: float = 
         x = [r["size_b"] for r in points]
         d = [r["comparison"][AVERAGE].delta for r in points]
         ax.errorbar(x, [v.estimate for v in d], yerr=[[v.estimate - v.low for v in d], [v.high - v.estimate for v in d]],
-                    fmt="o-", color=color, capsize=4, label=f"{label} (ours)")
+                    fmt="o-", color=color, capsize=4, label=f"{label} (ours)", zorder=3)  # caps over the zero line
         paper = [(r["size_b"], r["paper"]["delta"]) for r in points if r["paper"]]
         if paper:
             ax.plot(*zip(*paper, strict=True), "s--", color=color, mfc="none", label=f"{label} (paper)")
     sizes = sorted({r["size_b"] for r in rows})
-    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)  # under the bars: a CI ending at 0 keeps its cap in view
     if len(sizes) > 1:
         ax.set_xscale("log")
         ax.set_xlabel("student size (billion parameters, log scale)")
@@ -63,7 +64,8 @@ def gap_vs_size(gaps: Sequence[dict[str, Any]], path: Path, confidence: float = 
     ax.minorticks_off()
     s, w = names["strong"], names["weak"]
     ax.set_ylabel(r"$\Delta_{\rm " + s + r"} = P_{\rm " + s + r"} - P_{\rm " + w + "}$ (percentage points)")
-    ax.set_title(f"{rows[0]['strong']} vs {rows[0]['weak']}: average-accuracy gap, bars = {100 * confidence:g}% CI")
+    ax.set_title(textwrap.fill(f"{rows[0]['strong']} vs {rows[0]['weak']}: average-accuracy gap, "
+                               f"bars = {100 * confidence:g}% CI", 60))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, path)
@@ -103,10 +105,10 @@ def accuracy_vs_weight(
         if ref is not None:
             ax.axhline(ref.estimate, color=f"C{i}", ls="--", lw=1.2, label=f"{label}, untuned ({ref.estimate:.1f})")
     ax.set_xlim(-0.03, 1.03)
-    ax.set_xlabel(f"nominal mix weight w (fraction of training examples from {strong}; rest from {weak}); "
-                  "realised strong fraction annotated where it differs")
+    ax.set_xlabel(textwrap.fill(f"nominal mix weight w (fraction of the training examples from {strong}, the rest from "
+                                f"{weak}); realised strong fraction annotated where it differs", 70), fontsize=9)
     ax.set_ylabel("average accuracy (%)")
-    ax.set_title(f"{strong} / {weak}: average accuracy vs mix weight, band = {100 * confidence:g}% CI")
+    ax.set_title(textwrap.fill(f"{strong} / {weak}: average accuracy vs mix weight, band = {100 * confidence:g}% CI", 60))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # outside the band
     return _save(fig, path)

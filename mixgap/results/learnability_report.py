@@ -3,7 +3,8 @@
 Per student x teacher pair: both pools' surprisal, clipped mean rank and RSR (``result.json`` ``learnability``,
 :mod:`mixgap.stages.predict`), the predicted better pool (lower RSR), and where the sweep trained both arms (w = 1 and
 w = 0) the measured average Δ = P_strong − P_weak (``report.gap_rows``) and whether its sign agrees with the
-prediction's (RSR advantage = RSR_weak − RSR_strong, > 0 predicts the strong pool). With three or more points
+prediction's (RSR advantage = RSR_weak − RSR_strong, > 0 predicts the strong pool): ``yes``/``no`` only when Δ's CI
+excludes 0, else ``untested`` (:func:`agreement_cell`). With three or more points
 per pair: Spearman's ρ between the RSR advantage and Δ, with a percentile bootstrap CI over points (students).
 Files: ``learnability.csv`` and ``fig_learnability_<pair>.png`` (x = RSR advantage, y = Δ, both with CIs).
 """
@@ -121,6 +122,24 @@ def _fmt(cell: dict[str, float], digits: int = 2) -> str:
     return f"{cell['estimate']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
 
 
+def predicted_cell(better: str, verdict: str) -> str:
+    """The "Predicted better" cell: the pool with the lower RSR and whether the RSR advantage's CI excludes 0
+    (``verdict``: ``mixgap.stats.verdict`` of it, Strong / Weak / n.s.), e.g. ``weak pool (CI excludes 0)``."""
+    if better == "tie":
+        return "tie (equal RSR)"
+    return f"{better} pool ({'RSR adv. n.s.' if verdict == 'n.s.' else 'CI excludes 0'})"
+
+
+def agreement_cell(row: dict[str, Any]) -> str:
+    """The "Sign agreed?" cell: ``yes``/``no`` only when the measured Δ's CI excludes 0; else ``untested (Δ n.s.;
+    point signs agree|differ)`` -- a gap too small to see neither confirms nor refutes the prediction."""
+    if row["agreed"] is None:
+        return "—"
+    if row["delta"].low <= 0 <= row["delta"].high:
+        return f"untested (Δ n.s.; point signs {'agree' if row['agreed'] else 'differ'})"
+    return "yes" if row["agreed"] else "no"
+
+
 def markdown(table: Sequence[dict[str, Any]], corr: dict, confidence: float) -> str:
     """The section's Markdown (heading included); a note when no job ran the predict stage."""
     head = ["## Learnability before training", "",
@@ -137,16 +156,12 @@ def markdown(table: Sequence[dict[str, Any]], corr: dict, confidence: float) -> 
               "RSR strong", "RSR weak", "RSR adv.", "Predicted better", "Measured Δ", "Sign agreed?"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table:
-        pred = f"{r['better']} ({r['verdict']})"
         delta = r["delta"].fmt() if r["delta"] is not None else "not trained (w=1 and w=0)"
-        agreed = {True: "yes", False: "no", None: "—"}[r["agreed"]]
-        if r["agreed"] is not None and r["delta"].low <= 0 <= r["delta"].high:
-            agreed += " (Δ n.s.)"  # signs of point estimates only: the measured gap's CI spans 0
         student = r["student"] + (f" ({r['mode']})" if r["mode"] else "")
         lines.append("| " + " | ".join(str(c) for c in [
             student, f"{r['strong']} / {r['weak']}", r["n"], _fmt(r["surprisal_strong"]), _fmt(r["surprisal_weak"]),
             _fmt(r["mean_rank_strong"]), _fmt(r["mean_rank_weak"]), _fmt(r["rsr_strong"]), _fmt(r["rsr_weak"]),
-            _fmt(r["advantage"]), pred, delta, agreed]) + " |")
+            _fmt(r["advantage"]), predicted_cell(r["better"], r["verdict"]), delta, agreement_cell(r)]) + " |")
     notes = []
     for (strong, weak), value in corr.items():
         if value is None:

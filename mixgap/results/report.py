@@ -6,7 +6,8 @@
 
 - ``results.csv``: tidy, one row per job x arm (tuned / untuned) x benchmark, plus each complete arm's average;
 - ``gaps.csv``: per teacher pair x student x fine-tune mode x benchmark (and average): P_strong (w=1),
-  P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict and the paper's numbers;
+  P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict, the paper's numbers and the
+  scoring (:func:`scoring`: the LLM judge's verdicts when the jobs ran ``eval.judge``, as the paper's, else the grader's);
 - ``fig_gap_vs_size_*.png`` (Figures 2/3) and ``fig_average_vs_weight_*.png`` (Figure 6), via :mod:`mixgap.results.figures`;
 - ``report.md`` tying it together, with every warning (missing jobs, length stops, problem-id mismatches).
 
@@ -16,6 +17,7 @@ is listed as missing, never averaged over. Seeds: jobs equal in all but ``seed``
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +73,35 @@ def aligned(arms: list[list[dict[str, dict[str, bool]]]], label: str, warnings: 
     return out
 
 
+def _field(job: Job, key: str, default: Any) -> Any:
+    """A config field of the job's snapshot (``Job.fields``: JSON values), else ``default``."""
+    return json.loads(job.fields[key]) if key in job.fields else default
+
+
+def scoring(jobs: list[Job], arm: str, label: str, warnings: list[str]) -> str:
+    """How the verdicts behind an accuracy or Δ were reached, over the ``arm`` evaluations of ``jobs``:
+    ``judged (<judge>)`` (``eval.judge``'s verdicts, as the paper's published numbers), ``rule (eval.extract=...)``
+    (the grader), per benchmark when they differ (``judged (qwen32b) on math500; rule (...) on gsm8k``); a benchmark
+    whose runs mix both is named ``mixed`` and warned about. ``""`` when no job has the arm."""
+    by_bench: dict[str, set[str]] = defaultdict(set)
+    for job in jobs:
+        for bench, ev in (job.evals.get(arm, {}) if arm in job.complete else {}).items():
+            by_bench[bench].add(ev.scoring)
+    if not by_bench:
+        return ""
+    mixed = [b for b, kinds in by_bench.items() if len(kinds) > 1]
+    if mixed:
+        warnings.append(f"{label}: {', '.join(mixed)} mix judged and rule-graded runs (eval.judge differs between "
+                        "jobs); the accuracy and Δ average over both")
+    judges = sorted({str(_field(j, "eval.judge.name", "")) for j in jobs} - {""})
+    names = {"judged": f"judged ({'/'.join(judges) or 'eval.judge'})", "mixed": "mixed judged/rule",
+             "rule": f"rule (eval.extract={'/'.join(sorted({str(_field(j, 'eval.extract', 'policy')) for j in jobs}))})"}
+    kind = {b: "mixed" if len(k) > 1 else next(iter(k)) for b, k in by_bench.items()}
+    if len(set(kind.values())) == 1:
+        return names[next(iter(kind.values()))]
+    return "; ".join(f"{names[k]} on {', '.join(b for b in kind if kind[b] == k)}" for k in names if k in kind.values())
+
+
 def gap_rows(
     groups: dict[tuple, list[Job]], boot: dict[str, Any], warnings: list[str], flagged: set[str],
     planned: set[tuple] | None = None,
@@ -83,7 +114,8 @@ def gap_rows(
 
     Each row: ``strong``, ``weak``, ``kind``/``strong``/``weak`` column names (:func:`pair_kind`, under
     ``names``), ``student``, ``family``, ``size_b``, ``mode``, ``comparison`` (``stats.compare`` result or
-    None), ``missing`` (which weight has no finished job), ``paper`` (``tables.paper_gap``), ``length_stop``.
+    None), ``missing`` (which weight has no finished job), ``paper`` (``tables.paper_gap``), ``length_stop``,
+    ``scoring`` (:func:`scoring` of both arms' tuned evaluations: judged when the jobs ran ``eval.judge``).
     """
     rows = []
     cells = {(s, st, wk, m) for (s, st, wk, m, w) in groups if w in (0, 1)}
@@ -97,6 +129,7 @@ def gap_rows(
             "family": ident.get("student_family"), "size_b": ident.get("student_size_b"), "mode": mode,
             "paper": tables.paper_gap(strong, weak, student), "comparison": None, "missing": None,
             "length_stop": any(tables.flagged_any(arm, "tuned", flagged) for arm in arms),
+            "scoring": scoring([j for arm in arms for j in arm], "tuned", f"{student} {strong}/{weak} {mode}", warnings),
         }
         runs = [runs_of(arm, "tuned", warnings) for arm in arms]
         if all(runs):
@@ -125,7 +158,8 @@ def table3_rows(
 
     Returns:
         ``{student: [row, ...]}``; a row has ``method``, ``teachers``, ``strong``, ``weak``, ``mode``,
-        ``weight`` (None for the untuned student), ``seeds`` (distinct runs), ``cells`` (``stats.accuracy``:
+        ``weight`` (None for the untuned student), ``seeds`` (distinct runs), ``scoring`` (:func:`scoring`),
+        ``cells`` (``stats.accuracy``:
         benchmark -> Interval, plus ``average``) and ``paper`` (``tables.paper_table3`` or None); tuned rows
         also ``realised`` (mean realised strong fraction, ``tables.realised_weight``, or None) and ``w_label``.
         The method is the paper's Table 3 name when the (teacher pair, weight) is one of its methods.
@@ -146,6 +180,7 @@ def table3_rows(
             by_student[student].append({
                 "method": "Untuned", "teachers": ", ".join(pairs) if len(sets) > 1 else "—", "strong": None,
                 "weak": None, "mode": "—", "weight": None, "seeds": seeds, "cells": acc, "paper": None,
+                "scoring": scoring(members, "untuned", f"{student} untuned", warnings),
             })
     def kind(cond: tuple) -> dict[str, str]:
         return tables.pair_kind(groups[cond][0].identity.get("strong_cot"))
@@ -162,6 +197,7 @@ def table3_rows(
             "mode": mode, "weight": weight, "seeds": seeds, "cells": acc,
             "paper": tables.paper_table3(student, strong, weak, weight),
             "realised": sum(known) / len(known) if known else None, "w_label": tables.weight_label(weight, realised),
+            "scoring": scoring(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", warnings),
         })
     return dict(by_student)
 

@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from mixgap.core.config import ConfigError
 from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
+from mixgap.grading import EXTRACT_MODES
+from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
 from mixgap.stats import per_problem_mean
 
@@ -27,12 +29,16 @@ NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One finished evaluation artifact: ``{problem id: correct}`` (a bool; with several samples, the problem's
-    mean correctness in [0, 1]) and its ``scores.json``."""
+    """One finished evaluation: ``{problem id: correct}`` (a bool; with several samples, the problem's mean
+    correctness in [0, 1]), its ``scores.json``, how the verdicts were reached (``scoring``: ``rule`` = the
+    grader under ``eval.extract``; ``judged`` = the LLM judge's ``judgments.jsonl``, ``key`` then being the
+    judge artifact's) and the manifest's ``first_turn`` (the first problem's filled user turn), if recorded."""
 
     key: str
     correct: dict[str, bool]
     scores: dict[str, Any]
+    scoring: str = "rule"
+    first_turn: dict[str, Any] | None = None
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Job:
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
     seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> benchmark -> judge scores (mixgap.stages.judge)
+    graded: dict[str, dict[str, Evaluation]] = field(default_factory=dict)  # arm -> benchmark -> the grader's verdicts
 
     def mode(self) -> str:
         """The fine-tune mode, plus the variant when jobs of one cell differ in more than seeds."""
@@ -133,7 +140,8 @@ def read_sweeps(sweeps: list[str], store: Store | None, field: str = "report.swe
 def load_evaluation(store: Store, key: str) -> Evaluation | None:
     """The finished evaluation ``key`` (predictions by id, scores), or None when it is not finished.
 
-    ``length_stop_frac`` is recomputed from ``finish_reason`` when ``scores.json`` lacks it.
+    ``length_stop_frac`` is recomputed from ``finish_reason`` when ``scores.json`` lacks it, and
+    ``accuracy_by_extract`` from the rows (:func:`extract_accuracies`) when it lacks that but names its ``extract``.
 
     Raises:
         ValueError: naming the file when ``predictions.jsonl`` repeats a problem id.
@@ -148,7 +156,37 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
     if "length_stop_frac" not in scores and rows:
         scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)
-    return Evaluation(key, correct, scores)
+    if "accuracy_by_extract" not in scores and scores.get("extract") and rows:
+        scores["accuracy_by_extract"] = extract_accuracies(rows, scores["extract"])
+    return Evaluation(key, correct, scores, first_turn=store.manifest(key).get("first_turn"))
+
+
+def extract_accuracies(rows: list[dict[str, Any]], extract: str) -> dict[str, float]:
+    """``{mode: pass@1 in percent}``: ``correct`` under ``extract`` and ``correct_<mode>`` for each other mode
+    the rows carry (``mixgap.stages.evaluate.grade_rows``); each the mean over problems of their sample means."""
+    out = {}
+    for mode, column in ((extract, "correct"), *((m, f"correct_{m}") for m in EXTRACT_MODES if m != extract)):
+        if all(column in r for r in rows):
+            values = list(per_problem_mean(rows, column).values())
+            out[mode] = 100.0 * sum(values) / len(values)
+    return out
+
+
+def load_judgments(store: Store, key: str, graded: Evaluation) -> Evaluation | None:
+    """The finished judge artifact ``key`` (``mixgap.stages.judge``) as an :class:`Evaluation` whose ``correct``
+    is the judged verdict (rule correct, or judge True; its ``judgments.jsonl`` ``correct``), with the graded
+    evaluation's scores; None when it is not finished.
+
+    Raises:
+        ValueError: naming the file when its problem ids differ from the graded evaluation's.
+    """
+    path = store.path(key) / judge.JUDGMENTS
+    if not store.is_done(key) or not path.is_file():
+        return None
+    correct = per_problem_mean(read_jsonl(path))
+    if set(correct) != set(graded.correct):
+        raise ValueError(f"{path}: its problem ids differ from those of evaluation {graded.key}")
+    return Evaluation(key, correct, graded.scores, "judged", graded.first_turn)
 
 
 def read_config(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -211,7 +249,11 @@ def expected_arms(result: dict[str, Any], stage: str | None) -> list[str]:
 
 
 def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluation | None]) -> Job:
-    """A job folder with the evaluations its ``result.json`` names (``cache`` shares them across jobs)."""
+    """A job folder with the evaluations its ``result.json`` names (``cache`` shares them across jobs).
+
+    ``job.evals`` (what every table, Δ and "Better?" uses) holds, per arm and benchmark, the judged verdicts
+    when ``artifacts`` names ``judge.<arm>.<benchmark>`` (``eval.judge`` on: the paper's published numbers are
+    judged), else the grader's; ``job.graded`` always holds the grader's."""
     result = read_result(folder) or {}
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
@@ -238,8 +280,15 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
                 cache[key] = load_evaluation(store, key)
             if key is None or cache[key] is None:
                 job.missing.append(f"{arm} {bench}: evaluation {key or '(no key)'} not finished in {store.root}")
+                continue
+            job.graded.setdefault(arm, {})[bench] = cache[key]
+            judged = result.get("artifacts", {}).get(f"judge.{arm}.{bench}")  # eval.judge on, this benchmark judged
+            if judged is not None and judged not in cache:
+                cache[judged] = load_judgments(store, judged, cache[key])
+            if judged is not None and cache[judged] is None:
+                job.missing.append(f"{arm} {bench}: judge verdicts {judged} not finished in {store.root}")
             else:
-                job.evals[arm][bench] = cache[key]
+                job.evals[arm][bench] = cache[judged] if judged is not None else cache[key]
         if benchmarks and len(job.evals[arm]) == len(benchmarks):
             job.complete.add(arm)
     return job

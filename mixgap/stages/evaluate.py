@@ -27,10 +27,10 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, write_json_atomic, write_jsonl_atomic
-from mixgap.grading import POLICY_VERSION, grade, is_equivalent
+from mixgap.grading import EXTRACT_MODES, POLICY_VERSION, grade, is_equivalent
 from mixgap.stages import backends
 from mixgap.stages.data import DataError, Problem, fill_prompt
-from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores
+from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores, per_problem_mean
 
 log = logging.getLogger(__name__)
 PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
@@ -222,24 +222,23 @@ def problem_seed(seed: int, benchmark: str, problem_id: str) -> int:
 def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]],
                extract: str = "policy") -> list[dict[str, Any]]:
     """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade`` with the
-    benchmark's extraction style and ``extract`` (``eval.extract``: ``policy`` or the official ``boxed``)."""
+    benchmark's extraction style under both extraction modes (:data:`mixgap.grading.EXTRACT_MODES`).
+
+    ``correct``, ``extracted``, ``reason``: the verdict under ``extract`` (``eval.extract``: ``policy`` or the
+    official ``boxed``), the mode every score, Δ and the judge's sent set use; ``correct_<other>``,
+    ``extracted_<other>``, ``reason_<other>``: the same completion under the other mode. Raises ValueError
+    (from ``grade``) when ``extract`` is not a mode.
+    """
+    other = next(m for m in EXTRACT_MODES if m != extract)
     rows = []
     for problem, samples in zip(problems, completions, strict=True):
         for j, completion in enumerate(samples):
-            verdict = grade(completion.text, problem.answer, bench.name, extract=extract, style=bench.extraction)
-            rows.append(
-                {
-                    "id": problem.id,
-                    "sample": j,
-                    "gold": problem.answer,
-                    "completion": completion.text,
-                    "extracted": verdict.extracted,
-                    "correct": verdict.correct,
-                    "reason": verdict.reason,
-                    "finish_reason": completion.finish_reason,
-                    "completion_tokens": completion.completion_tokens,
-                }
-            )
+            v, o = (grade(completion.text, problem.answer, bench.name, extract=m, style=bench.extraction)
+                    for m in (extract, other))
+            rows.append({"id": problem.id, "sample": j, "gold": problem.answer, "completion": completion.text,
+                         "extracted": v.extracted, "correct": v.correct, "reason": v.reason,
+                         f"extracted_{other}": o.extracted, f"correct_{other}": o.correct, f"reason_{other}": o.reason,
+                         "finish_reason": completion.finish_reason, "completion_tokens": completion.completion_tokens})
     return rows
 
 
@@ -249,23 +248,36 @@ def write_eval(
 ) -> dict[str, Any]:
     """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
 
-    Returns manifest extras: the problem ids evaluated, the backend and the scores.
+    ``scores.json`` is :func:`score` under ``eval.extract`` plus ``extract`` (that mode), ``extraction`` (the
+    benchmark's style) and ``accuracy_by_extract`` (``{mode: pass@1 in percent}`` of the same completions).
+
+    Returns:
+        Manifest extras: the problem ids evaluated, the backend, the scores and ``first_turn`` -- the first
+        problem's ``id``, its filled ``user`` turn and the ``chat_template`` that renders it (``model``: the
+        tokenizer's own; the backend renders it as ``mixgap.stages.backends.render_prompts`` does).
     """
-    rows = grade_rows(bench, problems, completions, cfg.eval.get("extract", "policy"))
+    extract = cfg.eval.get("extract", "policy")
+    rows = grade_rows(bench, problems, completions, extract)
     scores = score(rows, bench.name)
+    other = next(m for m in EXTRACT_MODES if m != extract)
+    second = list(per_problem_mean(rows, f"correct_{other}").values())  # pass@1 under the other mode
+    scores.update(extract=extract, extraction=bench.get("extraction"), accuracy_by_extract={
+        extract: scores["accuracy"], other: 100.0 * sum(second) / len(second)})
     write_jsonl_atomic(out_dir / PREDICTIONS, rows)
     write_json_atomic(out_dir / SCORES, scores)
     if scores["length_stop_frac"] > cfg.eval.length_warning:
-        log.warning(
-            "!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the budget is too small for this model "
-            "(raise eval.max_new_tokens; the paper used 16,000), or, for a fine-tuned student, it never learned "
-            "to stop (a training bug, not a result)",
-            bench.name, 100 * scores["length_stop_frac"], cfg.eval.max_new_tokens,
-        )
-    log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d)", bench.name, scores["accuracy"], scores["correct"],
-             scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"])
+        log.warning("!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the budget is too small for this "
+                    "model (raise eval.max_new_tokens; the paper used 16,000), or, for a fine-tuned student, it never "
+                    "learned to stop (a training bug, not a result)", bench.name, 100 * scores["length_stop_frac"],
+                    cfg.eval.max_new_tokens)
+    log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d; %s)", bench.name, scores["accuracy"],
+             scores["correct"], scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"],
+             ", ".join(f"{m} {a:.1f}%" for m, a in scores["accuracy_by_extract"].items()))
     tracker.log({f"eval/{bench.name}/accuracy": scores["accuracy"], f"eval/{bench.name}/length_stop_frac": scores["length_stop_frac"]})
-    return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems], "scores": scores}
+    first = {"id": problems[0].id, "user": fill_prompt(bench.prompt, problems[0].problem),
+             "chat_template": str(cfg.student.get("chat_template", "model"))}
+    return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems],
+            "scores": scores, "first_turn": first}
 
 
 def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list, list | None, list, list]:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
+from mixgap.grading import EXTRACTION_STYLE
 from mixgap.stages import backends
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
@@ -40,9 +41,22 @@ def judge_spec(judge: DictConfig, eval_key: str) -> ArtifactSpec:
     return ArtifactSpec("judge", fields, (eval_key,))
 
 
-def needs_judge(row: dict[str, Any]) -> bool:
-    """A sample goes to the judge when the rule grader marked it wrong and it has an extracted answer."""
-    return not row["correct"] and row.get("extracted") is not None
+def needs_judge(row: dict[str, Any], style: str = "boxed") -> bool:
+    """A sample goes to the judge when the rule grader marked it wrong under the extraction mode in force
+    (``eval.extract``: its ``correct``) and that mode extracted an answer (its ``extracted``); never on a
+    ``last_number`` benchmark (GSM8K: the paper scores it by its own script, unjudged).
+
+    ``style``: the benchmark's extraction style (``boxed`` or ``last_number``, its YAML's ``extraction``).
+    """
+    return style != "last_number" and not row["correct"] and row.get("extracted") is not None
+
+
+def eval_style(eval_dir: Path, benchmark: str) -> str:
+    """An evaluation's extraction style: its ``scores.json`` ``extraction``, else the benchmark's by name
+    (``mixgap.grading.EXTRACTION_STYLE``; ``boxed`` for a name it does not know)."""
+    path = Path(eval_dir) / SCORES
+    recorded = json.loads(path.read_text()).get("extraction") if path.is_file() else None
+    return recorded or EXTRACTION_STYLE.get(benchmark, "boxed")
 
 
 def parse_verdict(reply: str) -> bool | None:
@@ -120,6 +134,8 @@ def judge_evaluations(
 ) -> dict[str, dict[str, Any]]:
     """Judge several finished evaluations in one pass (one judge load, one batch over all of them).
 
+    Sent: the samples :func:`needs_judge` picks under the evaluation's extraction mode and style (:func:`eval_style`).
+
     Args:
         judge: the judge config (``eval.judge``).
         store: the artifact store holding the evaluations.
@@ -139,10 +155,11 @@ def judge_evaluations(
             continue
         texts = {p.id: p.problem for p in problems}
         rows = read_jsonl(store.path(key) / "predictions.jsonl")
+        style = eval_style(store.path(key), bench)
         todo[label] = (spec, rows, bench)
         sent[label] = []
         for i, r in enumerate(rows):
-            if needs_judge(r):
+            if needs_judge(r, style):
                 sent[label].append((i, len(prompts)))
                 prompts.append(fill_judge_prompt(judge.prompt, texts[str(r["id"])], str(r["gold"]), str(r["extracted"])))
     engine = JudgeEngine(judge, store, seed)

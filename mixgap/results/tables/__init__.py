@@ -48,11 +48,12 @@ from mixgap.results.tables.settings import (
     seeds_varied,
     settings_markdown,
 )
-from mixgap.results.tables.table3 import judge_markdown, table3_markdown
+from mixgap.results.tables.table3 import extract_markdown, judge_markdown, table3_markdown
 
 __all__ = [
     "AVERAGE_LABEL", "LENGTH_BUG", "LENGTH_UNTUNED", "NO_LABELS", "PAPER_MATH_LABEL", "PUBLISHED", "SEEDS_NOTE",
-    "SETTINGS", "atomic_write", "bench_label", "benchmark_labels", "by_pair", "data_markdown", "flagged_any",
+    "SETTINGS", "atomic_write", "bench_label", "benchmark_labels", "by_pair", "data_markdown", "extract_markdown",
+    "flagged_any",
     "gap_csv_rows", "gap_markdown", "judge_markdown", "length_flags", "math_variant", "md_table", "method_name",
     "method_note", "pair_kind", "paper_gap", "paper_math_label", "paper_method", "paper_teacher", "paper_table3", "published",
     "realised_weight", "report_markdown", "result_rows", "seeds_varied", "settings_markdown", "status_line",

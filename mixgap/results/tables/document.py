@@ -11,7 +11,7 @@ from mixgap.results.tables.flags import warnings_markdown
 from mixgap.results.tables.gaps import gap_csv_rows
 from mixgap.results.tables.markdown import NO_LABELS
 from mixgap.results.tables.settings import SEEDS_NOTE, data_markdown, seeds_varied, settings_markdown
-from mixgap.results.tables.table3 import judge_markdown, table3_markdown
+from mixgap.results.tables.table3 import extract_markdown, judge_markdown, table3_markdown
 from mixgap.stats import AVERAGE, verdict
 
 
@@ -67,11 +67,15 @@ def report_markdown(
               f"Values: accuracy in percent, [{level}% CI]. Better? = Strong / Weak when the Δ interval excludes 0, "
               "else n.s. Paper columns: Li et al. (2025), same student and teacher pair, averaged over the paper's five "
               "benchmarks; shown beside ours, never mixed in. At w = 1 and w = 0 the realised strong fraction is exactly 1 "
-              "and 0 (over-length drops change N, not the fraction); see Training data.", "", gap_text, "",
+              "and 0 (over-length drops change N, not the fraction); see Training data. Scoring: when the jobs ran the LLM "
+              "judge (`eval.judge`), Δ, Better? and Table 3 count its verdicts, as the paper's published numbers do; the "
+              "grader's own figures are in LLM re-judge and Scoring rules. Each table says whose verdicts it counts.",
+              "", gap_text, "",
               "## Per benchmark (Table 3 style)", "", "Rows marked (paper): Li et al. (2025) Table 3 for the same "
               "student, teacher pair and weight; their Average is over the paper's five benchmarks.", "",
               table3_markdown(table3, labels), ""]
     sections = (("LLM re-judge (the paper's protocol)", judge_markdown(jobs, labels)),
+                ("Scoring rules (the same completions)", extract_markdown(jobs, labels)),
                 ("Training data", data_markdown(jobs)), ("Settings", settings_markdown(jobs, labels)))
     for title, body in sections:
         if body:

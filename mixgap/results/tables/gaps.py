@@ -16,7 +16,8 @@ _NOT_COLUMNS = ("benchmarks", "benchmark_labels")
 
 
 def result_rows(jobs: Sequence[Any], boot: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tidy table: one row per job x arm x benchmark (missing ones too), plus each complete arm's average.
+    """The tidy table: one row per job x arm x benchmark (missing ones too), plus each complete arm's average;
+    ``scoring`` says whose verdicts each accuracy counts (``judged``: ``eval.judge``'s; ``rule``: the grader's).
 
     ``boot``: ``stats.accuracy`` keywords (``n_boot``, ``seed``, ``confidence``); accuracies in percent.
     """
@@ -36,7 +37,7 @@ def result_rows(jobs: Sequence[Any], boot: dict[str, Any]) -> list[dict[str, Any
                 if ev.key not in ci_cache:
                     ci_cache[ev.key] = accuracy({ev.key: list(ev.correct.values())}, **boot)[ev.key]
                 ci = ci_cache[ev.key]
-                rows.append({**row, "eval_status": "done", "eval_key": ev.key, "n": len(ev.correct),
+                rows.append({**row, "eval_status": "done", "eval_key": ev.key, "scoring": ev.scoring, "n": len(ev.correct),
                              "correct": sum(ev.correct.values()), "accuracy": ci.estimate, "ci_low": ci.low,
                              "ci_high": ci.high, "length_stop_frac": ev.scores.get("length_stop_frac")})
             if arm in job.complete:
@@ -56,7 +57,8 @@ def gap_csv_rows(gaps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for gap in gaps:
         base = {"strong": gap["strong"], "weak": gap["weak"], "kind": gap["names"]["kind"], "student": gap["student"],
-                "student_family": gap["family"], "student_size_b": gap["size_b"], "finetune_mode": gap["mode"]}
+                "student_family": gap["family"], "student_size_b": gap["size_b"], "finetune_mode": gap["mode"],
+                "scoring": gap.get("scoring", "")}
         if gap["comparison"] is None:
             rows.append({**base, "benchmark": AVERAGE, "better": f"missing {gap['missing']}"})
             continue
@@ -107,5 +109,7 @@ def gap_markdown(gaps: Sequence[dict[str, Any]], labels: Mapping[str, str] = NO_
         header += [f"Paper {s}", f"Paper {w}", f"Paper {d}", "MATH (ours / paper)"] if paper else []
         body = [[r["student"], f"{r['size_b']:g}", r["mode"], *_gap_cells(r),
                  *(_paper_cells(r, labels) if paper else [])] for r in rows]
-        parts.append(f"### {d} = {s} − {w}: {strong} (strong) vs {weak} (weak)\n\n" + md_table(header, body))
+        scored = list(dict.fromkeys(r.get("scoring") or "" for r in rows if r["comparison"]))
+        note = ("\n\nΔ and Better? from " + " | ".join(f"**{x}**" for x in scored if x) + " verdicts") if any(scored) else ""
+        parts.append(f"### {d} = {s} − {w}: {strong} (strong) vs {weak} (weak)\n\n" + md_table(header, body) + note)
     return "\n\n".join(parts)

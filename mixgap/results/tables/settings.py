@@ -4,6 +4,7 @@ over-length drops) and what the seeds vary."""
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ SEEDS_NOTE = ("What the seeds vary: `finetune_mode.seed` sets the training data 
               "w = 0 or 1 every problem takes the one source); the global `seed` seeds only the evaluation backend, "
               "and decoding is greedy. Jobs of one condition equal in `finetune_mode.seed` (and, at 0 < w < 1, in "
               "`mix.seed`) count as one run and never narrow an interval (`Job.independent_seeds`).")
+
+TURN_CHARS = 1600  # characters of a rendered turn shown in the report (both ends kept)
 
 #: finetune_mode fields of the settings table, in order (header, dotted key)
 SETTINGS = (("Mode", "finetune_mode.mode"), ("LR", "finetune_mode.learning_rate"), ("Epochs", "finetune_mode.epochs"),
@@ -76,9 +79,42 @@ def settings_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS
         return ""
     header = ["Students", *(h for h, _ in SETTINGS)]
     body = [[", ".join(sorted(students)), *cells] for cells, students in rows.items()]
+    turns = turns_markdown(jobs)
     return ("Fine-tuning settings as run (the paper's LoRA values, its Table 6, are unknown: the LoRA row's "
             "source says whose they are). Paper comparisons use the paper's MATH column, read as "
-            f"{paper_math_label(labels)}.\n\n" + md_table(header, body))
+            f"{paper_math_label(labels)}.\n\n" + md_table(header, body) + (f"\n\n{turns}" if turns else ""))
+
+
+def elide(text: str, keep: int = TURN_CHARS) -> str:
+    """``text`` with its middle cut to ``keep`` characters in all (half from each end) and the cut counted."""
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep // 2]}\n[... {len(text) - keep:,} characters elided ...]\n{text[-(keep // 2):]}"
+
+
+def _fence(text: str) -> str:
+    """A Markdown code block that no backtick run inside ``text`` can close."""
+    ticks = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def turns_markdown(jobs: Sequence[Any]) -> str:
+    """What the student saw, for one problem each: the training turn of the first job that trained (its
+    checkpoint's ``counts.train.training_turn``: the first mixture row as tokenised, system and template included,
+    ``finetune_mode.prompt``/``system``) and the evaluation turn of the first evaluation that recorded one (its
+    manifest's ``first_turn``: the filled benchmark prompt, rendered at generation by the named chat template with
+    the generation prompt). Long texts keep both ends (:func:`elide`). ``""`` when neither was recorded."""
+    parts = []
+    train = next((j.counts["train"]["training_turn"] for j in jobs if (j.counts.get("train") or {}).get("training_turn")), None)
+    if train:
+        parts.append(f"Training turn (mixture row `{train['id']}`, exactly as tokenised):\n\n" + _fence(elide(train["text"])))
+    first = next((ev.first_turn for j in jobs for arm in ("tuned", "untuned")
+                  for ev in getattr(j, "graded", {}).get(arm, {}).values() if ev.first_turn), None)
+    if first:
+        parts.append(f"Evaluation turn (problem `{first['id']}`): the user turn below, rendered by the chat template "
+                     f"`{first['chat_template']}` (`model` = the tokenizer's own) with its system default and the "
+                     "generation prompt (`apply_chat_template(add_generation_prompt=True)`):\n\n" + _fence(elide(first["user"])))
+    return "\n\n".join(parts)
 
 
 def _pool_rows(jobs: Sequence[Any]) -> list[list[Any]]:

@@ -33,7 +33,9 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str
                          *(with_n(r["cells"][b]) if b in r["cells"] else "—" for b in benches)])
             if r["paper"]:
                 body.append(_paper_row(r, benches, labels))
-        parts.append(f"### {student}\n\n" + md_table(header, body))
+        scored = list(dict.fromkeys(r.get("scoring") or "" for r in rows))
+        note = ("\n\nAccuracies from " + " | ".join(f"**{x}**" for x in scored if x) + " verdicts") if any(scored) else ""
+        parts.append(f"### {student}\n\n" + md_table(header, body) + note)
     return "\n\n".join(parts) or "No finished evaluation."
 
 
@@ -55,8 +57,34 @@ def judge_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -
                              j["sent"], j["flips"], j["unparsed"]])
     if not rows:
         return ""
-    return ("The tables above use the rule-based grader (mixgap.grading). The paper's published accuracies are "
-            "the LLM-judged ones (every rule miss with an extracted answer re-graded by Qwen2.5-32B-Instruct): "
-            "the **judged** column is the one that sits beside the published numbers. Unparsed = replies with "
-            "neither True nor False (counted as not correct).\n\n" + md_table(
+    return ("The rule-based grader (mixgap.grading, under `eval.extract`) beside the LLM judge for every judged "
+            "evaluation. The paper's published accuracies are the judged ones (every rule miss with an extracted "
+            "answer re-graded by Qwen2.5-32B-Instruct), so the tables above count the **judged** verdicts of these "
+            "evaluations; the rule column is the grader alone. Unparsed = replies with neither True nor False "
+            "(counted as not correct).\n\n" + md_table(
                 ["Evaluation", "Benchmark", "Judge", "Rule pass@1", "Judged pass@1", "Sent", "Flips", "Unparsed"], rows))
+
+
+def extract_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -> str:
+    """Each evaluation's pass@1 under both extraction modes for the same completions (``scores.json``
+    ``accuracy_by_extract``: ``policy`` = mixgap's grading policy, ``boxed`` = the paper's scorer, last
+    ``\\boxed{}`` only), the mode in force, and boxed − policy in points; each evaluation once. Empty when no
+    evaluation recorded both."""
+    rows, seen = [], set()
+    for job in jobs:
+        for arm, benches in getattr(job, "graded", {}).items():
+            for bench, ev in benches.items():
+                modes = ev.scores.get("accuracy_by_extract") or {}
+                if ev.key in seen or not {"policy", "boxed"} <= set(modes):
+                    continue
+                seen.add(ev.key)
+                where = f"untuned {job.identity.get('student')}" if arm == "untuned" else job.label()
+                rows.append([where, bench_label(bench, labels), ev.scores.get("extract", "—"), f"{modes['policy']:.1f}",
+                             f"{modes['boxed']:.1f}", f"{modes['boxed'] - modes['policy']:+.1f}"])
+    if not rows:
+        return ""
+    return ("The same completions scored under both answer-extraction rules: **policy** (mixgap's grading policy, "
+            "`mixgap.grading`: the last answer, boxed or after `Final Answer:`) and **boxed** (the paper's scorer: "
+            "only the last `\\boxed{}`, as `last_boxed_only_string`; GSM8K by its task's `flexible-extract`). "
+            "In force = `eval.extract`, the rule behind every other table (before the judge). pass@1 in percent.\n\n"
+            + md_table(["Evaluation", "Benchmark", "In force", "policy", "boxed", "boxed − policy"], rows))

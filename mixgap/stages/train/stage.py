@@ -104,7 +104,8 @@ def build_checkpoint(
 
     Returns:
         Manifest extras ``{"counts": {examples, kept, dropped, truncated (per source), batch (unit,
-        examples_per_step; packs with batch_unit=packed_sequences), tokens,
+        examples_per_step; packs with batch_unit=packed_sequences), tokens, training_turn (the first mixture
+        row's ``id`` and its ``text`` as tokenised, ``labels.render_training_turn``),
         supervised_tokens, max_len, steps, final_loss, world_size, tokens_per_s, resumed_from, precision,
         deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
 
@@ -141,6 +142,9 @@ def build_checkpoint(
     examples, counts = labels.apply_overlength(
         labels.tokenize_mixture(rows, tokenizer, ft["prompt"], system=ft.get("system")), ft["max_seq_len"], ft["overlength"]
     )
+    first = rows[0]  # apply_overlength refused a mixture with no example; tokenize_mixture one without a response
+    counts["training_turn"] = {"id": first.id, "text": labels.render_training_turn(
+        tokenizer, first.problem, first.meta["response"], ft["prompt"], ft.get("system"))}
     micro = ft["per_device_batch_size"] * plan.world_size
     if packed:
         counts["batch"] = batching.packed_batch([len(e.input_ids) for e in examples], ft["pack_len"],
