@@ -206,13 +206,3 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         table = ctx.result.get("scores" if arm == "tuned" else "untuned", {})
         if name in table:
             table[name]["judge"] = result
-
-
-def load_judged(store: Store, judge: Any, eval_key: str) -> dict[str, float] | None:
-    """``{problem id: judged mean correctness}`` of a finished judge artifact, or None when there is none."""
-    if judge is None:
-        return None
-    key = judge_spec(judge, eval_key).key
-    if not store.is_done(key):
-        return None
-    return per_problem_mean(read_jsonl(store.path(key) / JUDGMENTS))

@@ -193,7 +193,7 @@ def test_the_report_section_pairs_each_prediction_with_the_measured_gap(tmp_path
     assert rho[0] == pytest.approx(1.0) and rho[3] == 3  # x = (0.5, -0.3, 0.2), y = (2, -1, -0.5): ranks (3, 1, 2) both
     assert "## Learnability before training" in section["markdown"] and "Spearman ρ" in section["markdown"]
     # a: Δ 2.0 [1, 3] agrees outright; c: Δ -0.5 [-1.5, 0.5] disagrees in sign but its CI spans 0
-    assert "| 2.0 [1.0, 3.0] | yes |" in section["markdown"] and "| -0.5 [-1.5, 0.5] | no (Δ n.s.) |" in section["markdown"]
+    assert "| 2.0 [1.0, 3.0] | yes |" in section["markdown"] and "| -0.5 [-1.5, 0.5] | untested (Δ n.s.; point signs differ) |" in section["markdown"]
     assert [p.rsplit("/", 1)[-1] for p in section["figures"]] == ["fig_learnability_L_vs_S.png"]
     tracker = RecordingTracker()
     learnability_report.track(tracker, section)
