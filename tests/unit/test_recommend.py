@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from test_report import build_sweep
 
-from conftest import FIXTURES, compose_cfg
+from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap.core.tracking import NullTracker
 from mixgap.results import recommend, report
 from mixgap.results.tables import recommend as render
@@ -101,15 +101,16 @@ def test_learnability_prediction_agrees_with_the_winning_side():
     assert "predicted the **weak** pool" in render.markdown([row], [], 0.95)
 
 
-def _report(root: Path, spec: dict | None = None) -> dict:
+def _report(root: Path, spec: dict | None = None, tracker=None) -> dict:
     sweeps, cache = build_sweep(root, spec)
     cfg = compose_cfg("stage=report", f"report.sweep=['{sweeps[0]}']", f"paths.cache={cache}",
                       "tracking.backend=none", f"report.n_boot={BOOT['n_boot']}")
-    return report.run(cfg, None, lambda out: NullTracker())
+    return report.run(cfg, None, lambda out: tracker or NullTracker())
 
 
 def test_report_section_on_the_fixture_sweep(tmp_path, capsys):
-    paths = _report(tmp_path)
+    tracker = RecordingTracker()
+    paths = _report(tmp_path, tracker=tracker)
     rows = [r for r in csv.DictReader(open(paths["recommend_csv"])) if r["student"] == "qwen3b"]
     p = {float(r["weight"]): float(r["p_best"]) for r in rows}
     all_tie, two_tie = 0.8**15, 0.9**10 * 0.8**5 - 0.8**15
@@ -126,6 +127,11 @@ def test_report_section_on_the_fixture_sweep(tmp_path, capsys):
     assert f"**w = 0.2 is best with P = {p[0.2]:.2f}; 0 and 1 are within noise.**" in text
     assert "## Which mix weight?" in text and len(paths["recommend_figures"]) == 2  # qwen3b and qwen0.5b
     assert all(Path(f).stat().st_size > 10_000 for f in paths["recommend_figures"])
+    columns, table = tracker.tables["recommend"]
+    assert len(table) == 5 and columns[:5] == ["student", "strong", "weak", "finetune_mode", "weight"]
+    assert tracker.values["recommend/qwq32b_vs_qwen32b/qwen3b/full"] == 0.2
+    assert tracker.values["p_best/qwq32b_vs_qwen32b/qwen3b/full"] == pytest.approx(p[0.2])
+    assert {Path(f).name for f in paths["recommend_figures"]} <= set(tracker.images)
 
 
 def test_one_weight_per_student_says_there_is_nothing_to_recommend(tmp_path):
