@@ -82,7 +82,7 @@ def _teacher(cfg: Any, role: str, store: Store, pool_key: str) -> dict[str, Any]
     imported = teacher.backend == "dataset"
     source = to_container(teacher.dataset) if imported else None
     return {
-        "name": teacher.name, "hf_id": teacher.hf_id, "revision": (fields.get("gguf") or {}).get("file") or "not recorded",
+        "name": teacher.name, "hf_id": teacher.hf_id, "revision": fields.get("revision") or "not recorded",
         "family": teacher.family, "size_b": teacher.size_b, "cot": teacher.cot, "backend": teacher.backend,
         "prompt": "imported responses (no prompt run)" if imported else fields.get("prompt"),
         "sampling": "imported responses (unknown)" if imported else fields.get("sampling"),
