@@ -12,6 +12,7 @@ Stages (``stage=``), each making everything before it as needed through the stor
   learnability prediction first).
 - ``predict``: learnability before training: the untuned student's surprisal, rank and RSR on both pools
   (``mixgap.stages.predict``; one artifact per student x pool, shared by every mix weight).
+- ``export``: one built artifact (``export.artifact``) as a Hugging Face dataset folder (``mixgap.stages.export``).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
 
 The plan (:func:`mixgap.plan.jobs.make_plan`) is computed once and handed to the preflight and to the build, a
@@ -38,13 +39,13 @@ from mixgap.core.store import Store, write_json_atomic
 from mixgap.plan.jobs import JobPlan, make_plan
 from mixgap.plan.preflight import log_preflight, preflight
 from mixgap.results import analysis, report
-from mixgap.stages import evaluate, generate, judge, mix, models, predict
+from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.train import stage as train
 
 log = logging.getLogger(__name__)
 #: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
 STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
-          "evaluate": evaluate, "judge": judge}
+          "evaluate": evaluate, "judge": judge, "export": export}
 #: The stages that read finished sweeps instead of building a job (``run(cfg, store, tracker_for)``), with the name
 #: of their tracker run.
 READERS = {"report": (report, "report"), "analyze": (analysis, "analysis")}

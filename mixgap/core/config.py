@@ -60,7 +60,7 @@ __all__ = [
     "to_container", "unknown_key_message", "validate",
 ]
 
-STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict")
+STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict", "export")
 EXTRACTIONS = ("boxed", "last_number")  # how a benchmark's answer is read (mixgap.grading.extract_answer)
 EXTRACT_MODES = ("policy", "boxed")  # eval.extract: mixgap's grading policy | the official scorer's last box only
 EVAL_BACKENDS = ("auto", "vllm", "hf")
@@ -197,8 +197,35 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             f"paths.data={cfg.paths.data!r} (MIXGAP_DATA) is not an existing folder; point it at the offline "
             "data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"
         )
+    if cfg.stage == "export":
+        check_export(cfg.export)
     if cfg.stage in ("report", "analyze") and not cfg[cfg.stage].sweep:
         raise ConfigError(f"{cfg.stage}.sweep is empty; give a multirun folder, e.g. {cfg.stage}.sweep=multirun/<date>/<time>")
+
+
+def check_export(export: DictConfig) -> None:
+    """``stage=export``: a folder to write, an artifact of the allowed forms and, with ``export.repo_id``, the Hub
+    reachable (not ``HF_HUB_OFFLINE``) with a token; checked before any work.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    if not export.out:
+        raise ConfigError("export.out=None is not allowed with stage=export; give the folder to write, e.g. export.out=exports/pool")
+    parts = str(export.artifact).split(".")
+    if not (export.artifact in ("pool.strong", "pool.weak", "mixture")
+            or (len(parts) == 3 and parts[0] == "eval" and parts[1] in ("tuned", "untuned") and parts[2])):
+        raise ConfigError(f"export.artifact={export.artifact!r} is not allowed; choose pool.strong, pool.weak, mixture, "
+                          "eval.tuned.<benchmark> or eval.untuned.<benchmark>")
+    if export.repo_id:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise ConfigError(f"export.repo_id={export.repo_id!r} needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; "
+                              "unset it, or drop export.repo_id to write the folder only")
+        import huggingface_hub  # heavy: huggingface_hub, only to find a token for a push
+
+        if not huggingface_hub.get_token():
+            raise ConfigError(f"export.repo_id={export.repo_id!r} needs a Hugging Face token (HF_TOKEN or `hf auth "
+                              "login`); none found: log in, or drop export.repo_id to write the folder only")
 
 
 def _check_teacher(path: str, teacher: DictConfig) -> None:

@@ -175,6 +175,16 @@ class PredictConfig:
     confidence: float = 0.95
 
 @dataclass
+class ExportConfig:
+    """``stage=export`` (``mixgap.stages.export``): one finished artifact as a Hugging Face dataset folder."""
+
+    artifact: str = "pool.strong"  # pool.strong | pool.weak | mixture | eval.tuned.<benchmark> | eval.untuned.<benchmark>
+    out: str | None = None  # the folder to write (Parquet shards under data/, README.md card)
+    license: str = "other"  # the card's license field; "other": the teacher's license governs
+    repo_id: str | None = None  # push to this Hub dataset repository (needs a token and the Hub)
+    private: bool = True  # the pushed repository's visibility
+
+@dataclass
 class ClusterConfig:
     """The GPUs a job is planned for (:mod:`mixgap.plan.preflight`); the GPU count comes from the launcher.
 
@@ -206,6 +216,7 @@ class MixgapConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 def register_configs() -> None:

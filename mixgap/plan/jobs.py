@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import ConfigError, data_root
 from mixgap.core.runrecord import job_identity
 from mixgap.core.store import ArtifactSpec, Store
-from mixgap.stages import evaluate, generate, judge, mix, models, predict
+from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.backends import backend_class
 from mixgap.stages.train import stage as train_stage
 
@@ -39,6 +39,7 @@ STAGE_BUILDS: dict[str, tuple[str, ...]] = {
     "evaluate": ("model", "generation", "pool", "mixture", "eval.untuned", "judge.untuned"),
     "all": _EVERYTHING,
     "predict": ("model", "generation", "pool", "predict"),
+    "export": (),  # what ``export.artifact`` needs: :func:`mixgap.stages.export.builds`
 }
 
 
@@ -63,6 +64,7 @@ STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("evaluate.untuned", "evaluate", ("eval.untuned.",)),
     ("evaluate.tuned", "evaluate", ("eval.tuned.",)),
     ("judge", "judge", ("judge.",)),
+    ("export", "export", ()),  # builds no role: writes export.out from the artifact the steps before built
 )
 
 
@@ -166,7 +168,7 @@ def stage_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> tuple[str, .
     """
     if cfg.stage not in STAGE_BUILDS:
         raise ConfigError(f"stage={cfg.stage!r} has no job plan; it reads finished sweeps")
-    upto = STAGE_BUILDS[cfg.stage]
+    upto = export.builds(cfg.export.artifact) if cfg.stage == "export" else STAGE_BUILDS[cfg.stage]
     if cfg.stage in ("all", "plan") and not cfg.eval.untuned:
         upto = tuple(u for u in upto if u != "eval.untuned")
     roles = [role for role in specs if role.startswith(upto)]
@@ -181,7 +183,8 @@ def plan_steps(stage: str, roles: tuple[str, ...]) -> tuple[Step, ...]:
     steps = []
     for name, module, prefixes in STEPS:
         mine = tuple(r for r in roles if r.startswith(prefixes))
-        if mine or (name == "prepare" and stage != "plan" and "model" in STAGE_BUILDS[stage]):
+        student = "model" in STAGE_BUILDS[stage] or (stage == "export" and any(r.startswith("eval.") for r in roles))
+        if mine or (name == "prepare" and stage != "plan" and student) or name == stage == "export":
             steps.append(Step(name, module, mine))
     return tuple(steps)
 

@@ -114,6 +114,50 @@ def accuracy_vs_weight(
     return _save(fig, path)
 
 
+_STATUS_COLOR = {"best": "tab:green", "within noise": "tab:blue", "worse": "0.6", "better": "tab:red"}
+
+
+def p_best_vs_weight(row: dict[str, Any], path: Path, confidence: float = 0.95) -> Path:
+    """Which mix weight: average accuracy vs w with CI bars (left) beside P(best) per w (right), one colour per
+    verdict (recommended, within noise, worse), the recommendation sentence as the title.
+
+    ``row``: one row of :func:`mixgap.results.recommend.build` (``weights``, ``accuracy``, ``p_best``, ``status``,
+    ``sentence``, ``student``, ``strong``, ``weak``, ``mode``).
+    """
+    from matplotlib.figure import Figure  # heavy: matplotlib, only when a figure is drawn
+    from matplotlib.patches import Patch  # heavy: matplotlib, only when a figure is drawn
+
+    weights = row["weights"]
+    colors = [_STATUS_COLOR[row["status"][w]] for w in weights]
+    fig = Figure(figsize=(10.0, 3.9))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
+    known = [(w, row["accuracy"][w]) for w in weights if row["accuracy"][w] is not None]
+    left.plot([w for w, _ in known], [v.estimate for _, v in known], "-", color="0.7", zorder=1)
+    for (w, v), c in zip(known, [_STATUS_COLOR[row["status"][w]] for w, _ in known], strict=True):
+        left.errorbar([w], [v.estimate], yerr=[[v.estimate - v.low], [v.high - v.estimate]], fmt="o", color=c,
+                      capsize=4, ms=8 if row["status"][w] == "best" else 6, zorder=2)
+    left.set_xlim(-0.05, 1.05)
+    left.set_xticks(weights, [f"{w:g}" for w in weights])
+    left.set_xlabel(f"mix weight w (fraction from {row['strong']})")
+    left.set_ylabel("average accuracy (%)")
+    left.set_title(f"accuracy, bars = {100 * confidence:g}% CI", fontsize=10)
+    left.grid(alpha=0.3)
+    x = range(len(weights))
+    bars = right.bar(x, row["p_best"], color=colors)
+    for bar, p in zip(bars, row["p_best"], strict=True):
+        right.annotate(f"{p:.2f}", (bar.get_x() + bar.get_width() / 2, p), textcoords="offset points",
+                       xytext=(0, 3), ha="center", fontsize=9)
+    right.set_xticks(list(x), [f"w={w:g}" for w in weights])
+    right.set_ylim(0, 1.12)
+    right.set_ylabel("P(best) (share of paired resamples)")
+    right.set_title("P(best): how often each w wins", fontsize=10)
+    right.grid(alpha=0.3, axis="y")
+    handles = [Patch(color=c, label=s) for s, c in _STATUS_COLOR.items() if s in row["status"].values()]
+    right.legend(handles=handles, fontsize=8, loc="upper right")
+    fig.suptitle(f"{row['student']} ({row['mode']}), {row['strong']} / {row['weak']}: {row['sentence']}", fontsize=10, y=1.03)
+    return _save(fig, path)
+
+
 def draw_all(
     gaps: Sequence[dict[str, Any]], table3: dict[str, list[dict[str, Any]]], out: Path, confidence: float = 0.95
 ) -> list[Path]:

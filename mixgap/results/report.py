@@ -9,6 +9,7 @@
   P_weak (w=0), Δ with paired-bootstrap CIs (:mod:`mixgap.stats`), the verdict, the paper's numbers and the
   scoring (:func:`scoring`: the LLM judge's verdicts when the jobs ran ``eval.judge``, as the paper's, else the grader's);
 - ``fig_gap_vs_size_*.png`` (Figures 2/3) and ``fig_average_vs_weight_*.png`` (Figure 6), via :mod:`mixgap.results.figures`;
+- ``recommend.csv`` and ``fig_p_best_*.png``: which mix weight to use per student (:mod:`mixgap.results.recommend`);
 - ``report.md`` tying it together, with every warning (missing jobs, length stops, problem-id mismatches).
 
 A job counts only when it is ``done`` and every benchmark it names has a finished evaluation; anything else
@@ -26,8 +27,9 @@ from typing import Any
 from mixgap import stats
 from mixgap.core.config import to_container
 from mixgap.core.store import Store
-from mixgap.results import figures, learnability_report, tables
+from mixgap.results import figures, learnability_report, recommend, tables
 from mixgap.results.sweep import Job, assign_variants, read_sweeps
+from mixgap.results.tables import recommend as recommend_tables
 
 
 def runs_of(jobs: list[Job], arm: str, warnings: list[str] | None = None) -> list[dict[str, dict[str, bool]]]:
@@ -202,6 +204,26 @@ def table3_rows(
     return dict(by_student)
 
 
+def weight_cells(
+    groups: dict[tuple, list[Job]], warnings: list[str]
+) -> tuple[dict[tuple, tuple[list[float], list[dict[str, Any]]]], list[tuple]]:
+    """Per (student, strong, weak, mode): its finished weights and their tuned arms aligned on the problems all
+    share (``(weights, arms)``, for :func:`mixgap.results.recommend.build`), and the cells with one weight only."""
+    by_cell: dict[tuple, dict[float, list[Job]]] = defaultdict(dict)
+    for (student, strong, weak, mode, weight), members in groups.items():
+        by_cell[(student, strong, weak, mode)][weight] = members
+    cells, single = {}, []
+    for cell, by_weight in by_cell.items():
+        weights = sorted(w for w in by_weight if runs_of(by_weight[w], "tuned"))
+        if len(weights) < 2:
+            single.append(cell)
+            continue
+        runs = [runs_of(by_weight[w], "tuned") for w in weights]  # seed collapses are warned about by Table 3
+        label = f"{cell[0]} {cell[1]}/{cell[2]} {cell[3]} (weights {', '.join(f'{w:g}' for w in weights)})"
+        cells[cell] = (weights, aligned(runs, label, warnings))
+    return cells, single
+
+
 def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str, Any]:
     """Stage ``report``: read ``cfg.report.sweep`` (one folder or a list), write the report, print the gap table.
 
@@ -234,6 +256,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
             groups[job.condition()].append(job)
     gaps = gap_rows(groups, boot, warnings, flagged, {job.condition() for job in jobs})
     table3 = table3_rows(jobs, groups, boot, warnings)
+    cells, single = weight_cells(groups, warnings)  # the weights of each student, for the recommendation
     missing = [f"{job.label()}: {'; '.join(job.missing)}" for job in jobs if job.missing]
 
     out = Path(cfg.report.out or Path(sweeps[0]) / "report")
@@ -245,6 +268,9 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     gap_text = tables.gap_markdown(gaps, labels)
     text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels)
     learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
+    rec = recommend.build(cells, single, table3, jobs, boot, out)  # which mix weight, with P(best)
+    text += "\n" + rec["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in rec["figures"])
+    paths["recommend_csv"], paths["recommend_figures"] = rec["csv"], rec["figures"]
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
     paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
     paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
@@ -253,6 +279,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     try:
         tables.track(tracker, gaps, table3, paths["figures"])
         learnability_report.track(tracker, learn)
+        recommend_tables.track(tracker, rec)
         exit_code = 0
     finally:
         tracker.finish(exit_code=exit_code)

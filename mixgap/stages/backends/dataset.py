@@ -1,7 +1,8 @@
 """The ``dataset`` backend: existing teacher responses imported through a field map, no model loaded.
 
 The rows come from the authors' released UWNSL data on the Hub or from the kit's ``traces/`` JSONL files
-(``teacher.dataset``: ``hub_id``/``hub_config``/``split`` or ``path``, and ``fields``, the row keys of
+(``teacher.dataset``: ``hub_id``/``hub_config``/``split`` or ``path``: a JSONL file, a Parquet file or an exported
+dataset folder (:func:`read_parquet_rows`); and ``fields``, the row keys of
 problem, response, id and answer). They become ``samples.jsonl`` rows like a generation's
 (:func:`mixgap.stages.generate.sample_rows`), with unknown token counts and finish reasons.
 """
@@ -49,10 +50,28 @@ def read_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
                 f"teacher {teacher.name}: dataset.path={ds.path!r} is a file of the offline data kit, but "
                 "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
             )
+        path = Path(ds.path) if Path(ds.path).is_absolute() else (root or Path("/")) / ds.path
+        if path.is_dir() or path.suffix == ".parquet":  # a dataset folder (stage=export) or one Parquet file
+            return read_parquet_rows(path)
         return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
     if ds.hub_id:
         return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split)
     raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one Parquet file, or of a dataset folder's shards (``data/*.parquet``, else ``*.parquet``, in
+    name order), as ``mixgap.stages.export`` writes them.
+
+    Raises:
+        DataError: a folder without Parquet shards.
+    """
+    import datasets  # heavy: datasets (pyarrow), only for Parquet imports
+
+    files = [path] if path.is_file() else sorted(path.glob("data/*.parquet")) or sorted(path.glob("*.parquet"))
+    if not files:
+        raise data.DataError(f"{path}: no Parquet shard (data/*.parquet or *.parquet); give a dataset folder or a file")
+    return datasets.Dataset.from_parquet([str(f) for f in files], keep_in_memory=True).to_list()
 
 
 def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
