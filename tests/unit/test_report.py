@@ -186,10 +186,11 @@ def test_markdown_stdout_and_tracker(made):
     assert "| length stop | " in text and " | AIME24 | 40% |" in text  # the warnings table, after the results
     assert text.index("## Warnings") > text.index("## Per benchmark")
     tracker = made["tracker"]
-    assert tracker.finished == 0 and set(tracker.tables) == {"gaps", "table3/qwen3b", "table3/qwen0.5b"}
+    assert tracker.finished == 0 and set(tracker.tables) == {"gaps", "recommend", "table3/qwen3b", "table3/qwen0.5b"}
     assert tracker.values["delta/qwq32b_vs_qwen32b/qwen0.5b/full"] == -30.0
     assert tracker.values["better/qwq32b_vs_qwen32b/qwen0.5b/full"] == "Weak"
-    assert sorted(tracker.images) == sorted(Path(f).stem + ".png" for f in made["paths"]["figures"])
+    figures = made["paths"]["figures"] + made["paths"]["recommend_figures"]
+    assert sorted(tracker.images) == sorted(Path(f).stem + ".png" for f in figures)
 
 
 def test_tidy_csv_has_one_row_per_job_arm_benchmark(made):
