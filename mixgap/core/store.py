@@ -18,6 +18,7 @@ and every reuse (:meth:`Store.is_done`, :meth:`Store.get_or_build`, :meth:`Store
 always, digests too unless ``Store(root, digests=False)`` (digests are cached per process by path, size and mtime,
 so a sweep hashes each file once). A damaged artifact (a file cut, edited or gone; a manifest that is not JSON) is
 set aside into ``.damaged/`` with one warning line naming it and the file, and is rebuilt by whoever asks for it.
+A manifest without ``files`` (one written by hand) is checked only for being a JSON object.
 """
 
 from __future__ import annotations
@@ -182,14 +183,9 @@ class Store:
         return filedigests.damage(folder, manifest.get("files") or {}, self.digests)
 
     def _set_aside(self, key: str, reason: str, *, locked: bool) -> bool:
-        """Move a damaged artifact to ``.damaged/<key>.<time>`` (one warning line); True when it turned out sound.
-
-        Without ``locked`` it takes the key's lock without waiting: if another process holds it (rebuilding it),
-        nothing is moved. Under the lock the damage is checked again (another process may have rebuilt it).
-
-        Raises:
-            StoreError: the folder cannot be moved (a read-only store): one line naming the file and the fix.
-        """
+        """Move a damaged artifact to ``.damaged/<key>.<time>.<pid>`` (one warning line) under the key's lock
+        (taken without waiting unless ``locked``: while another process holds it, nothing moves), checking again
+        first; True when it turned out sound. StoreError: it cannot be moved (a read-only store), one line."""
         lock = None
         if not locked:
             lock = self.lock(key)
