@@ -163,13 +163,15 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def reused_build_times(store: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """``{role: wall seconds}`` of the artifacts that were already finished when the job planned (``rows``:
-    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests (``wall_s``): a cached rerun keeps what each reused artifact
-    cost to build beside its own ``timings``, instead of reporting zeros."""
+    """``{role: seconds}`` of the artifacts that were already finished when the job planned (``rows``:
+    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests: ``wall_s`` plus, for an evaluation,
+    ``generation_s`` (its share of the engine pass that generated it, recorded apart because its ``wall_s`` is
+    the grading only). A cached rerun keeps what each reused artifact cost to build beside its own ``timings``,
+    instead of reporting zeros."""
     out = {}
     for row in rows:
         if row.get("done") and store.is_done(row["key"]):
-            wall = store.manifest(row["key"]).get("wall_s")
-            if wall is not None:
-                out[row["role"]] = wall
+            manifest = store.manifest(row["key"])
+            if manifest.get("wall_s") is not None:
+                out[row["role"]] = round(manifest["wall_s"] + (manifest.get("generation_s") or 0.0), 3)
     return out

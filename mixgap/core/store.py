@@ -6,11 +6,19 @@ Layout under the root (``paths.cache``)::
     .work/<key>/              resumable scratch of an unfinished artifact (generation shards, training checkpoints)
     .tmp/<key>.<pid>.<rand>/  an artifact being written; renamed into <stage>/<key>/ when complete
     .locks/<key>.lock         one file lock per key
+    .damaged/<key>.<time>/    a finished artifact found damaged, set aside (kept for a look, never read again)
 
 The key is ``<stage>-<16 hex>``: the SHA-256 of the canonical JSON of the config fields that determine the
 artifact plus the keys of its inputs. An artifact folder is finished if and only if it holds
 ``manifest.json``; it is built in a temporary folder and renamed into place under the key's lock, so a
 killed writer leaves nothing that reads as finished and two jobs asking for one key build it once.
+
+The manifest records every file of the artifact (``files``: bytes, SHA-256, JSONL rows; :mod:`mixgap.core.digests`)
+and every reuse (:meth:`Store.is_done`, :meth:`Store.get_or_build`, :meth:`Store.manifest`) checks them: sizes
+always, digests too unless ``Store(root, digests=False)`` (digests are cached per process by path, size and mtime,
+so a sweep hashes each file once). A damaged artifact (a file cut, edited or gone; a manifest that is not JSON) is
+set aside into ``.damaged/`` with one warning line naming it and the file, and is rebuilt by whoever asks for it.
+A manifest without ``files`` (one written by hand) is checked only for being a JSON object.
 """
 
 from __future__ import annotations
@@ -35,10 +43,16 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from mixgap.core import digests as filedigests
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("mixgap", "torch", "transformers", "peft", "datasets", "math-verify", "hydra-core", "vllm", "deepspeed")
+
+
+class StoreError(ValueError):
+    """A damaged artifact that cannot be set aside or rebuilt here; the message is one line naming the file."""
 
 
 def canonical_json(value: Any) -> str:
@@ -133,8 +147,9 @@ class Store:
     #: seconds between "still waiting" log lines while another process holds a key's lock
     heartbeat_s: float = 60.0
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, digests: bool = True):
         self.root = Path(root).expanduser().resolve()
+        self.digests = digests  # check SHA-256 and rows on reuse (sizes are always checked)
         self.wait_s = 0.0  # seconds this Store object spent waiting for other processes' locks
 
     def path(self, key: str) -> Path:
@@ -151,16 +166,75 @@ class Store:
         (self.root / ".locks").mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / ".locks" / f"{key}.lock"))
 
+    def damage(self, key: str) -> str | None:
+        """Why the finished folder of ``key`` is damaged (its manifest missing or not a JSON object, a recorded
+        file missing or of another size, rows or SHA-256), or None when it is sound or absent."""
+        folder = self.path(key)
+        if not folder.is_dir():
+            return None
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{MANIFEST} is missing"
+        except (OSError, ValueError) as err:
+            return f"{MANIFEST} is not valid JSON ({type(err).__name__}: {str(err)[:80]})"
+        if not isinstance(manifest, dict):
+            return f"{MANIFEST} is not a JSON object"
+        return filedigests.damage(folder, manifest.get("files") or {}, self.digests)
+
+    def _set_aside(self, key: str, reason: str, *, locked: bool) -> bool:
+        """Move a damaged artifact to ``.damaged/<key>.<time>.<pid>`` (one warning line) under the key's lock
+        (taken without waiting unless ``locked``: while another process holds it, nothing moves), checking again
+        first; True when it turned out sound. StoreError: it cannot be moved (a read-only store), one line."""
+        lock = None
+        if not locked:
+            lock = self.lock(key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                return False
+        try:
+            reason = self.damage(key)
+            if reason is None:
+                return self.path(key).is_dir()
+            spot = self.root / ".damaged" / f"{key}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+            spot.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(self.path(key), spot)
+            except OSError as err:
+                raise StoreError(f"artifact {self.path(key)} is damaged ({reason}) and cannot be set aside "
+                                 f"({type(err).__name__}); remove that folder so that it is rebuilt") from None
+            log.warning("artifact %s is damaged (%s); set aside to %s, it will be rebuilt", key, reason, spot)
+            return False
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _finished(self, key: str, *, locked: bool = False) -> bool:
+        if not self.path(key).is_dir():
+            return False
+        reason = self.damage(key)
+        return True if reason is None else self._set_aside(key, reason, locked=locked)
+
     def is_done(self, key: str) -> bool:
-        """True when the artifact exists and is finished (has its manifest)."""
-        return (self.path(key) / MANIFEST).is_file()
+        """True when the artifact is finished and sound (:meth:`damage`); a damaged one is set aside (one warning
+        line) and reads as not done, so the caller rebuilds it."""
+        return self._finished(key)
 
     def manifest(self, key: str) -> dict[str, Any]:
-        """The manifest of a finished artifact; FileNotFoundError names the key when it is not finished."""
+        """The manifest of a finished, sound artifact.
+
+        Raises:
+            FileNotFoundError: the artifact is not finished; names the key.
+            StoreError: it was damaged (now set aside, or being rebuilt by another process); names the file.
+        """
         path = self.path(key) / MANIFEST
-        if not path.is_file():
+        if not self.path(key).is_dir():
             raise FileNotFoundError(f"artifact {key} is not finished (no {path})")
-        return json.loads(path.read_text())
+        reason = self.damage(key)
+        if reason is not None and not self._set_aside(key, reason, locked=False):
+            raise StoreError(f"artifact {self.path(key)} is damaged ({reason}); rerun the job to rebuild it")
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def get_or_build(
         self,
@@ -184,13 +258,17 @@ class Store:
 
         Raises:
             TimeoutError: ``wait=False`` and another process is building the key.
+            StoreError: a damaged artifact of ``key`` cannot be set aside (:meth:`is_done`).
             Whatever ``build`` raises; nothing is then left that reads as finished.
+
+        The manifest records ``files`` (:func:`mixgap.core.digests.inventory`, taken after the build and before the
+        rename), ``wall_s`` (the build) and ``digest_s`` (the inventory).
         """
         key = spec.key
-        if self.is_done(key):
+        if self._finished(key):
             return self.path(key)
         with self.holding(key, wait=wait):
-            if self.is_done(key):  # built by the process we waited for
+            if self._finished(key, locked=True):  # built by the process we waited for
                 return self.path(key)
             tmp_root = self.root / ".tmp"
             tmp_root.mkdir(parents=True, exist_ok=True)
@@ -201,6 +279,8 @@ class Store:
             started = time.time()
             try:
                 extra = build(tmp, self.work_dir(key)) or {}
+                wall = round(time.time() - started, 3)
+                files = filedigests.inventory(tmp, skip=(MANIFEST,))
                 manifest = {
                     "key": key,
                     "stage": spec.stage,
@@ -209,13 +289,16 @@ class Store:
                     **environment_facts(),
                     "started": started,
                     "finished": time.time(),
-                    "wall_s": round(time.time() - started, 3),
+                    "wall_s": wall,
+                    "digest_s": round(time.time() - started - wall, 3),
                     **dict(extra),
+                    "files": files,
                 }
                 write_json_atomic(tmp / MANIFEST, manifest)
                 final = self.path(key)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, final)
+                filedigests.remember(final, files)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

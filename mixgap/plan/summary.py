@@ -4,6 +4,7 @@ artifacts (a shared artifact is built once)."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,19 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixgap.core.store import Store
+from mixgap.core.store import Store, StoreError
 from mixgap.plan.preflight import summary_lines
-from mixgap.results.sweep import job_results
+from mixgap.results.sweep import find_jobs, read_result
+
+log = logging.getLogger(__name__)
+
+
+def _done_now(store: Store, key: str) -> bool:
+    try:
+        return store.is_done(key)
+    except StoreError as err:  # a damaged artifact of a read-only store: not done, said once, the summary goes on
+        log.warning("%s", err)
+        return False
 
 
 def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -34,7 +45,7 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         for row in result.get("plan", []):
             parts = row["role"].split(".")
             uses[row["key"]] += 1
-            done = store.is_done(row["key"]) if store is not None else row["done"]  # now, after the jobs ran
+            done = _done_now(store, row["key"]) if store is not None else row["done"]  # now, after the jobs ran
             seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], done)
     for key, (kind, done) in seen.items():
         entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
@@ -42,6 +53,19 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         entry["done"] += int(done)
         entry["uses"] += uses[key]
     return kinds
+
+
+def sweep_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each job folder of the sweep with its ``result.json``; a record that cannot be read (cut, not JSON) is
+    ``{"status": "unreadable"}`` with one warning naming it, and the other jobs' records are read as they are."""
+    out = []
+    for folder in find_jobs(sweep_dir):
+        try:
+            out.append((folder, read_result(folder)))
+        except (OSError, ValueError) as err:
+            log.warning("%s/result.json cannot be read (%s); counted as unreadable", folder, type(err).__name__)
+            out.append((folder, {"status": "unreadable"}))
+    return out
 
 
 def sweep_size(overrides: Sequence[str]) -> int:
@@ -83,7 +107,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        jobs = job_results(sweep_dir)
+        jobs = sweep_records(sweep_dir)
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
         print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))

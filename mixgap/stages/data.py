@@ -7,11 +7,16 @@ Hub ids and field names live in the config (``conf/benchmark/*.yaml``, ``conf/pr
 ``traces/``), the same loaders read its already-normalised JSONL files instead.
 
 Decontamination compares training and evaluation problems by normalised text (:func:`normalize_text`).
+
+What identifies a source's content goes into the keys of the artifacts built from it (:func:`source_digest`): the
+SHA-256 of each kit file read, or the resolved revision (commit) of a Hub dataset.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 import re
 import unicodedata
@@ -20,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixgap.core.digests import file_sha256
 from mixgap.grading import extract_answer
+
+log = logging.getLogger(__name__)
+UNRESOLVED = "unresolved"  # the revision of a Hub dataset that is neither reachable nor in the local cache
+_REVISIONS: dict[str, str] = {}  # Hub dataset id -> resolved revision, once per process
 
 KIT_LAYOUT = "math/math_train.jsonl, math/math_test.jsonl, math/math500_test.jsonl, gsm8k/, eval/, traces/"
 
@@ -72,6 +82,57 @@ def kit_file(data_root: Path, relative: str) -> Path:
             f"{path} not found: MIXGAP_DATA (paths.data={data_root}) must hold the offline kit ({KIT_LAYOUT})"
         )
     return path
+
+
+def kit_digest(data_root: Path, relative: str) -> dict[str, Any]:
+    """``{"kit": relative path, "sha256": digest}`` of a kit file (``sha256`` None when the file is absent: the
+    build then fails naming it). Digests are cached by (path, size, mtime_ns), so a sweep hashes a file once."""
+    path = Path(relative) if Path(relative).is_absolute() else Path(data_root) / relative
+    return {"kit": str(relative), "sha256": file_sha256(path) if path.is_file() else None}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def cached_revision(hub_id: str, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The commit of a Hub dataset's local snapshot (``<hub cache>/datasets--<owner>--<name>/refs/main``), or None."""
+    if cache_dir is None:
+        from huggingface_hub import constants  # heavy: huggingface_hub, only for a Hub dataset's revision
+
+        cache_dir = constants.HF_HUB_CACHE
+    ref = Path(cache_dir) / f"datasets--{hub_id.replace('/', '--')}" / "refs" / "main"
+    return (ref.read_text().strip() or None) if ref.is_file() else None
+
+
+def hub_revision(hub_id: str) -> str:
+    """The revision (commit SHA) of a Hub dataset, once per process: ``HfApi().dataset_info(id).sha`` online;
+    with ``HF_HUB_OFFLINE=1`` (or the Hub unreachable) the local cache's snapshot (:func:`cached_revision`), else
+    ``"unresolved"`` with a warning (its artifacts are then keyed without knowing the data's version)."""
+    if hub_id not in _REVISIONS:
+        revision = None
+        if not _offline():
+            from huggingface_hub import HfApi  # heavy: huggingface_hub, only for a Hub dataset's revision
+
+            try:
+                revision = HfApi().dataset_info(hub_id, timeout=10).sha
+            except Exception as err:  # offline, auth, missing: fall back to the local cache
+                log.info("cannot resolve %s on the Hub (%s); using the local cache", hub_id, type(err).__name__)
+        revision = revision or cached_revision(hub_id)
+        if revision is None:
+            log.warning("the revision of Hub dataset %s is unresolved (not reachable, not in the local cache): "
+                        "its artifacts' keys do not follow a change of the data", hub_id)
+        _REVISIONS[hub_id] = revision or UNRESOLVED
+    return _REVISIONS[hub_id]
+
+
+def source_digest(source: Any, data_root: Path | None) -> dict[str, Any]:
+    """What identifies a source's content, for the keys of the artifacts built from it: the kit file's
+    :func:`kit_digest` (``source.kit_path``) when ``data_root`` is set, else ``{"hub": id, "revision": ...}``
+    (:func:`hub_revision`). Never the kit's absolute path: a kit copied elsewhere gives the same keys."""
+    if data_root is not None:
+        return kit_digest(data_root, source.kit_path)
+    return {"hub": source.hub_id, "revision": hub_revision(str(source.hub_id))}
 
 
 def load_hub_rows(hub_id: str, hub_config: str | None, split: str) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -29,7 +30,7 @@ from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec, write_json_atomic, write_jsonl_atomic
 from mixgap.grading import EXTRACT_MODES, POLICY_VERSION, grade, is_equivalent
 from mixgap.stages import backends
-from mixgap.stages.data import DataError, Problem, fill_prompt
+from mixgap.stages.data import DataError, Problem, fill_prompt, source_digest
 from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores, per_problem_mean
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,11 @@ _NOT_IN_KEY = ("label", "size", "stop", "n_samples")  # cosmetic, or in the key 
 def eval_spec(
     bench: DictConfig, eval_cfg: DictConfig, model_key: str, exclude_key: str | None, data_root: Path | None
 ) -> ArtifactSpec:
-    """Store spec of one (model, benchmark) evaluation.
-
-    Fields: the benchmark (source, prompt, subset, extraction; not its label or size), the generation budget and
-    context, the stop strings, the sampling settings (None when greedy), the grader's policy version and extraction
-    mode (``eval.extract``), and whether problems come from the kit or the Hub. Inputs: the model's key and, when decontamination drops
-    problems, the key of the training problem set. The backend (vLLM/HF), batch size and tensor parallelism
-    are recorded in the manifest but do not change the key.
-    """
+    """Store spec of one (model, benchmark) evaluation. Fields: the benchmark (not its label or size), generation
+    budget and context, stop strings, sampling (None when greedy), grader policy, ``eval.extract``, the problems'
+    ``source`` (kit/hub) and ``content`` (:func:`mixgap.stages.data.source_digest`). Inputs: the model's key and,
+    when decontamination drops problems, the training problem set's key. Backend, batch size, tensor parallelism:
+    in the manifest, not the key."""
     fields = {
         "benchmark": {k: v for k, v in to_container(bench).items() if k not in _NOT_IN_KEY},
         "max_new_tokens": eval_cfg.max_new_tokens,
@@ -56,6 +54,7 @@ def eval_spec(
         "grader": POLICY_VERSION,
         "extract": eval_cfg.get("extract", "policy"),
         "source": "kit" if data_root is not None else "hub",
+        "content": source_digest(bench, data_root),
         "selection": "decontaminate, then subset",  # data.evaluation_sets
         "stop": stop_strings(bench, eval_cfg),
         "sampling": sampling_fields(eval_cfg, bench),
@@ -242,9 +241,18 @@ def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequ
     return rows
 
 
+def generation_share(completions: dict[str, Sequence[Sequence[Any]]], name: str) -> float:
+    """The fraction of one engine pass's generation that was benchmark ``name``'s: its completion tokens over
+    all benchmarks' (its samples over all when a backend reports no token counts); 0 for an empty pass."""
+    samples = {n: [c for group in groups for c in group] for n, groups in completions.items()}
+    counted = all(getattr(c, "completion_tokens", None) is not None for cs in samples.values() for c in cs)
+    sizes = {n: sum(c.completion_tokens for c in cs) if counted else len(cs) for n, cs in samples.items()}
+    return sizes[name] / sum(sizes.values()) if sum(sizes.values()) else 0.0
+
+
 def write_eval(
     bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]], cfg: DictConfig,
-    out_dir: Path, tracker: Any, backend: str,
+    out_dir: Path, tracker: Any, backend: str, generation_s: float | None = None,
 ) -> dict[str, Any]:
     """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
 
@@ -252,9 +260,11 @@ def write_eval(
     benchmark's style) and ``accuracy_by_extract`` (``{mode: pass@1 in percent}`` of the same completions).
 
     Returns:
-        Manifest extras: the problem ids evaluated, the backend, the scores and ``first_turn`` -- the first
+        Manifest extras: the problem ids evaluated, the backend, the scores, ``first_turn`` -- the first
         problem's ``id``, its filled ``user`` turn and the ``chat_template`` that renders it (``model``: the
-        tokenizer's own; the backend renders it as ``mixgap.stages.backends.render_prompts`` does).
+        tokenizer's own; the backend renders it as ``mixgap.stages.backends.render_prompts`` does) -- and
+        ``generation_s``, this benchmark's share (:func:`generation_share`) of the engine pass's generation seconds
+        (the artifact's ``wall_s`` counts only the grading that follows).
     """
     extract = cfg.eval.get("extract", "policy")
     rows = grade_rows(bench, problems, completions, extract)
@@ -277,7 +287,7 @@ def write_eval(
     first = {"id": problems[0].id, "user": fill_prompt(bench.prompt, problems[0].problem),
              "chat_template": str(cfg.student.get("chat_template", "model"))}
     return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems],
-            "scores": scores, "first_turn": first}
+            "scores": scores, "first_turn": first, "generation_s": None if generation_s is None else round(generation_s, 3)}
 
 
 def _queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> tuple[list, list | None, list, list]:
@@ -299,8 +309,9 @@ def build_eval(
     if not problems:
         raise DataError(f"{bench.name}: no problems to evaluate (all removed by decontamination or limit)")
     prompts, seeds, stops, ns = _queue(bench, problems, cfg)
+    start = time.monotonic()
     completions = engine.generate_samples(prompts, desc=f"eval {bench.name}", seeds=seeds, stops=stops, ns=ns)
-    return write_eval(bench, problems, completions, cfg, out_dir, tracker, engine.kind)
+    return write_eval(bench, problems, completions, cfg, out_dir, tracker, engine.kind, time.monotonic() - start)
 
 
 def evaluate_model(
@@ -354,8 +365,9 @@ def evaluate_model(
             seeds = None if queue[0][1] is None else [s for q in queue for s in q[1]]
             stops = [s for q in queue for s in q[2]]
             ns = [k for q in queue for k in q[3]]
+            began = time.monotonic()
             out = engine.generate_samples(prompts, desc=f"eval {', '.join(mine)}", seeds=seeds, stops=stops, ns=ns)
-            start = 0
+            pass_s, start = time.monotonic() - began, 0
             for n in mine:
                 completions[n] = out[start : start + len(benchmarks[n])]
                 start += len(benchmarks[n])
@@ -366,7 +378,8 @@ def evaluate_model(
 
             def build(o: Path, _w: Path, b: DictConfig = bench, n: str = name) -> dict[str, Any]:
                 if n in completions:
-                    return write_eval(b, benchmarks[n], completions[n], cfg, o, tracker, engine.kind)
+                    return write_eval(b, benchmarks[n], completions[n], cfg, o, tracker, engine.kind,
+                                      pass_s * generation_share(completions, n))
                 return build_eval(engine, b, benchmarks[n], cfg, o, tracker)  # its builder failed elsewhere
 
             scores[name] = read_scores(store.get_or_build(spec, build))

@@ -47,9 +47,11 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
 
     Fields: the teacher config minus cosmetic fields (``name``, ``batch_size``) and minus the fields its
     backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
-    generates or when imported rows take ids/answers from it (the backend's ``needs_problems``); the dataset
-    source for an importing backend (``dataset``); and ``source`` = ``kit`` or ``hub`` (never the kit's absolute
-    path). The student is not part of it.
+    generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
+    its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub
+    revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``content``: the SHA-256
+    of its kit file (``dataset.path``) or the revision of its Hub dataset, so edited traces get a new key (never the
+    kit's absolute path). The student is not part of it.
 
     Raises:
         ConfigError: ``teacher.backend`` is not a registered backend.
@@ -61,7 +63,10 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
     if not backend.generates:
         for name in _GENERATION_ONLY:
             fields.pop(name, None)
-        fields["source"] = "kit" if teacher.dataset.path else "hub"
+        ds = teacher.dataset
+        fields["source"] = "kit" if ds.path else "hub"
+        fields["content"] = (data.kit_digest(data_root or Path("/"), ds.path) if ds.path
+                             else {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))})
     else:
         fields.pop("dataset", None)
         weights = models.model_spec(teacher)
@@ -70,6 +75,7 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
     if backend.needs_problems(teacher):
         fields["problems"] = to_container(problems)
         fields["problems_source"] = "kit" if data_root is not None else "hub"
+        fields["problems_content"] = data.source_digest(problems, data_root)
     return ArtifactSpec("generation", fields)
 
 

@@ -33,20 +33,30 @@ PROBLEM_MODES = ("intersection", "union")
 
 def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetune_cfg: Any = None,
                  student_key: str | None = None) -> ArtifactSpec:
-    """Store spec of a mixture (stage ``mixture``): fields ``{weight, problems, seed}`` (weight as a float,
-    so ``1`` and ``1.0`` are one key); inputs ``[strong, weak]``.
+    """Store spec of a mixture (stage ``mixture``): fields ``{weight, problems, seed}``; inputs ``[strong, weak]``.
+
+    The weight is keyed as ``round(float(w), 6)`` (:func:`key_weight`), so ``1`` and ``1.0``, and ``0.2`` and
+    ``0.2000001``, are one key: weights that close select the same ``k = floor(w N + 0.5)`` strong problems unless
+    ``w N + 0.5`` lies within ``1e-6 N`` of an integer (a weight given with at most 6 decimals is keyed as
+    itself; the mixture is selected with the keyed weight). Keying by k would be exact, but k needs N, which only the
+    pools' contents give, and a spec is a pure function of config and input keys.
 
     With ``finetune_mode.overlength=drop_pair`` the mixture leaves out every problem over-length in either pool for
     this student (:func:`drop_pair_rows`): its fields then add the training turn and ``max_seq_len`` that decide
     the length, and its inputs the student (whose key carries tokenizer and chat template).
     """
-    fields: dict[str, Any] = {"weight": float(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
+    fields: dict[str, Any] = {"weight": key_weight(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
     inputs: tuple[str, ...] = (strong_pool_key, weak_pool_key)
     if finetune_cfg is not None and finetune_cfg.overlength == "drop_pair":
         fields["drop_pair"] = {"max_seq_len": int(finetune_cfg.max_seq_len), "prompt": str(finetune_cfg.prompt),
                                "system": finetune_cfg.get("system")}
         inputs += (str(student_key),)
     return ArtifactSpec("mixture", fields, inputs)
+
+
+def key_weight(weight: float) -> float:
+    """The mix weight as keyed and selected with: ``round(float(weight), 6)`` (:func:`mixture_spec`)."""
+    return round(float(weight), 6)
 
 
 def problem_set_key(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.config import to_container
+from mixgap.core.digests import file_sha256
 from mixgap.core.store import ArtifactSpec, Store
 
 
@@ -40,12 +41,19 @@ def gguf_path(gguf: Any) -> Path:
 
 
 def gguf_spec(gguf: Any) -> ArtifactSpec:
-    """Store spec of a converted GGUF model: package, file and the package's version."""
+    """Store spec of a converted GGUF model: package, file, the package's version and what identifies the file's
+    content (``file``: ``{"bytes", "sha256"}`` of the ``.gguf``, :func:`mixgap.core.digests.file_sha256`, cached per
+    process; None while the package is not installed: the conversion then fails naming the pip command)."""
     fields = dict(to_container(gguf))
     try:
         fields["package_version"] = metadata.version(gguf.pip_name)
     except metadata.PackageNotFoundError:
         fields["package_version"] = None
+    try:
+        path = gguf_path(gguf)
+        fields["gguf_file"] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    except ModelSourceError:
+        fields["gguf_file"] = None
     return ArtifactSpec("model", fields)
 
 

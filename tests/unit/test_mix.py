@@ -179,3 +179,12 @@ def test_mixture_without_token_counts_reports_none_and_characters(tmp_path):
     counts = build_mixture(strong, WEAK, mix_cfg(1.0), tmp_path / "out")["counts"]
     assert counts["tokens"]["strong"] is None
     assert counts["chars"]["strong"] == sum(len(r["response"]) for r in rows[:7])
+
+
+def test_the_weight_is_keyed_to_six_decimals_so_weights_selecting_the_same_problems_share_a_key():
+    near = mixture_spec(mix_cfg(0.2000001), "pool-s", "pool-w")
+    assert near.key == mixture_spec(mix_cfg(0.2), "pool-s", "pool-w").key and near.fields["weight"] == 0.2
+    assert mixture_spec(mix_cfg(0.200001), "pool-s", "pool-w").key != near.key  # a sixth decimal is a new weight
+    # N = 211 shared problems: floor(0.2 * 211 + 0.5) = floor(42.7) = 42 strong examples at both weights
+    assert len(select(ids(211), ids(211), 0.2, 0, "intersection")[1]) == 42
+    assert len(select(ids(211), ids(211), 0.2000001, 0, "intersection")[1]) == 42

@@ -1,0 +1,91 @@
+"""Cost of the store's integrity checks on an artifact set of the demo's sizes.
+
+Builds, in a temporary store, three teacher pools (JSONL, ~2, 5 and 10 MB) and a checkpoint folder with a 517 MB
+``model.safetensors`` (random bytes) plus small config/tokenizer files, then times:
+
+- the build's inventory (``digest_s`` in each manifest: sizes, SHA-256, rows, once per artifact);
+- ``is_done`` sizes only (``Store(root, digests=False)``);
+- ``is_done`` with digests, cold (the per-process digest cache emptied: what a new process pays once per file;
+  the files are in the page cache, so this is hashing speed, not disk speed);
+- ``is_done`` with digests, warm (cached by path, size, mtime_ns: every later reuse in the same process).
+
+Usage: ``python benchmarks/bench_store.py [--checkpoint-mb 517] [--repeat 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from mixgap.core import digests
+from mixgap.core.store import ArtifactSpec, Store
+
+
+def pool_rows(megabytes: float, seed: int) -> str:
+    """JSONL text of pool rows (a ~1.5 kB response each) until ``megabytes`` is reached."""
+    rng, out, size, i = random.Random(seed), [], 0, 0
+    while size < megabytes * 1e6:
+        words = " ".join(rng.choice(["so", "the", "sum", "is", "x", "=", "2", "\\frac{1}{2}"]) for _ in range(300))
+        line = json.dumps({"id": f"p{i}", "problem": f"Problem {i}", "answer": str(i), "response": words,
+                           "teacher": "t", "cot": "long", "completion_tokens": 400}) + "\n"
+        out.append(line)
+        size, i = size + len(line), i + 1
+    return "".join(out)
+
+
+def checkpoint(out: Path, megabytes: int) -> None:
+    with open(out / "model.safetensors", "wb") as fh:
+        for _ in range(megabytes):
+            fh.write(os.urandom(1 << 20))
+    (out / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 576}))
+    (out / "tokenizer.json").write_text(json.dumps({"vocab": {str(i): i for i in range(49152)}}))
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint-mb", type=int, default=517)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    try:
+        store = Store(root)
+        specs = {}
+        for i, mb in enumerate((2, 5, 10)):
+            text = pool_rows(mb, i)
+            specs[f"pool {mb} MB"] = spec = ArtifactSpec("pool", {"i": i})
+            store.get_or_build(spec, lambda out, _w, t=text: (out / "pool.jsonl").write_text(t) and None)
+        specs["checkpoint"] = spec = ArtifactSpec("checkpoint", {"mb": args.checkpoint_mb})
+        store.get_or_build(spec, lambda out, _w: checkpoint(out, args.checkpoint_mb))
+        sizes_only = Store(root, digests=False)
+        print(f"store {root}: checkpoint {args.checkpoint_mb} MB, median of {args.repeat}")
+        print(f"{'artifact':<14} {'MB':>8} {'build inventory s':>18} {'sizes s':>9} {'cold digest s':>14} "
+              f"{'warm digest s':>14}")
+        for name, spec in specs.items():
+            mb = sum(f["bytes"] for f in store.manifest(spec.key)["files"].values()) / 1e6
+            inventory = store.manifest(spec.key)["digest_s"]
+            size_s = timed(lambda k=spec.key: sizes_only.is_done(k), args.repeat)
+            cold = timed(lambda k=spec.key: (digests.forget(), store.is_done(k)), args.repeat)
+            warm = timed(lambda k=spec.key: store.is_done(k), args.repeat)
+            print(f"{name:<14} {mb:>8.1f} {inventory:>18.3f} {size_s:>9.5f} {cold:>14.3f} {warm:>14.5f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
