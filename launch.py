@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import ConfigError, check_override_keys, register_configs
 from mixgap.core.runrecord import Interrupted
+from mixgap.core.store import StoreError
 from mixgap.pipeline import run_job
 from mixgap.plan.preflight import job_gpus
 from mixgap.stages.backends import BackendUnavailable
@@ -42,7 +43,7 @@ def main(cfg: DictConfig) -> None:
         refusals = (result.get("preflight") or {}).get("refusals")
         if refusals and hc.mode != RunMode.MULTIRUN:  # a multirun's summary lists every job's refusals
             raise ConfigError(refusals[0])
-    except (ConfigError, DataError, ModelSourceError, PoolMissing, BackendUnavailable) as err:
+    except (ConfigError, DataError, ModelSourceError, PoolMissing, BackendUnavailable, StoreError) as err:
         # one line, no traceback: the message names the field or file and what to do
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)

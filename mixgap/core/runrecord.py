@@ -157,7 +157,7 @@ def describe(result: dict[str, Any]) -> str:
                 alive = "; still alive"
         slurm = f", SLURM job {result['slurm_job_id']}" if result.get("slurm_job_id") else ""
         return f"status 'running' (pid {pid} on host {host}{slurm}, started {when(result.get('started'))}{alive})"
-    if status == "failed" and result.get("error"):
+    if status in ("failed", "unreadable") and result.get("error"):
         return f"status 'failed' ({result['error']})"
     return f"status {status!r}"
 

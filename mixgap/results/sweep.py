@@ -91,9 +91,15 @@ class Job:
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
-    """A job folder's ``result.json`` (None when the job never wrote one)."""
+    """A job folder's ``result.json`` (None when the job never wrote one); one that is not valid JSON reads as
+    ``{"status": "unreadable", "error": ...}`` naming the file, so the report lists the job apart, never a traceback."""
     path = Path(folder) / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"status": "unreadable", "error": f"{path} is not valid JSON ({type(err).__name__}: {err})"}
 
 
 def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:

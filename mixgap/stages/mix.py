@@ -169,7 +169,7 @@ def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_
     if overlong is not None:
         excluded, dropped = drop_pair_ids(pools, mix_cfg.problems, overlong)
         pools = {role: {i: r for i, r in rows.items() if i not in excluded} for role, rows in pools.items()}
-    ids, strong = select(pools["strong"], pools["weak"], float(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
+    ids, strong = select(pools["strong"], pools["weak"], key_weight(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
     rows = []
     for pid in ids:
         source = "strong" if pid in strong else "weak"
