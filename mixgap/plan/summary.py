@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from mixgap.core.store import Store, StoreError
 from mixgap.plan.preflight import summary_lines
-from mixgap.results.sweep import find_jobs, read_result
+from mixgap.results.sweep import job_results
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,6 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         entry["done"] += int(done)
         entry["uses"] += uses[key]
     return kinds
-
-
-def sweep_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
-    """Each job folder of the sweep with its ``result.json``; a record that cannot be read (cut, not JSON) is
-    ``{"status": "unreadable"}`` with one warning naming it, and the other jobs' records are read as they are."""
-    out = []
-    for folder in find_jobs(sweep_dir):
-        try:
-            out.append((folder, read_result(folder)))
-        except (OSError, ValueError) as err:
-            log.warning("%s/result.json cannot be read (%s); counted as unreadable", folder, type(err).__name__)
-            out.append((folder, {"status": "unreadable"}))
-    return out
 
 
 def sweep_size(overrides: Sequence[str]) -> int:
@@ -107,7 +94,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        jobs = sweep_records(sweep_dir)
+        jobs = job_results(sweep_dir)
         results = [r for _, r in jobs if r is not None]
         statuses = Counter(r["status"] if r else "missing" for _, r in jobs)
         print(f"\n{len(jobs)} jobs in {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))

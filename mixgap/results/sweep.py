@@ -5,6 +5,7 @@ their results name in the artifact store. Shared by the report and the analysis 
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
 from mixgap.stats import per_problem_mean
 
+log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
@@ -99,6 +101,7 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
+        log.warning("%s cannot be read (%s); counted as unreadable", path, type(err).__name__)
         return {"status": "unreadable", "error": f"{path} is not valid JSON ({type(err).__name__}: {err})"}
 
 
@@ -169,7 +172,7 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
 
 def extract_accuracies(rows: list[dict[str, Any]], extract: str) -> dict[str, float]:
     """``{mode: pass@1 in percent}``: ``correct`` under ``extract`` and ``correct_<mode>`` for each other mode
-    the rows carry (``mixgap.stages.evaluate.grade_rows``); each the mean over problems of their sample means."""
+    the rows carry (``mixgap.stages.verdicts.grade_rows``); each the mean over problems of their sample means."""
     out = {}
     for mode, column in ((extract, "correct"), *((m, f"correct_{m}") for m in EXTRACT_MODES if m != extract)):
         if all(column in r for r in rows):

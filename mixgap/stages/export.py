@@ -27,9 +27,9 @@ import mixgap
 from mixgap.core.config import ConfigError, to_container
 from mixgap.core.store import Store
 from mixgap.stages import data
-from mixgap.stages.evaluate import PREDICTIONS
 from mixgap.stages.generate import POOL
 from mixgap.stages.mix import MIXTURE
+from mixgap.stages.verdicts import PREDICTIONS
 
 #: The role prefixes each exportable artifact needs built (``eval.<arm>.<benchmark>`` takes its own name).
 NEEDS = {

@@ -51,7 +51,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
     """Teacher generation (``build_generation``) then evaluation (``Engine`` + ``build_eval``) of ``cfg``;
     returns their rows, counts, scores and wall seconds (used for both backends)."""
     from mixgap.core.tracking import NullTracker
-    from mixgap.stages import data, evaluate, models
+    from mixgap.stages import data, evaluate, models, verdicts
     from mixgap.stages.generate import SAMPLES, build_generation
 
     root = Path(cfg.paths.data)
@@ -70,7 +70,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
     eval_s = time.perf_counter() - start
     return {
         "generation": {"rows": data.read_jsonl(tmp / "gen" / SAMPLES), "counts": counts, "seconds": gen_s},
-        "evaluation": {"rows": data.read_jsonl(tmp / "eval" / evaluate.PREDICTIONS), "backend": extras["backend"],
+        "evaluation": {"rows": data.read_jsonl(tmp / "eval" / verdicts.PREDICTIONS), "backend": extras["backend"],
                        "scores": extras["scores"], "seconds": eval_s},
     }
 

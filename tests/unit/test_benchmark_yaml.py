@@ -10,7 +10,7 @@ from mixgap.plan.jobs import make_plan
 from mixgap.plan.preflight import preflight
 from mixgap.stages.backends import Completion
 from mixgap.stages.data import Problem
-from mixgap.stages.evaluate import grade_rows
+from mixgap.stages.verdicts import grade_rows
 
 
 def copy_of_aime24(folder: Path) -> str:

@@ -24,7 +24,7 @@ from mixgap.core.runrecord import job_identity
 from mixgap.core.store import Store, write_json_atomic
 from mixgap.core.tracking import NullTracker
 from mixgap.results import learnability_report, report, sweep
-from mixgap.stages import evaluate, judge
+from mixgap.stages import judge, verdicts
 from mixgap.stages.data import Problem
 from mixgap.stats import Interval
 
@@ -146,11 +146,11 @@ def test_grade_rows_store_both_modes_and_scores_hold_both_accuracies(tmp_path):
     problems = [Problem("a", "?", "5"), Problem("b", "?", "5"), Problem("c", "?", "5")]
     texts = ["Final Answer: 5", "so \\boxed{5}", "\\boxed{4}"]
     done = [[SimpleNamespace(text=t, finish_reason="stop", completion_tokens=3)] for t in texts]
-    extras = evaluate.write_eval(bench, problems, done, cfg, tmp_path, NullTracker(), "hf")
-    rows = [json.loads(line) for line in open(tmp_path / evaluate.PREDICTIONS)]
+    extras = verdicts.write_eval(bench, problems, done, cfg, tmp_path, NullTracker(), "hf")
+    rows = [json.loads(line) for line in open(tmp_path / verdicts.PREDICTIONS)]
     assert [(r["correct"], r["correct_policy"]) for r in rows] == [(False, True), (True, True), (False, False)]
     assert [(r["extracted"], r["extracted_policy"]) for r in rows] == [(None, "5"), ("5", "5"), ("4", "4")]
-    scores = json.loads((tmp_path / evaluate.SCORES).read_text())
+    scores = json.loads((tmp_path / verdicts.SCORES).read_text())
     assert scores["accuracy_by_extract"] == pytest.approx({"boxed": 100 / 3, "policy": 200 / 3})
     assert (scores["extract"], scores["extraction"]) == ("boxed", "boxed")
     assert extras["first_turn"]["id"] == "a" and "?" in extras["first_turn"]["user"]

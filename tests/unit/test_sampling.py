@@ -12,7 +12,8 @@ from mixgap import stats
 from mixgap.core.config import ConfigError, validate
 from mixgap.grading import is_equivalent
 from mixgap.stages.backends import cut_at_stop_string, first_prefix, vllm_sampling_kwargs
-from mixgap.stages.evaluate import eval_spec, problem_seed, sampling_fields, score, stop_strings
+from mixgap.stages.evaluate import eval_spec, problem_seed, sampling_fields, stop_strings
+from mixgap.stages.verdicts import score
 
 
 @pytest.mark.parametrize(("n", "c", "k", "expected"), [

@@ -17,7 +17,7 @@ from huggingface_hub import constants
 from conftest import compose_cfg
 from mixgap.core import runrecord
 from mixgap.core.store import ArtifactSpec, Store
-from mixgap.plan.summary import sweep_records
+from mixgap.results.sweep import job_results
 from mixgap.stages import data, models
 from mixgap.stages.evaluate import eval_spec, generation_share
 from mixgap.stages.generate import generation_spec
@@ -140,8 +140,9 @@ def test_a_damaged_sibling_result_is_read_apart_and_the_others_as_they_are(tmp_p
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / "result.json").write_text(text)
     with caplog.at_level(logging.WARNING):
-        records = sweep_records(tmp_path)
-    assert [(f.name, r) for f, r in records] == [("0", {"status": "done"}), ("1", {"status": "unreadable"})]
+        records = job_results(tmp_path)
+    assert [(f.name, r["status"]) for f, r in records] == [("0", "done"), ("1", "unreadable")]
+    assert records[1][1]["error"].startswith(f"{tmp_path / '1'}/result.json is not valid JSON (JSONDecodeError")
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / '1'}/result.json cannot be read (JSONDecodeError); counted as unreadable"]
     assert json.loads((tmp_path / "0" / "result.json").read_text()) == {"status": "done"}

@@ -1,0 +1,155 @@
+"""Grading and scoring one evaluation's completions (paper Section 3.1): ``predictions.jsonl`` rows graded by
+:func:`mixgap.grading.grade` under both extraction modes, and ``scores.json`` (pass@1 with its Wilson or bootstrap
+interval, pass@k, maj@n over equivalent answers, the length-stop fraction, both modes' accuracies).
+:mod:`mixgap.stages.evaluate` generates the completions and writes each artifact through :func:`write_eval`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.store import write_json_atomic, write_jsonl_atomic
+from mixgap.grading import EXTRACT_MODES, grade, is_equivalent
+from mixgap.stages.data import DataError, Problem, fill_prompt
+from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores, per_problem_mean
+
+log = logging.getLogger(__name__)
+PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
+
+
+def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.95) -> dict[str, Any]:
+    """Scores of one benchmark's predictions: one row per sample (``sample`` 0..n-1; rows without it are one
+    greedy sample each).
+
+    Args:
+        rows: prediction rows with ``id``, ``correct`` (bool), ``extracted``, ``finish_reason``, ``reason``.
+        benchmark: its name (recorded).
+        confidence: level of the interval (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else
+            the percentile bootstrap over problems, each carrying its mean correctness over samples).
+
+    Returns:
+        ``benchmark``, ``n`` (problems), ``n_samples`` (per problem), ``correct`` (correct samples),
+        ``accuracy`` = ``pass@1`` (percent, 0-100: mean over samples and problems), ``ci_low``, ``ci_high``,
+        ``se`` (standard error, points: ``mean_ci``), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
+        Chen et al. 2021), ``maj@<n_samples>`` (majority vote over classes of equivalent extracted answers,
+        ``mixgap.stats.graded_same`` with ``mixgap.grading.is_equivalent`` (1 s per pair); percent; with one
+        sample it equals pass@1), ``length_stop_frac`` (0-1, over samples) and ``reasons`` (grader reasons).
+
+    Raises:
+        DataError: no rows. ValueError: problems with different numbers of samples.
+    """
+    if not rows:
+        raise DataError(f"{benchmark}: no problems to evaluate (all removed by decontamination or limit)")
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_id.setdefault(str(r["id"]), []).append(r)
+    groups = list(by_id.values())
+    counts = [(len(g), sum(bool(r["correct"]) for r in g)) for g in groups]
+    n_samples = counts[0][0]
+    passes = pass_at_k_scores(counts)
+    low, high, se = mean_ci([c / k for k, c in counts], confidence=confidence)
+    votes = [([r.get("extracted") for r in g], [bool(r["correct"]) for r in g]) for g in groups]
+    maj = sum(majority_correct(a, c, graded_same(a, c, lambda x, y: is_equivalent(x, y, timeout_s=1.0))) for a, c in votes)
+    return {
+        "benchmark": benchmark,
+        "n": len(groups),
+        "n_samples": n_samples,
+        "correct": sum(c for _, c in counts),
+        "accuracy": passes["pass@1"],
+        "ci_low": low,
+        "ci_high": high,
+        "se": se,
+        **passes,
+        f"maj@{n_samples}": 100.0 * maj / len(groups),
+        "length_stop_frac": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
+        "reasons": dict(Counter(r["reason"] for r in rows)),
+    }
+
+
+def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]],
+               extract: str = "policy") -> list[dict[str, Any]]:
+    """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade`` with the
+    benchmark's extraction style under both extraction modes (:data:`mixgap.grading.EXTRACT_MODES`).
+
+    ``correct``, ``extracted``, ``reason``: the verdict under ``extract`` (``eval.extract``: ``policy`` or the
+    official ``boxed``), the mode every score, Δ and the judge's sent set use; ``correct_<other>``,
+    ``extracted_<other>``, ``reason_<other>``: the same completion under the other mode. Raises ValueError
+    (from ``grade``) when ``extract`` is not a mode.
+    """
+    other = next(m for m in EXTRACT_MODES if m != extract)
+    rows = []
+    for problem, samples in zip(problems, completions, strict=True):
+        for j, completion in enumerate(samples):
+            v, o = (grade(completion.text, problem.answer, bench.name, extract=m, style=bench.extraction)
+                    for m in (extract, other))
+            rows.append({"id": problem.id, "sample": j, "gold": problem.answer, "completion": completion.text,
+                         "extracted": v.extracted, "correct": v.correct, "reason": v.reason,
+                         f"extracted_{other}": o.extracted, f"correct_{other}": o.correct, f"reason_{other}": o.reason,
+                         "finish_reason": completion.finish_reason, "completion_tokens": completion.completion_tokens})
+    return rows
+
+
+def generation_share(completions: dict[str, Sequence[Sequence[Any]]], name: str) -> float:
+    """The fraction of one engine pass's generation that was benchmark ``name``'s: its completion tokens over
+    all benchmarks' (its samples over all when a backend reports no token counts); 0 for an empty pass."""
+    samples = {n: [c for group in groups for c in group] for n, groups in completions.items()}
+    counted = all(getattr(c, "completion_tokens", None) is not None for cs in samples.values() for c in cs)
+    sizes = {n: sum(c.completion_tokens for c in cs) if counted else len(cs) for n, cs in samples.items()}
+    return sizes[name] / sum(sizes.values()) if sum(sizes.values()) else 0.0
+
+
+def write_eval(
+    bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]], cfg: DictConfig,
+    out_dir: Path, tracker: Any, backend: str, generation_s: float | None = None,
+) -> dict[str, Any]:
+    """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
+
+    ``scores.json`` is :func:`score` under ``eval.extract`` plus ``extract`` (that mode), ``extraction`` (the
+    benchmark's style) and ``accuracy_by_extract`` (``{mode: pass@1 in percent}`` of the same completions).
+
+    Returns:
+        Manifest extras: the problem ids evaluated, the backend, the scores, ``first_turn`` -- the first
+        problem's ``id``, its filled ``user`` turn and the ``chat_template`` that renders it (``model``: the
+        tokenizer's own; the backend renders it as ``mixgap.stages.backends.render_prompts`` does) -- and
+        ``generation_s``, this benchmark's share (:func:`generation_share`) of the engine pass's generation seconds
+        (the artifact's ``wall_s`` counts only the grading that follows).
+    """
+    extract = cfg.eval.get("extract", "policy")
+    rows = grade_rows(bench, problems, completions, extract)
+    scores = score(rows, bench.name)
+    other = next(m for m in EXTRACT_MODES if m != extract)
+    second = list(per_problem_mean(rows, f"correct_{other}").values())  # pass@1 under the other mode
+    scores.update(extract=extract, extraction=bench.get("extraction"), accuracy_by_extract={
+        extract: scores["accuracy"], other: 100.0 * sum(second) / len(second)})
+    write_jsonl_atomic(out_dir / PREDICTIONS, rows)
+    write_json_atomic(out_dir / SCORES, scores)
+    if scores["length_stop_frac"] > cfg.eval.length_warning:
+        log.warning("!!! %s: %.0f%% of completions stopped at max_new_tokens=%d: the budget is too small for this "
+                    "model (raise eval.max_new_tokens; the paper used 16,000), or, for a fine-tuned student, it never "
+                    "learned to stop (a training bug, not a result)", bench.name, 100 * scores["length_stop_frac"],
+                    cfg.eval.max_new_tokens)
+    log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d; %s)", bench.name, scores["accuracy"],
+             scores["correct"], scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"],
+             ", ".join(f"{m} {a:.1f}%" for m, a in scores["accuracy_by_extract"].items()))
+    tracker.log({f"eval/{bench.name}/accuracy": scores["accuracy"], f"eval/{bench.name}/length_stop_frac": scores["length_stop_frac"]})
+    first = {"id": problems[0].id, "user": fill_prompt(bench.prompt, problems[0].problem),
+             "chat_template": str(cfg.student.get("chat_template", "model"))}
+    return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems],
+            "scores": scores, "first_turn": first, "generation_s": None if generation_s is None else round(generation_s, 3)}
+
+
+def read_scores(eval_dir: Path) -> dict[str, Any]:
+    """``scores.json`` of a finished evaluation artifact."""
+    return json.loads((Path(eval_dir) / SCORES).read_text())
+
+
+def with_average(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-benchmark scores plus ``average``: the plain mean of the accuracies (the paper's Average)."""
+    accuracies = [s["accuracy"] for s in scores.values()]
+    return {**scores, "average": {"accuracy": sum(accuracies) / len(accuracies), "benchmarks": list(scores)}}
