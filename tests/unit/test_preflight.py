@@ -26,13 +26,13 @@ from mixgap.plan.estimates import (
 from mixgap.plan.jobs import make_plan
 from mixgap.plan.preflight import describe
 from mixgap.plan.preflight import preflight as plan_preflight
+from mixgap.plan.sweeper import submission_error, sweep_refusals
 from mixgap.stages.train.batching import batch_layout
 
 
 def preflight(cfg, gpus, store=None):
     """The preflight of ``cfg``'s own plan."""
     return plan_preflight(cfg, make_plan(cfg), gpus, store)
-from mixgap.plan.sweeper import submission_error, sweep_refusals
 
 
 @pytest.fixture(autouse=True)
