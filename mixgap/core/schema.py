@@ -188,8 +188,8 @@ class ExportConfig:
 class ClusterConfig:
     """The GPUs a job is planned for (:mod:`mixgap.plan.preflight`); the GPU count comes from the launcher.
 
-    Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak (NVIDIA H100
-    datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.plan.preflight.decode_tokens_per_s`)
+    Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak and 3,350 GB/s its
+    memory bandwidth (NVIDIA H100 datasheet; H200: 141 GB, 4,800 GB/s, NVIDIA H200 datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.plan.preflight.decode_tokens_per_s`)
     are planning assumptions, not measurements
     (benchmarks/gpu_check.py measures the MFU of our trainer on a GPU): set yours.
     """
@@ -198,6 +198,7 @@ class ClusterConfig:
     gpu_bf16_tflops: float = 989.0
     mfu: float = 0.35
     decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
+    gpu_memory_bandwidth_gbs: float = 3350.0  # HBM GB/s: bounds decoding (mixgap.plan.estimates.decode_rate)
 
 @dataclass
 class MixgapConfig:

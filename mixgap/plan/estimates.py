@@ -49,6 +49,15 @@ PAPER_CHARS = {"long": 4154.0, "short": 1316.0}
 #: Characters per token for English math text with LaTeX (assumption, Qwen/Llama BPE tokenizers).
 CHARS_PER_TOKEN = 3.5
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+#: HBM bandwidth, GB/s: H100 SXM5 80GB 3,350 (NVIDIA H100 Tensor Core GPU datasheet, "GPU memory bandwidth
+#: 3.35TB/s"); H200 SXM 141GB 4,800 (NVIDIA H200 datasheet, "4.8TB/s"). ``cluster.gpu_memory_bandwidth_gbs``.
+H100_SXM_BANDWIDTH_GBS = 3350.0
+H200_SXM_BANDWIDTH_GBS = 4800.0
+#: vLLM's defaults: ``gpu_memory_utilization`` 0.9 (the fraction of a GPU an engine takes) and ``max_num_seqs``
+#: 256 (sequences decoded at once; vLLM ``SchedulerConfig``/``EngineArgs``): the batch in flight is the KV cache
+#: that fits, at most that many sequences.
+VLLM_MEMORY_UTILIZATION = 0.9
+VLLM_MAX_NUM_SEQS = 256
 
 
 def head_dim(arch: DictConfig | Any) -> int:
@@ -141,7 +150,7 @@ def generation_memory_gb(arch: Any, tensor_parallel: int, tokens_in_flight: int)
     KV heads are split over the TP ranks, or replicated when there are fewer KV heads than ranks
     (vLLM's ``num_kv_heads = max(1, kv_heads // tp)``).
     """
-    kv_per_rank = max(1, arch.kv_heads // tensor_parallel) * 2 * arch.layers * head_dim(arch) * BF16
+    kv_per_rank = kv_bytes_per_rank_token(arch, tensor_parallel)
     weights = BF16 * arch.params_b * 1e9 / tensor_parallel
     return (weights + kv_per_rank * tokens_in_flight) / GB + OVERHEAD_GB
 
@@ -179,6 +188,57 @@ def decode_tokens_per_s(params: float, tensor_parallel: int, tflops: float, deco
     model size: a 70B model decodes ~140x slower per GPU than a 0.5B one.
     """
     return tensor_parallel * tflops * 1e12 * decode_mfu / (2.0 * params)
+
+
+def kv_bytes_per_rank_token(arch: Any, tensor_parallel: int) -> int:
+    """KV cache bytes per token on one TP rank: the KV heads split over the ranks, or replicated when fewer
+    than the ranks (vLLM ``num_kv_heads = max(1, kv_heads // tp)``)."""
+    return max(1, arch.kv_heads // tensor_parallel) * 2 * arch.layers * head_dim(arch) * BF16
+
+
+def sequences_in_flight(arch: Any, tensor_parallel: int, memory_gb: float, mean_context: float) -> int:
+    """Sequences one engine decodes at once: the KV cache that fits beside the weights,
+    ``(0.9 x memory - overhead - weights / TP) / (mean_context x KV bytes per rank token)``, capped at
+    ``VLLM_MAX_NUM_SEQS`` and at least 1 (vLLM admits a sequence while its blocks fit, and runs full)."""
+    free = VLLM_MEMORY_UTILIZATION * memory_gb * GB - OVERHEAD_GB * GB - BF16 * arch.params_b * 1e9 / tensor_parallel
+    fit = int(free // (mean_context * kv_bytes_per_rank_token(arch, tensor_parallel)))
+    return max(1, min(VLLM_MAX_NUM_SEQS, fit))
+
+
+def decode_bandwidth_tokens_per_s(arch: Any, tensor_parallel: int, bandwidth_gbs: float, batch: int,
+                                  mean_context: float) -> float:
+    """Batched decoding throughput of one engine bounded by memory bandwidth, tokens/s.
+
+    Each decoding step every TP rank reads its share of the weights (``2 N / TP`` bytes) and the KV cache of the
+    ``batch`` sequences in flight (``batch x mean_context`` tokens x :func:`kv_bytes_per_rank_token`) and emits
+    one token per sequence: ``rate = batch x bandwidth / bytes per rank per step`` (the roofline of decoding:
+    Kwon et al. 2023, Sec. 2.2, "memory-bound"; Pope et al. 2022, "Efficiently Scaling Transformer
+    Inference", Sec. 2). ``mean_context``: the prompt plus half the new tokens (a sequence's KV grows linearly).
+    """
+    per_step = (BF16 * arch.params_b * 1e9 / tensor_parallel
+                + batch * mean_context * kv_bytes_per_rank_token(arch, tensor_parallel))
+    return batch * bandwidth_gbs * GB / per_step
+
+
+def decode_rate(arch: Any, tensor_parallel: int, cluster: Any, prompt: int, new_tokens: int) -> tuple[float, str]:
+    """One engine replica's decode rate (tokens/s) and the bound that held: the smaller of the compute bound
+    (:func:`decode_tokens_per_s` at ``cluster.decode_mfu``) and the bandwidth bound
+    (:func:`decode_bandwidth_tokens_per_s` at ``cluster.gpu_memory_bandwidth_gbs``, the batch from
+    :func:`sequences_in_flight`); ``"compute"`` or ``"bandwidth"``."""
+    mean_context = prompt + new_tokens / 2
+    compute = decode_tokens_per_s(arch.params_b * 1e9, tensor_parallel, cluster.gpu_bf16_tflops, cluster.decode_mfu)
+    bandwidth_gbs = float(cluster.get("gpu_memory_bandwidth_gbs") or H100_SXM_BANDWIDTH_GBS)
+    batch = sequences_in_flight(arch, tensor_parallel, float(cluster.gpu_memory_gb), mean_context)
+    memory = decode_bandwidth_tokens_per_s(arch, tensor_parallel, bandwidth_gbs, batch, mean_context)
+    return (compute, "compute") if compute <= memory else (memory, "bandwidth")
+
+
+def one_node_hours(jobs: list[tuple[float, int]], node_gpus: int = 8) -> float:
+    """Wall hours of jobs run one after another on one node of ``node_gpus`` GPUs, each job with its GPUs busy:
+    ``sum(hours x gpus) / node_gpus`` over ``(hours, gpus)``: a job on the whole node takes its own hours; jobs
+    of fewer GPUs share the node; a job planned for more GPUs than the node has is assumed to run on the node
+    with the same GPU-hours (longer)."""
+    return sum(hours * gpus for hours, gpus in jobs) / node_gpus
 
 
 def train_hours(params: float, tokens: float, epochs: float, gpus: int, tflops: float, mfu: float, lora: bool) -> float:

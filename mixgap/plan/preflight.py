@@ -33,21 +33,24 @@ from mixgap.plan.estimates import (
     PAPER_EXAMPLES,
     PROMPT_TOKENS,
     activation_bytes,
-    decode_tokens_per_s,
+    decode_rate,
     eval_tensor_parallel,
     generation_memory_gb,
     largest_layer_params,
     lora_params,
     memory_remedies,
     model_states_bytes,
+    one_node_hours,
     tensor_parallel_refusal,
     train_hours,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
+from mixgap.stages.backends import data_parallel_size
 from mixgap.stages.evaluate import sampling_fields
 from mixgap.stages.train.batching import batch_layout
 
 log = logging.getLogger(__name__)
+NODE_GPUS = 8  # the one-node schedule of summary_lines: one node of 8 GPUs (hydra/launcher=slurm's allocation)
 
 
 def training_tokens(cfg: DictConfig, plan: JobPlan, store: Any = None) -> tuple[float, str]:
@@ -114,9 +117,13 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None) -> d
         (None when the layout is refused), ``train_memory_gb_per_gpu``, ``generation_memory_gb_per_gpu``
         (the largest of evaluation and the teachers it generates with; None when nothing), ``eval_tensor_parallel_size``,
         ``train_hours_estimate``, ``eval_hours_estimate`` (upper bound: every completion runs to
-        ``eval.max_new_tokens``), ``gpu_hours_estimate`` (the allocation's GPUs x both), ``tokens_source``,
+        ``eval.max_new_tokens``; on ``data_parallel_size["evaluation"]`` replicas of ``eval_tokens_per_s`` each, the
+        smaller of the compute and bandwidth bounds, which one in ``eval_rate_bound``), ``gpu_hours_estimate``
+        (the allocation's GPUs x both), ``data_parallel_size`` (engine replicas ``gpus // TP`` per stage:
+        ``evaluation``, ``judge``, ``generation``; None where the job has no such stage), ``tokens_source``,
         ``gpus``, ``gpu_memory_gb``, ``refusals`` (one-line reasons; empty: the job fits) and ``decisions``
-        (what the run takes from the plan: ``eval_tensor_parallel_size``).
+        (what the run takes from the plan: ``eval_tensor_parallel_size``, ``eval_data_parallel_size``,
+        ``judge_data_parallel_size``, ``generation_data_parallel_size`` = ``{teacher field: replicas}``).
     """
     memory = float(cfg.cluster.gpu_memory_gb)
     refusals: list[str] = []
@@ -125,8 +132,10 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None) -> d
         "gradient_accumulation_steps": None, "global_batch_size": None, "train_memory_gb_per_gpu": None,
         "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None, "train_hours_estimate": 0.0,
         "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0, "gpu_hours_estimate": 0.0,
-        "tokens_source": None, "refusals": refusals,
+        "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None, "refusals": refusals,
+        "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
     }
+    generating: dict[str, int] = {}
     generation: list[float] = []
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
@@ -134,10 +143,18 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None) -> d
         generation += _evaluation(cfg, plan, gpus, out)
     for field, teacher in generating_teachers(cfg, plan, store):
         generation += _teacher(field, teacher, gpus, memory, refusals)
+        generating[field] = data_parallel_size(gpus, min(gpus, int(teacher.tensor_parallel_size)))
+    judge = cfg.eval.get("judge")
+    dp = out["data_parallel_size"]
+    dp["generation"] = min(generating.values()) if generating else None
+    dp["judge"] = (data_parallel_size(gpus, min(gpus, int(judge.tensor_parallel_size)))
+                   if judge is not None and plan.builds("judge.") else None)
     if generation:
         out["generation_memory_gb_per_gpu"] = round(max(generation), 1)
     out["gpu_hours_estimate"] = round(gpus * (out["train_hours_estimate"] + out["eval_hours_estimate"]), 3)
-    out["decisions"] = {"eval_tensor_parallel_size": out["eval_tensor_parallel_size"]}
+    out["decisions"] = {"eval_tensor_parallel_size": out["eval_tensor_parallel_size"],
+                        "eval_data_parallel_size": dp["evaluation"], "judge_data_parallel_size": dp["judge"],
+                        "generation_data_parallel_size": generating}
     return out
 
 
@@ -215,8 +232,10 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
             f"eval.tensor_parallel_size dividing {arch.heads} heads, <= {gpus} GPUs"
         )
     samples = sum(eval_samples(cfg, cfg.benchmark[name]) for name in cfg.benchmark)
-    rate = decode_tokens_per_s(arch.params_b * 1e9, tp, cl.gpu_bf16_tflops, cl.decode_mfu)
-    one_arm = round(samples * new_tokens / rate / 3600, 3)
+    rate, out["eval_rate_bound"] = decode_rate(arch, tp, cl, PROMPT_TOKENS, new_tokens)
+    replicas = out["data_parallel_size"]["evaluation"] = data_parallel_size(gpus, tp)
+    out["eval_tokens_per_s"] = round(rate, 1)
+    one_arm = round(samples * new_tokens / (replicas * rate) / 3600, 3)
     tuned, untuned = plan.builds("eval.tuned."), plan.builds("eval.untuned.")
     out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
     out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
@@ -264,25 +283,32 @@ def _gb(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} GB"
 
 
+def _replicas(report: dict[str, Any]) -> str:
+    dp, bound = (report.get("data_parallel_size") or {}).get("evaluation"), report.get("eval_rate_bound")
+    return (f" x data_parallel_size {dp}" if dp else "") + (f", {bound}-bound" if bound else "")
+
+
 def describe(report: dict[str, Any]) -> str:
-    """One line: GPUs, batch layout, train/generation memory per GPU, hours and GPU-hours."""
+    """One line: GPUs, batch layout, train/generation memory per GPU, the evaluation's TP x replicas and its
+    decode bound, hours and GPU-hours."""
     layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
               f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}"
               if report["world_size"] else "no training")
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
             f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
-            f"{report['eval_tensor_parallel_size'] or '-'}); train {report['train_hours_estimate']:.2f} h + eval <= "
+            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {report['train_hours_estimate']:.2f} h + eval <= "
             f"{report['eval_hours_estimate']:.2f} h = {report['gpu_hours_estimate']:.1f} GPU-h")
 
 
 def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
-    """Lines for the sweep summary: one per job with a preflight (memory per GPU, hours), its refusals, and
-    the sweep's total GPU-hours; and whether any job was refused."""
+    """Lines for the sweep summary: one per job with a preflight (memory per GPU, hours), its refusals, the
+    sweep's total GPU-hours and its wall time on one 8-GPU node (:func:`mixgap.plan.estimates.one_node_hours`);
+    and whether any job was refused."""
     planned = [r for r in results if r.get("preflight")]
     if not planned:
         return [], False
     lines = ["preflight per job (memory per GPU; hours on the job's allocation):"]
-    total, refused = 0.0, False
+    total, refused, node = 0.0, False, []
     seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
@@ -292,14 +318,21 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
             lines.append(f"    REFUSED: {reason}")
             refused = True
         total += pf["gpu_hours_estimate"]
+        hours = pf["train_hours_estimate"] + pf["eval_hours_estimate"]
         untuned = job.get("student"), tuple(job.get("benchmarks") or ())
         if untuned in seen_untuned:  # the untuned evaluation is one shared artifact per student: count it once
             total -= pf["gpus"] * pf.get("eval_untuned_hours_estimate", 0.0)
+            hours -= pf.get("eval_untuned_hours_estimate", 0.0)
         seen_untuned.add(untuned)
+        node.append((hours, pf["gpus"]))
     bad = sum(bool(r["preflight"]["refusals"]) for r in planned)
-    lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation at cluster.decode_mfu with "
-                 f"every completion at eval.max_new_tokens: an upper bound; each untuned evaluation counted once; "
+    lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation on every replica at the "
+                 f"smaller of cluster.decode_mfu and cluster.gpu_memory_bandwidth_gbs with every completion at "
+                 f"eval.max_new_tokens: an upper bound; each untuned evaluation counted once; "
                  f"teacher generation and the LLM judge not included); {bad} of {len(planned)} jobs refused")
+    wall = one_node_hours(node, NODE_GPUS)
+    lines.append(f"one {NODE_GPUS}-GPU node: the sweep takes {wall:.1f} h ({wall / 24:.1f} days) with its jobs in "
+                 f"sequence, each with its GPUs busy (a job of fewer GPUs shares the node with others)")
     return lines, refused
 
 

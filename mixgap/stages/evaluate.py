@@ -76,12 +76,16 @@ def resolve_backend(setting: str) -> str:
 class Engine:
     """A generation backend for one model, loaded on first use and closed on exit (context manager).
 
-    Lazy loading means a job whose evaluations are all in the store never loads the model.
+    Lazy loading means a job whose evaluations are all in the store never loads the model. With
+    ``data_parallel_size > 1`` it is that many replicas (:class:`mixgap.stages.backends.ReplicaPool`), keeping
+    their finished shards in ``work_dir``; the completions are the same for any number of replicas.
     """
 
-    def __init__(self, model: str, cfg: DictConfig, tensor_parallel_size: int | None = None):
+    def __init__(self, model: str, cfg: DictConfig, tensor_parallel_size: int | None = None,
+                 data_parallel_size: int | None = None, work_dir: Path | None = None):
         self.model, self.cfg, self.backend, self.kind = model, cfg, None, resolve_backend(cfg.eval.backend)
         self.tensor_parallel_size = int(tensor_parallel_size or cfg.eval.tensor_parallel_size)
+        self.data_parallel_size, self.work_dir = int(data_parallel_size or 1), work_dir
 
     def __enter__(self) -> Engine:
         return self
@@ -123,7 +127,7 @@ class Engine:
                 max_model_len=self.cfg.eval.get("max_model_len"),
                 batch_size=self.cfg.eval.batch_size,
                 chat_template=None if template == "model" else template,
-                seed=self.cfg.seed,
+                seed=self.cfg.seed, data_parallel_size=self.data_parallel_size, work_dir=self.work_dir,
             )
         ev = self.cfg.eval
         sampled = not greedy and sampling_fields(ev) is not None and seeds is not None
@@ -197,7 +201,7 @@ def build_eval(
 
 def evaluate_model(
     cfg: DictConfig, store: Any, model_path: str, specs: dict[str, ArtifactSpec], benchmarks: dict[str, list[Problem]],
-    tracker: Any, tensor_parallel_size: int | None = None,
+    tracker: Any, tensor_parallel_size: int | None = None, data_parallel_size: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate one model on every benchmark of ``specs`` in **one engine pass**.
 
@@ -215,6 +219,8 @@ def evaluate_model(
         benchmarks: ``{benchmark name: problems}`` (decontaminated, subset).
         tracker: experiment tracker.
         tensor_parallel_size: the preflight's decision for this allocation (None: ``eval.tensor_parallel_size``).
+        data_parallel_size: engine replicas (the preflight's, ``gpus // TP``; None: 1); their shards are kept in
+            the first pending benchmark's work_dir, so a killed replica's shard alone is redone on resume.
 
     Returns:
         ``{benchmark name: scores}`` (each ``scores.json``).
@@ -225,7 +231,7 @@ def evaluate_model(
     for name in specs:
         if not benchmarks[name]:
             raise DataError(f"{name}: no problems to evaluate (all removed by decontamination or limit)")
-    with Engine(model_path, cfg, tensor_parallel_size) as engine, ExitStack() as held:
+    with Engine(model_path, cfg, tensor_parallel_size, data_parallel_size) as engine, ExitStack() as held:
         mine = []
         for name, spec in specs.items():
             if store.is_done(spec.key):
@@ -241,6 +247,7 @@ def evaluate_model(
             mine.append(name)
         completions: dict[str, list[list[Any]]] = {}
         if mine:
+            engine.work_dir = store.work_dir(specs[mine[0]].key) if engine.data_parallel_size > 1 else None
             queue = [_queue(cfg.benchmark[n], benchmarks[n], cfg) for n in mine]
             prompts = [p for q in queue for p in q[0]]
             seeds = None if queue[0][1] is None else [s for q in queue for s in q[1]]
@@ -275,7 +282,7 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     model = ctx.paths["student"] if arm == "untuned" else ctx.path("checkpoint")
     specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
     scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.benchmarks, ctx.tracker,
-                            ctx.decisions.get("eval_tensor_parallel_size"))
+                            ctx.decisions.get("eval_tensor_parallel_size"), ctx.decisions.get("eval_data_parallel_size"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
     ctx.result["scores" if arm == "tuned" else "untuned"] = with_average(scores)

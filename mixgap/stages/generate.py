@@ -106,7 +106,9 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
             only when there is work left (a resumed, finished run loads no model); its engine is closed here.
         teacher: config node with ``name``, ``prompt``, ``sampling`` (temperature, top_p, max_new_tokens, n, seed).
         work_dir: the store's persistent scratch for this generation.
-        shard_size: problems per shard (each shard is written atomically once generated).
+        shard_size: problems per shard (each shard is written atomically once generated); per replica when
+            ``backend`` is a :class:`mixgap.stages.backends.ReplicaPool` (a shard of ``shard_size x replicas``
+            problems, whose finished replica shards survive a killed job).
 
     Returns:
         ``{"rows": all sample rows in problem order, "resumed": problems found done}``. A shard of the
@@ -121,10 +123,10 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
     s, engine = teacher.sampling, None
     owned = callable(backend) and not hasattr(backend, "generate")  # a factory: we load and close the engine
     try:
-        for start in range(0, len(todo), shard_size):
-            chunk = todo[start : start + shard_size]
-            if engine is None:
-                engine = backend() if owned else backend
+        engine = (backend() if owned else backend) if todo else None
+        step = shard_size * getattr(engine, "replicas", 1)  # data parallel: shard_size problems per replica
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
             prompts = [data.fill_prompt(teacher.prompt, p.problem) for _, p in chunk]
             outputs = engine.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                       top_p=s.top_p, n=s.n, seed=s.seed + chunk[0][0], desc=f"{teacher.name} shard")

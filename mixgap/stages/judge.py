@@ -103,10 +103,17 @@ def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: s
 
 
 class JudgeEngine:
-    """The judge model, loaded on first use (a job whose verdicts are all cached loads nothing)."""
+    """The judge model, loaded on first use (a job whose verdicts are all cached loads nothing).
 
-    def __init__(self, judge: DictConfig, store: Store, seed: int = 0):
+    With ``data_parallel_size > 1``: that many judge replicas (:class:`mixgap.stages.backends.ReplicaPool`, greedy,
+    so the replies do not depend on the count), their finished shards kept in ``work_dir`` (default: the store's
+    ``.work/judge-replicas``).
+    """
+
+    def __init__(self, judge: DictConfig, store: Store, seed: int = 0, data_parallel_size: int | None = None,
+                 work_dir: Path | None = None):
         self.judge, self.store, self.seed, self.backend = judge, store, seed, None
+        self.data_parallel_size, self.work_dir = int(data_parallel_size or 1), work_dir
 
     def ask(self, prompts: Sequence[str]) -> list[str]:
         """Greedy replies within ``judge.max_new_tokens``."""
@@ -118,6 +125,8 @@ class JudgeEngine:
                 j.backend, resolve_model(j, self.store), dtype=j.dtype, max_model_len=j.max_model_len,
                 tensor_parallel_size=j.tensor_parallel_size, batch_size=j.batch_size,
                 chat_template=None if j.chat_template == "model" else j.chat_template, seed=self.seed,
+                data_parallel_size=self.data_parallel_size,
+                work_dir=(self.work_dir or self.store.work_dir("judge-replicas")) if self.data_parallel_size > 1 else None,
             )
         out = self.backend.generate(prompts, max_new_tokens=int(self.judge.max_new_tokens), temperature=0.0,
                                     desc=f"judge {self.judge.name}")

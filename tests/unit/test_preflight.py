@@ -12,19 +12,27 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg, kit_root
 from mixgap.core.config import ConfigError
-from mixgap.plan.estimates import lora_params
+from mixgap.plan.estimates import (
+    decode_rate,
+    kv_bytes_per_rank_token,
+    lora_params,
+    one_node_hours,
+    sequences_in_flight,
+)
 from mixgap.plan.jobs import make_plan
+from mixgap.plan.preflight import describe
 from mixgap.plan.preflight import preflight as plan_preflight
+from mixgap.plan.sweeper import submission_error, sweep_refusals
 from mixgap.stages.train.batching import batch_layout
 
 
 def preflight(cfg, gpus, store=None):
     """The preflight of ``cfg``'s own plan."""
     return plan_preflight(cfg, make_plan(cfg), gpus, store)
-from mixgap.plan.sweeper import submission_error, sweep_refusals
 
 
 @pytest.fixture(autouse=True)
@@ -124,10 +132,12 @@ def test_math_expert_context_is_refused_at_the_papers_budget_and_fits_in_the_pre
 
 def test_the_engine_context_caps_the_planned_decoding():
     """With eval.max_model_len=16000 (the paper's harness) a 16,000-token budget ends at 16,000 - 512 prompt tokens:
-    the planned hours are those of 15,488 new tokens per completion."""
-    capped = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "stage=evaluate"), 8)
+    the planned hours are those of 15,488 new tokens per completion (at the compute bound, where hours are
+    proportional to new tokens)."""
+    compute = "cluster.gpu_memory_bandwidth_gbs=1000000000"
+    capped = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "stage=evaluate", compute), 8)
     uncapped = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "stage=evaluate",
-                                     "eval.max_model_len=null"), 8)
+                                     "eval.max_model_len=null", compute), 8)
     assert capped["eval_hours_estimate"] == pytest.approx(uncapped["eval_hours_estimate"] * 15488 / 16000, rel=2e-3)
 
 
@@ -164,25 +174,28 @@ def test_hours_from_the_papers_data_size():
 
 
 def test_eval_hours_follow_model_size_samples_and_arms():
-    # qwen3b (3.09e9 params), TP 1, decode_mfu 0.1: 989e12 x 0.1 / (2 x 3.09e9) = 16,003 tok/s per engine;
-    # the five paper benchmarks: 5000 + 1319 + 30 + 40 + 675 = 7,064 problems x 16,000 tokens / 16,003 / 3600
-    # = 1.962 h per arm; stage=all evaluates the untuned and the fine-tuned student: 3.924 h (no engine context cap:
+    # at the compute bound (the bandwidth set out of reach): qwen3b (3.09e9 params), TP 1, decode_mfu 0.1:
+    # 989e12 x 0.1 / (2 x 3.09e9) = 16,003 tok/s per engine, 8 replicas on 8 GPUs; the five paper benchmarks:
+    # 5000 + 1319 + 30 + 40 + 675 = 7,064 problems x 16,000 tokens / (8 x 16,003) / 3600 = 1.962 / 8 = 0.245 h per
+    # arm; stage=all evaluates the untuned and the fine-tuned student: 0.491 h (no engine context cap:
     # test_the_engine_context_caps_the_planned_decoding has the paper's 16,000)
-    base = ("student=qwen3b", "data.missing_pool=wait", "eval.max_model_len=null")
+    base = ("student=qwen3b", "data.missing_pool=wait", "eval.max_model_len=null", "cluster.gpu_memory_bandwidth_gbs=1000000000")
     report = preflight(compose_cfg(*base), 8)
-    assert report["eval_untuned_hours_estimate"] == pytest.approx(1.962, abs=0.002)
-    assert report["eval_hours_estimate"] == pytest.approx(3.924, abs=0.003)
+    assert report["eval_rate_bound"] == "compute" and report["data_parallel_size"]["evaluation"] == 8
+    assert report["eval_untuned_hours_estimate"] == pytest.approx(1.962 / 8, abs=0.001)
+    assert report["eval_hours_estimate"] == pytest.approx(3.924 / 8, abs=0.001)
     # llama70b (70.6e9) on TP 4: 4 x 989e12 x 0.1 / (2 x 70.6e9) = 2,802 tok/s -> 7,064 x 16,000 / 2,802 / 3600
-    # = 11.2 h per arm: slower than qwen3b although it holds 4 GPUs (was 4x faster before the size term)
-    big = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait", "eval.max_model_len=null"), 8)
-    assert big["eval_untuned_hours_estimate"] == pytest.approx(11.2, rel=0.01)
+    # = 11.2 h per arm on one engine, 5.6 h on the 2 replicas of 8 GPUs: slower than qwen3b although each
+    # replica holds 4 GPUs (the size term)
+    big = preflight(compose_cfg("student=llama70b", *base[1:]), 8)
+    assert big["eval_untuned_hours_estimate"] == pytest.approx(11.2 / 2, rel=0.01)
     # +protocol=sampled: 16 samples on AIME24/AMC23, 4 elsewhere: (5000 + 1319 + 675) x 4 + 70 x 16 = 29,096
     # completions = 4.119 x the greedy 7,064
     sampled = preflight(compose_cfg(*base, "+protocol=sampled"), 8)
-    assert sampled["eval_untuned_hours_estimate"] == pytest.approx(1.962 * 29096 / 7064, rel=0.002)
+    assert sampled["eval_untuned_hours_estimate"] == pytest.approx(1.962 / 8 * 29096 / 7064, rel=0.003)
     # stage=evaluate builds the untuned arm only
     untuned = preflight(compose_cfg(*base, "stage=evaluate"), 8)
-    assert untuned["eval_hours_estimate"] == pytest.approx(1.962, abs=0.002)
+    assert untuned["eval_hours_estimate"] == pytest.approx(1.962 / 8, abs=0.001)
 
 
 def test_sweep_total_counts_each_untuned_evaluation_once():
@@ -197,8 +210,13 @@ def test_sweep_total_counts_each_untuned_evaluation_once():
     lines, refused = summary_lines(jobs)
     first, second = jobs[0]["preflight"], jobs[1]["preflight"]  # w=0 and w=1 differ in training tokens only
     expected = first["gpu_hours_estimate"] + second["gpu_hours_estimate"] - 8 * second["eval_untuned_hours_estimate"]
-    total = float(re.match(r"sweep total: ([0-9.]+) GPU-hours", lines[-1]).group(1))
+    total = float(re.match(r"sweep total: ([0-9.]+) GPU-hours", lines[-2]).group(1))
     assert total == pytest.approx(expected, abs=0.1) and not refused  # per-job figures are rounded to 1e-3 h
+    # one 8-GPU node, the two 8-GPU jobs in sequence: their hours, the shared untuned evaluation once
+    wall = sum(p["train_hours_estimate"] + p["eval_hours_estimate"] for p in (first, second))
+    wall -= second["eval_untuned_hours_estimate"]
+    node = re.match(r"one 8-GPU node: the sweep takes ([0-9.]+) h \(([0-9.]+) days\)", lines[-1])
+    assert float(node.group(1)) == pytest.approx(wall, abs=0.05) == pytest.approx(expected / 8, abs=0.05)
 
 
 def test_memory_refusal_suggests_only_what_the_job_does_not_use():
@@ -334,3 +352,53 @@ def test_a_failed_slurm_submission_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "mixgap: error: hydra/launcher=slurm could not submit the sweep (nothing was started): "
         'Could not detect "srun", are you indeed on a slurm cluster?')
+
+
+def test_evaluation_runs_one_replica_per_tensor_parallel_group():
+    # qwen3b at TP 1 fills 8 GPUs with 8 replicas; llama70b needs TP 4 (test above): 2 replicas
+    small = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait"), 8)
+    assert (small["eval_tensor_parallel_size"], small["data_parallel_size"]["evaluation"]) == (1, 8)
+    assert small["decisions"]["eval_data_parallel_size"] == 8
+    big = preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8)
+    assert (big["eval_tensor_parallel_size"], big["data_parallel_size"]["evaluation"]) == (4, 2)
+    one = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait"), 1)  # slurm_1gpu's allocation
+    assert one["data_parallel_size"]["evaluation"] == 1
+    assert small["eval_hours_estimate"] == pytest.approx(one["eval_hours_estimate"] / 8, rel=0.01)
+    assert small["eval_tokens_per_s"] == one["eval_tokens_per_s"]  # per replica: the same engine
+
+
+def test_judge_and_teacher_generation_get_their_replicas():
+    # the paper's judge (Qwen2.5-32B-Instruct at TP 4) on 8 GPUs: 2 replicas; no judge, no judge replicas
+    judged = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", "+judge@eval.judge=qwen32b"), 8)
+    assert judged["data_parallel_size"]["judge"] == 2 and judged["decisions"]["judge_data_parallel_size"] == 2
+    assert preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait"), 8)["data_parallel_size"]["judge"] is None
+    gen = preflight(compose_cfg("student=qwen0.5b", "data.missing_pool=generate"), 8)
+    tps = {f: int(compose_cfg("student=qwen0.5b").mix[f.split(".")[1]].tensor_parallel_size)
+           for f in gen["decisions"]["generation_data_parallel_size"]}
+    assert gen["decisions"]["generation_data_parallel_size"] == {f: 8 // tp for f, tp in tps.items()}
+    assert gen["data_parallel_size"]["generation"] == min(8 // tp for tp in tps.values())
+
+
+def test_decode_rate_is_the_smaller_of_the_compute_and_bandwidth_bounds():
+    arch = compose_cfg("student=qwen3b").student.arch
+    # KV per token: 2 kv heads x (K, V) x 36 layers x 128 dims x 2 B = 36,864 B; mean context 512 + 16,000 / 2
+    # = 8,512 tokens = 313.8 MB per sequence; free: 0.9 x 80 - 2 - 6.18 = 63.82 GB -> 203 sequences in flight
+    assert kv_bytes_per_rank_token(arch, 1) == 36864 and sequences_in_flight(arch, 1, 80.0, 8512) == 203
+    h100 = OmegaConf.create({"gpu_bf16_tflops": 989.0, "decode_mfu": 0.1, "gpu_memory_gb": 80.0,
+                             "gpu_memory_bandwidth_gbs": 3350.0})
+    # per step: 6.18 GB of weights + 203 x 313.8 MB = 69.88 GB read for 203 tokens: 203 x 3350 / 69.88 = 9,732
+    # tok/s < the compute bound 16,003
+    rate, bound = decode_rate(arch, 1, h100, 512, 16000)
+    assert bound == "bandwidth" and rate == pytest.approx(9732, abs=1)
+    # H200 (141 GB, 4,800 GB/s): 378 sequences fit, capped at vLLM's 256: 256 x 4800 / 86.51 GB = 14,204 tok/s
+    h200 = OmegaConf.merge(h100, {"gpu_memory_gb": 141.0, "gpu_memory_bandwidth_gbs": 4800.0})
+    assert decode_rate(arch, 1, h200, 512, 16000) == (pytest.approx(14204, abs=1), "bandwidth")
+    # short completions of a large batch: little KV to read, the compute bound holds
+    assert decode_rate(arch, 1, h200, 512, 256)[1] == "compute"
+    # one node: a whole-node job takes its hours, 1-GPU jobs share the node: (2 x 8 + 1 x 1 + 3 x 16) / 8
+    assert one_node_hours([(2.0, 8), (1.0, 1), (3.0, 16)], 8) == pytest.approx(8.125)
+
+
+def test_describe_names_the_replicas_and_the_bound():
+    line = describe(preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8))
+    assert "(eval TP 4 x data_parallel_size 2, bandwidth-bound)" in line

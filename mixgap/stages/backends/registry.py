@@ -12,9 +12,11 @@ Every registered class carries two class attributes the rest of the project asks
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mixgap.core.config import ConfigError
+from mixgap.stages.backends.parallel import ReplicaPool
 
 #: name -> registered class, in registration order.
 BACKENDS: dict[str, type] = {}
@@ -66,8 +68,10 @@ def generating() -> list[str]:
 
 def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: int | None = None,
                  tensor_parallel_size: int = 1, batch_size: int = 16, chat_template: str | None = None,
-                 seed: int = 0) -> Any:
-    """Load a generation engine (a :class:`mixgap.stages.backends.base.Backend`).
+                 seed: int = 0, data_parallel_size: int = 1, work_dir: Path | None = None) -> Any:
+    """Load a generation engine (a :class:`mixgap.stages.backends.base.Backend`), or, with
+    ``data_parallel_size > 1``, a :class:`mixgap.stages.backends.parallel.ReplicaPool` of that many engine
+    processes (each on ``tensor_parallel_size`` GPUs) that loads nothing here.
 
     Args:
         kind: a generating backend: ``hf`` (transformers ``generate``, batched, left padding) or ``vllm``
@@ -79,14 +83,21 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
         batch_size: prompts per HF ``generate`` call (vLLM schedules its own batches).
         chat_template: a Jinja template overriding the tokenizer's; None = the tokenizer's own.
         seed: engine seed (vLLM) / base of the per-batch sampling seeds (hf).
+        data_parallel_size: engine replicas, the prompts sharded across them (1: this process, as before).
+        work_dir: where the replicas keep finished shards (needed when ``data_parallel_size > 1``).
 
     Raises:
         ConfigError (a ValueError): ``kind`` is not registered, or names an importer (``dataset``), which
-            loads no model. BackendUnavailable: vLLM is not installed.
+            loads no model; ``data_parallel_size > 1`` without ``work_dir``. BackendUnavailable: vLLM is not installed.
     """
     cls = backend_class(kind, "backend kind")
     if not cls.generates:
         raise ConfigError(f"backend kind={kind!r} is not allowed here: it imports existing responses and loads "
                           f"no model; choose one of {', '.join(generating())}")
-    return cls(model, dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-               batch_size=batch_size, chat_template=chat_template, seed=seed)
+    load = {"dtype": dtype, "max_model_len": max_model_len, "tensor_parallel_size": tensor_parallel_size,
+            "batch_size": batch_size, "chat_template": chat_template, "seed": seed}
+    if data_parallel_size > 1:
+        if work_dir is None:
+            raise ConfigError(f"data_parallel_size={data_parallel_size} needs a work_dir for the replicas' shards")
+        return ReplicaPool(kind, model, replicas=data_parallel_size, work_dir=work_dir, load=load)
+    return cls(model, **load)
