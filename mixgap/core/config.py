@@ -129,7 +129,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("finetune_mode.lora.alpha", ft.lora.alpha)
     _positive("finetune_mode.lora.dropout", ft.lora.dropout, allow_zero=True)
 
-    for name in ("gpu_memory_gb", "gpu_bf16_tflops"):
+    for name in ("gpu_memory_gb", "gpu_bf16_tflops", "gpu_memory_bandwidth_gbs"):
         _positive(f"cluster.{name}", cfg.cluster[name])
     for name in ("mfu", "decode_mfu"):
         if not 0.0 < cfg.cluster[name] <= 1.0:

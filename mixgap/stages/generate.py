@@ -143,7 +143,8 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
     return {"rows": rows, "resumed": resumed}
 
 
-def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir: Path, tracker: Any) -> dict:
+def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir: Path, tracker: Any,
+                     data_parallel_size: int | None = None) -> dict:
     """Write ``out_dir/samples.jsonl`` for a teacher: generate with its backend's engine (``vllm``, ``hf``:
     :func:`mixgap.stages.backends.load_backend`), or import with an importing backend (``dataset``:
     ``import_samples``).
@@ -151,6 +152,9 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
     Returns:
         Manifest extras ``{"counts": {...}}``: problems, samples, per-status and per-finish-reason counts,
         resumed problems (generation); rows, unmatched, missing_response (import).
+
+    ``data_parallel_size``: engine replicas (the preflight's decision for this allocation; None = one), their
+    finished shards kept in ``work_dir``.
 
     Raises:
         ConfigError: ``teacher.backend`` is not a registered backend.
@@ -163,7 +167,8 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
             return backends.load_backend(
                 teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
                 max_model_len=teacher.max_model_len, tensor_parallel_size=teacher.tensor_parallel_size,
-                batch_size=teacher.batch_size, seed=teacher.sampling.seed)
+                batch_size=teacher.batch_size, seed=teacher.sampling.seed,
+                data_parallel_size=int(data_parallel_size or 1), work_dir=work_dir)
 
         result = generate_samples(problems, factory, teacher, work_dir, tracker=tracker)
         rows = result["rows"]
@@ -274,7 +279,10 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
                 f"the {teacher.name} pool ({gen_spec.key}) is not in {store.root}; make it first with: "
                 f"python launch.py stage=generate teacher={teacher.name}"
             )
-    gen_dir = store.get_or_build(gen_spec, lambda out, work: build_generation(teacher, cfg, store, out, work, ctx.tracker))
+    field = "teacher" if role == "teacher" else f"mix.{role}"
+    replicas = (ctx.decisions.get("generation_data_parallel_size") or {}).get(field)
+    gen_dir = store.get_or_build(
+        gen_spec, lambda out, work: build_generation(teacher, cfg, store, out, work, ctx.tracker, replicas))
     ctx.paths[f"generation.{role}"] = gen_dir
     ctx.paths[f"pool.{role}"] = store.get_or_build(pool_spec, lambda out, _work: build_pool(gen_dir, teacher, out))
     ctx.result["counts"][f"pool.{role}"] = ctx.counts(f"pool.{role}")

@@ -139,7 +139,8 @@ class JudgeEngine:
 
 
 def judge_evaluations(
-    judge: DictConfig, store: Store, evaluations: dict[str, tuple[str, str, Sequence[Problem]]], seed: int = 0
+    judge: DictConfig, store: Store, evaluations: dict[str, tuple[str, str, Sequence[Problem]]], seed: int = 0,
+    data_parallel_size: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Judge several finished evaluations in one pass (one judge load, one batch over all of them).
 
@@ -150,6 +151,8 @@ def judge_evaluations(
         store: the artifact store holding the evaluations.
         evaluations: ``{label: (evaluation key, benchmark name, problems)}``; the problems give the texts.
         seed: engine seed.
+        data_parallel_size: judge replicas (the preflight's decision); their shards are kept in the first pending
+            verdict set's work folder, which the store removes once that set is finished.
 
     Returns:
         ``{label: judge scores.json}`` (:func:`judge_scores`); cached verdicts are read, not recomputed.
@@ -171,7 +174,8 @@ def judge_evaluations(
             if needs_judge(r, style):
                 sent[label].append((i, len(prompts)))
                 prompts.append(fill_judge_prompt(judge.prompt, texts[str(r["id"])], str(r["gold"]), str(r["extracted"])))
-    engine = JudgeEngine(judge, store, seed)
+    work = store.work_dir(next(iter(todo.values()))[0].key) if todo else None
+    engine = JudgeEngine(judge, store, seed, data_parallel_size, work)
     try:
         replies = engine.ask(prompts)
     finally:
@@ -208,7 +212,8 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     for role in roles:
         _, arm, name = role.split(".")
         wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.benchmarks[name])
-    results = judge_evaluations(cfg.eval.judge, ctx.store, wanted, int(cfg.seed))
+    results = judge_evaluations(cfg.eval.judge, ctx.store, wanted, int(cfg.seed),
+                                ctx.decisions.get("judge_data_parallel_size"))
     for role, result in results.items():
         _, arm, name = role.split(".")
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

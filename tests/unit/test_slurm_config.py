@@ -181,7 +181,7 @@ def pool_job(tmp_path, monkeypatch):
     whose generation is replaced by writing SAMPLES; ``calls`` counts generations."""
     calls = []
 
-    def fake_generation(teacher, cfg, store, out_dir, work_dir, tracker):
+    def fake_generation(teacher, cfg, store, out_dir, work_dir, tracker, data_parallel_size=None):
         calls.append(teacher.name)
         (Path(out_dir) / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SAMPLES))
         return {}

@@ -35,10 +35,10 @@ from mixgap.results.tables.published import (
     PAPER_MATH_LABEL,
     PUBLISHED,
     paper_gap,
-    paper_teacher,
     paper_math_label,
     paper_method,
     paper_table3,
+    paper_teacher,
     published,
 )
 from mixgap.results.tables.settings import (
