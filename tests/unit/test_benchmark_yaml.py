@@ -30,8 +30,8 @@ def test_a_copied_benchmark_plans_like_the_original(tmp_path):
     assert [r.replace("aime25", "aime24") for r in plans[1].roles] == list(plans[0].roles)
     assert plans[1].identity["benchmark_labels"] == {"aime25": "AIME25"}
     hours = [preflight(c, p, 8) for c, p in zip((original, copy), plans, strict=True)]
-    # 30 problems x 15,488 new tokens (16,000 cut at the 16,000-token engine context) / 16,003 tok/s, two arms
-    assert hours[1]["eval_hours_estimate"] == hours[0]["eval_hours_estimate"] == 0.016
+    # the same 30 problems x 15,488 new tokens (16,000 cut at the 16,000-token engine context), two arms
+    assert hours[1]["eval_hours_estimate"] == hours[0]["eval_hours_estimate"] > 0
     assert hours[1]["gpu_hours_estimate"] == hours[0]["gpu_hours_estimate"]
 
 
