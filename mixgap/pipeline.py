@@ -34,8 +34,9 @@ from omegaconf import DictConfig
 
 from mixgap.core import runrecord, tracking
 from mixgap.core.config import ConfigError, to_container, validate
+from mixgap.core.files import write_json_atomic
 from mixgap.core.stage import BuildContext
-from mixgap.core.store import Store, write_json_atomic
+from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, make_plan
 from mixgap.plan.preflight import log_preflight, preflight
 from mixgap.results import analysis, report

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.config import ConfigError
-from mixgap.core.store import write_json_atomic
+from mixgap.core.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 RESULT = "result.json"

@@ -31,10 +31,9 @@ import platform
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,6 +43,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mixgap.core import digests as filedigests
+from mixgap.core.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -75,40 +75,6 @@ def make_key(stage: str, fields: Mapping[str, Any], inputs: Sequence[str] = ()) 
         raise ValueError(f"stage={stage!r} must be lowercase letters and underscores")
     digest = hashlib.sha256(canonical_json({"stage": stage, "fields": fields, "inputs": list(inputs)}).encode())
     return f"{stage}-{digest.hexdigest()[:16]}"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` through a temporary file in the same folder, fsync and a rename: a reader
-    sees the old file or the whole new one, never a part (the one writer every artifact and record goes through).
-    The parent folders are made; mode 0644 (``mkstemp`` makes 0600): results are read by the whole team.
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON (indented, UTF-8) to ``path`` atomically (:func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write one JSON object per line to ``path`` atomically (:func:`write_text_atomic`)."""
-    write_text_atomic(path, "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows))
 
 
 def environment_facts() -> dict[str, Any]:

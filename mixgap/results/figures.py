@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mixgap.results.tables.files import atomic_write
+from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.tables.names import by_pair
 from mixgap.stats import AVERAGE, Interval
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from mixgap import grading
 from mixgap.core.config import data_root, to_container
-from mixgap.core.store import ArtifactSpec, write_jsonl_atomic
+from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.store import ArtifactSpec
 from mixgap.stages import backends, data, models
 from mixgap.stages.backends import import_responses
 

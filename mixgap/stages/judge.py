@@ -23,7 +23,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
-from mixgap.core.store import ArtifactSpec, Store, write_json_atomic
+from mixgap.core.files import write_json_atomic
+from mixgap.core.store import ArtifactSpec, Store
 from mixgap.grading import EXTRACTION_STYLE
 from mixgap.stages import backends
 from mixgap.stages.data import Problem, read_jsonl

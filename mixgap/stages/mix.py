@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.config import ConfigError, data_root
-from mixgap.core.store import ArtifactSpec, make_key, write_jsonl_atomic
+from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.store import ArtifactSpec, make_key
 from mixgap.stages import data, models
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.store import write_json_atomic, write_jsonl_atomic
+from mixgap.core.files import write_json_atomic, write_jsonl_atomic
 from mixgap.grading import EXTRACT_MODES, grade, is_equivalent
 from mixgap.stages.data import DataError, Problem, fill_prompt
 from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores, per_problem_mean

@@ -27,12 +27,13 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap.results import analysis
 from mixgap.core.config import ConfigError
+from mixgap.core.files import write_json_atomic
 from mixgap.core.runrecord import job_identity
-from mixgap.pipeline import run_job
+from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
-from mixgap.core.store import Store, write_json_atomic
+from mixgap.pipeline import run_job
+from mixgap.results import analysis
 
 BENCH_OF = {"A": "math500", "B": "math500", "C": "math500", "X": "aime24", "Y": "aime24"}
 V = 4096

@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose_cfg
 from mixgap.core.config import ConfigError
-from mixgap.core.store import Store, canonical_json, write_jsonl_atomic
+from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.store import Store, canonical_json
 from mixgap.core.tracking import NullTracker
 from mixgap.grading import grade
 from mixgap.stages import models

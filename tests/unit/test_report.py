@@ -27,9 +27,9 @@ from omegaconf import OmegaConf
 from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap import stats
 from mixgap.core.config import ConfigError
-from mixgap.core.tracking import NullTracker
-from mixgap.core.store import write_json_atomic
+from mixgap.core.files import write_json_atomic
 from mixgap.core.runrecord import job_identity
+from mixgap.core.tracking import NullTracker
 from mixgap.pipeline import run_job
 from mixgap.results import report, sweep, tables
 

@@ -20,8 +20,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
+from mixgap.core.files import write_json_atomic
 from mixgap.core.runrecord import job_identity
-from mixgap.core.store import Store, write_json_atomic
+from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
 from mixgap.results import learnability_report, report, sweep
 from mixgap.stages import judge, verdicts

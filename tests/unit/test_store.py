@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.core.store import MANIFEST, ArtifactSpec, Store, make_key, write_json_atomic
+from mixgap.core.files import write_json_atomic
+from mixgap.core.store import MANIFEST, ArtifactSpec, Store, make_key
 
 
 def test_key_is_stage_plus_hash_of_fields_and_inputs():

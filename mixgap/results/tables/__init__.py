@@ -10,8 +10,10 @@ Modules: :mod:`~.published` (the paper's numbers), :mod:`~.markdown` (pipe table
 is importable from ``mixgap.results.tables``.
 """
 
+from mixgap.core.files import write_atomic as atomic_write
+from mixgap.core.files import write_text_atomic
 from mixgap.results.tables.document import method_note, report_markdown, track
-from mixgap.results.tables.files import atomic_write, write_csv, write_text_atomic
+from mixgap.results.tables.files import write_csv
 from mixgap.results.tables.flags import (
     LENGTH_BUG,
     LENGTH_UNTUNED,

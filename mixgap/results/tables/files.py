@@ -1,37 +1,16 @@
 """The report's file writers: every file goes to a temporary name in its folder and is renamed into place
-(``os.replace``), so a reader never meets half a file. Text through ``mixgap.core.store.write_text_atomic``;
-anything another library writes (a PNG from matplotlib) through :func:`atomic_write`."""
+(``os.replace``), so a reader never meets half a file: :mod:`mixgap.core.files` (``write_text_atomic``; anything
+another library writes, a PNG from matplotlib, through ``atomic_write`` = ``write_atomic``)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.store import write_text_atomic
-
-
-def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (``os.replace``).
-
-    Returns:
-        ``path``. The temporary file is removed when ``write`` raises.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for the whole team
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from mixgap.core.files import write_text_atomic
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

@@ -29,7 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.store import canonical_json, write_json_atomic
+from mixgap.core.files import write_json_atomic
+from mixgap.core.store import canonical_json
 from mixgap.stages.backends.base import Completion
 
 log = logging.getLogger(__name__)

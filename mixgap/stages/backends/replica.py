@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mixgap.core.store import write_jsonl_atomic
+from mixgap.core.files import write_jsonl_atomic
 from mixgap.stages.backends.parallel import shard_rows
 from mixgap.stages.backends.registry import load_backend
 

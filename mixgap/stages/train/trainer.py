@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.store import write_json_atomic
+from mixgap.core.files import write_json_atomic
 from mixgap.stages.train.labels import set_chat_template
 from mixgap.stages.train.packing import attention_for, make_collator
 
