@@ -122,3 +122,4 @@ class JudgeConfig:
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
     benchmarks: list[str] = field(default_factory=lambda: ["math", "math500", "aime24", "amc23", "olympiadbench"])
+    arch: ModelArch | None = None  # from the model's config.json (mixgap.plan.preflight plans a vLLM judge with it)
