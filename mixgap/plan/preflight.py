@@ -188,8 +188,9 @@ def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str,
         layout = batch_layout(ft.global_batch_size, ft.per_device_batch_size, world)
         out.update({k: v for k, v in asdict(layout).items() if k != "derived"})
     except ConfigError as err:
-        where = f" (hydra/launcher={out['launcher']})" if out["launcher"] and out["launcher"] != "basic" else ""
-        refusals.append(str(err) + where)
+        named = out["launcher"] and out["launcher"] != "basic"
+        where = f"on {world} GPUs of hydra/launcher={out['launcher']}" if named else f"on {world} GPUs"
+        refusals.append(str(err).replace(f"on {world} GPUs", where, 1))
         layout = None
     if arch is None:
         return
