@@ -38,16 +38,15 @@ PROMPT_TOKENS = 512
 #: CUDA context, NCCL buffers and allocator fragmentation per GPU (assumption, ~1.5-3 GB measured on
 #: A100/H100 PyTorch jobs; benchmarks/gpu_check.py compares our estimate with a measured peak).
 OVERHEAD_GB = 2.0
-#: Bytes per logit (token x vocabulary entry) alive at the backward pass's peak, in bf16 training with
-#: transformers' loss (``transformers.loss.loss_utils.ForCausalLMLoss``: ``logits = logits.float()``, then
-#: ``nn.functional.cross_entropy``) and PyTorch's autograd (``tools/autograd/derivatives.yaml``: log_softmax
-#: saves its output, nll_loss's backward writes a dense gradient): the bf16 logits the model returns (2) +
-#: the fp32 log-probabilities saved for the backward (4) + the fp32 gradient of the log-probabilities (4) +
-#: the fp32 gradient of the logits (4) = 14. Over the whole micro-batch: the logits of a 152k vocabulary
-#: dominate a small student's activations at long sequences. benchmarks/bench_train_memory.py measures it.
-LOGIT_BYTES = 14
-#: The same in fp32 (a CPU run): the logits are fp32 already (``.float()`` is a no-op), so 4 + 4 + 4 + 4 = 16.
-LOGIT_BYTES_FP32 = 16
+#: Bytes per logit (token x vocabulary entry) alive at the backward pass's peak, with transformers' loss
+#: (``transformers.loss.loss_utils.ForCausalLMLoss``: ``logits = logits.float()``, then ``nn.functional.cross_entropy``)
+#: and PyTorch's autograd (``tools/autograd/derivatives.yaml``: log_softmax saves its output; nll_loss's backward
+#: writes a dense gradient): the fp32 log-probabilities saved for the backward (4) + their fp32 gradient (4) + the
+#: logits' fp32 gradient (4) = 12. The logits themselves are freed after the forward (the Trainer keeps only the
+#: loss); the forward's own peak, bf16 logits 2 + their fp32 copy 4 + log-probabilities 4 = 10, is lower. The same
+#: 12 in fp32 (``.float()`` is then no copy). Over the whole micro-batch the logits of a 152k vocabulary dominate a
+#: small student's activations at long sequences. benchmarks/bench_train_memory.py measures 12 on this CPU.
+LOGIT_BYTES = 12
 #: Released training set size: UWNSL/Mix-Long_long_0.2_short_0.8 has 5,383 rows (PAPER-NOTES, Sec. 2),
 #: the problems both teachers solved. Used when no pool manifest is in the store.
 PAPER_EXAMPLES = 5383
@@ -124,15 +123,14 @@ def model_states_bytes(params: float, trainable: float, largest_layer: float, ze
     return base + adapter + (4 * largest_layer if zero_stage == 3 else 0)
 
 
-def logit_bytes(tokens: int, vocab: int, per_logit: float = LOGIT_BYTES) -> float:
-    """Bytes of the loss's logit buffers at the backward pass's peak: ``per_logit x tokens x vocab`` for the
-    whole micro-batch (``tokens`` = per-device batch x max_seq_len); ``per_logit`` is :data:`LOGIT_BYTES` in
-    bf16 training, :data:`LOGIT_BYTES_FP32` in fp32 (its derivation and source are theirs)."""
-    return per_logit * tokens * vocab
+def logit_bytes(tokens: int, vocab: int) -> float:
+    """Bytes of the loss's logit buffers at the backward pass's peak: ``LOGIT_BYTES x tokens x vocab`` for the
+    whole micro-batch (``tokens`` = per-device batch x max_seq_len; :data:`LOGIT_BYTES` gives the derivation and
+    its source)."""
+    return LOGIT_BYTES * tokens * vocab
 
 
-def activation_bytes(arch: Any, tokens: int, checkpointing: bool, element_bytes: int = BF16,
-                     per_logit: float = LOGIT_BYTES) -> float:
+def activation_bytes(arch: Any, tokens: int, checkpointing: bool, element_bytes: int = BF16) -> float:
     """Activation bytes of one micro-batch of ``tokens`` (per-device batch x max_seq_len) on one GPU.
 
     With gradient checkpointing: each layer's input kept (``2 t h`` bytes per layer in bf16) + one layer
@@ -145,13 +143,27 @@ def activation_bytes(arch: Any, tokens: int, checkpointing: bool, element_bytes:
     per_layer = 34 * tokens * arch.hidden * scale
     kept = arch.layers * element_bytes * tokens * arch.hidden
     stored = kept + per_layer if checkpointing else arch.layers * per_layer
-    return stored + logit_bytes(tokens, arch.vocab, per_logit)
+    return stored + logit_bytes(tokens, arch.vocab)
 
 
 def usable_memory_gb(memory_gb: float, headroom: float) -> float:
     """GB per GPU a job is planned to use: ``memory_gb x (1 - headroom)`` (``cluster.memory_headroom``: the
     fraction left for the allocator's fragmentation and what the formulas do not count)."""
     return memory_gb * (1.0 - headroom)
+
+
+def train_memory_gb(cfg: DictConfig, world: int, per_device: int) -> tuple[float, int]:
+    """Training memory per GPU in GB and the ZeRO stage it assumes, for ``world`` ranks of ``per_device``
+    examples of ``finetune_mode.max_seq_len`` tokens: model states (:func:`model_states_bytes`)
+    + activations with the logit buffers (:func:`activation_bytes`) + ``OVERHEAD_GB``."""
+    ft, arch = cfg.finetune_mode, cfg.student.arch
+    params = arch.params_b * 1e9
+    trainable = lora_params(arch, ft.lora.r, list(ft.lora.target_modules)) if ft.mode == "lora" else params
+    # on GPUs, launch=auto starts torchrun with DeepSpeed (mixgap.stages.train.launch); local: a plain Trainer
+    zero = {"zero2": 2, "zero3": 3}.get(ft.deepspeed, 0) if ft.launch != "local" else 0
+    states = model_states_bytes(params, trainable, largest_layer_params(arch), zero, world)
+    acts = activation_bytes(arch, per_device * ft.max_seq_len, ft.gradient_checkpointing)
+    return (states + acts) / GB + OVERHEAD_GB, zero
 
 
 def kv_bytes_per_token(arch: Any, dtype_bytes: int = BF16) -> int:

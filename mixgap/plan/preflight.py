@@ -29,19 +29,14 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import ConfigError
 from mixgap.plan.estimates import (
-    GB,
-    OVERHEAD_GB,
     PROMPT_TOKENS,
-    activation_bytes,
     decode_tokens_per_s,
     eval_tensor_parallel,
     generation_memory_gb,
-    largest_layer_params,
-    lora_params,
     memory_remedies,
-    model_states_bytes,
     tensor_parallel_refusal,
     train_hours,
+    train_memory_gb,
     usable_memory_gb,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
@@ -147,20 +142,6 @@ def _over(out: dict[str, Any]) -> str:
     source = "this machine's GPUs" if out["launcher"] == "basic" else f"cluster.gpu_memory_gb={out['gpu_memory_gb']:g}"
     return (f"> {out['usable_memory_gb']:.1f} GB usable ({1 - head:.0%} of {out['gpu_memory_gb']:g} GB, {source}; "
             f"cluster.memory_headroom={head:g})")
-
-
-def train_memory_gb(cfg: DictConfig, world: int, per_device: int) -> tuple[float, int]:
-    """Training memory per GPU in GB and the ZeRO stage it assumes, for ``world`` ranks of ``per_device``
-    examples of ``finetune_mode.max_seq_len`` tokens: model states (:func:`mixgap.plan.estimates.model_states_bytes`)
-    + activations with the logit buffers (:func:`mixgap.plan.estimates.activation_bytes`) + ``OVERHEAD_GB``."""
-    ft, arch = cfg.finetune_mode, cfg.student.arch
-    params = arch.params_b * 1e9
-    trainable = lora_params(arch, ft.lora.r, list(ft.lora.target_modules)) if ft.mode == "lora" else params
-    # on GPUs, launch=auto starts torchrun with DeepSpeed (mixgap.stages.train.launch); local: a plain Trainer
-    zero = {"zero2": 2, "zero3": 3}.get(ft.deepspeed, 0) if ft.launch != "local" else 0
-    states = model_states_bytes(params, trainable, largest_layer_params(arch), zero, world)
-    acts = activation_bytes(arch, per_device * ft.max_seq_len, ft.gradient_checkpointing)
-    return (states + acts) / GB + OVERHEAD_GB, zero
 
 
 def _cluster_fit(cfg: DictConfig, world: int) -> str | None:
@@ -287,9 +268,8 @@ def _teacher(field: str, teacher: DictConfig, gpus: int, out: dict[str, Any]) ->
     """The generation part of :func:`preflight` for one teacher (:func:`_engine`, its sampling budget)."""
     context = teacher.sampling.max_new_tokens + PROMPT_TOKENS
     if context > teacher.max_model_len:  # named by its sampling field
-        out["refusals"].append(
-            f"{field}.sampling.max_new_tokens={teacher.sampling.max_new_tokens} is not allowed: with a "
-            f"{PROMPT_TOKENS}-token prompt it exceeds {field}.max_model_len={teacher.max_model_len}")
+        out["refusals"].append(f"{field}.sampling.max_new_tokens={teacher.sampling.max_new_tokens} is not allowed: with "
+                               f"a {PROMPT_TOKENS}-token prompt it exceeds {field}.max_model_len={teacher.max_model_len}")
         context = teacher.max_model_len
     return _engine(field, teacher.name, teacher, context, gpus, out)
 

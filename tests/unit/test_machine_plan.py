@@ -14,18 +14,26 @@ from conftest import compose_cfg
 from mixgap.plan import machine
 from mixgap.plan.estimates import activation_bytes, logit_bytes, model_states_bytes
 from mixgap.plan.jobs import make_plan
-from mixgap.plan.machine import Allocation, DeviceFacts, PreflightRefused, enforce, error_lines, job_allocation, plan_job
+from mixgap.plan.machine import (
+    Allocation,
+    DeviceFacts,
+    PreflightRefused,
+    enforce,
+    error_lines,
+    job_allocation,
+    plan_job,
+)
 from mixgap.plan.preflight import describe, report_lines
 
 BASIC = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
 SLURM = OmegaConf.create({"gpus_per_node": 8, "nodes": 1})
 #: qwen3b full SFT on 8 GPUs, ZeRO-3, per-device 1 x 16384 tokens, by the formula before the logit buffers were
-#: counted at 14 bytes: 4 L (311.2M embedding) 1.245 + 18 N / 8 6.953 + kept inputs 36 x 2 x 16384 x 2048 2.416 +
+#: counted at 12 bytes: 4 L (311.2M embedding) 1.245 + 18 N / 8 6.953 + kept inputs 36 x 2 x 16384 x 2048 2.416 +
 #: one layer 34 x 16384 x 2048 1.141 + logits 10 x 16384 x 151936 24.893 + 2 overhead = 38.6 GB
 QWEN3B_8GPU_BEFORE = 38.6
-#: the same with the logit buffers at 14 bytes (bf16 logits 2 + fp32 log-probs 4 + their gradient 4 + the logits'
-#: gradient 4): + 4 x 16384 x 151936 = 9.957 GB -> 48.6 GB
-QWEN3B_8GPU = 48.6
+#: the same with the logit buffers at 12 bytes (fp32 log-probs 4 + their gradient 4 + the logits' gradient 4; the
+#: bf16 logits are freed after the forward): + 2 x 16384 x 151936 = 4.979 GB -> 43.6 GB
+QWEN3B_8GPU = 43.6
 
 
 @pytest.fixture(autouse=True)
@@ -70,20 +78,20 @@ def test_workstation_with_8_gpus_plans_the_8_gpu_layout(monkeypatch):
     report = _plan(monkeypatch, (8, 80.0), "student=qwen3b", "finetune_mode=full", "data.missing_pool=wait")
     assert (report["gpus"], report["world_size"], report["per_device_batch_size"]) == (8, 8, 1)
     assert report["train_memory_gb_per_gpu"] == pytest.approx(QWEN3B_8GPU, abs=0.05)
-    assert QWEN3B_8GPU - QWEN3B_8GPU_BEFORE == pytest.approx(4 * 16384 * 151936 / 1e9, abs=0.05)
+    assert QWEN3B_8GPU - QWEN3B_8GPU_BEFORE == pytest.approx(2 * 16384 * 151936 / 1e9, abs=0.05)
     assert report["refusals"] == [] and "elsewhere" not in report
     assert report["decisions"] == {"eval_tensor_parallel_size": 1}
 
 
 def test_one_24gb_gpu_is_refused_in_one_line_naming_the_launcher_that_fits(monkeypatch):
-    # 1 GPU, per-device 2 x 16384: 4 L 1.245 + 18 N 55.62 + 2 x (2.416 + 1.141) + logits 14 x 32768 x 151936 69.70
-    # + 2 = 135.7 GB > 21.6 GB (90% of 24)
+    # 1 GPU, per-device 2 x 16384: 4 L 1.245 + 18 N 55.62 + 2 x (2.416 + 1.141) + logits 12 x 32768 x 151936 59.74
+    # + 2 = 125.7 GB > 21.6 GB (90% of 24)
     report = _plan(monkeypatch, (1, 24.0), "student=qwen3b", "finetune_mode=full", "data.missing_pool=wait")
-    assert report["train_memory_gb_per_gpu"] == pytest.approx(135.7, abs=0.05)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(125.7, abs=0.05)
     assert report["refusals"] == [
-        "finetune_mode.mode=full for student=qwen3b needs 135.7 GB per GPU on 1 GPU(s) of hydra/launcher=basic "
+        "finetune_mode.mode=full for student=qwen3b needs 125.7 GB per GPU on 1 GPU(s) of hydra/launcher=basic "
         "(ZeRO-3, per-device batch 2 x 16384 tokens) > 21.6 GB usable (90% of 24 GB, this machine's GPUs; "
-        "cluster.memory_headroom=0.1); allowed: hydra/launcher=slurm (8 GPUs of 80 GB: 48.6 GB per GPU), "
+        "cluster.memory_headroom=0.1); allowed: hydra/launcher=slurm (8 GPUs of 80 GB: 43.6 GB per GPU), "
         "finetune_mode=lora, a shorter finetune_mode.max_seq_len (now 16384), GPUs with more memory "
         "(cluster.gpu_memory_gb)"]
     assert report["elsewhere"]["refusals"] == []
@@ -152,11 +160,11 @@ def test_the_judge_is_planned_before_any_work(monkeypatch):
 
 def test_qwen14b_full_sft_is_refused_under_the_headroom():
     # 8 GPUs, ZeRO-3, per-device 1 x 16384: 4 L (152064 x 5120) 3.114 + 18 x 14.7 / 8 33.075 + kept inputs
-    # 48 x 2 x 16384 x 5120 8.053 + one layer 34 x 16384 x 5120 2.852 + logits 14 x 16384 x 152064 34.880 + 2
-    # = 84.0 GB > 72.0 usable (was 74.0 with 10-byte logits and "fits" under 100% of 80)
+    # 48 x 2 x 16384 x 5120 8.053 + one layer 34 x 16384 x 5120 2.852 + logits 12 x 16384 x 152064 29.897 + 2
+    # = 79.0 GB > 72.0 usable (was 74.0 with 10-byte logits and "fits" under 100% of 80)
     cfg = compose_cfg("student=qwen14b", "finetune_mode=full", "data.missing_pool=wait")
     report = plan_job(cfg, make_plan(cfg), Allocation("slurm", 8))
-    assert report["train_memory_gb_per_gpu"] == pytest.approx(84.0, abs=0.05)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(79.0, abs=0.05)
     assert "> 72.0 GB usable (90% of 80 GB, cluster.gpu_memory_gb=80; cluster.memory_headroom=0.1)" in report["refusals"][0]
     cfg.cluster.memory_headroom = 1.0
     assert plan_job(cfg, make_plan(cfg), Allocation("slurm", 8))["refusals"] == [
@@ -169,10 +177,9 @@ def test_zero2_is_deepspeeds_current_estimator():
     assert model_states_bytes(1e9, 1e9, 5e8, 3, 8) == pytest.approx(4 * 5e8 + 18e9 / 8)
 
 
-def test_logit_buffers_in_bf16_and_fp32():
-    assert logit_bytes(16384, 151936) == 14 * 16384 * 151936
+def test_logit_buffers_and_fp32_activations():
+    assert logit_bytes(16384, 151936) == 12 * 16384 * 151936
     arch = compose_cfg("student=smollm2_135m").student.arch
     # SmolLM2 (30 layers, hidden 576, vocab 49152) at 2048 tokens in fp32 with checkpointing: kept inputs
-    # 30 x 4 x 2048 x 576 = 141.6 MB + one layer 2 x 34 x 2048 x 576 = 80.2 MB + logits 16 x 2048 x 49152 = 1610.6 MB
-    assert activation_bytes(arch, 2048, True, element_bytes=4, per_logit=16) == pytest.approx(
-        141.56e6 + 80.22e6 + 1610.61e6, rel=1e-3)
+    # 30 x 4 x 2048 x 576 = 141.6 MB + one layer 2 x 34 x 2048 x 576 = 80.2 MB + logits 12 x 2048 x 49152 = 1208.0 MB
+    assert activation_bytes(arch, 2048, True, element_bytes=4) == pytest.approx(141.56e6 + 80.22e6 + 1207.96e6, rel=1e-3)
