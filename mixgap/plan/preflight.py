@@ -107,8 +107,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
     if not 0.0 <= headroom < 1.0:
         refusals.append(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
         return out
-    gpus = 1 if cpu else gpus
-    generation: list[float] = []
+    gpus, generation = (1 if cpu else gpus), []
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
     if plan.builds("eval.") and cfg.student.get("arch") is not None:
@@ -191,9 +190,8 @@ def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str,
             f"{_over(out)}; allowed: " + ", ".join(memory_remedies(ft.mode, world, ft.max_seq_len, _cluster_fit(cfg, world)))
         )
     tokens, out["tokens_source"] = training_tokens(cfg, plan, store)
-    lora = ft.mode == "lora"
-    out["train_hours_estimate"] = round(train_hours(arch.params_b * 1e9, tokens, ft.epochs, world, cl.gpu_bf16_tflops,
-                                                    cl.mfu, lora), 3)
+    hours = train_hours(arch.params_b * 1e9, tokens, ft.epochs, world, cl.gpu_bf16_tflops, cl.mfu, ft.mode == "lora")
+    out["train_hours_estimate"] = round(hours, 3)
 
 
 def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) -> list[float]:
@@ -284,10 +282,12 @@ def _judge(judge: DictConfig, gpus: int, out: dict[str, Any]) -> list[float]:
 
 
 def log_preflight(report: dict[str, Any]) -> None:
-    """Log one line of the plan (layout, memory per GPU, hours) and one per refusal."""
+    """Log one line of the plan (layout, memory per GPU, hours), one per refusal, then its plan elsewhere."""
     log.info("preflight: %s", describe(report))
     for reason in report["refusals"]:
         log.error("preflight refused: %s", reason)
+    for line in report_lines(report)[len(report["refusals"]):]:
+        log.info("preflight %s", line)
 
 
 def _gb(value: float | None) -> str:
