@@ -23,7 +23,7 @@ from mixgap.core.config import ConfigError, check_override_keys, register_config
 from mixgap.core.runrecord import Interrupted
 from mixgap.core.store import StoreError
 from mixgap.pipeline import run_job
-from mixgap.plan.preflight import job_gpus
+from mixgap.plan.machine import enforce, error_lines, job_allocation
 from mixgap.stages.backends import BackendUnavailable
 from mixgap.stages.data import DataError
 from mixgap.stages.generate import PoolMissing
@@ -38,14 +38,15 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
     try:
-        result = run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task),
-                         gpus=job_gpus(cfg.stage, hc.launcher))
-        refusals = (result.get("preflight") or {}).get("refusals")
-        if refusals and hc.mode != RunMode.MULTIRUN:  # a multirun's summary lists every job's refusals
-            raise ConfigError(refusals[0])
+        # the job runs on what its launcher gives it: this machine's CUDA devices (or the CPU) under the basic one
+        allocation = job_allocation(hc.runtime.choices.get("hydra/launcher"), hc.launcher)
+        result = run_job(cfg, hc.runtime.output_dir, group=group, overrides=list(hc.overrides.task), gpus=allocation)
+        if result.get("preflight") and hc.mode != RunMode.MULTIRUN:  # a multirun's summary lists every job's refusals
+            enforce(result["preflight"])
     except (ConfigError, DataError, ModelSourceError, PoolMissing, BackendUnavailable, StoreError) as err:
-        # one line, no traceback: the message names the field or file and what to do
-        print(f"mixgap: error: {err}", file=sys.stderr)
+        # one line per reason, no traceback: each names the field or file and what to do (a refused job: all of them)
+        for line in error_lines(err):
+            print(line, file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:  # SIGTERM (Interrupted) or Ctrl-C, recorded interrupted in result.json
         line, status = interrupted_line(stop)

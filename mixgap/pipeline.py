@@ -33,12 +33,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core import runrecord, tracking
-from mixgap.core.config import ConfigError, to_container, validate
+from mixgap.core.config import to_container, validate
 from mixgap.core.files import write_json_atomic
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, make_plan
-from mixgap.plan.preflight import log_preflight, preflight
+from mixgap.plan.machine import Allocation, enforce, plan_job
+from mixgap.plan.preflight import log_preflight
 from mixgap.results import analysis, report
 from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.train import stage as train
@@ -71,7 +72,7 @@ def run_reader(cfg: DictConfig) -> dict[str, Any]:
 
 def run_job(
     cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = (),
-    gpus: int | None = None,
+    gpus: Allocation | int | None = None,
 ) -> dict[str, Any]:
     """Validate, plan, preflight, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
 
@@ -80,8 +81,9 @@ def run_job(
         ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per step), ``plan``, ``preflight``.
 
     Raises:
-        ConfigError: before any work, for a bad config value, or (``gpus`` given, stage other than plan) the
-            first preflight refusal (:mod:`mixgap.plan.preflight`): the job cannot fit its ``gpus`` GPUs.
+        ConfigError: before any work, for a bad config value, or (stage other than plan) the preflight's
+            refusals (:class:`mixgap.plan.machine.PreflightRefused`): the job cannot run on ``gpus``
+            (:func:`check_preflight`).
         PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
     """
     validate(cfg, overrides)
@@ -133,17 +135,19 @@ def run_job(
     return result
 
 
-def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: int | None) -> dict[str, Any]:
-    """The job's preflight (planned for ``gpus``, 1 when unknown); refuses a non-plan job that cannot fit.
+def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: Allocation | int | None) -> dict[str, Any]:
+    """The job's preflight on its allocation (:func:`mixgap.plan.machine.plan_job`); refuses a non-plan job that
+    cannot run there with every reason (:class:`mixgap.plan.machine.PreflightRefused`).
 
-    Its ``decisions`` (the evaluation's tensor parallel size) apply only when ``gpus`` is known (a GPU run).
+    ``gpus``: the allocation (``launch.py``: :func:`mixgap.plan.machine.job_allocation`), a GPU count of
+    ``cluster.gpu_memory_gb`` GPUs, or None: the CPU (GPU memory and tensor parallelism are not checked, and the
+    evaluation's tensor parallel size is not a decision).
     """
-    pf = preflight(cfg, job_plan, gpus or 1, store)
+    allocation = gpus if isinstance(gpus, Allocation) else Allocation(None, gpus or 0)
+    pf = plan_job(cfg, job_plan, allocation, store)
     log_preflight(pf)
-    if gpus is not None and cfg.stage != "plan" and pf["refusals"]:
-        raise ConfigError(pf["refusals"][0])
-    if gpus is None:
-        pf["decisions"] = {}
+    if cfg.stage != "plan":
+        enforce(pf)
     return pf
 
 

@@ -186,15 +186,21 @@ class ExportConfig:
 
 @dataclass
 class ClusterConfig:
-    """The GPUs a job is planned for (:mod:`mixgap.plan.preflight`); the GPU count comes from the launcher.
+    """The cluster's GPUs a job is planned for (:mod:`mixgap.plan.preflight`); the GPU count comes from the
+    launcher (:mod:`mixgap.plan.machine`; the basic launcher plans for this machine's own CUDA devices).
 
-    Defaults: an 80 GB GPU (A100/H100 80GB); 989 TFLOP/s is the H100 SXM's dense bf16 peak and 3,350 GB/s its
-    memory bandwidth (NVIDIA H100 datasheet; H200: 141 GB, 4,800 GB/s, NVIDIA H200 datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.plan.preflight.decode_tokens_per_s`)
+    ``memory_headroom``: the fraction of each GPU's memory the plan leaves free (the allocator's fragmentation
+    and what the formulas do not count; vLLM's own default ``gpu_memory_utilization`` is 0.9). Defaults: an
+    80GB A100/H100 (80 GiB = 85.9e9 bytes; we plan 85.0 GB of 1e9 bytes); 989 TFLOP/s is the H100 SXM's dense bf16
+    peak and 3,350 GB/s its memory bandwidth (NVIDIA H100 datasheet; H200: 141 GB, 4,800 GB/s, NVIDIA H200
+    datasheet); ``mfu`` (training) and ``decode_mfu`` (vLLM batched decoding, :func:`mixgap.plan.preflight.decode_tokens_per_s`)
     are planning assumptions, not measurements
     (benchmarks/gpu_check.py measures the MFU of our trainer on a GPU): set yours.
     """
 
-    gpu_memory_gb: float = 80.0
+    # GB = 1e9 bytes: an "80GB" A100/H100 holds 80 GiB, of which torch reports ~85.0e9 bytes (total_memory)
+    gpu_memory_gb: float = 85.0
+    memory_headroom: float = 0.1  # plan to at most (1 - headroom) x the GPU's memory
     gpu_bf16_tflops: float = 989.0
     mfu: float = 0.35
     decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches

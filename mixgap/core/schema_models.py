@@ -122,3 +122,4 @@ class JudgeConfig:
     prompt: str = MISSING  # {problem}, {gold}, {answer} are filled in
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
+    arch: ModelArch | None = None  # from the model's config.json (mixgap.plan.preflight plans a vLLM judge with it)

@@ -6,10 +6,12 @@ Sources of the formulas (each function's docstring names its own):
 - model states: Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
   Models" (arXiv 1910.02054), Sec. 3.1/5: mixed-precision Adam keeps 2 (bf16 weights) + 2 (bf16 gradients)
   + 12 (fp32 master weights, momentum, variance) bytes per parameter; stage 1 partitions the 12, stage 2
-  also the gradients, stage 3 also the weights. DeepSpeed's estimators
-  (``deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs``: ``4 N + 16 N / gpus``;
+  also the gradients, stage 3 also the weights. DeepSpeed 0.19's estimators without offload are what we use:
+  ``deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs``:
+  ``gpu_mem = 2 * total_params + int(18 * total_params / total_gpus)`` ("2 = params_16bit, 18 = 2_grads_16bit
+  + 4_grads_32bit + 4_params_32bit + 8_optimizer_states_32bit"), and
   ``deepspeed.runtime.zero.stage3.estimate_zero3_model_states_mem_needs``: ``4 L + 18 N / gpus`` with ``L``
-  the largest layer's parameters) are what we use, without offload.
+  the largest layer's parameters.
 - activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"
   (arXiv 2205.05198), Sec. 4: a layer stores ``s b h (34 + 5 a s / h)`` bytes in 16-bit; flash/SDPA
   attention removes the ``5 a s / h`` term. With full gradient checkpointing only each layer's input
@@ -36,10 +38,15 @@ PROMPT_TOKENS = 512
 #: CUDA context, NCCL buffers and allocator fragmentation per GPU (assumption, ~1.5-3 GB measured on
 #: A100/H100 PyTorch jobs; benchmarks/gpu_check.py compares our estimate with a measured peak).
 OVERHEAD_GB = 2.0
-#: Bytes per logit of the last layer in training: the bf16 logits plus transformers' fp32 upcast in the
-#: cross-entropy and its gradient (assumption: 2 + 4 + 4; the logits of a 152k vocabulary dominate the
-#: activations of small students at long sequences).
-LOGIT_BYTES = 10
+#: Bytes per logit (token x vocabulary entry) alive at the backward pass's peak, with transformers' loss
+#: (``transformers.loss.loss_utils.ForCausalLMLoss``: ``logits = logits.float()``, then ``nn.functional.cross_entropy``)
+#: and PyTorch's autograd (``tools/autograd/derivatives.yaml``: log_softmax saves its output; nll_loss's backward
+#: writes a dense gradient): the fp32 log-probabilities saved for the backward (4) + their fp32 gradient (4) + the
+#: logits' fp32 gradient (4) = 12. The logits themselves are freed after the forward (the Trainer keeps only the
+#: loss); the forward's own peak, bf16 logits 2 + their fp32 copy 4 + log-probabilities 4 = 10, is lower. The same
+#: 12 in fp32 (``.float()`` is then no copy). Over the whole micro-batch the logits of a 152k vocabulary dominate a
+#: small student's activations at long sequences. benchmarks/bench_train_memory.py measures 12 on this CPU.
+LOGIT_BYTES = 12
 #: Released training set size: UWNSL/Mix-Long_long_0.2_short_0.8 has 5,383 rows (PAPER-NOTES, Sec. 2),
 #: the problems both teachers solved. Used when no pool manifest is in the store.
 PAPER_EXAMPLES = 5383
@@ -78,12 +85,11 @@ def largest_layer_params(arch: Any) -> int:
     return max(arch.vocab * arch.hidden, layer_params(arch))
 
 
-def memory_remedies(mode: str, world: int, max_seq_len: int) -> list[str]:
-    """What can bring a training job under ``cluster.gpu_memory_gb``: only the remedies the job does not
-    already use (more GPUs below 8 per node, LoRA instead of full SFT, a shorter sequence)."""
-    remedies = []
-    if world < 8:
-        remedies.append("more GPUs (hydra/launcher=slurm, 8 per node)")
+def memory_remedies(mode: str, world: int, max_seq_len: int, elsewhere: str | None = None) -> list[str]:
+    """What can bring a training job under its usable GPU memory: only the remedies the job does not already
+    use: ``elsewhere`` (the launcher whose GPUs fit it, with its figures) or, below 8 GPUs, more GPUs; LoRA
+    instead of full SFT; a shorter sequence; GPUs with more memory."""
+    remedies = [elsewhere] if elsewhere else (["more GPUs (hydra/launcher=slurm, 8 per node)"] if world < 8 else [])
     if mode != "lora":
         remedies.append("finetune_mode=lora")
     remedies.append(f"a shorter finetune_mode.max_seq_len (now {max_seq_len})")
@@ -108,7 +114,8 @@ def model_states_bytes(params: float, trainable: float, largest_layer: float, ze
     """Bytes per GPU of weights, gradients and Adam states (mixed precision), by ZeRO stage.
 
     Full SFT (``trainable == params``), DeepSpeed's estimators without offload: stage 3
-    ``4 L + 18 N / gpus``; stage 2 ``4 N + 16 N / gpus``; no DeepSpeed ``16 N`` (fp32 weights and
+    ``4 L + 18 N / gpus``; stage 2 ``2 N + 18 N / gpus`` (``estimate_zero2_model_states_mem_needs``:
+    ``2 * total_params + int(18 * total_params / total_gpus)``); no DeepSpeed ``16 N`` (fp32 weights and
     gradients under autocast + Adam's two fp32 moments; our plain-Trainer path). LoRA: the frozen base in
     bf16 (``2 N``, ``/ gpus`` under ZeRO-3) + ``16 T`` for the ``T`` trainable fp32 adapter parameters
     (weights, gradients, two moments; partitioned by stage 2/3). Source: the ZeRO paper's 2 + 2 + 12
@@ -118,24 +125,54 @@ def model_states_bytes(params: float, trainable: float, largest_layer: float, ze
         if zero_stage == 3:
             return 4 * largest_layer + 18 * params / gpus
         if zero_stage == 2:
-            return 4 * params + 16 * params / gpus
+            return 2 * params + 18 * params / gpus
         return 16.0 * params
     base = BF16 * params / (gpus if zero_stage == 3 else 1)
     adapter = 16 * trainable / (gpus if zero_stage in (2, 3) else 1)
     return base + adapter + (4 * largest_layer if zero_stage == 3 else 0)
 
 
-def activation_bytes(arch: Any, tokens: int, checkpointing: bool) -> float:
+def logit_bytes(tokens: int, vocab: int) -> float:
+    """Bytes of the loss's logit buffers at the backward pass's peak: ``LOGIT_BYTES x tokens x vocab`` for the
+    whole micro-batch (``tokens`` = per-device batch x max_seq_len; :data:`LOGIT_BYTES` gives the derivation and
+    its source)."""
+    return LOGIT_BYTES * tokens * vocab
+
+
+def activation_bytes(arch: Any, tokens: int, checkpointing: bool, element_bytes: int = BF16) -> float:
     """Activation bytes of one micro-batch of ``tokens`` (per-device batch x max_seq_len) on one GPU.
 
-    With gradient checkpointing: each layer's input kept in bf16 (``2 t h`` per layer) + one layer
+    With gradient checkpointing: each layer's input kept (``2 t h`` bytes per layer in bf16) + one layer
     recomputed (``34 t h``, Korthikanti et al. 2022 Sec. 4.1 with flash/SDPA attention: no ``5 a s / h``
-    term; assumption: the gated MLP of width ``intermediate`` costs as their ``4h`` MLP) + the logits
-    (``LOGIT_BYTES x t x vocab``). Without: ``34 t h`` for every layer + the logits.
+    term; assumption: the gated MLP of width ``intermediate`` costs as their ``4h`` MLP) + the logit buffers
+    (:func:`logit_bytes`). Without: ``34 t h`` for every layer + the logit buffers. Korthikanti's 34 counts
+    16-bit elements (and 1-byte dropout masks); ``element_bytes=4`` (fp32, a CPU run) scales both terms by 2.
     """
-    per_layer = 34 * tokens * arch.hidden
-    stored = arch.layers * BF16 * tokens * arch.hidden + per_layer if checkpointing else arch.layers * per_layer
-    return stored + LOGIT_BYTES * tokens * arch.vocab
+    scale = element_bytes / BF16
+    per_layer = 34 * tokens * arch.hidden * scale
+    kept = arch.layers * element_bytes * tokens * arch.hidden
+    stored = kept + per_layer if checkpointing else arch.layers * per_layer
+    return stored + logit_bytes(tokens, arch.vocab)
+
+
+def usable_memory_gb(memory_gb: float, headroom: float) -> float:
+    """GB per GPU a job is planned to use: ``memory_gb x (1 - headroom)`` (``cluster.memory_headroom``: the
+    fraction left for the allocator's fragmentation and what the formulas do not count)."""
+    return memory_gb * (1.0 - headroom)
+
+
+def train_memory_gb(cfg: DictConfig, world: int, per_device: int) -> tuple[float, int]:
+    """Training memory per GPU in GB and the ZeRO stage it assumes, for ``world`` ranks of ``per_device``
+    examples of ``finetune_mode.max_seq_len`` tokens: model states (:func:`model_states_bytes`)
+    + activations with the logit buffers (:func:`activation_bytes`) + ``OVERHEAD_GB``."""
+    ft, arch = cfg.finetune_mode, cfg.student.arch
+    params = arch.params_b * 1e9
+    trainable = lora_params(arch, ft.lora.r, list(ft.lora.target_modules)) if ft.mode == "lora" else params
+    # on GPUs, launch=auto starts torchrun with DeepSpeed (mixgap.stages.train.launch); local: a plain Trainer
+    zero = {"zero2": 2, "zero3": 3}.get(ft.deepspeed, 0) if ft.launch != "local" else 0
+    states = model_states_bytes(params, trainable, largest_layer_params(arch), zero, world)
+    acts = activation_bytes(arch, per_device * ft.max_seq_len, ft.gradient_checkpointing)
+    return (states + acts) / GB + OVERHEAD_GB, zero
 
 
 def kv_bytes_per_token(arch: Any, dtype_bytes: int = BF16) -> int:

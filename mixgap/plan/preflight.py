@@ -1,9 +1,12 @@
 """Preflight: will a job run on its allocation, and what will it cost? Pure arithmetic, no model loaded.
 
-:func:`preflight` plans one composed job config for ``gpus`` GPUs of ``cluster.gpu_memory_gb`` each: the
-training layout (world size, per-device batch, gradient accumulation giving exactly the configured global
-batch), memory per GPU for training and for vLLM generation/evaluation, time, and the refusals (one line
-each, naming the field, the value and what is allowed). ``stage=plan`` writes its result into each job's
+:func:`preflight` plans one composed job config for ``gpus`` GPUs of ``cluster.gpu_memory_gb`` each (or of
+``memory_gb``, this machine's measured devices; :mod:`mixgap.plan.machine` says which): the training layout
+(world size, per-device batch, gradient accumulation giving exactly the configured global batch), memory per
+GPU for training and for vLLM generation/evaluation/the LLM judge, time, and the refusals (one line each,
+naming the field, the value and what is allowed). Memory is planned to at most ``1 - cluster.memory_headroom``
+of each GPU. A job on the CPU (``cpu=True``) is refused only for what is wrong there too (contexts, the batch
+layout): GPU memory and tensor parallelism do not apply. ``stage=plan`` writes its result into each job's
 ``result.json``; the multirun sweeper (``hydra_plugins/mixgap_sweeper``) runs it on every sweep point before
 the launcher starts anything; the train stage takes its batch layout from :func:`mixgap.stages.train.batching.batch_layout`.
 
@@ -18,7 +21,7 @@ The formulas and their sources are in :mod:`mixgap.plan.estimates`.
 from __future__ import annotations
 
 import logging
-import math
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -26,70 +29,35 @@ from omegaconf import DictConfig
 
 from mixgap.core.config import ConfigError
 from mixgap.plan.estimates import (
-    CHARS_PER_TOKEN,
-    GB,
-    OVERHEAD_GB,
-    PAPER_CHARS,
-    PAPER_EXAMPLES,
     PROMPT_TOKENS,
-    activation_bytes,
     decode_rate,
     eval_tensor_parallel,
     generation_memory_gb,
-    largest_layer_params,
-    lora_params,
     memory_remedies,
-    model_states_bytes,
     one_node_hours,
     tensor_parallel_refusal,
     train_hours,
+    train_memory_gb,
+    usable_memory_gb,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
+from mixgap.plan.workload import eval_samples, training_tokens
 from mixgap.stages.backends import data_parallel_size
-from mixgap.stages.evaluate import sampling_fields
 from mixgap.stages.train.batching import batch_layout
 
 log = logging.getLogger(__name__)
+#: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
+CLUSTER_LAUNCHER = "slurm"
 NODE_GPUS = 8  # the one-node schedule of summary_lines: one node of 8 GPUs (hydra/launcher=slurm's allocation)
 
 
-def training_tokens(cfg: DictConfig, plan: JobPlan, store: Any = None) -> tuple[float, str]:
-    """Tokens of one epoch of the job's mixture and where the figure comes from.
-
-    From the pool manifests in ``store`` when both are done (kept problems of the smaller pool, mean
-    response length in tokens, or characters / ``CHARS_PER_TOKEN``), else the paper's released data
-    (``PAPER_EXAMPLES`` rows, ``PAPER_CHARS`` by CoT kind); mixed by ``mix.weight``; plus ``PROMPT_TOKENS``
-    per example as an upper bound of the prompt.
-    """
-    lengths, examples, source = {}, [], "paper"
-    if store is not None:
-        try:
-            for role in ("strong", "weak"):
-                key = plan.key(f"pool.{role}")
-                if not store.is_done(key):
-                    raise KeyError(key)
-                counts = store.manifest(key).get("counts", {})
-                length = counts["length"]
-                per = length["mean"] / (1 if length["unit"] == "tokens" else CHARS_PER_TOKEN)
-                lengths[role], _ = per, examples.append(counts["kept"])
-            source = "pool manifests"
-        except (KeyError, TypeError, ValueError, ConfigError):
-            lengths, examples, source = {}, [], "paper"
-    if not lengths:
-        lengths = {r: PAPER_CHARS[cfg.mix[r].cot] / CHARS_PER_TOKEN for r in ("strong", "weak")}
-        examples = [PAPER_EXAMPLES]
-    w = float(cfg.mix.weight)
-    mean = w * lengths["strong"] + (1 - w) * lengths["weak"] + PROMPT_TOKENS
-    n = min(examples)
-    return n * mean, f"{source}: {n} examples x {mean:.0f} tokens"
-
-
-def eval_samples(cfg: DictConfig, bench: DictConfig) -> int:
-    """Completions one evaluation arm decodes on ``bench``: problems (the benchmark's size, cut by
-    ``benchmark.<key>.limit`` / ``eval.limit``; its ``size`` is in its YAML) x samples per problem (:func:`mixgap.stages.evaluate.sampling_fields`)."""
-    problems = min(bench.size, bench.limit or math.inf, cfg.eval.limit or math.inf)
-    sampling = sampling_fields(cfg.eval, bench)
-    return int(problems) * (sampling["n_samples"] if sampling else 1)
+def cluster_gpus() -> int:
+    """GPUs of a ``hydra/launcher=slurm`` job: ``MIXGAP_SLURM_GPUS_PER_NODE`` (its ``gpus_per_node``), default 8."""
+    value = os.environ.get("MIXGAP_SLURM_GPUS_PER_NODE") or "8"
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ConfigError(f"environment MIXGAP_SLURM_GPUS_PER_NODE={value!r} is not allowed; it must be an integer") from None
 
 
 def launcher_gpus(launcher: DictConfig | None) -> int:
@@ -100,49 +68,66 @@ def launcher_gpus(launcher: DictConfig | None) -> int:
     return max(1, int(launcher.get("gpus_per_node") or 1)) * max(1, int(launcher.get("nodes") or 1))
 
 
-def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None) -> dict[str, Any]:
-    """Plan one composed job for ``gpus`` GPUs of ``cfg.cluster.gpu_memory_gb``: layout, memory, time, refusals.
+def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, memory_gb: float | None = None,
+              cpu: bool = False, launcher: str | None = None) -> dict[str, Any]:
+    """Plan one composed job for ``gpus`` GPUs of ``memory_gb`` (default ``cfg.cluster.gpu_memory_gb``): layout,
+    memory, time, refusals.
 
     Only what the job's plan builds is checked: training when it builds the checkpoint, evaluation when it builds
-    an evaluation, and the teachers it would generate with (:func:`mixgap.plan.jobs.generating_teachers`).
+    an evaluation, the LLM judge when it judges, and the teachers it would generate with
+    (:func:`mixgap.plan.jobs.generating_teachers`).
 
     Args:
         cfg: a composed, validated job config (``MixgapConfig``).
         plan: its plan (:func:`mixgap.plan.jobs.make_plan`).
-        gpus: GPUs of the job's allocation (:func:`launcher_gpus`).
+        gpus: GPUs of the job's allocation (:func:`launcher_gpus`; ignored with ``cpu``: one process).
         store: the artifact store (``mixgap.core.store.Store``) or None; read for pool manifests and finished pools.
+        memory_gb: memory per GPU in GB when it is measured (this machine's devices), else None.
+        cpu: the job runs on the CPU: no GPU memory or tensor parallel refusal (its figures are still computed).
+        launcher: the ``hydra/launcher`` the job runs under, named in its refusals (None: not named).
 
     Returns:
         ``world_size``, ``per_device_batch_size``, ``gradient_accumulation_steps``, ``global_batch_size``
         (None when the layout is refused), ``train_memory_gb_per_gpu``, ``generation_memory_gb_per_gpu``
-        (the largest of evaluation and the teachers it generates with; None when nothing), ``eval_tensor_parallel_size``,
-        ``train_hours_estimate``, ``eval_hours_estimate`` (upper bound: every completion runs to
-        ``eval.max_new_tokens``; on ``data_parallel_size["evaluation"]`` replicas of ``eval_tokens_per_s`` each, the
-        smaller of the compute and bandwidth bounds, which one in ``eval_rate_bound``), ``gpu_hours_estimate``
-        (the allocation's GPUs x both), ``data_parallel_size`` (engine replicas ``gpus // TP`` per stage:
-        ``evaluation``, ``judge``, ``generation``; None where the job has no such stage), ``tokens_source``,
-        ``gpus``, ``gpu_memory_gb``, ``refusals`` (one-line reasons; empty: the job fits) and ``decisions``
-        (what the run takes from the plan: ``eval_tensor_parallel_size``, ``eval_data_parallel_size``,
-        ``judge_data_parallel_size``, ``generation_data_parallel_size`` = ``{teacher field: replicas}``).
+        (the largest of evaluation, the judge and the teachers it generates with; None when nothing),
+        ``eval_tensor_parallel_size``, ``train_hours_estimate``, ``eval_hours_estimate`` (upper bound: every
+        completion runs to ``eval.max_new_tokens``; on ``data_parallel_size["evaluation"]`` replicas of
+        ``eval_tokens_per_s`` each, the smaller of the compute and bandwidth bounds, which one in ``eval_rate_bound``),
+        ``gpu_hours_estimate`` (the allocation's GPUs x both), ``data_parallel_size`` (engine replicas ``gpus // TP``
+        per stage: ``evaluation``, ``judge``, ``generation``; None where the job has no such stage),
+        ``tokens_source``, ``gpus``, ``gpu_memory_gb``, ``usable_memory_gb``, ``cpu``, ``launcher``, ``refusals``
+        (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism)
+        and ``decisions`` (what the run takes from the plan: ``eval_tensor_parallel_size``,
+        ``eval_data_parallel_size``, ``judge_data_parallel_size``, ``generation_data_parallel_size`` =
+        ``{teacher field: replicas}``).
     """
-    memory = float(cfg.cluster.gpu_memory_gb)
+    memory = float(memory_gb or cfg.cluster.gpu_memory_gb)
+    headroom = float(cfg.cluster.get("memory_headroom", 0.0))
     refusals: list[str] = []
     out: dict[str, Any] = {
-        "gpus": gpus, "gpu_memory_gb": memory, "world_size": None, "per_device_batch_size": None,
-        "gradient_accumulation_steps": None, "global_batch_size": None, "train_memory_gb_per_gpu": None,
-        "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None, "train_hours_estimate": 0.0,
-        "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0, "gpu_hours_estimate": 0.0,
-        "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None, "refusals": refusals,
+        "gpus": 0 if cpu else gpus, "gpu_memory_gb": round(memory, 1), "world_size": None,
+        "per_device_batch_size": None, "gradient_accumulation_steps": None, "global_batch_size": None,
+        "train_memory_gb_per_gpu": None, "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None,
+        "train_hours_estimate": 0.0, "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0,
+        "gpu_hours_estimate": 0.0, "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None,
+        "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
+        "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
+        "decisions": {},
     }
+    if not 0.0 <= headroom < 1.0:
+        refusals.append(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
+        return out
+    gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
-    generation: list[float] = []
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
     if plan.builds("eval.") and cfg.student.get("arch") is not None:
         generation += _evaluation(cfg, plan, gpus, out)
+    if plan.builds("judge.") and cfg.eval.get("judge") is not None:
+        generation += _judge(cfg.eval.judge, gpus, out)
     for field, teacher in generating_teachers(cfg, plan, store):
-        generation += _teacher(field, teacher, gpus, memory, refusals)
+        generation += _teacher(field, teacher, gpus, out)
         generating[field] = data_parallel_size(gpus, min(gpus, int(teacher.tensor_parallel_size)))
     judge = cfg.eval.get("judge")
     dp = out["data_parallel_size"]
@@ -158,16 +143,54 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None) -> d
     return out
 
 
+def _gpu_refusal(out: dict[str, Any], reason: str) -> None:
+    """Refuse for GPU memory or tensor parallelism, unless the job runs on the CPU (neither applies there)."""
+    if not out["cpu"]:
+        out["refusals"].append(reason)
+        out["gpu_refusals"].append(reason)
+
+
+def _where(out: dict[str, Any], gpus: int) -> str:
+    """``<n> GPU(s) of hydra/launcher=<name>`` (or ``<n> GPU(s)``): where the job is planned, for refusals."""
+    return f"{gpus} GPU(s)" + (f" of hydra/launcher={out['launcher']}" if out["launcher"] else "")
+
+
+def _over(out: dict[str, Any]) -> str:
+    """``> <usable> GB usable (<share> of <memory> GB, <source>; cluster.memory_headroom=<h>)`` for refusals."""
+    head = out["memory_headroom"]
+    source = "this machine's GPUs" if out["launcher"] == "basic" else f"cluster.gpu_memory_gb={out['gpu_memory_gb']:g}"
+    return (f"> {out['usable_memory_gb']:.1f} GB usable ({1 - head:.0%} of {out['gpu_memory_gb']:g} GB, {source}; "
+            f"cluster.memory_headroom={head:g})")
+
+
+def _cluster_fit(cfg: DictConfig, world: int) -> str | None:
+    """``hydra/launcher=slurm (<n> GPUs of <m> GB: <x> GB per GPU)`` when training fits there and it has more
+    GPUs than ``world``; else None."""
+    gpus = cluster_gpus()
+    if gpus <= world:
+        return None
+    try:
+        layout = batch_layout(cfg.finetune_mode.global_batch_size, cfg.finetune_mode.per_device_batch_size, gpus)
+    except ConfigError:
+        return None
+    gb, _ = train_memory_gb(cfg, gpus, layout.per_device_batch_size)
+    memory = float(cfg.cluster.gpu_memory_gb)
+    if gb > usable_memory_gb(memory, float(cfg.cluster.get("memory_headroom", 0.0))):
+        return None
+    return f"hydra/launcher={CLUSTER_LAUNCHER} ({gpus} GPUs of {memory:g} GB: {gb:.1f} GB per GPU)"
+
+
 def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str, Any]) -> None:
     """The training part of :func:`preflight`: layout, memory per GPU and hours (into ``out``)."""
     cl, ft, student, arch, refusals = cfg.cluster, cfg.finetune_mode, cfg.student, cfg.student.get("arch"), out["refusals"]
-    memory = float(cl.gpu_memory_gb)
     world = gpus if ft.launch != "local" else 1
     try:
         layout = batch_layout(ft.global_batch_size, ft.per_device_batch_size, world)
         out.update({k: v for k, v in asdict(layout).items() if k != "derived"})
     except ConfigError as err:
-        refusals.append(str(err))
+        named = out["launcher"] and out["launcher"] != "basic"
+        where = f"on {world} GPUs of hydra/launcher={out['launcher']}" if named else f"on {world} GPUs"
+        refusals.append(str(err).replace(f"on {world} GPUs", where, 1))
         layout = None
     if arch is None:
         return
@@ -178,31 +201,24 @@ def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str,
         )
     if layout is None:
         return
-    lora = ft.mode == "lora"
-    params = arch.params_b * 1e9
-    trainable = lora_params(arch, ft.lora.r, list(ft.lora.target_modules)) if lora else params
-    # on GPUs, launch=auto starts torchrun with DeepSpeed (mixgap.stages.train.launch); local: a plain Trainer
-    zero = {"zero2": 2, "zero3": 3}.get(ft.deepspeed, 0) if ft.launch != "local" else 0
-    states = model_states_bytes(params, trainable, largest_layer_params(arch), zero, world)
-    acts = activation_bytes(arch, layout.per_device_batch_size * ft.max_seq_len, ft.gradient_checkpointing)
-    gb = (states + acts) / GB + OVERHEAD_GB
+    gb, zero = train_memory_gb(cfg, world, layout.per_device_batch_size)
     out["train_memory_gb_per_gpu"] = round(gb, 1)
-    if gb > memory:
-        refusals.append(
-            f"finetune_mode.mode={ft.mode} for student={student.name} needs {gb:.1f} GB per GPU on {world} "
-            f"GPU(s) (ZeRO-{zero or 'off'}, per-device batch {layout.per_device_batch_size} x "
-            f"{ft.max_seq_len} tokens) > cluster.gpu_memory_gb={memory:g}; allowed: "
-            + ", ".join(memory_remedies(ft.mode, world, ft.max_seq_len))
+    if gb > out["usable_memory_gb"]:
+        _gpu_refusal(out,
+            f"finetune_mode.mode={ft.mode} for student={student.name} needs {gb:.1f} GB per GPU on {_where(out, world)} "
+            f"(ZeRO-{zero or 'off'}, per-device batch {layout.per_device_batch_size} x {ft.max_seq_len} tokens) "
+            f"{_over(out)}; allowed: " + ", ".join(memory_remedies(ft.mode, world, ft.max_seq_len, _cluster_fit(cfg, world)))
         )
     tokens, out["tokens_source"] = training_tokens(cfg, plan, store)
-    out["train_hours_estimate"] = round(train_hours(params, tokens, ft.epochs, world, cl.gpu_bf16_tflops, cl.mfu, lora), 3)
+    hours = train_hours(arch.params_b * 1e9, tokens, ft.epochs, world, cl.gpu_bf16_tflops, cl.mfu, ft.mode == "lora")
+    out["train_hours_estimate"] = round(hours, 3)
 
 
 def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) -> list[float]:
     """The evaluation part of :func:`preflight`: context, tensor parallel size, memory and hours (into ``out``);
     returns the generation memory per GPU it needs (empty when refused)."""
     cl, student, arch, refusals = cfg.cluster, cfg.student, cfg.student.arch, out["refusals"]
-    memory = float(cl.gpu_memory_gb)
+    memory = out["usable_memory_gb"]
     context = cfg.eval.max_new_tokens + PROMPT_TOKENS
     max_len = cfg.eval.get("max_model_len")
     if max_len is not None and max_len > arch.max_position_embeddings:
@@ -218,18 +234,19 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
         )
     bad_tp = tensor_parallel_refusal("eval.tensor_parallel_size", cfg.eval.tensor_parallel_size, arch, gpus)
     if bad_tp:
-        refusals.append(bad_tp)
+        _gpu_refusal(out, bad_tp)
         return []
     # the engine's sequence: prompt + budget, cut at eval.max_model_len (vLLM ends a completion there)
     one_sequence = min(context, max_len or context, arch.max_position_embeddings)
     new_tokens = one_sequence - PROMPT_TOKENS if max_len is not None else cfg.eval.max_new_tokens
     tp = eval_tensor_parallel(arch, cfg.eval.tensor_parallel_size, gpus, memory, one_sequence, cfg.eval.batch_size)
     out["eval_tensor_parallel_size"] = tp
-    if generation_memory_gb(arch, tp, one_sequence) > memory:
-        refusals.append(
-            f"evaluation of student={student.name} needs {generation_memory_gb(arch, tp, one_sequence):.1f} GB "
-            f"per GPU at eval.tensor_parallel_size={tp} > cluster.gpu_memory_gb={memory:g}; allowed: a larger "
-            f"eval.tensor_parallel_size dividing {arch.heads} heads, <= {gpus} GPUs"
+    need = generation_memory_gb(arch, tp, one_sequence)
+    if need > memory:
+        _gpu_refusal(out,
+            f"evaluation of student={student.name} needs {need:.1f} GB per GPU at eval.tensor_parallel_size={tp} "
+            f"on {_where(out, gpus)} {_over(out)}; allowed: a larger eval.tensor_parallel_size dividing "
+            f"{arch.heads} heads, <= {gpus} GPUs"
         )
     samples = sum(eval_samples(cfg, cfg.benchmark[name]) for name in cfg.benchmark)
     rate, out["eval_rate_bound"] = decode_rate(arch, tp, cl, PROMPT_TOKENS, new_tokens)
@@ -239,44 +256,60 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
     tuned, untuned = plan.builds("eval.tuned."), plan.builds("eval.untuned.")
     out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
     out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
-    # vLLM fills what the GPU has: the batch's KV cache, capped at the GPU's memory
+    # vLLM fills what the GPU has: the batch's KV cache, capped at the GPU's usable memory
     return [min(generation_memory_gb(arch, tp, one_sequence * cfg.eval.batch_size), memory)]
 
 
-def _teacher(field: str, teacher: DictConfig, gpus: int, memory: float, refusals: list[str]) -> list[float]:
-    """The generation part of :func:`preflight` for one teacher; returns its memory per GPU (empty when refused)."""
-    t_arch = teacher.get("arch")
-    context = teacher.sampling.max_new_tokens + PROMPT_TOKENS
-    if context > teacher.max_model_len:
-        refusals.append(
-            f"{field}.sampling.max_new_tokens={teacher.sampling.max_new_tokens} is not allowed: with a "
-            f"{PROMPT_TOKENS}-token prompt it exceeds {field}.max_model_len={teacher.max_model_len}"
-        )
-    if t_arch is None:
+def _engine(field: str, name: str, engine: DictConfig, context: int, gpus: int, out: dict[str, Any]) -> list[float]:
+    """One vLLM engine of ``engine.tensor_parallel_size`` on ``engine.arch`` (a teacher's or the judge's): its
+    context, tensor parallel size and memory per GPU for ``context`` tokens (prompt + new tokens, cut at
+    ``engine.max_model_len``); returns the memory per GPU it needs (empty when refused or without an arch)."""
+    arch, max_len, refusals = engine.get("arch"), engine.get("max_model_len"), out["refusals"]
+    if max_len is not None and context > max_len:
+        refusals.append(f"{field}.max_new_tokens={context - PROMPT_TOKENS} is not allowed: with a {PROMPT_TOKENS}-token "
+                        f"prompt it exceeds {field}.max_model_len={max_len}")
+    if arch is None:
         return []
-    if teacher.max_model_len > t_arch.max_position_embeddings:
-        refusals.append(
-            f"{field}.max_model_len={teacher.max_model_len} is not allowed for {teacher.name}; it must be <= "
-            f"max_position_embeddings={t_arch.max_position_embeddings}"
-        )
-    bad_tp = tensor_parallel_refusal(f"{field}.tensor_parallel_size", teacher.tensor_parallel_size, t_arch, gpus)
+    if max_len is not None and max_len > arch.max_position_embeddings:
+        refusals.append(f"{field}.max_model_len={max_len} is not allowed for {name}; it must be <= "
+                        f"max_position_embeddings={arch.max_position_embeddings}")
+    bad_tp = tensor_parallel_refusal(f"{field}.tensor_parallel_size", engine.tensor_parallel_size, arch, gpus)
     if bad_tp:
-        refusals.append(bad_tp)
+        _gpu_refusal(out, bad_tp)
         return []
-    need = generation_memory_gb(t_arch, teacher.tensor_parallel_size, min(context, teacher.max_model_len))
-    if need > memory:
-        refusals.append(
-            f"{field}.tensor_parallel_size={teacher.tensor_parallel_size} is too small for {teacher.name}: "
-            f"{need:.1f} GB per GPU > cluster.gpu_memory_gb={memory:g}"
-        )
+    need = generation_memory_gb(arch, engine.tensor_parallel_size, min(context, max_len or context))
+    if need > out["usable_memory_gb"]:
+        _gpu_refusal(out, f"{field}.tensor_parallel_size={engine.tensor_parallel_size} is too small for {name}: "
+                          f"{need:.1f} GB per GPU on {_where(out, gpus)} {_over(out)}")
     return [need]
 
 
+def _teacher(field: str, teacher: DictConfig, gpus: int, out: dict[str, Any]) -> list[float]:
+    """The generation part of :func:`preflight` for one teacher (:func:`_engine`, its sampling budget)."""
+    context = teacher.sampling.max_new_tokens + PROMPT_TOKENS
+    if context > teacher.max_model_len:  # named by its sampling field
+        out["refusals"].append(f"{field}.sampling.max_new_tokens={teacher.sampling.max_new_tokens} is not allowed: with "
+                               f"a {PROMPT_TOKENS}-token prompt it exceeds {field}.max_model_len={teacher.max_model_len}")
+        context = teacher.max_model_len
+    return _engine(field, teacher.name, teacher, context, gpus, out)
+
+
+def _judge(judge: DictConfig, gpus: int, out: dict[str, Any]) -> list[float]:
+    """The LLM judge's part of :func:`preflight` (:func:`_engine`): a vLLM judge's tensor parallel size and
+    memory, for a judge prompt (``PROMPT_TOKENS``, the problem, gold and extracted answer) + ``max_new_tokens``.
+    An hf judge (the CPU stand-in) is not a vLLM engine: not planned."""
+    if judge.backend != "vllm":
+        return []
+    return _engine("eval.judge", judge.name, judge, judge.max_new_tokens + PROMPT_TOKENS, gpus, out)
+
+
 def log_preflight(report: dict[str, Any]) -> None:
-    """Log one line of the plan (layout, memory per GPU, hours) and one per refusal."""
+    """Log one line of the plan (layout, memory per GPU, hours), one per refusal, then its plan elsewhere."""
     log.info("preflight: %s", describe(report))
     for reason in report["refusals"]:
         log.error("preflight refused: %s", reason)
+    for line in report_lines(report)[len(report["refusals"]):]:
+        log.info("preflight %s", line)
 
 
 def _gb(value: float | None) -> str:
@@ -289,59 +322,65 @@ def _replicas(report: dict[str, Any]) -> str:
 
 
 def describe(report: dict[str, Any]) -> str:
-    """One line: GPUs, batch layout, train/generation memory per GPU, the evaluation's TP x replicas and its
-    decode bound, hours and GPU-hours."""
+    """One line: where (GPUs and their memory, or the CPU), batch layout, train/generation memory per GPU, the
+    evaluation's TP x replicas and its decode bound, hours and GPU-hours (on the CPU: the layout only, the GPU
+    figures belong to the cluster plan)."""
     layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
               f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}"
               if report["world_size"] else "no training")
+    if report.get("cpu"):
+        return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
             f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
             f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {report['train_hours_estimate']:.2f} h + eval <= "
             f"{report['eval_hours_estimate']:.2f} h = {report['gpu_hours_estimate']:.1f} GPU-h")
 
 
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The lines after a job's :func:`describe`: its refusals (``REFUSED: ...``), then, when it has one, its plan on
+    ``hydra/launcher=slurm`` and what that launcher would refuse (not this job's refusals)."""
+    lines = [f"REFUSED: {reason}" for reason in report["refusals"]]
+    there = report.get("elsewhere")
+    if there:
+        lines.append(f"on hydra/launcher={there['launcher']}: {describe(there)}")
+        lines += [f"on hydra/launcher={there['launcher']} it would be refused: {reason}" for reason in there["refusals"]]
+    return lines
+
+
 def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
-    """Lines for the sweep summary: one per job with a preflight (memory per GPU, hours), its refusals, the
-    sweep's total GPU-hours and its wall time on one 8-GPU node (:func:`mixgap.plan.estimates.one_node_hours`);
+    """Lines for the sweep summary: one per job with a preflight (memory per GPU, hours), its refusals and its
+    plan on ``hydra/launcher=slurm`` when it has one (:func:`report_lines`), the sweep's total GPU-hours (a CPU
+    job counted at its slurm plan) and its wall time on one 8-GPU node (:func:`mixgap.plan.estimates.one_node_hours`);
     and whether any job was refused."""
     planned = [r for r in results if r.get("preflight")]
     if not planned:
         return [], False
     lines = ["preflight per job (memory per GPU; hours on the job's allocation):"]
-    total, refused, node = 0.0, False, []
+    total, refused, on_cpu, node = 0.0, False, 0, []
     seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
         name = f"{job.get('student')} w={job.get('weight')} {job.get('finetune_mode')}"
         lines.append(f"  {name:<28} {describe(pf)}")
-        for reason in pf["refusals"]:
-            lines.append(f"    REFUSED: {reason}")
-            refused = True
-        total += pf["gpu_hours_estimate"]
-        hours = pf["train_hours_estimate"] + pf["eval_hours_estimate"]
+        lines += [f"    {line}" for line in report_lines(pf)]
+        refused = refused or bool(pf["refusals"])
+        costed = pf.get("elsewhere") or pf if pf.get("cpu") else pf
+        on_cpu += bool(pf.get("cpu"))
+        total += costed["gpu_hours_estimate"]
+        hours = costed["train_hours_estimate"] + costed["eval_hours_estimate"]
         untuned = job.get("student"), tuple(job.get("benchmarks") or ())
         if untuned in seen_untuned:  # the untuned evaluation is one shared artifact per student: count it once
-            total -= pf["gpus"] * pf.get("eval_untuned_hours_estimate", 0.0)
-            hours -= pf.get("eval_untuned_hours_estimate", 0.0)
+            total -= costed["gpus"] * costed.get("eval_untuned_hours_estimate", 0.0)
+            hours -= costed.get("eval_untuned_hours_estimate", 0.0)
         seen_untuned.add(untuned)
-        node.append((hours, pf["gpus"]))
+        node.append((hours, costed["gpus"]))
     bad = sum(bool(r["preflight"]["refusals"]) for r in planned)
+    cpu_note = f"; {on_cpu} CPU job(s) counted at their hydra/launcher=slurm plan" if on_cpu else ""
     lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation on every replica at the "
                  f"smaller of cluster.decode_mfu and cluster.gpu_memory_bandwidth_gbs with every completion at "
-                 f"eval.max_new_tokens: an upper bound; each untuned evaluation counted once; "
-                 f"teacher generation and the LLM judge not included); {bad} of {len(planned)} jobs refused")
+                 f"eval.max_new_tokens: an upper bound; each untuned evaluation counted once; teacher generation "
+                 f"and the LLM judge not included{cpu_note}); {bad} of {len(planned)} jobs refused")
     wall = one_node_hours(node, NODE_GPUS)
     lines.append(f"one {NODE_GPUS}-GPU node: the sweep takes {wall:.1f} h ({wall / 24:.1f} days) with its jobs in "
                  f"sequence, each with its GPUs busy (a job of fewer GPUs shares the node with others)")
     return lines, refused
-
-
-def job_gpus(stage: str, launcher: DictConfig | None) -> int | None:
-    """GPUs to plan and enforce a job for: the launcher's (:func:`launcher_gpus`) for ``stage=plan`` and for
-    submitit launchers; for the basic launcher 1 when a CUDA GPU is visible, else None (a CPU run: GPU memory
-    does not apply, the preflight is recorded for 1 GPU but not enforced)."""
-    if stage == "plan" or (launcher is not None and "gpus_per_node" in launcher):
-        return launcher_gpus(launcher)
-    import torch  # heavy: torch, only for a job about to run on the basic launcher
-
-    return 1 if torch.cuda.is_available() else None

@@ -5,7 +5,8 @@
 ``BasicSweeper`` subclass calling the functions here; experiments still set ``hydra.sweeper.params``).
 Before the launcher starts anything, the sweeper composes every job's config
 (``config_loader.load_sweep_config``, as the launcher will), runs :func:`mixgap.core.config.validate` and
-:func:`mixgap.plan.jobs.make_plan` and :func:`mixgap.plan.preflight.preflight` (for the GPUs the chosen launcher gives a job) on each, and refuses the
+:func:`mixgap.plan.jobs.make_plan` and :func:`mixgap.plan.machine.plan_job` (for what the chosen launcher gives a job: this
+machine's CUDA devices or the CPU under the basic launcher, a cluster launcher's GPUs) on each, and refuses the
 whole sweep with one line per bad job and field: a SLURM array is never submitted with a job that would fail.
 With ``stage=plan`` nothing is ever submitted: the jobs run in the calling process (the basic launcher's
 semantics) whatever ``hydra/launcher`` says, each planned for the resources that launcher would give it.
@@ -23,21 +24,24 @@ from omegaconf import DictConfig, open_dict
 from mixgap.core.config import ConfigError, validate
 from mixgap.core.store import Store
 from mixgap.plan.jobs import make_plan
-from mixgap.plan.preflight import launcher_gpus, preflight
+from mixgap.plan.machine import Allocation, job_allocation, plan_job
 
 
-def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], int]:
-    """The task config of one composed sweep point (without ``hydra``), its task overrides and its GPUs."""
+def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], Allocation]:
+    """The task config of one composed sweep point (without ``hydra``), its task overrides and its allocation
+    (:func:`mixgap.plan.machine.job_allocation` of its ``hydra/launcher``)."""
     overrides = list(sweep_config.hydra.overrides.task)
-    gpus = launcher_gpus(sweep_config.hydra.launcher)
+    choice = sweep_config.hydra.runtime.choices.get("hydra/launcher")
+    gpus = job_allocation(choice, sweep_config.hydra.launcher)
     cfg = copy.deepcopy(sweep_config)
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, overrides, gpus
 
 
-def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: int) -> tuple[str | None, dict[str, Any] | None]:
-    """``(validation error or None, preflight or None)`` for one job config; reads the store, builds nothing."""
+def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: Allocation | int) -> tuple[str | None, dict[str, Any] | None]:
+    """``(validation error or None, preflight or None)`` for one job config on ``gpus`` (an allocation, or a GPU
+    count of ``cluster.gpu_memory_gb`` GPUs); reads the store, builds nothing."""
     if cfg.stage in ("report", "analyze"):
         try:
             validate(cfg, overrides)
@@ -50,7 +54,8 @@ def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: int) -> tuple[str
     except ConfigError as err:
         return str(err), None
     store = Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None  # Store() would create it
-    return None, preflight(cfg, plan, gpus, store)
+    allocation = gpus if isinstance(gpus, Allocation) else Allocation(None, gpus)
+    return None, plan_job(cfg, plan, allocation, store)
 
 
 def sweep_refusals(checked: Sequence[tuple[Sequence[str], str | None, dict[str, Any] | None]], plan_only: bool) -> list[str]:

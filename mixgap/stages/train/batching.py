@@ -118,9 +118,12 @@ def batch_layout(global_batch: int, per_device: int, world_size: int) -> BatchLa
         )
     if global_batch % world_size:
         allowed = [w for w in WORLD_SIZES if global_batch % w == 0]
+        multiples = ", ".join(str(world_size * k) for k in range(1, 4))
         raise ConfigError(
-            f"finetune_mode.global_batch_size={global_batch} is not allowed on {world_size} GPUs; it must be a "
-            f"multiple of the world size (this batch runs on {', '.join(map(str, allowed))} GPUs)"
+            f"finetune_mode.global_batch_size={global_batch} is not allowed on {world_size} GPUs: a global batch is "
+            f"per-device batch x {world_size} GPUs x accumulation steps (the per-device batch is lowered to fit, "
+            f"never the global batch), so on {world_size} GPUs it must be a multiple of {world_size} ({multiples}, "
+            f"...); {global_batch} runs on {', '.join(map(str, allowed))} GPU(s)"
         )
     for p in range(min(per_device, global_batch // world_size), 0, -1):
         if global_batch % (p * world_size) == 0:

@@ -1,0 +1,56 @@
+"""How much work a job is: the tokens of one training epoch and the completions of one evaluation arm.
+
+Read by :mod:`mixgap.plan.preflight` for its hours; the figures come from the pool manifests in the store when
+they exist, else from the paper's released data (:mod:`mixgap.plan.estimates`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mixgap.core.config import ConfigError
+from mixgap.plan.estimates import CHARS_PER_TOKEN, PAPER_CHARS, PAPER_EXAMPLES, PROMPT_TOKENS
+from mixgap.plan.jobs import JobPlan
+from mixgap.stages.evaluate import sampling_fields
+
+
+def training_tokens(cfg: DictConfig, plan: JobPlan, store: Any = None) -> tuple[float, str]:
+    """Tokens of one epoch of the job's mixture and where the figure comes from.
+
+    From the pool manifests in ``store`` when both are done (kept problems of the smaller pool, mean
+    response length in tokens, or characters / ``CHARS_PER_TOKEN``), else the paper's released data
+    (``PAPER_EXAMPLES`` rows, ``PAPER_CHARS`` by CoT kind); mixed by ``mix.weight``; plus ``PROMPT_TOKENS``
+    per example as an upper bound of the prompt.
+    """
+    lengths, examples, source = {}, [], "paper"
+    if store is not None:
+        try:
+            for role in ("strong", "weak"):
+                key = plan.key(f"pool.{role}")
+                if not store.is_done(key):
+                    raise KeyError(key)
+                counts = store.manifest(key).get("counts", {})
+                length = counts["length"]
+                per = length["mean"] / (1 if length["unit"] == "tokens" else CHARS_PER_TOKEN)
+                lengths[role], _ = per, examples.append(counts["kept"])
+            source = "pool manifests"
+        except (KeyError, TypeError, ValueError, ConfigError):
+            lengths, examples, source = {}, [], "paper"
+    if not lengths:
+        lengths = {r: PAPER_CHARS[cfg.mix[r].cot] / CHARS_PER_TOKEN for r in ("strong", "weak")}
+        examples = [PAPER_EXAMPLES]
+    w = float(cfg.mix.weight)
+    mean = w * lengths["strong"] + (1 - w) * lengths["weak"] + PROMPT_TOKENS
+    n = min(examples)
+    return n * mean, f"{source}: {n} examples x {mean:.0f} tokens"
+
+
+def eval_samples(cfg: DictConfig, bench: DictConfig) -> int:
+    """Completions one evaluation arm decodes on ``bench``: problems (the benchmark's size, cut by
+    ``benchmark.<key>.limit`` / ``eval.limit``; its ``size`` is in its YAML) x samples per problem (:func:`mixgap.stages.evaluate.sampling_fields`)."""
+    problems = min(bench.size, bench.limit or math.inf, cfg.eval.limit or math.inf)
+    sampling = sampling_fields(cfg.eval, bench)
+    return int(problems) * (sampling["n_samples"] if sampling else 1)
