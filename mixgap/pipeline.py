@@ -39,7 +39,7 @@ from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, make_plan
 from mixgap.plan.machine import Allocation, enforce, plan_job
-from mixgap.plan.preflight import log_preflight
+from mixgap.plan.printout import log_preflight
 from mixgap.results import analysis, report
 from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.train import stage as train

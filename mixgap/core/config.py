@@ -131,6 +131,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
     for name in ("gpu_memory_gb", "gpu_bf16_tflops", "gpu_memory_bandwidth_gbs"):
         _positive(f"cluster.{name}", cfg.cluster[name])
+    headroom = cfg.cluster.get("memory_headroom", 0.0)
+    if not 0.0 <= headroom < 1.0:
+        raise ConfigError(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
     for name in ("mfu", "decode_mfu"):
         if not 0.0 < cfg.cluster[name] <= 1.0:
             raise ConfigError(f"cluster.{name}={cfg.cluster[name]!r} is not allowed; it must be in (0, 1]")

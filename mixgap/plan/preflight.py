@@ -34,7 +34,6 @@ from mixgap.plan.estimates import (
     eval_tensor_parallel,
     generation_memory_gb,
     memory_remedies,
-    one_node_hours,
     tensor_parallel_refusal,
     train_hours,
     train_memory_gb,
@@ -48,7 +47,6 @@ from mixgap.stages.train.batching import batch_layout
 log = logging.getLogger(__name__)
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
 CLUSTER_LAUNCHER = "slurm"
-NODE_GPUS = 8  # the one-node schedule of summary_lines: one node of 8 GPUs (hydra/launcher=slurm's allocation)
 
 
 def cluster_gpus() -> int:
@@ -301,86 +299,3 @@ def _judge(judge: DictConfig, gpus: int, out: dict[str, Any]) -> list[float]:
     if judge.backend != "vllm":
         return []
     return _engine("eval.judge", judge.name, judge, judge.max_new_tokens + PROMPT_TOKENS, gpus, out)
-
-
-def log_preflight(report: dict[str, Any]) -> None:
-    """Log one line of the plan (layout, memory per GPU, hours), one per refusal, then its plan elsewhere."""
-    log.info("preflight: %s", describe(report))
-    for reason in report["refusals"]:
-        log.error("preflight refused: %s", reason)
-    for line in report_lines(report)[len(report["refusals"]):]:
-        log.info("preflight %s", line)
-
-
-def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} GB"
-
-
-def _replicas(report: dict[str, Any]) -> str:
-    dp, bound = (report.get("data_parallel_size") or {}).get("evaluation"), report.get("eval_rate_bound")
-    return (f" x data_parallel_size {dp}" if dp else "") + (f", {bound}-bound" if bound else "")
-
-
-def describe(report: dict[str, Any]) -> str:
-    """One line: where (GPUs and their memory, or the CPU), batch layout, train/generation memory per GPU, the
-    evaluation's TP x replicas and its decode bound, hours and GPU-hours (on the CPU: the layout only, the GPU
-    figures belong to the cluster plan)."""
-    layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
-              f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}"
-              if report["world_size"] else "no training")
-    if report.get("cpu"):
-        return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
-    return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
-            f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
-            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {report['train_hours_estimate']:.2f} h + eval <= "
-            f"{report['eval_hours_estimate']:.2f} h = {report['gpu_hours_estimate']:.1f} GPU-h")
-
-
-def report_lines(report: dict[str, Any]) -> list[str]:
-    """The lines after a job's :func:`describe`: its refusals (``REFUSED: ...``), then, when it has one, its plan on
-    ``hydra/launcher=slurm`` and what that launcher would refuse (not this job's refusals)."""
-    lines = [f"REFUSED: {reason}" for reason in report["refusals"]]
-    there = report.get("elsewhere")
-    if there:
-        lines.append(f"on hydra/launcher={there['launcher']}: {describe(there)}")
-        lines += [f"on hydra/launcher={there['launcher']} it would be refused: {reason}" for reason in there["refusals"]]
-    return lines
-
-
-def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
-    """Lines for the sweep summary: one per job with a preflight (memory per GPU, hours), its refusals and its
-    plan on ``hydra/launcher=slurm`` when it has one (:func:`report_lines`), the sweep's total GPU-hours (a CPU
-    job counted at its slurm plan) and its wall time on one 8-GPU node (:func:`mixgap.plan.estimates.one_node_hours`);
-    and whether any job was refused."""
-    planned = [r for r in results if r.get("preflight")]
-    if not planned:
-        return [], False
-    lines = ["preflight per job (memory per GPU; hours on the job's allocation):"]
-    total, refused, on_cpu, node = 0.0, False, 0, []
-    seen_untuned: set[tuple] = set()
-    for result in planned:
-        pf, job = result["preflight"], result.get("job", {})
-        name = f"{job.get('student')} w={job.get('weight')} {job.get('finetune_mode')}"
-        lines.append(f"  {name:<28} {describe(pf)}")
-        lines += [f"    {line}" for line in report_lines(pf)]
-        refused = refused or bool(pf["refusals"])
-        costed = pf.get("elsewhere") or pf if pf.get("cpu") else pf
-        on_cpu += bool(pf.get("cpu"))
-        total += costed["gpu_hours_estimate"]
-        hours = costed["train_hours_estimate"] + costed["eval_hours_estimate"]
-        untuned = job.get("student"), tuple(job.get("benchmarks") or ())
-        if untuned in seen_untuned:  # the untuned evaluation is one shared artifact per student: count it once
-            total -= costed["gpus"] * costed.get("eval_untuned_hours_estimate", 0.0)
-            hours -= costed.get("eval_untuned_hours_estimate", 0.0)
-        seen_untuned.add(untuned)
-        node.append((hours, costed["gpus"]))
-    bad = sum(bool(r["preflight"]["refusals"]) for r in planned)
-    cpu_note = f"; {on_cpu} CPU job(s) counted at their hydra/launcher=slurm plan" if on_cpu else ""
-    lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation on every replica at the "
-                 f"smaller of cluster.decode_mfu and cluster.gpu_memory_bandwidth_gbs with every completion at "
-                 f"eval.max_new_tokens: an upper bound; each untuned evaluation counted once; teacher generation "
-                 f"and the LLM judge not included{cpu_note}); {bad} of {len(planned)} jobs refused")
-    wall = one_node_hours(node, NODE_GPUS)
-    lines.append(f"one {NODE_GPUS}-GPU node: the sweep takes {wall:.1f} h ({wall / 24:.1f} days) with its jobs in "
-                 f"sequence, each with its GPUs busy (a job of fewer GPUs shares the node with others)")
-    return lines, refused

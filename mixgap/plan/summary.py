@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mixgap.core.store import Store, StoreError
-from mixgap.plan.preflight import summary_lines
+from mixgap.plan.printout import summary_lines
 from mixgap.results.sweep import job_results
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from mixgap.plan.machine import (
     job_allocation,
     plan_job,
 )
-from mixgap.plan.preflight import describe, report_lines
+from mixgap.plan.printout import describe, report_lines
 
 BASIC = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
 SLURM = OmegaConf.create({"gpus_per_node": 8, "nodes": 1})

@@ -24,8 +24,8 @@ from mixgap.plan.estimates import (
     sequences_in_flight,
 )
 from mixgap.plan.jobs import make_plan
-from mixgap.plan.preflight import describe
 from mixgap.plan.preflight import preflight as plan_preflight
+from mixgap.plan.printout import describe
 from mixgap.plan.sweeper import submission_error, sweep_refusals
 from mixgap.stages.train.batching import batch_layout
 
@@ -203,7 +203,7 @@ def test_eval_hours_follow_model_size_samples_and_arms():
 
 
 def test_sweep_total_counts_each_untuned_evaluation_once():
-    from mixgap.plan.preflight import summary_lines
+    from mixgap.plan.printout import summary_lines
 
     def job(weight):
         report = preflight(compose_cfg("student=qwen3b", "data.missing_pool=wait", f"mix.weight={weight}"), 8)
