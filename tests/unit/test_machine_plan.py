@@ -80,7 +80,8 @@ def test_workstation_with_8_gpus_plans_the_8_gpu_layout(monkeypatch):
     assert report["train_memory_gb_per_gpu"] == pytest.approx(QWEN3B_8GPU, abs=0.05)
     assert QWEN3B_8GPU - QWEN3B_8GPU_BEFORE == pytest.approx(2 * 16384 * 151936 / 1e9, abs=0.05)
     assert report["refusals"] == [] and "elsewhere" not in report
-    assert report["decisions"] == {"eval_tensor_parallel_size": 1}
+    assert report["decisions"] == {"eval_tensor_parallel_size": 1, "eval_data_parallel_size": 8,
+                                   "judge_data_parallel_size": None, "generation_data_parallel_size": {}}
 
 
 def test_one_24gb_gpu_is_refused_in_one_line_naming_the_launcher_that_fits(monkeypatch):
