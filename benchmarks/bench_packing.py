@@ -34,8 +34,8 @@ TRACES = {"strong": "traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl",
 
 def build_examples(kit: Path, tokenizer, n: int, weight: float, max_seq_len: int, seed: int) -> tuple[list, dict]:
     """``n`` tokenised examples, ``round(weight * n)`` strong; rows over ``max_seq_len`` dropped and counted."""
-    from mixgap.stages import data
     from mixgap.core.config import PAPER_PROMPT
+    from mixgap.stages import data
     from mixgap.stages.train.labels import TokenizedExample, tokenize_conversation
 
     rng = random.Random(seed)
@@ -139,8 +139,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from mixgap.core.config import register_configs
-    from mixgap.stages.models import resolve_model
     from mixgap.core.store import Store
+    from mixgap.stages.models import resolve_model
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

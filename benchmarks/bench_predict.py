@@ -42,11 +42,9 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap.core.stage import BuildContext
-    from mixgap.plan import jobs
     from mixgap.core.config import register_configs
     from mixgap.core.store import Store
-    from mixgap.core.tracking import NullTracker
+    from mixgap.plan import jobs
     from mixgap.stages import generate, models, predict
     from mixgap.stages.scoring import load_student, score_sequences
     from mixgap.stages.train.labels import set_chat_template

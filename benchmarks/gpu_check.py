@@ -44,13 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_arch(name: str):
-    from omegaconf import OmegaConf  # noqa: PLC0415
+    from omegaconf import OmegaConf  # imported only when used (the device machine may lack it)
 
     return OmegaConf.load(ROOT / "conf" / "student" / f"{name}.yaml").arch
 
 
 def tiny_arch():
-    from omegaconf import OmegaConf  # noqa: PLC0415
+    from omegaconf import OmegaConf  # imported only when used (the device machine may lack it)
 
     return OmegaConf.create({"params_b": 0.0, "layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "vocab": 512,
                              "max_position_embeddings": 1024, "intermediate": 128, "tie_embeddings": True,
@@ -59,9 +59,13 @@ def tiny_arch():
 
 def build_model_dir(arch, folder: Path) -> int:
     """Save a random-init Qwen2 model of ``arch`` and a word-level tokenizer into ``folder``; returns N."""
-    import torch  # noqa: PLC0415
-    from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: PLC0415
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415
+    import torch  # heavy: imported only when used
+    from tokenizers import Tokenizer, models, pre_tokenizers  # heavy: imported only when used
+    from transformers import (  # heavy: imported only when used
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     config = Qwen2Config(
         vocab_size=arch.vocab, hidden_size=arch.hidden, intermediate_size=arch.intermediate,
@@ -82,7 +86,7 @@ def build_model_dir(arch, folder: Path) -> int:
 
 def write_examples(folder: Path, vocab: int, count: int, seq_len: int) -> int:
     """Random sequences of seq_len/4..seq_len tokens (labels: all but the first 32); returns total tokens."""
-    import datasets  # noqa: PLC0415
+    import datasets  # heavy: imported only when used
 
     rng = random.Random(0)
     ids, labels = [], []
@@ -96,19 +100,19 @@ def write_examples(folder: Path, vocab: int, count: int, seq_len: int) -> int:
 
 
 def estimate_gb(arch, params: int, per_device: int, seq_len: int, checkpointing: bool) -> float:
-    """mixgap.plan.preflight's estimate for one GPU, launch=local (no DeepSpeed): 16 N + activations + overhead."""
-    from mixgap.plan import preflight  # noqa: PLC0415
+    """mixgap.plan.estimates' estimate for one GPU, launch=local (no DeepSpeed): 16 N + activations + overhead."""
+    from mixgap.plan import estimates  # after sys.path holds the checkout
 
-    states = preflight.model_states_bytes(params, params, preflight.largest_layer_params(arch), 0, 1)
-    acts = preflight.activation_bytes(arch, per_device * seq_len, checkpointing)
-    return (states + acts) / preflight.GB + preflight.OVERHEAD_GB
+    states = estimates.model_states_bytes(params, params, estimates.largest_layer_params(arch), 0, 1)
+    acts = estimates.activation_bytes(arch, per_device * seq_len, checkpointing)
+    return (states + acts) / estimates.GB + estimates.OVERHEAD_GB
 
 
 def run_one(name: str, arch, args: argparse.Namespace, work: Path) -> dict:
-    import torch  # noqa: PLC0415
-    from omegaconf import OmegaConf  # noqa: PLC0415
+    import torch  # heavy: imported only when used
+    from omegaconf import OmegaConf  # imported only when used (the device machine may lack it)
 
-    from mixgap.stages.train.trainer import TrainJob, run_training  # noqa: PLC0415
+    from mixgap.stages.train.trainer import TrainJob, run_training  # after sys.path holds the checkout
 
     on_gpu = torch.cuda.is_available() and not args.dry_run
     folder = work / name
@@ -147,7 +151,7 @@ def run_one(name: str, arch, args: argparse.Namespace, work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch  # noqa: PLC0415
+    import torch  # heavy: imported only when used
 
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; run it on a GPU machine, or --dry-run for the CPU path", file=sys.stderr)

@@ -79,8 +79,8 @@ def test_cache() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path(test_cache: Path) -> str:
     """Folder of the real SmolLM2-135M-Instruct, converted from its GGUF file once (~20 s on 2 cores)."""
-    from mixgap.stages.models import resolve_model
     from mixgap.core.store import Store
+    from mixgap.stages.models import resolve_model
 
     student = compose_cfg("student=smollm2_135m").student
     return resolve_model(student, Store(test_cache))

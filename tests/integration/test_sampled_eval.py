@@ -7,10 +7,10 @@ import json
 import pytest
 
 from conftest import compose_cfg
+from mixgap.core.store import ArtifactSpec, Store
 from mixgap.stages import judge
 from mixgap.stages.backends import load_backend
 from mixgap.stages.data import Problem
-from mixgap.core.store import ArtifactSpec, Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 PROMPTS = ["What is 2+3?", "Name a prime number."]

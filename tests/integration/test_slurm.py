@@ -27,7 +27,6 @@ import pytest
 import slurm_cluster
 
 from conftest import ROOT, compose_cfg
-from mixgap import pipeline
 from mixgap.plan import jobs
 from mixgap.results.sweep import job_results
 

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from conftest import compose_cfg
-from mixgap.stages import models
 from mixgap.core.store import Store
+from mixgap.stages import models
 
 
 def test_a_hub_student_resolves_to_its_id_without_touching_the_store(tmp_path):

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import compose_cfg
-from mixgap import pipeline
-from mixgap.plan import jobs
 from mixgap.core.config import PAPER_PROMPT
+from mixgap.plan import jobs
 from mixgap.results import learnability_report
 from mixgap.stages import predict, scoring
 from mixgap.stages.data import Problem

@@ -22,12 +22,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from mixgap.stages import generate
-from mixgap import pipeline
-from mixgap.plan import jobs
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
+from mixgap.plan import jobs
+from mixgap.stages import generate
 
 CONF = ROOT / "conf"
 

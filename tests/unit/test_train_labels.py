@@ -10,13 +10,13 @@ import pytest
 from mixgap.core.config import PAPER_PROMPT
 from mixgap.stages.data import Problem
 from mixgap.stages.train.labels import (
-    TokenizedExample,
-    tokenize_conversation,
     IGNORE,
+    TokenizedExample,
     apply_overlength,
     end_of_turn_id,
     render_training_turn,
     set_chat_template,
+    tokenize_conversation,
     tokenize_mixture,
 )
 

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from conftest import compose_cfg
-from mixgap.stages.train.stage import checkpoint_spec
 from mixgap.stages.train.launch import (
     WorldPlan,
     cpu_processes,
@@ -18,7 +17,7 @@ from mixgap.stages.train.launch import (
     use_subprocess,
     world_plan,
 )
-from mixgap.stages.train.stage import resolve_precision
+from mixgap.stages.train.stage import checkpoint_spec, resolve_precision
 from mixgap.stages.train.trainer import gradient_accumulation, last_complete_checkpoint
 
 PY = sys.executable
