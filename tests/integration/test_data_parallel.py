@@ -14,7 +14,8 @@ from conftest import compose_cfg
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
 from mixgap.stages.data import Problem
-from mixgap.stages.evaluate import PREDICTIONS, SCORES, eval_spec, evaluate_model
+from mixgap.stages.evaluate import eval_spec, evaluate_model
+from mixgap.stages.verdicts import PREDICTIONS, SCORES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 PROBLEMS = {
