@@ -14,15 +14,17 @@ import signal
 import sys
 
 import hydra
+from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError, check_override_keys, register_configs
+from mixgap.core.config import CONF_DIR, ConfigError, check_override_keys, register_configs, validate
 from mixgap.core.runrecord import Interrupted
 from mixgap.core.store import StoreError
 from mixgap.pipeline import run_job
+from mixgap.plan.jobs import make_plan
 from mixgap.plan.machine import enforce, error_lines, job_allocation
 from mixgap.stages.backends import BackendUnavailable
 from mixgap.stages.data import DataError
@@ -62,9 +64,31 @@ def check_argv() -> None:
     args, _ = get_args_parser().parse_known_args()
     try:
         check_override_keys(args.overrides, multirun=args.multirun)
+        if not args.multirun and not args.cfg and not args.info:  # a sweep's points are checked by its sweeper
+            check_values(args.overrides)
     except ConfigError as err:
         print(f"mixgap: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_values(overrides: list[str]) -> None:
+    """Compose the job's config as Hydra will (without the ``hydra`` node) and run the checks of its values
+    (:func:`mixgap.core.config.validate`) and of its plan (:func:`mixgap.plan.jobs.make_plan`: the teachers'
+    backends), so a value out of range is refused before Hydra makes the job's output folder.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed. A config Hydra itself cannot
+            compose is left to Hydra (its own message).
+    """
+    task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=task)
+    except Exception:  # noqa: BLE001 (Hydra's own composition error: Hydra prints it when it composes)
+        return
+    validate(cfg, task)
+    if cfg.stage not in ("report", "analyze"):
+        make_plan(cfg)
 
 
 def interrupted_line(err: KeyboardInterrupt) -> tuple[str, int]:

@@ -204,6 +204,12 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         check_export(cfg.export)
     if cfg.stage in ("report", "analyze") and not cfg[cfg.stage].sweep:
         raise ConfigError(f"{cfg.stage}.sweep is empty; give a multirun folder, e.g. {cfg.stage}.sweep=multirun/<date>/<time>")
+    if cfg.stage in ("report", "analyze"):
+        sweeps = to_container(cfg[cfg.stage].sweep)
+        for sweep in [sweeps] if isinstance(sweeps, str) else sweeps:
+            if not Path(str(sweep)).is_dir():
+                raise ConfigError(f"{cfg.stage}.sweep={str(sweep)!r} is not a folder; give a multirun folder, e.g. "
+                                  f"{cfg.stage}.sweep=multirun/<date>/<time>")
 
 
 def check_export(export: DictConfig) -> None:

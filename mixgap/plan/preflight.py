@@ -108,6 +108,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "train_memory_gb_per_gpu": None, "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None,
         "train_hours_estimate": 0.0, "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0,
         "gpu_hours_estimate": 0.0, "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None,
+        "trains": plan.builds("checkpoint"),
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
         "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},

@@ -37,7 +37,7 @@ def describe(report: dict[str, Any]) -> str:
     figures belong to the cluster plan)."""
     layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
               f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}"
-              if report["world_size"] else "no training")
+              if report["world_size"] else "no batch layout (refused)" if report.get("trains") else "no training")
     if report.get("cpu"):
         return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"

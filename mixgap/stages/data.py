@@ -142,9 +142,13 @@ def load_hub_rows(hub_id: str, hub_config: str | None, split: str) -> list[dict[
     try:
         return list(datasets.load_dataset(hub_id, hub_config, split=split))
     except Exception as err:  # the Hub raises many kinds: offline, auth, missing config
+        if os.environ.get("MIXGAP_DATA"):  # the kit is set: this source has no copy in it (a teacher's released data)
+            advice = ("it is on the Hub only (the offline kit has no copy): run this once where the Hub is reachable "
+                      "(the pool is then in the store), or give a local copy (dataset.path)")
+        else:
+            advice = f"without the Hub, set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
         raise DataError(
-            f"cannot load {hub_id} ({split}) from the Hugging Face Hub ({type(err).__name__}); without the Hub, "
-            f"set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
+            f"cannot load {hub_id} ({split}) from the Hugging Face Hub ({type(err).__name__}); {advice}"
         ) from err
 
 

@@ -15,6 +15,7 @@ as a dataset repository (private unless ``export.private=false``).
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ MARK = "mixgap-export"  # a card tag: a folder holding it is a previous export, 
 SHARD_ROWS = 50_000
 LICENSE_NOTE = ("The teacher model's license governs these responses: read it before you reuse or redistribute "
                 "them (the `license: other` field says no single license is asserted here).")
+
+log = logging.getLogger(__name__)
 
 
 def builds(artifact: str) -> tuple[str, ...]:
@@ -202,6 +205,9 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     text = card(prov, len(rows), shard_names(len(rows)), str(cfg.export.license))
     files = write_folder(rows, text, Path(cfg.export.out))
     result = {"folder": str(cfg.export.out), "artifact": artifact, "key": prov["store_key"], "rows": len(rows), "shards": files}
+    log.info("exported %s (%s): %d rows in %d Parquet shard(s) and a dataset card, %s", artifact, prov["store_key"],
+             len(rows), len(files), cfg.export.out)
     if cfg.export.repo_id:
         result["url"] = push(Path(cfg.export.out), str(cfg.export.repo_id), bool(cfg.export.private))
+        log.info("pushed to %s (private=%s)", result["url"], bool(cfg.export.private))
     ctx.result["export"] = result

@@ -110,3 +110,10 @@ def test_module_size_and_no_history(path):
     assert len(text.splitlines()) <= 400, f"{path.name}: {len(text.splitlines())} lines"
     assert not re.search(r"[Ii]ssues? ?#?[0-9]+", text), "code speaks of the project, not of issue numbers"
     assert "PLC0415" not in text, "ruff does not select PLC: the tag silences nothing"
+
+
+def test_test_files_have_distinct_names():
+    """pytest imports test modules by their base name (rootdir-relative, no packages): two test_x.py in
+    tests/unit and tests/integration stop the whole collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
