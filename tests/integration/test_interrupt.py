@@ -21,7 +21,7 @@ from mixgap.core.store import Store
 SIGINT_LINE = "mixgap: interrupted by SIGINT; rerun the same command to resume"
 # a job whose teachers' pools are not in the store: with data.missing_pool=wait it waits for their lock
 WAITING = ["teacher@mix.strong=smollm2_135m", "teacher@mix.weak=smollm2_135m", "student=smollm2_135m",
-           "benchmark=[math500]", "finetune_mode.max_seq_len=2048", "eval.max_new_tokens=1024",
+           "benchmark=[math500]", "finetune_mode.max_seq_len=2048", "eval.max_new_tokens=1024", "eval.max_model_len=null",
            "tracking.backend=none"]
 STALL = """
 import time

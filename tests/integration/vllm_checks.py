@@ -31,7 +31,7 @@ def overrides(backend: str, data: str) -> list[str]:
     return ["teacher@mix.strong=smollm2_135m", f"mix.strong.backend={backend}", "mix.strong.dtype=float32",
             f"mix.strong.max_model_len={MAX_MODEL_LEN}", f"mix.strong.sampling.max_new_tokens={MAX_NEW_TOKENS}",
             f"problems.limit={PROMPTS}", f"eval.backend={backend}", f"eval.max_new_tokens={MAX_NEW_TOKENS}",
-            f"eval.limit={PROMPTS}", "benchmark=[gsm8k]", f"paths.data={data}"]
+            f"eval.limit={PROMPTS}", "eval.max_model_len=2048", "benchmark=[gsm8k]", f"paths.data={data}"]
 
 
 def compose_cfg(items: list[str]):
