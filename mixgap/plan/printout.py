@@ -22,6 +22,16 @@ def log_preflight(report: dict[str, Any]) -> None:
         log.info("preflight %s", line)
 
 
+def duration(hours: float) -> str:
+    """Hours for a plan line: two significant figures (``0.75 h``, ``12 h``), minutes below 0.1 h (``3 min``), so a
+    small job never reads ``0.00 h``."""
+    if hours <= 0:
+        return "0 h"
+    if hours < 0.1:
+        return f"{max(1, round(hours * 60))} min"
+    return f"{hours:.2g} h" if hours < 100 else f"{hours:.0f} h"
+
+
 def _gb(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} GB"
 
@@ -42,8 +52,8 @@ def describe(report: dict[str, Any]) -> str:
         return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
             f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
-            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {report['train_hours_estimate']:.2f} h + eval <= "
-            f"{report['eval_hours_estimate']:.2f} h = {report['gpu_hours_estimate']:.1f} GPU-h")
+            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {duration(report['train_hours_estimate'])} + "
+            f"eval <= {duration(report['eval_hours_estimate'])} = {report['gpu_hours_estimate']:.2g} GPU-h")
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
@@ -70,7 +80,7 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
     seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
-        name = f"{job.get('student')} w={job.get('weight')} {job.get('finetune_mode')}"
+        name = f"{job.get('student')} {job.get('strong')}/{job.get('weak')} w={job.get('weight')} {job.get('finetune_mode')}"
         lines.append(f"  {name:<28} {describe(pf)}")
         lines += [f"    {line}" for line in report_lines(pf)]
         refused = refused or bool(pf["refusals"])

@@ -70,7 +70,7 @@ def test_table1_plans_on_slurm_without_submitting(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "20 jobs in" in out and "20 planned" in out and "0 of 20 jobs refused" in out
-    rows = [line for line in out.splitlines() if re.match(r"^  \S+ w=\S+ (full|lora) .*train \d+\.\d GB/GPU.*GPU-h$", line)]
+    rows = [line for line in out.splitlines() if re.match(r"^  \S+ \S+/\S+ w=\S+ (full|lora) .*train \d+\.\d GB/GPU.*GPU-h$", line)]
     assert len(rows) == 20 and re.search(r"^sweep total: \d+\.\d GPU-hours", out, re.M)
     assert not (tmp_path / "sweep" / ".submitit").exists()
 

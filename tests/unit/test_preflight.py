@@ -332,3 +332,10 @@ def test_decode_rate_is_the_smaller_of_the_compute_and_bandwidth_bounds():
 def test_describe_names_the_replicas_and_the_bound():
     line = describe(preflight(compose_cfg("student=llama70b", "data.missing_pool=wait"), 8))
     assert "(eval TP 4 x data_parallel_size 2, bandwidth-bound)" in line
+
+
+def test_plan_hours_read_in_minutes_or_two_significant_figures():
+    from mixgap.plan.printout import duration
+
+    assert [duration(h) for h in (0.0, 0.004, 0.02, 0.75, 3.92, 11.75, 123.4)] == [
+        "0 h", "1 min", "1 min", "0.75 h", "3.9 h", "12 h", "123 h"]
