@@ -95,11 +95,15 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
         seen_untuned.add(untuned)
         node.append((hours, costed["gpus"]))
     bad = sum(bool(r["preflight"]["refusals"]) for r in planned)
+    there = sum(bool((r["preflight"].get("elsewhere") or {}).get("refusals")) for r in planned)
     cpu_note = f"; {on_cpu} CPU job(s) counted at their hydra/launcher=slurm plan" if on_cpu else ""
+    if there:  # the cluster plans of jobs that run here: their refusals are not this machine's
+        cpu_note += f", {there} of which it would refuse"
     lines.append(f"sweep total: {total:.1f} GPU-hours (train at cluster.mfu, evaluation on every replica at the "
                  f"smaller of cluster.decode_mfu and cluster.gpu_memory_bandwidth_gbs with every completion at "
                  f"eval.max_new_tokens: an upper bound; each untuned evaluation counted once; teacher generation "
-                 f"and the LLM judge not included{cpu_note}); {bad} of {len(planned)} jobs refused")
+                 f"and the LLM judge not included{cpu_note}); {bad} of {len(planned)} jobs refused"
+                 + (" here" if on_cpu else ""))
     wall = one_node_hours(node, NODE_GPUS)
     lines.append(f"one {NODE_GPUS}-GPU node: the sweep takes {wall:.1f} h ({wall / 24:.1f} days) with its jobs in "
                  f"sequence, each with its GPUs busy (a job of fewer GPUs shares the node with others)")

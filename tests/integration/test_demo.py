@@ -139,3 +139,31 @@ def test_no_kit_and_no_hub_is_one_line_naming_mixgap_data(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("mixgap: error: ") and "MIXGAP_DATA" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_demo_pools_export_and_import_back_with_the_same_rows(demo, kit, tmp_path):
+    """stage=export writes each demo pool as a dataset folder ``datasets.load_dataset`` reads, with a card naming the
+    teacher and keep-rate; imported back as the teacher's dataset it gives a pool with the same rows."""
+    import datasets
+
+    from mixgap.stages.generate import read_pool
+
+    sweep, store, _ = demo
+    for role, teacher in (("strong", "kit_long_cot"), ("weak", "kit_short_cot")):
+        out = tmp_path / role
+        proc = launch("+experiment=demo", *TINY, "stage=export", f"export.artifact=pool.{role}", f"export.out={out}",
+                      f"paths.cache={store.root}", "tracking.backend=none", f"hydra.run.dir={tmp_path / ('job-' + role)}",
+                      cwd=tmp_path, data=kit)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        key = json.loads((tmp_path / f"job-{role}" / "result.json").read_text())["artifacts"][f"pool.{role}"]
+        pool = read_pool(store.path(key))
+        assert datasets.load_dataset(str(out))["train"].to_list() == pool
+        card = (out / "README.md").read_text()
+        kept, tried = store.manifest(key)["counts"]["kept"], store.manifest(key)["counts"]["tried"]
+        assert f"## Teacher ({role}): {teacher}" in card and f"kept {kept} of {tried} problems" in card
+        back = launch("+experiment=demo", *TINY, "stage=generate", f"mix.{role}.dataset.path={out}",
+                      f"paths.cache={tmp_path / 'cache-back'}", "tracking.backend=none",
+                      f"hydra.run.dir={tmp_path / ('back-' + role)}", cwd=tmp_path, data=kit)
+        assert back.returncode == 0, back.stderr[-2000:]
+        again = json.loads((tmp_path / f"back-{role}" / "result.json").read_text())["artifacts"][f"pool.{role}"]
+        assert read_pool(Store(tmp_path / "cache-back").path(again)) == pool
