@@ -20,7 +20,7 @@ lengths, each in its own process:
 - the loss alone: the peak of ``cross_entropy(h @ W.T)`` and its backward on SmolLM2's shape (``t x 576`` hidden
   states, a ``49152 x 576`` head), bytes per logit, against :data:`mixgap.plan.estimates.LOGIT_BYTES`.
 
-    PYTHONPATH=$PWD MIXGAP_DATA=/work/shared/data .venv/bin/python benchmarks/bench_train_memory.py \
+    PYTHONPATH=$PWD MIXGAP_DATA=../shared/data .venv/bin/python benchmarks/bench_train_memory.py \
         [--lengths 512 2048] [--threads 2] [--out bench.json]
 """
 

@@ -43,7 +43,8 @@ class PreflightSweeper(BasicSweeper):
             sys.exit(2)
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "basic")
         if plan_only and launcher != "basic":  # stage=plan never submits: plan in this process
-            from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # only for stage=plan on another launcher
+            # only for stage=plan on another launcher
+            from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
             self.launcher = BasicLauncher()
             self.launcher.setup(hydra_context=self.hydra_context, task_function=self._task_function, config=self.config)
