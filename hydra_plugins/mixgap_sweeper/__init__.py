@@ -27,7 +27,12 @@ class PreflightSweeper(BasicSweeper):
         return [job for batch in self.split_arguments(overrides, self.max_batch_size) for job in batch]
 
     def sweep(self, arguments: list[str]) -> Any:
-        from mixgap.plan.sweeper import check_job, job_config, submission_error, sweep_refusals  # lazy: Hydra imports every plugin at start
+        from mixgap.plan.sweeper import (  # lazy: Hydra imports every plugin at start
+            check_job,
+            job_config,
+            submission_error,
+            sweep_refusals,
+        )
 
         checked, plan_only = [], True
         for overrides in self._all_jobs(arguments):
