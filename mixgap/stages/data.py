@@ -135,18 +135,20 @@ def source_digest(source: Any, data_root: Path | None) -> dict[str, Any]:
     return {"hub": source.hub_id, "revision": hub_revision(str(source.hub_id))}
 
 
-def load_hub_rows(hub_id: str, hub_config: str | None, split: str) -> list[dict[str, Any]]:
-    """Rows of a Hub dataset split through ``datasets.load_dataset``; DataError when it cannot be reached."""
+def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bool = True) -> list[dict[str, Any]]:
+    """Rows of a Hub dataset split through ``datasets.load_dataset``; DataError when it cannot be reached, whose
+    advice depends on ``in_kit``: whether the offline kit has a copy (problems and benchmarks do; a teacher's
+    released responses do not)."""
     import datasets  # heavy: datasets (pyarrow), imported only when used
 
     try:
         return list(datasets.load_dataset(hub_id, hub_config, split=split))
     except Exception as err:  # the Hub raises many kinds: offline, auth, missing config
-        if os.environ.get("MIXGAP_DATA"):  # the kit is set: this source has no copy in it (a teacher's released data)
+        if in_kit:
+            advice = f"without the Hub, set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
+        else:
             advice = ("it is on the Hub only (the offline kit has no copy): run this once where the Hub is reachable "
                       "(the pool is then in the store), or give a local copy (dataset.path)")
-        else:
-            advice = f"without the Hub, set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
         raise DataError(
             f"cannot load {hub_id} ({split}) from the Hugging Face Hub ({type(err).__name__}); {advice}"
         ) from err

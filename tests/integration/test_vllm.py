@@ -89,6 +89,7 @@ def test_engine_is_vllm_on_its_own_transformers(vllm_result):
     generation, evaluation = vllm_result["calls"]  # the generation stage loaded it; evaluation reused it
     assert (generation["kind"], generation["dtype"], generation["max_model_len"]) == ("vllm", "float32", 512)
     assert (evaluation["kind"], evaluation["dtype"]) == ("vllm", "auto")
+    assert evaluation["max_model_len"] == 2048  # the plan's eval.max_model_len reaches the evaluation engine
 
 
 def test_teacher_generation_matches_hf(vllm_result, hf_result):

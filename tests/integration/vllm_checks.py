@@ -154,7 +154,7 @@ def main() -> None:
         "limits": {"prompts": prompts, "completions": limits, "seconds": time.perf_counter() - start},
     })
     engine.close()
-    Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str))  # paths as text
 
 
 if __name__ == "__main__":  # vLLM's engine core starts worker processes (spawn): the guard is required

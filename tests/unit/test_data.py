@@ -82,6 +82,10 @@ def test_the_hub_unreachable_is_one_line_naming_mixgap_data(monkeypatch):
     with pytest.raises(DataError, match=r"^cannot load openai/gsm8k .*set MIXGAP_DATA") as err:
         data.load_source(compose_cfg("benchmark=[gsm8k]").benchmark.gsm8k, None)
     assert "\n" not in str(err.value)
+    # a teacher's released responses have no copy in the kit: the advice says so instead of naming MIXGAP_DATA
+    with pytest.raises(DataError, match=r"^cannot load UWNSL/x \(train\) .*it is on the Hub only") as err:
+        data.load_hub_rows("UWNSL/x", None, "train", in_kit=False)
+    assert "MIXGAP_DATA" not in str(err.value)
 
 
 def test_a_missing_kit_file_names_mixgap_data_and_the_layout(tmp_path):

@@ -55,7 +55,7 @@ def read_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
             return read_parquet_rows(path)
         return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
     if ds.hub_id:
-        return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split)
+        return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split, in_kit=False)
     raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
 
 
