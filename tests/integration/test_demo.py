@@ -61,6 +61,8 @@ def test_every_job_finishes_with_scores_for_the_five_benchmarks(demo):
         assert all(r["scores"][b]["n"] == 2 for b in benches)
         mean = sum(r["scores"][b]["accuracy"] for b in benches) / 5
         assert r["scores"]["average"]["accuracy"] == pytest.approx(mean)
+        for arm in ("scores", "untuned"):  # a 0/2 or 2/2 benchmark keeps a Wilson interval, never [0, 0] or [100, 100]
+            assert all(r[arm][b]["ci_high"] - r[arm][b]["ci_low"] > 30 for b in benches), r[arm]
     # one untuned evaluation shared by the three jobs; one training per weight
     assert len({r["artifacts"]["eval.untuned.math"] for r in results}) == 1
     assert len({r["artifacts"]["checkpoint"] for r in results}) == 3
