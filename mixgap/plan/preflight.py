@@ -20,7 +20,6 @@ The formulas and their sources are in :mod:`mixgap.plan.estimates`.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import asdict
 from typing import Any
@@ -44,7 +43,6 @@ from mixgap.plan.workload import eval_samples, training_tokens
 from mixgap.stages.backends import data_parallel_size
 from mixgap.stages.train.batching import batch_layout
 
-log = logging.getLogger(__name__)
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
 CLUSTER_LAUNCHER = "slurm"
 
