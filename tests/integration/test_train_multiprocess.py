@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,13 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=60)
 
 
+def _failure(output: str) -> str:
+    """A failed run's lines that say why (a rank's own error comes long before torchrun's summary), then its tail."""
+    why = [line for line in output.splitlines()
+           if re.search(r"terminate called|what\(\)|Error|Exception|Abort|Signal|exitcode", line)]
+    return "\n".join(why[-40:]) + "\n--- last 3000 characters ---\n" + output[-3000:]
+
+
 def test_two_cpu_ranks_zero3_match_one_process_and_resume_after_sigkill(tmp_path, smollm2_path, one_process):
     pytest.importorskip("deepspeed")
     ref_losses, ref = one_process
@@ -114,7 +122,7 @@ def test_two_cpu_ranks_zero3_match_one_process_and_resume_after_sigkill(tmp_path
 
     # 2. the rerun: every rank resumes from the last complete checkpoint and finishes the run
     rerun = subprocess.run(script, env=env, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert rerun.returncode == 0, _failure(rerun.stdout + rerun.stderr)
     lines = rerun.stdout.strip().splitlines()
     counts = json.loads(lines[-1])
     logs = json.loads(next(line for line in lines if line.startswith("LOGS "))[5:])

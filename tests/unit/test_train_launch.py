@@ -198,3 +198,16 @@ def test_local_launch_refuses_several_cpu_ranks():
     with pytest.raises(ValueError, match="finetune_mode.launch=local runs one process but MIXGAP_CPU_PROCESSES=2"):
         use_subprocess("local", 0, 2)
     assert use_subprocess("local", 1, 2) is False  # with a GPU the variable is not read
+
+
+def test_a_rank_leaves_its_process_group_closed(tmp_path):
+    """The rank entry point ends with the group destroyed (barrier first), and is a no-op without a group."""
+    import torch.distributed as dist
+
+    from mixgap.stages.train.__main__ import close_process_group
+
+    close_process_group()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()
