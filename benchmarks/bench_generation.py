@@ -1,6 +1,6 @@
 """HF backend throughput: length-sorted batches vs one prompt at a time, same prompts, SmolLM2-135M on CPU.
 
-Goal (issue 4): batched >= 3x the useful tokens/s of one-at-a-time. Useful tokens = completion tokens up to
+Goal: batched >= 3x the useful tokens/s of one-at-a-time. Useful tokens = completion tokens up to
 and including the stop token (padding and tokens past a sample's stop are not counted). Greedy decoding,
 so both runs must also produce the same completions; the script reports how many match.
 

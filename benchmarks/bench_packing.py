@@ -1,6 +1,6 @@
 """SFT throughput: padded batches (LLaMA-Factory's way) vs padding-free packing, same mixture, same model, CPU.
 
-Goal (issue 5): packing >= 1.5x the tokens/s of padded batching. Tokens = real (non-pad) tokens trained on,
+Goal: packing >= 1.5x the tokens/s of padded batching. Tokens = real (non-pad) tokens trained on,
 so padding is wasted work, not throughput. The mixture is built from the kit's traces on MATH500
 (``traces/long_cot_*`` as the strong source, ``traces/short_cot_*`` as the weak one, correct responses only,
 a fraction ``--weight`` strong), tokenised with SmolLM2's chat template and the paper prompt; examples over

@@ -203,14 +203,14 @@ _SET_REL = ("policy", "rule 8: an interval written as inequalities always matche
                       "turns allow_set_relation_comp off")
 _SENTENCE = ("policy", "rule 1: after 'Final Answer:' the answer is its math span, else its sentence; a prose "
                        "sentence ('The largest $n$ is 34') is not an answer expression")
-_FIXED_COMMA = ("our bug", "fixed (issue 14): a comma-grouped number with decimals was read as a list; now one "
+_FIXED_COMMA = ("our bug", "fixed: a comma-grouped number with decimals was read as a list; now one "
                            "number (tests/unit/test_grading.py, 'commas with decimals')")
 DECISIONS: dict[str, tuple[str, str]] = {
-    # our bugs, fixed in issue 14: these agree now and print only when the script runs on the old grader
+    # our bugs, fixed since: these agree now and print only when the script runs on the old grader
     "6b7e422f41": _FIXED_COMMA, "48720f129c": _FIXED_COMMA, "833498e87d": _FIXED_COMMA, "c1d35d9e93": _FIXED_COMMA,
     "673bff39d1": _FIXED_COMMA,
-    "7e26b1898d": ("our bug", "fixed (issue 14): \\textnormal{ miles} was not stripped like \\text{ miles}"),
-    "c16fb8506e": ("our bug", "fixed (issue 14): an intermediate \\boxed{200} won over the later 'Final Answer: "
+    "7e26b1898d": ("our bug", "fixed: \\textnormal{ miles} was not stripped like \\text{ miles}"),
+    "c16fb8506e": ("our bug", "fixed: an intermediate \\boxed{200} won over the later 'Final Answer: "
                               "The final answer is $10455$'; now the answer that comes last wins"),
     # overall (our extraction)
     "1756b5d9df": _DECIMAL_COMMA, "e3b701f12b": _DECIMAL_COMMA, "6323a4d614": _DECIMAL_COMMA,

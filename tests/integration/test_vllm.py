@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import vllm_checks  # noqa: E402  (the settings shared with the script)
 
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
-AGREEMENT = 0.9  # issue 12: >= 90% of the 16 prompts identical over the first 64 tokens
+AGREEMENT = 0.9  # >= 90% of the 16 prompts identical over the first 64 tokens
 KEYS = ("finish_reason", "prompt_tokens", "completion_tokens", "status")
 
 

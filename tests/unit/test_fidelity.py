@@ -1,4 +1,4 @@
-"""Issue 14, differences from the paper: published numbers, row names, seeds, realised weight, LoRA and batch
+"""Differences from the paper: published numbers, row names, seeds, realised weight, LoRA and batch
 settings, overlength=drop_pair. Every expected value is the paper's printed number or computed by hand."""
 
 from __future__ import annotations

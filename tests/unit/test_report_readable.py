@@ -1,4 +1,4 @@
-"""A report that reads (issue 13, item 6): warnings in one table after the results; Figure 6 with the untuned
+"""A report that reads: warnings in one table after the results; Figure 6 with the untuned
 student as a reference line and its legend outside the CI band; one student: no empty log axis, named as in
 the tables; the rank-shift figure's tick labels under their bars."""
 

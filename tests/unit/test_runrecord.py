@@ -1,4 +1,4 @@
-"""The run record never lies (issue 13, item 3): running before any work, interrupted on SIGTERM/SIGINT,
+"""The run record never lies: running before any work, interrupted on SIGTERM/SIGINT,
 failed on an error, one store per sweep folder, and the report counts every unfinished status apart."""
 
 from __future__ import annotations

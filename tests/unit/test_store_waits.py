@@ -1,5 +1,5 @@
 """Waiting for another job's lock is logged with its owner and a heartbeat, and counted apart; a cached rerun
-keeps the build time of what it reused (issue 13, item 4)."""
+keeps the build time of what it reused."""
 
 from __future__ import annotations
 

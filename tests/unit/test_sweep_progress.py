@@ -1,4 +1,4 @@
-"""The demo prints which job runs and how many are left, and each stage's progress (issue 13, item 7)."""
+"""The demo prints which job runs and how many are left, and each stage's progress."""
 
 from __future__ import annotations
 
