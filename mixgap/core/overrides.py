@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
@@ -209,6 +209,49 @@ def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> N
             _check_package(override, text, group, str(option), conf_dir)
 
 
+def _defaults(path: Path) -> set[str]:
+    """The groups the defaults list of one YAML file chooses, as ``group`` or ``group@package`` (``override``,
+    ``optional`` and a leading ``/`` dropped); empty for a file without one."""
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+    entries = node.get("defaults", []) if isinstance(node, dict) else []
+    return {str(key).replace("override ", "").replace("optional ", "").strip().lstrip("/")
+            for entry in entries if isinstance(entry, dict) for key in entry}
+
+
+def defaults_groups(conf_dir: Path = CONF_DIR, added: Sequence[tuple[str, str]] = ()) -> set[str]:
+    """The config groups a job's defaults lists choose: ``config.yaml``'s, those of every option of those groups
+    (a student's file chooses its ``finetune_mode/system``), and those of the options ``added`` on the command line
+    as ``(group, option)`` (``+experiment=long_vs_short`` chooses ``judge@eval.judge``). Such a group is set
+    without a ``+``; any other (``experiment``, ``protocol``) is only ever added (Hydra's defaults-list rule)."""
+    primary = _defaults(conf_dir / "config.yaml")
+    found = set(primary)
+    for name in primary:
+        for path in (conf_dir / name.split("@")[0]).glob("*.yaml"):
+            found |= _defaults(path)
+    for group, option in added:
+        found |= _defaults(conf_dir / group / f"{option}.yaml")
+    return found
+
+
+def always_set(key: str) -> bool:
+    """Whether the dotted ``key`` has a value in every composed config: each part a field of a dataclass reached
+    through fields that are never null, the last one not optional and with a default in the schema
+    (``mix.weight``). Hydra refuses to add (``+``) such a key; a null or missing one may be added."""
+    schema: Any = MixgapConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(schema):
+            return False
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if part not in fields:
+            return False
+        hint, optional = _unwrap(typing.get_type_hints(schema)[part])
+        if optional:
+            return False
+        default = fields[part].default
+        schema, last = hint, default
+    return last is not dataclasses.MISSING and last != MISSING
+
+
 def fits(value: Any, tp: Any, optional: bool) -> bool:
     """Whether ``value`` (as Hydra's parser read it) can be stored in a field of type ``tp``: OmegaConf's own
     nodes decide for float, int and bool; a string field takes any scalar; an interpolation always fits."""
@@ -242,6 +285,20 @@ def _check_value(override: Override, text: str, key: str) -> None:
             raise ConfigError(f"{head} is not allowed; {key} must be {allowed}")
 
 
+def _parsed_groups(overrides: Sequence[str], conf: Path) -> list[Override]:
+    """The command line's config-group overrides that parse (the others are refused in the main pass)."""
+    found = []
+    for text in overrides:
+        if "=" in text and not text.startswith("~"):
+            try:
+                override = parse(text)
+            except ConfigError:
+                continue
+            if override.key_or_group and any((conf / override.key_or_group).rglob("*.yaml")):
+                found.append(override)
+    return found
+
+
 def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = None, *,
                         multirun: bool = True) -> None:
     """Refuse a bad command line in one line, before Hydra composes anything (well under a second).
@@ -264,6 +321,8 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
             ``mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)``.
     """
     conf = Path(conf_dir) if conf_dir is not None else CONF_DIR
+    added = [(o.key_or_group, str(v)) for o in _parsed_groups(overrides, conf) if o.is_add() or o.is_force_add()
+             for v in values(o) or () if not isinstance(v, list)]
     for text in overrides:
         if "=" not in text or text.startswith("~"):
             continue
@@ -273,7 +332,13 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
             continue
         if any((conf / key).rglob("*.yaml")):  # a config group (conf/deepspeed/ holds JSON files, no options)
             _check_group(override, text, key, conf)
+            chosen = f"{key}@{override.package}" if override.package else key
+            if not (override.is_add() or override.is_force_add()) and chosen not in defaults_groups(conf, added):
+                raise ConfigError(f"{text}: no defaults list chooses the {key} group, so it is added, not set: "
+                                  f"+{text}")
         elif "/" not in key and override.package is None:
             _check_value(override, text, key)
+            if override.is_add() and always_set(key):
+                raise ConfigError(f"{text}: {key} is already in the config, so it is set, not added: {text[1:]}")
         if override.is_sweep_override() and not multirun:
             raise ConfigError(f"{text} is a sweep (one job per value); add -m: python launch.py -m {text} ...")

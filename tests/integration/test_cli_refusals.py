@@ -39,6 +39,10 @@ def _launch(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
                                               "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
     (["+experiment=demo", "mix.wieght=0.2"], "mix.wieght=0.2: mix.wieght is not a field of the config schema; did "
                                              "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
+    (["experiment=demo"], "experiment=demo: no defaults list chooses the experiment group, so it is added, not set: "
+                          "+experiment=demo"),
+    (["+mix.weight=0.3"], "+mix.weight=0.3: mix.weight is already in the config, so it is set, not added: "
+                          "mix.weight=0.3"),
 ])
 def test_launch_refuses_in_one_line_fast_with_nothing_written(tmp_path, args, line):
     proc, elapsed = _launch(tmp_path, *args)

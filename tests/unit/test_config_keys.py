@@ -36,7 +36,7 @@ def test_override_keys_are_checked_with_or_without_plus(typed):
 
 
 @pytest.mark.parametrize("legit", [
-    "+experiment=demo", "experiment=demo", "student=qwen3b", "teacher@mix.strong=kit_long_cot", "teacher=qwq32b",
+    "+experiment=demo", "student=qwen3b", "teacher@mix.strong=kit_long_cot", "teacher=qwq32b",
     "hydra/launcher=slurm", "+hydra.launcher.additional_parameters.reservation=r1", "benchmark=[math500]",
     "benchmark.math500.limit=3", "report.sweep=[a,b]", "finetune_mode.lora.target_modules=[q_proj]",
     "mix.strong.gguf.file=x.gguf", "~teacher", "-m",

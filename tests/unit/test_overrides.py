@@ -61,6 +61,41 @@ def test_a_bad_command_line_is_refused_naming_field_value_and_what_is_allowed(ty
 
 
 @pytest.mark.parametrize(("typed", "message"), [
+    (("experiment=demo",), "experiment=demo: no defaults list chooses the experiment group, so it is added, not "
+                           "set: +experiment=demo"),
+    (("protocol=sampled",), "protocol=sampled: no defaults list chooses the protocol group, so it is added, not "
+                            "set: +protocol=sampled"),
+    (("judge@eval.judge=qwen32b",), "judge@eval.judge=qwen32b: no defaults list chooses the judge group, so it is "
+                                    "added, not set: +judge@eval.judge=qwen32b"),
+    (("+mix.weight=0.3",), "+mix.weight=0.3: mix.weight is already in the config, so it is set, not added: "
+                           "mix.weight=0.3"),
+    (("+finetune_mode.lora.r=4",), "+finetune_mode.lora.r=4: finetune_mode.lora.r is already in the config"),
+])
+def test_adding_what_is_set_and_setting_what_is_added_are_refused(typed, message):
+    assert _refusal(*typed).startswith(message)
+
+
+@pytest.mark.parametrize("typed", [
+    ("+experiment=demo",), ("+protocol=sampled",), ("+judge@eval.judge=qwen32b",), ("++mix.weight=0.3",),
+    ("+eval.limit=3",),  # null by default: Hydra adds it
+    ("+eval.max_model_len=4096",), ("+experiment=long_vs_short", "judge@eval.judge=qwen32b"),  # the preset chose it
+    ("-m", "+experiment=demo,long_vs_short", "judge@eval.judge=smollm2_135m"), ("finetune_mode=lora",),
+    ("teacher=qwq32b",), ("hydra/launcher=slurm",), ("teacher@mix.strong=qwen72b",),
+])
+def test_what_hydra_adds_or_sets_passes(typed):
+    check_override_keys([t for t in typed if t != "-m"], multirun=True)
+
+
+def test_defaults_groups_and_always_set_read_the_conf_tree_and_the_schema():
+    groups = overrides.defaults_groups()
+    assert {"student", "teacher@mix.strong", "teacher@mix.weak", "benchmark", "hydra/launcher"} <= groups
+    assert not {"experiment", "protocol", "judge@eval.judge"} & groups
+    assert "judge@eval.judge" in overrides.defaults_groups(added=[("experiment", "long_vs_short")])
+    assert [overrides.always_set(k) for k in ("mix.weight", "seed", "eval.limit", "eval.judge", "student.name")] == [
+        True, True, False, False, False]  # null by default, optional, or filled in by a group's file
+
+
+@pytest.mark.parametrize(("typed", "message"), [
     ("student=qwen3b,qwen99b", "student=qwen3b,qwen99b: qwen99b is not an option; choose one of"),
     ("benchmark=[math],[gsm8k,mathx]", "benchmark=[math],[gsm8k,mathx]: mathx is not an option; choose one of"),
     ("teacher@mix.strong=qwq32b,r1_qwen99b", "teacher@mix.strong=qwq32b,r1_qwen99b: r1_qwen99b is not an option;"),
@@ -161,9 +196,11 @@ def test_every_launch_example_of_the_readme_and_conf_passes_the_checks():
 
 
 def test_every_option_of_every_group_passes_the_checks():
-    for group in ("student", "teacher", "mix_ratio", "finetune_mode", "problems", "benchmark", "protocol"):
+    for group in ("student", "teacher", "mix_ratio", "finetune_mode", "problems", "benchmark"):
         for name in overrides.group_choices(group):
             check_override_keys([f"{group}={name}", f"+{group}={name}"])
+    for name in overrides.group_choices("protocol"):  # in no defaults list: added only
+        check_override_keys([f"+protocol={name}"])
     for name in overrides.group_choices("judge"):
         check_override_keys([f"+judge@eval.judge={name}"])
     for name in overrides.group_choices("teacher"):
