@@ -71,7 +71,22 @@ MISSING_POOL_POLICIES = ("generate", "wait", "fail")
 
 def _one_of(path: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{path}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        shown = ", ".join("null" if a is None else str(a) for a in allowed)  # as typed on the command line
+        raise ConfigError(f"{path}={value!r} is not allowed; choose one of {shown}")
+
+
+def _fraction(path: str, value: float, low_open: bool, high_open: bool) -> None:
+    """``value`` in the interval from 0 to 1, each end open or closed as given; one line otherwise."""
+    if value is None or value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
+        rule = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ConfigError(f"{path}={value!r} is not allowed; it must be in {rule}")
+
+
+def _no_file(path: str, value: Any) -> None:
+    """A folder to write or read may be new or a folder, never an existing file or an empty string."""
+    if value is not None and (str(value).strip() == "" or Path(str(value)).expanduser().is_file()):
+        what = "empty" if str(value).strip() == "" else "a file"
+        raise ConfigError(f"{path}={str(value)!r} is not allowed; it is {what}: give a folder (new or existing)")
 
 def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
     if value is None or value < 0 or (value == 0 and not allow_zero):
@@ -127,7 +142,12 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             )
     _positive("finetune_mode.lora.r", ft.lora.r)
     _positive("finetune_mode.lora.alpha", ft.lora.alpha)
-    _positive("finetune_mode.lora.dropout", ft.lora.dropout, allow_zero=True)
+    _fraction("finetune_mode.lora.dropout", ft.lora.dropout, low_open=False, high_open=True)
+    _positive("finetune_mode.logging_steps", ft.logging_steps)
+    _positive("finetune_mode.save_steps", ft.save_steps)
+    if ft.max_steps != -1 and ft.max_steps <= 0:
+        raise ConfigError(f"finetune_mode.max_steps={ft.max_steps!r} is not allowed; it must be -1 (train "
+                          "finetune_mode.epochs) or > 0")
 
     for name in ("gpu_memory_gb", "gpu_bf16_tflops", "gpu_memory_bandwidth_gbs"):
         _positive(f"cluster.{name}", cfg.cluster[name])
@@ -158,6 +178,8 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
     _positive("eval.batch_size", cfg.eval.batch_size)
     _positive("eval.n_samples", cfg.eval.n_samples)
+    _positive("eval.tensor_parallel_size", cfg.eval.tensor_parallel_size)
+    _fraction("eval.length_warning", cfg.eval.length_warning, low_open=False, high_open=False)
     _positive("eval.temperature", cfg.eval.temperature, allow_zero=True)
     if not 0 < cfg.eval.top_p <= 1:
         raise ConfigError(f"eval.top_p={cfg.eval.top_p!r} is not allowed; it must be in (0, 1]")
@@ -169,6 +191,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     if cfg.eval.get("judge") is not None:
         _one_of("eval.judge.backend", cfg.eval.judge.backend, ("vllm", "hf"))
         _positive("eval.judge.max_new_tokens", cfg.eval.judge.max_new_tokens)
+        _positive("eval.judge.tensor_parallel_size", cfg.eval.judge.tensor_parallel_size)
         for slot in ("{problem}", "{gold}", "{answer}"):
             if slot not in cfg.eval.judge.prompt:
                 raise ConfigError(f"eval.judge.prompt lacks {slot}; the judge prompt needs {{problem}}, {{gold}} and {{answer}}")
@@ -184,6 +207,11 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             _positive("predict.max_seq_len", cfg.predict.max_seq_len)
         if not 0.0 < cfg.predict.confidence < 1.0:
             raise ConfigError(f"predict.confidence={cfg.predict.confidence!r} is not allowed; it must be in (0, 1)")
+    _positive("report.n_boot", cfg.report.n_boot)
+    _fraction("report.confidence", cfg.report.confidence, low_open=True, high_open=True)
+    _no_file("paths.cache", cfg.paths.cache)
+    for stage in ("report", "analyze"):
+        _no_file(f"{stage}.out", cfg[stage].out)
     _one_of("data.decontamination", cfg.data.decontamination, ("error", "drop", "allow"))
     _one_of("data.missing_pool", cfg.data.missing_pool, MISSING_POOL_POLICIES)
     _one_of("tracking.backend", cfg.tracking.backend, ("wandb", "none"))
@@ -201,7 +229,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             "data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"
         )
     if cfg.stage == "export":
-        check_export(cfg.export)
+        check_export(cfg.export, list(cfg.benchmark))
     if cfg.stage in ("report", "analyze") and not cfg[cfg.stage].sweep:
         raise ConfigError(f"{cfg.stage}.sweep is empty; give a multirun folder, e.g. {cfg.stage}.sweep=multirun/<date>/<time>")
     if cfg.stage in ("report", "analyze"):
@@ -212,20 +240,26 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
                                   f"{cfg.stage}.sweep=multirun/<date>/<time>")
 
 
-def check_export(export: DictConfig) -> None:
-    """``stage=export``: a folder to write, an artifact of the allowed forms and, with ``export.repo_id``, the Hub
-    reachable (not ``HF_HUB_OFFLINE``) with a token; checked before any work.
+def check_export(export: DictConfig, benchmarks: Sequence[str] = ()) -> None:
+    """``stage=export``: a folder to write (not a file), an artifact of the allowed forms (an evaluation of one of
+    the job's ``benchmarks``) and, with ``export.repo_id``, the Hub reachable (not ``HF_HUB_OFFLINE``) with a
+    token; checked before any work.
 
     Raises:
         ConfigError: one line naming the field, the value and what is allowed.
     """
     if not export.out:
         raise ConfigError("export.out=None is not allowed with stage=export; give the folder to write, e.g. export.out=exports/pool")
+    _no_file("export.out", export.out)
     parts = str(export.artifact).split(".")
     if not (export.artifact in ("pool.strong", "pool.weak", "mixture")
             or (len(parts) == 3 and parts[0] == "eval" and parts[1] in ("tuned", "untuned") and parts[2])):
         raise ConfigError(f"export.artifact={export.artifact!r} is not allowed; choose pool.strong, pool.weak, mixture, "
                           "eval.tuned.<benchmark> or eval.untuned.<benchmark>")
+    if parts[0] == "eval" and benchmarks and parts[2] not in benchmarks:
+        raise ConfigError(f"export.artifact={export.artifact!r} is not allowed: {parts[2]} is not one of the job's "
+                          f"benchmarks; choose eval.{parts[1]}.<one of {', '.join(benchmarks)}> (or add it with "
+                          f"benchmark=[...])")
     if export.repo_id:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             raise ConfigError(f"export.repo_id={export.repo_id!r} needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; "

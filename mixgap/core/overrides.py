@@ -23,25 +23,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
+from mixgap.core.hydra_rules import always_set, defaults_groups, defaults_of, unwrap_optional
 from mixgap.core.schema import CONF_DIR, ConfigError, MixgapConfig, group_options
 
 #: what a value of each scalar type looks like, for the refusal's "what is allowed"
 _TYPE_WORDS = {float: "a float (a number such as 0.2)", int: "an int (a whole number such as 3)",
                bool: "a bool (true or false)", str: "a string"}
 _NODES = {float: FloatNode, int: IntegerNode, bool: BooleanNode}
-
-
-def _unwrap(tp: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; any other type -> ``(type, False)``."""
-    args = typing.get_args(tp)
-    inner = [a for a in args if a is not type(None)]
-    if type(None) in args and len(inner) == 1:
-        return inner[0], True
-    return tp, False
 
 
 def unknown_key_message(path: str, parent: str, valid: Sequence[str], typed: str | None = None,
@@ -99,9 +91,9 @@ def schema_type(key: str, typed: str | None = None) -> tuple[Any, bool] | None:
     optional = False
     parts = key.split(".")
     for i, part in enumerate(parts):
-        schema, _ = _unwrap(schema)
+        schema, _ = unwrap_optional(schema)
         if typing.get_origin(schema) is dict:
-            schema, optional = _unwrap(typing.get_args(schema)[1])
+            schema, optional = unwrap_optional(typing.get_args(schema)[1])
             continue
         if not dataclasses.is_dataclass(schema):
             return None  # Any, list or a plain value: Hydra checks the rest
@@ -109,7 +101,7 @@ def schema_type(key: str, typed: str | None = None) -> tuple[Any, bool] | None:
         if part not in hints:
             raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), ".".join(parts[:i]), list(hints), typed,
                                                   _field_paths(part)))
-        schema, optional = _unwrap(hints[part])
+        schema, optional = unwrap_optional(hints[part])
     return schema, optional
 
 
@@ -117,7 +109,7 @@ def _field_paths(name: str, schema: Any = MixgapConfig, prefix: str = "") -> lis
     """Dotted paths of every schema field called ``name`` (``judge`` -> ``["eval.judge"]``)."""
     found = []
     for key, hint in typing.get_type_hints(schema).items():
-        inner, _ = _unwrap(hint)
+        inner, _ = unwrap_optional(hint)
         if key == name:
             found.append(prefix + key)
         if dataclasses.is_dataclass(inner):
@@ -152,7 +144,8 @@ def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     """The options of config group ``group``: YAML files under ``conf/<group>/`` (:func:`group_options`) and,
     for Hydra's own groups (``hydra/launcher``), the options Hydra and its plugins register (``basic``,
     ``submitit_slurm``, ...)."""
-    options = set(group_options(group, conf_dir))
+    nested = {name.split("@")[0] for name in defaults_groups(conf_dir)}  # finetune_mode/system is a group of its own
+    options = {o for o in group_options(group, conf_dir) if "/" not in o or f"{group}/{o}".rsplit("/", 1)[0] not in nested}
     if group.startswith("hydra/"):
         Plugins.instance()  # imports the installed plugins, which register their configs
         try:
@@ -197,8 +190,10 @@ def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> N
     options = group_choices(group, conf_dir)
     for value in values(override) or ():
         for option in value if isinstance(value, list) else [value]:
-            if option is None:
-                continue  # group=null deselects an optional group
+            if option is None:  # Hydra takes no null for a group; an optional one is removed with ~group
+                optional = group in defaults_of(conf_dir / "config.yaml", optional_only=True)
+                raise ConfigError(f"{text}: a config group takes one of its options, not null; choose one of "
+                                  f"{', '.join(options)}" + (f" (or remove it: ~{group})" if optional else ""))
             if str(option) not in options:
                 close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
                 hint = f" (did you mean {close[0]}?)" if close else ""
@@ -207,49 +202,6 @@ def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> N
                     f"{text}: {option}")
                 raise ConfigError(f"{head} is not an option; choose one of {', '.join(options)}{hint}")
             _check_package(override, text, group, str(option), conf_dir)
-
-
-def _defaults(path: Path) -> set[str]:
-    """The groups the defaults list of one YAML file chooses, as ``group`` or ``group@package`` (``override``,
-    ``optional`` and a leading ``/`` dropped); empty for a file without one."""
-    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
-    entries = node.get("defaults", []) if isinstance(node, dict) else []
-    return {str(key).replace("override ", "").replace("optional ", "").strip().lstrip("/")
-            for entry in entries if isinstance(entry, dict) for key in entry}
-
-
-def defaults_groups(conf_dir: Path = CONF_DIR, added: Sequence[tuple[str, str]] = ()) -> set[str]:
-    """The config groups a job's defaults lists choose: ``config.yaml``'s, those of every option of those groups
-    (a student's file chooses its ``finetune_mode/system``), and those of the options ``added`` on the command line
-    as ``(group, option)`` (``+experiment=long_vs_short`` chooses ``judge@eval.judge``). Such a group is set
-    without a ``+``; any other (``experiment``, ``protocol``) is only ever added (Hydra's defaults-list rule)."""
-    primary = _defaults(conf_dir / "config.yaml")
-    found = set(primary)
-    for name in primary:
-        for path in (conf_dir / name.split("@")[0]).glob("*.yaml"):
-            found |= _defaults(path)
-    for group, option in added:
-        found |= _defaults(conf_dir / group / f"{option}.yaml")
-    return found
-
-
-def always_set(key: str) -> bool:
-    """Whether the dotted ``key`` has a value in every composed config: each part a field of a dataclass reached
-    through fields that are never null, the last one not optional and with a default in the schema
-    (``mix.weight``). Hydra refuses to add (``+``) such a key; a null or missing one may be added."""
-    schema: Any = MixgapConfig
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(schema):
-            return False
-        fields = {f.name: f for f in dataclasses.fields(schema)}
-        if part not in fields:
-            return False
-        hint, optional = _unwrap(typing.get_type_hints(schema)[part])
-        if optional:
-            return False
-        default = fields[part].default
-        schema, last = hint, default
-    return last is not dataclasses.MISSING and last != MISSING
 
 
 def fits(value: Any, tp: Any, optional: bool) -> bool:

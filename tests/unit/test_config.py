@@ -107,6 +107,27 @@ def test_mix_ratio_presets_set_the_weight():
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
         (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
         (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
+        (["eval.tensor_parallel_size=0"], "eval.tensor_parallel_size=0 is not allowed; it must be > 0"),
+        (["eval.length_warning=2"], "eval.length_warning=2.0 is not allowed; it must be in [0, 1]"),
+        (["report.n_boot=0"], "report.n_boot=0 is not allowed; it must be > 0"),
+        (["report.confidence=1.5"], "report.confidence=1.5 is not allowed; it must be in (0, 1)"),
+        (["finetune_mode.max_steps=0"], "finetune_mode.max_steps=0 is not allowed; it must be -1 (train "
+                                        "finetune_mode.epochs) or > 0"),
+        (["finetune_mode.max_steps=-5"], "finetune_mode.max_steps=-5 is not allowed; it must be -1"),
+        (["finetune_mode.logging_steps=0"], "finetune_mode.logging_steps=0 is not allowed; it must be > 0"),
+        (["finetune_mode.save_steps=0"], "finetune_mode.save_steps=0 is not allowed; it must be > 0"),
+        (["finetune_mode=lora", "finetune_mode.lora.dropout=1.5"], "finetune_mode.lora.dropout=1.5 is not allowed; "
+                                                                   "it must be in [0, 1)"),
+        (["finetune_mode.deepspeed=None"], "finetune_mode.deepspeed='None' is not allowed; choose one of null, zero2, "
+                                           "zero3"),
+        (["paths.cache=''"], "paths.cache='' is not allowed; it is empty: give a folder (new or existing)"),
+        (["paths.cache=pyproject.toml"], "paths.cache='pyproject.toml' is not allowed; it is a file: give a folder"),
+        (["report.out=pyproject.toml"], "report.out='pyproject.toml' is not allowed; it is a file: give a folder"),
+        (["stage=export", "export.out=pyproject.toml"], "export.out='pyproject.toml' is not "
+                                                                            "allowed; it is a file"),
+        (["stage=export", "export.out=x", "export.artifact=eval.tuned.mmlu"],
+         "export.artifact='eval.tuned.mmlu' is not allowed: mmlu is not one of the job's benchmarks; choose "
+         "eval.tuned.<one of math, gsm8k, aime24, amc23, olympiadbench>"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_field_value_and_rule(overrides, message):

@@ -12,7 +12,7 @@ import pytest
 
 import launch  # launch.py's helpers only; importing it runs nothing
 from conftest import ROOT
-from mixgap.core import config, overrides, schema, schema_models
+from mixgap.core import config, hydra_rules, overrides, schema, schema_models
 from mixgap.core.config import ConfigError, check_override_keys
 from mixgap.core.runrecord import Interrupted
 
@@ -70,6 +70,10 @@ def test_a_bad_command_line_is_refused_naming_field_value_and_what_is_allowed(ty
     (("+mix.weight=0.3",), "+mix.weight=0.3: mix.weight is already in the config, so it is set, not added: "
                            "mix.weight=0.3"),
     (("+finetune_mode.lora.r=4",), "+finetune_mode.lora.r=4: finetune_mode.lora.r is already in the config"),
+    (("student=null",), f"student=null: a config group takes one of its options, not null; choose one of {STUDENTS}"),
+    (("teacher=null",), "teacher=null: a config group takes one of its options, not null; choose one of gemma27b,"),
+    (("finetune_mode=system/qwen",), "finetune_mode=system/qwen is not an option; choose one of full, lora, "
+                                     "released_mix"),
 ])
 def test_adding_what_is_set_and_setting_what_is_added_are_refused(typed, message):
     assert _refusal(*typed).startswith(message)
@@ -87,11 +91,11 @@ def test_what_hydra_adds_or_sets_passes(typed):
 
 
 def test_defaults_groups_and_always_set_read_the_conf_tree_and_the_schema():
-    groups = overrides.defaults_groups()
+    groups = hydra_rules.defaults_groups()
     assert {"student", "teacher@mix.strong", "teacher@mix.weak", "benchmark", "hydra/launcher"} <= groups
     assert not {"experiment", "protocol", "judge@eval.judge"} & groups
-    assert "judge@eval.judge" in overrides.defaults_groups(added=[("experiment", "long_vs_short")])
-    assert [overrides.always_set(k) for k in ("mix.weight", "seed", "eval.limit", "eval.judge", "student.name")] == [
+    assert "judge@eval.judge" in hydra_rules.defaults_groups(added=[("experiment", "long_vs_short")])
+    assert [hydra_rules.always_set(k) for k in ("mix.weight", "seed", "eval.limit", "eval.judge", "student.name")] == [
         True, True, False, False, False]  # null by default, optional, or filled in by a group's file
 
 
@@ -112,7 +116,7 @@ def test_sweep_values_are_checked_one_by_one(typed, message):
     "mix.weight='0.2'", "mix.weight=1", "eval.limit=null", "eval.limit=3,null", "eval.limit=range(1,4)",
     "eval.untuned=false", "eval.untuned=true,false", "eval.stop=[]", "eval.judge=null", "student=qwen3b,qwen7b",
     "student=glob(qwen*)", "mix.weight=interval(0,1)", "benchmark=[math500],[gsm8k,aime24]", "benchmark=math500",
-    "teacher=null", "teacher=qwq32b,qwen32b", "+judge@eval.judge=qwen32b", "+experiment=method/long",
+    "~teacher", "teacher=qwq32b,qwen32b", "+judge@eval.judge=qwen32b", "+experiment=method/long",
     "+experiment/method=long", "hydra/launcher=basic", "hydra/launcher=submitit_slurm", "mix_ratio=pure_strong",
     "hydra/job_logging=disabled", "hydra.job.chdir=true", "stage=report", "report.sweep=multirun/a,multirun/b",
     "student.name=3", "eval.seed=${seed}", "paths.cache=/tmp/x",
@@ -170,7 +174,7 @@ def test_the_config_modules_have_no_cycle():
     assert "mixgap.core.config" not in _imports(core / "schema.py") | _imports(core / "schema_models.py")
     assert "mixgap.core.config" not in _imports(core / "overrides.py")
     assert {"mixgap.core.overrides", "mixgap.core.config"}.isdisjoint(_imports(core / "schema.py"))
-    for name in ("config", "schema", "schema_models", "overrides"):
+    for name in ("config", "schema", "schema_models", "overrides", "hydra_rules"):
         assert len((core / f"{name}.py").read_text().splitlines()) < 350, name
 
 
