@@ -136,6 +136,8 @@ class Store:
         """Why the finished folder of ``key`` is damaged (its manifest missing or not a JSON object, a recorded
         file missing or of another size, rows or SHA-256), or None when it is sound or absent."""
         folder = self.path(key)
+        if folder.exists() and not folder.is_dir():
+            return "it is a file, not an artifact folder"
         if not folder.is_dir():
             return None
         try:
@@ -146,7 +148,12 @@ class Store:
             return f"{MANIFEST} is not valid JSON ({type(err).__name__}: {str(err)[:80]})"
         if not isinstance(manifest, dict):
             return f"{MANIFEST} is not a JSON object"
-        return filedigests.damage(folder, manifest.get("files") or {}, self.digests)
+        files = manifest.get("files") or {}
+        if not isinstance(files, dict) or not all(
+                isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str)
+                for r in files.values()):
+            return f"{MANIFEST}'s files is not a record of the artifact's files (path -> bytes, sha256)"
+        return filedigests.damage(folder, files, self.digests)
 
     def _set_aside(self, key: str, reason: str, *, locked: bool) -> bool:
         """Move a damaged artifact to ``.damaged/<key>.<time>.<pid>`` (one warning line) under the key's lock
@@ -164,8 +171,8 @@ class Store:
             if reason is None:
                 return self.path(key).is_dir()
             spot = self.root / ".damaged" / f"{key}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
-            spot.parent.mkdir(parents=True, exist_ok=True)
             try:
+                spot.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(self.path(key), spot)
             except OSError as err:
                 raise StoreError(f"artifact {self.path(key)} is damaged ({reason}) and cannot be set aside "
@@ -177,7 +184,7 @@ class Store:
                 lock.release()
 
     def _finished(self, key: str, *, locked: bool = False) -> bool:
-        if not self.path(key).is_dir():
+        if not self.path(key).exists():
             return False
         reason = self.damage(key)
         return True if reason is None else self._set_aside(key, reason, locked=locked)

@@ -155,3 +155,36 @@ def test_a_damaged_artifact_that_cannot_be_set_aside_is_refused_in_one_line(tmp_
                               "1 rows (10 bytes)) and cannot be set aside (PermissionError); remove that folder so "
                               "that it is rebuilt")
     assert json.loads((folder / MANIFEST).read_text())["key"] == spec.key  # left as it was
+
+
+def test_a_manifest_whose_files_are_no_record_a_file_in_place_of_the_folder_are_damage(tmp_path, caplog):
+    store = Store(tmp_path)
+    a, b = ArtifactSpec("pool", {"a": 1}), ArtifactSpec("pool", {"a": 2})
+    for spec in (a, b):
+        store.get_or_build(spec, writer("pool.jsonl", '{"id": 1}\n'))
+    manifest = json.loads((store.path(a.key) / MANIFEST).read_text())
+    (store.path(a.key) / MANIFEST).write_text(json.dumps({**manifest, "files": "oops"}))
+    assert store.damage(a.key) == "manifest.json's files is not a record of the artifact's files (path -> bytes, sha256)"
+    folder = store.path(b.key)
+    (folder / "pool.jsonl").unlink()
+    (folder / MANIFEST).unlink()
+    folder.rmdir()
+    folder.write_text("not a folder")
+    assert store.damage(b.key) == "it is a file, not an artifact folder"
+    with caplog.at_level(logging.WARNING):
+        for spec in (a, b):
+            rebuilt = store.get_or_build(spec, writer("pool.jsonl", '{"id": 3}\n'))
+            assert rebuilt.is_dir() and (rebuilt / "pool.jsonl").read_text() == '{"id": 3}\n'
+    assert len(damage_warnings(caplog)) == 2
+    assert len(list((tmp_path / ".damaged").iterdir())) == 2
+
+
+def test_a_damaged_folder_that_is_a_file_is_refused_in_one_line(tmp_path):
+    store = Store(tmp_path)
+    spec = ArtifactSpec("pool", {"a": 1})
+    folder = store.get_or_build(spec, writer("pool.jsonl", '{"id": 1}\n'))
+    (folder / "pool.jsonl").write_text("")
+    (tmp_path / ".damaged").write_text("in the way")
+    with pytest.raises(StoreError) as err:
+        store.is_done(spec.key)
+    assert str(err.value).startswith(f"artifact {folder} is damaged (pool.jsonl has 0 rows") and "\n" not in str(err.value)
