@@ -171,6 +171,10 @@ def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_
         excluded, dropped = drop_pair_ids(pools, mix_cfg.problems, overlong)
         pools = {role: {i: r for i, r in rows.items() if i not in excluded} for role, rows in pools.items()}
     ids, strong = select(pools["strong"], pools["weak"], key_weight(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
+    if not ids:  # nothing to train on: never a finished artifact
+        raise data.DataError(f"the mixture has no problems: the strong pool keeps {len(pools['strong'])} and the weak pool "
+                        f"{len(pools['weak'])} (mix.problems={mix_cfg.problems}); see the pools' manifests "
+                        "(tried, kept, drops by reason)")
     rows = []
     for pid in ids:
         source = "strong" if pid in strong else "weak"

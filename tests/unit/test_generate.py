@@ -160,6 +160,18 @@ def test_build_generation_imports_a_jsonl_with_answers_from_the_problem_source(t
     assert len(read_jsonl(out / "samples.jsonl")) == 5
 
 
+def test_an_import_of_an_empty_file_is_an_error_naming_the_file(tmp_path, kit):
+    from mixgap.stages.backends.dataset import read_rows
+    from mixgap.stages.data import DataError
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg = compose_cfg("teacher@mix.strong=kit_long_cot", f"mix.strong.dataset.path={empty}", data=kit)
+    with pytest.raises(DataError) as err:
+        read_rows(cfg.mix.strong, kit)
+    assert str(err.value) == f"teacher kit_long_cot: {empty} holds no rows; give the teacher's responses"
+
+
 @pytest.fixture
 def registry():
     """The backend registry, restored after the test (a test may register its own backend class)."""

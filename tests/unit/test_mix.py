@@ -188,3 +188,19 @@ def test_the_weight_is_keyed_to_six_decimals_so_weights_selecting_the_same_probl
     # N = 211 shared problems: floor(0.2 * 211 + 0.5) = floor(42.7) = 42 strong examples at both weights
     assert len(select(ids(211), ids(211), 0.2, 0, "intersection")[1]) == 42
     assert len(select(ids(211), ids(211), 0.2000001, 0, "intersection")[1]) == 42
+
+
+def test_a_mixture_of_no_problems_is_an_error_naming_both_pools(tmp_path):
+    """An empty pool (an empty import, a teacher that solved nothing) leaves nothing to train on: an error, never a
+    finished mixture of 0 examples."""
+    from mixgap.stages.data import DataError
+
+    empty = tmp_path / "empty_pool"
+    empty.mkdir()
+    (empty / "pool.jsonl").write_text("")
+    with pytest.raises(DataError) as err:
+        build_mixture(empty, WEAK, mix_cfg(0.2), tmp_path / "out")
+    weak = len(WEAK.joinpath("pool.jsonl").read_text().splitlines())
+    assert str(err.value) == (f"the mixture has no problems: the strong pool keeps 0 and the weak pool {weak} "
+                              "(mix.problems=intersection); see the pools' manifests (tried, kept, drops by reason)")
+    assert not (tmp_path / "out" / "mixture.jsonl").exists()

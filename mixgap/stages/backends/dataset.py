@@ -41,7 +41,7 @@ def read_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
     Hub dataset (``hub_id``, ``hub_config``, ``split``).
 
     Raises:
-        DataError: a relative ``path`` without a kit root, or neither ``hub_id`` nor ``path`` given.
+        DataError: a relative ``path`` without a kit root, neither ``hub_id`` nor ``path`` given, or no rows.
     """
     ds = teacher.dataset
     if ds.path:
@@ -52,11 +52,17 @@ def read_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
             )
         path = Path(ds.path) if Path(ds.path).is_absolute() else (root or Path("/")) / ds.path
         if path.is_dir() or path.suffix == ".parquet":  # a dataset folder (stage=export) or one Parquet file
-            return read_parquet_rows(path)
-        return data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
-    if ds.hub_id:
-        return data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split, in_kit=False)
-    raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
+            rows = read_parquet_rows(path)
+        else:
+            rows = data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
+        where = str(path)
+    elif ds.hub_id:
+        rows, where = data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split, in_kit=False), ds.hub_id
+    else:
+        raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
+    if not rows:  # an empty file would become an empty pool and a mixture of nothing, all marked finished
+        raise data.DataError(f"teacher {teacher.name}: {where} holds no rows; give the teacher's responses")
+    return rows
 
 
 def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
