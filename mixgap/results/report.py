@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap import stats
-from mixgap.core.config import to_container
+from mixgap.core.config import ConfigError, to_container
 from mixgap.core.store import Store
 from mixgap.results import figures, learnability_report, recommend, tables
 from mixgap.results.sweep import Job, assign_variants, read_sweeps
@@ -237,7 +237,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
         (paths as strings; ``missing``/``warnings`` as listed in ``report.md``).
 
     Raises:
-        ConfigError: a sweep folder does not exist or holds no job folder.
+        ConfigError: a sweep folder does not exist, holds no job folder, or no job with a readable result.
         ValueError: ``report.sweep`` is empty, or ``report.n_boot``/``report.confidence`` are out of range.
     """
     sweeps = to_container(cfg.report.sweep)
@@ -247,6 +247,10 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     boot = {"n_boot": int(cfg.report.n_boot), "seed": int(cfg.report.seed), "confidence": float(cfg.report.confidence)}
     stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
     jobs = read_sweeps(sweeps, store)
+    if all(job.status in ("missing", "unreadable") for job in jobs):  # nothing any table could say
+        raise ConfigError(f"report.sweep={', '.join(sweeps)}: none of its {len(jobs)} job folder(s) has a readable "
+                          f"result.json ({tables.status_line(jobs).split(': ', 1)[1]}); run the sweep, or point "
+                          "report.sweep at another")
     assign_variants(jobs)
     labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))

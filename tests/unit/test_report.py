@@ -251,6 +251,20 @@ def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
         report.run(cfg, None, no_tracker)
 
 
+def test_a_sweep_whose_jobs_left_no_readable_result_is_one_line_and_writes_nothing(tmp_path):
+    for n in range(3):  # job folders Hydra made, then: no result.json (0, 1), a result.json cut in half (2)
+        (tmp_path / "sweep" / str(n) / ".hydra").mkdir(parents=True)
+        OmegaConf.save(compose_cfg(), tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml")
+    (tmp_path / "sweep" / "2" / "result.json").write_text('{"status": "do')
+    cfg = compose_cfg("stage=report", f"report.sweep={tmp_path / 'sweep'}", "tracking.backend=none")
+    with pytest.raises(ConfigError) as err:
+        report.run(cfg, None, no_tracker)
+    assert str(err.value) == (f"report.sweep={tmp_path / 'sweep'}: none of its 3 job folder(s) has a readable "
+                              "result.json (0 done (counted), not counted: 2 missing, 1 unreadable); run the sweep, or "
+                              "point report.sweep at another")
+    assert not (tmp_path / "sweep" / "report").exists()
+
+
 def test_jobs_that_differ_in_more_than_seeds_are_not_pooled(tmp_path):
     folder = tmp_path / "0"
     (folder / ".hydra").mkdir(parents=True)
