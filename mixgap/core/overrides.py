@@ -223,16 +223,34 @@ def fits(value: Any, tp: Any, optional: bool) -> bool:
     return True
 
 
+def _shape(tp: Any, key: str, value: Any) -> str | None:
+    """What a list, mapping or sub-config field ``key`` takes, when ``value`` is not that; None when it fits or the
+    type is a scalar one (:func:`fits` decides those)."""
+    origin = typing.get_origin(tp)
+    if origin is list and not isinstance(value, list):
+        return "must be a list, e.g. [a,b] ([] for none)"
+    if origin is dict and not isinstance(value, dict):
+        return f"must be a mapping, e.g. {{name:value}}, or one entry: +{key}.<name>=<value>"
+    if dataclasses.is_dataclass(tp) and not isinstance(value, dict):
+        group = key.rsplit(".", 1)[-1]
+        return (f"takes the {group} group: +{group}@{key}={value}" if (CONF_DIR / group).is_dir()
+                else f"takes a config group's option there (<group>@{key}=<option>) or its fields ({key}.<field>=...)")
+    return None
+
+
 def _check_value(override: Override, text: str, key: str) -> None:
     found = schema_type(key, text)
-    if found is None or found[0] not in _TYPE_WORDS:
+    if found is None:
         return
     tp, optional = found
     for value in values(override) or ():
-        if not fits(value, tp, optional):
-            shown = Override._get_value_element_as_str(value)  # as typed: null, [a,b], 0.5
-            head = f"{override.get_key_element()}={shown}" if shown == _whole(override) else (
-                f"{text}: {shown}")
+        shown = Override._get_value_element_as_str(value)  # as typed: null, [a,b], 0.5
+        head = f"{override.get_key_element()}={shown}" if shown == _whole(override) else f"{text}: {shown}"
+        if tp not in _TYPE_WORDS:
+            shape = None if value is None and optional else _shape(tp, key, value)
+            if shape:
+                raise ConfigError(f"{head} is not allowed; {key} {shape}")
+        elif not fits(value, tp, optional):
             allowed = _TYPE_WORDS[tp] + (" or null" if optional else "")
             raise ConfigError(f"{head} is not allowed; {key} must be {allowed}")
 

@@ -74,6 +74,14 @@ def test_a_bad_command_line_is_refused_naming_field_value_and_what_is_allowed(ty
     (("teacher=null",), "teacher=null: a config group takes one of its options, not null; choose one of gemma27b,"),
     (("finetune_mode=system/qwen",), "finetune_mode=system/qwen is not an option; choose one of full, lora, "
                                      "released_mix"),
+    (("eval.stop=abc",), "eval.stop=abc is not allowed; eval.stop must be a list, e.g. [a,b] ([] for none)"),
+    (("eval.n_samples_by_benchmark=abc",), "eval.n_samples_by_benchmark=abc is not allowed; "
+                                           "eval.n_samples_by_benchmark must be a mapping, e.g. {name:value}, or one "
+                                           "entry: +eval.n_samples_by_benchmark.<name>=<value>"),
+    (("eval.judge=qwen32b",), "eval.judge=qwen32b is not allowed; eval.judge takes the judge group: "
+                              "+judge@eval.judge=qwen32b"),
+    (("mix.strong=qwq32b",), "mix.strong=qwq32b is not allowed; mix.strong takes a config group's option there "
+                             "(<group>@mix.strong=<option>) or its fields (mix.strong.<field>=...)"),
 ])
 def test_adding_what_is_set_and_setting_what_is_added_are_refused(typed, message):
     assert _refusal(*typed).startswith(message)
