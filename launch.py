@@ -20,12 +20,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixgap.core.config import CONF_DIR, ConfigError, check_override_keys, register_configs, validate
+from mixgap.core.config import (
+    CONF_DIR,
+    ConfigError,
+    check_override_keys,
+    register_configs,
+    to_container,
+    validate,
+)
 from mixgap.core.runrecord import Interrupted
 from mixgap.core.store import StoreError
 from mixgap.pipeline import run_job
 from mixgap.plan.jobs import make_plan
 from mixgap.plan.machine import enforce, error_lines, job_allocation
+from mixgap.results.sweep import read_sweeps
 from mixgap.stages.backends import BackendUnavailable
 from mixgap.stages.data import DataError
 from mixgap.stages.generate import PoolMissing
@@ -87,7 +95,10 @@ def check_values(overrides: list[str]) -> None:
     except Exception:  # noqa: BLE001 (Hydra's own composition error: Hydra prints it when it composes)
         return
     validate(cfg, task)
-    if cfg.stage not in ("report", "analyze"):
+    if cfg.stage in ("report", "analyze"):  # a folder without job folders is refused here, not in a new job folder
+        sweeps = to_container(cfg[cfg.stage].sweep)
+        read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{cfg.stage}.sweep")
+    else:
         make_plan(cfg)
 
 

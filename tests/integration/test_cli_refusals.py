@@ -50,3 +50,16 @@ def test_launch_refuses_in_one_line_fast_with_nothing_written(tmp_path, args, li
     assert proc.stderr.strip().splitlines() == [f"mixgap: error: {line}"]
     assert list(tmp_path.iterdir()) == []  # no outputs/, multirun/ or cache/: Hydra never composed
     assert elapsed < 3, elapsed
+
+
+@pytest.mark.parametrize("stage", ["report", "analyze"])
+def test_a_sweep_folder_without_job_folders_is_refused_before_a_job_folder_is_made(tmp_path_factory, stage):
+    empty = tmp_path_factory.mktemp("sweep")
+    (empty / "0").mkdir()  # a folder, but no job wrote .hydra/ in it
+    cwd = tmp_path_factory.mktemp("cwd")
+    proc, elapsed = _launch(cwd, f"stage={stage}", f"{stage}.sweep={empty}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"mixgap: error: {stage}.sweep=['{empty}']: no Hydra job folder (one holding .hydra/) in it; give the folder "
+        "a `launch.py -m` run wrote (its hydra.sweep.dir)"]
+    assert list(cwd.iterdir()) == [] and elapsed < 3
