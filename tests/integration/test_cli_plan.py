@@ -43,7 +43,7 @@ def test_the_card_command_plans_six_jobs_sharing_two_pools_and_three_mixtures(tm
     [
         (["mix.weight=1.5"], "mixgap: error: mix.weight=1.5 is not allowed; it must be in [0, 1]"),
         (["finetune_mode.lora.r=8"], "mixgap: error: finetune_mode.lora.r=8 is not allowed with finetune_mode.mode='full'"),
-        (["paths.data=/no/such/kit"], "mixgap: error: paths.data='/no/such/kit' (MIXGAP_DATA) is not an existing folder"),
+        (["paths.data=/no/such/kit"], "mixgap: error: paths.data='/no/such/kit' (from MIXGAP_DATA or the command line) is not an existing folder"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):

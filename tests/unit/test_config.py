@@ -102,7 +102,7 @@ def test_mix_ratio_presets_set_the_weight():
         (["mix.problems=all"], "mix.problems='all' is not allowed; choose one of intersection, union"),
         (["stage=fit"], "stage='fit' is not allowed; choose one of plan, prepare,"),
         (["data.decontamination=ignore"], "data.decontamination='ignore' is not allowed; choose one of error, drop, allow"),
-        (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (MIXGAP_DATA) is not an existing folder"),
+        (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (from MIXGAP_DATA or the command line) is not an existing folder"),
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
         (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
