@@ -225,8 +225,8 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             )
     if cfg.paths.data and not Path(cfg.paths.data).is_dir():
         raise ConfigError(
-            f"paths.data={cfg.paths.data!r} (from MIXGAP_DATA or the command line) is not an existing folder; point it at the offline "
-            "data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"
+            f"paths.data={cfg.paths.data!r} (from MIXGAP_DATA or the command line) is not an existing folder; point "
+            "it at the offline data kit (math/, gsm8k/, eval/, traces/) or unset it to read the Hugging Face Hub"
         )
     if cfg.stage == "export":
         check_export(cfg.export, list(cfg.benchmark))
