@@ -45,7 +45,8 @@ def test_result_says_running_with_host_pid_and_slurm_id_before_any_work(tmp_path
 
 
 @pytest.mark.parametrize(("signum", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")])
-def test_a_signal_during_the_work_is_recorded_as_interrupted(tmp_path, kit, monkeypatch, caplog, signum, name):
+def test_a_signal_during_the_work_is_recorded_as_interrupted(tmp_path, kit, monkeypatch, caplog, request, signum,
+                                                             name):
     job = tmp_path / "job"
 
     def build(cfg, store, tracker, plan, decisions, timings):
@@ -53,6 +54,10 @@ def test_a_signal_during_the_work_is_recorded_as_interrupted(tmp_path, kit, monk
         raise AssertionError("the signal must stop the job")
 
     monkeypatch.setattr(pipeline, "build", build)
+    # Ctrl-C raises KeyboardInterrupt through Python's default SIGINT handler, which a process started in the
+    # background of a non-interactive shell never gets (SIGINT ignored from birth): set it for this test
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, interrupt))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt) as err:
         pipeline.run_job(_cfg(tmp_path, kit), job)
