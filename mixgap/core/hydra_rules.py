@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,8 @@ def defaults_of(path: Path, optional_only: bool = False) -> set[str]:
             for key in defaults_entries(path) if not optional_only or key.startswith("optional ")}
 
 
-def defaults_groups(conf_dir: Path = CONF_DIR, added: Sequence[tuple[str, str]] = ()) -> set[str]:
+@functools.cache
+def defaults_groups(conf_dir: Path = CONF_DIR, added: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
     """The config groups a job's defaults lists choose: ``config.yaml``'s, those of every option of those groups
     (a student's file chooses its ``finetune_mode/system``), and those of the options ``added`` on the command line
     as ``(group, option)`` (``+experiment=long_vs_short`` chooses ``judge@eval.judge``). Such a group is set
@@ -56,7 +56,7 @@ def defaults_groups(conf_dir: Path = CONF_DIR, added: Sequence[tuple[str, str]] 
             found |= defaults_of(path)
     for group, option in added:
         found |= defaults_of(conf_dir / group / f"{option}.yaml")
-    return found
+    return frozenset(found)
 
 
 def always_set(key: str) -> bool:

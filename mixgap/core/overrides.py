@@ -255,20 +255,6 @@ def _check_value(override: Override, text: str, key: str) -> None:
             raise ConfigError(f"{head} is not allowed; {key} must be {allowed}")
 
 
-def _parsed_groups(overrides: Sequence[str], conf: Path) -> list[Override]:
-    """The command line's config-group overrides that parse (the others are refused in the main pass)."""
-    found = []
-    for text in overrides:
-        if "=" in text and not text.startswith("~"):
-            try:
-                override = parse(text)
-            except ConfigError:
-                continue
-            if override.key_or_group and any((conf / override.key_or_group).rglob("*.yaml")):
-                found.append(override)
-    return found
-
-
 def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = None, *,
                         multirun: bool = True) -> None:
     """Refuse a bad command line in one line, before Hydra composes anything (well under a second).
@@ -291,19 +277,19 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
             ``mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)``.
     """
     conf = Path(conf_dir) if conf_dir is not None else CONF_DIR
-    added = [(o.key_or_group, str(v)) for o in _parsed_groups(overrides, conf) if o.is_add() or o.is_force_add()
-             for v in values(o) or () if not isinstance(v, list)]
-    for text in overrides:
-        if "=" not in text or text.startswith("~"):
-            continue
-        override = parse(text)
+    parsed = [(text, parse(text)) for text in overrides if "=" in text and not text.startswith("~")]
+    parsed = [(text, o) for text, o in parsed if o.key_or_group and o.key_or_group != "hydra"
+              and not o.key_or_group.startswith("hydra.")]
+    is_group = {text: any((conf / o.key_or_group).rglob("*.yaml")) for text, o in parsed}  # conf/deepspeed: JSON only
+    added = tuple((o.key_or_group, str(v)) for text, o in parsed if is_group[text] and (o.is_add() or o.is_force_add())
+                  for v in values(o) or () if not isinstance(v, list))
+    chosen_anywhere = defaults_groups(conf, added)
+    for text, override in parsed:
         key = override.key_or_group
-        if not key or key == "hydra" or key.startswith("hydra."):
-            continue
-        if any((conf / key).rglob("*.yaml")):  # a config group (conf/deepspeed/ holds JSON files, no options)
+        if is_group[text]:
             _check_group(override, text, key, conf)
             chosen = f"{key}@{override.package}" if override.package else key
-            if not (override.is_add() or override.is_force_add()) and chosen not in defaults_groups(conf, added):
+            if not (override.is_add() or override.is_force_add()) and chosen not in chosen_anywhere:
                 raise ConfigError(f"{text}: no defaults list chooses the {key} group, so it is added, not set: "
                                   f"+{text}")
         elif "/" not in key and override.package is None:

@@ -19,7 +19,7 @@ is listed as missing, never averaged over. Seeds: jobs equal in all but ``seed``
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -248,9 +248,10 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
     jobs = read_sweeps(sweeps, store)
     if all(job.status in ("missing", "unreadable") for job in jobs):  # nothing any table could say
+        statuses = Counter(job.status for job in jobs)
         raise ConfigError(f"report.sweep={', '.join(sweeps)}: none of its {len(jobs)} job folder(s) has a readable "
-                          f"result.json ({tables.status_line(jobs).split(': ', 1)[1]}); run the sweep, or point "
-                          "report.sweep at another")
+                          f"result.json ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); run the "
+                          "sweep, or point report.sweep at another")
     assign_variants(jobs)
     labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))

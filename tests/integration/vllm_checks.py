@@ -96,16 +96,18 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
                         "devices": kwargs["env"]["CUDA_VISIBLE_DEVICES"]})
         return subprocess.Popen(cmd, **kwargs)
 
-    parallel.subprocess = SimpleNamespace(Popen=spy)
     model = models.resolve_model(cfg.mix.strong, store)
     bench = cfg.benchmark.gsm8k
     problems = data.load_source(bench, Path(cfg.paths.data), limit=cfg.eval.limit)
     local = Store(tmp)
     spec = evaluate.eval_spec(bench, cfg.eval, "smollm2-replicas", None, None)
     start = time.perf_counter()
-    scores = evaluate.evaluate_model(cfg, local, model, {"gsm8k": spec}, {"gsm8k": problems}, NullTracker(),
-                                     data_parallel_size=replicas)
-    parallel.subprocess = subprocess
+    parallel.subprocess = SimpleNamespace(Popen=spy)
+    try:
+        scores = evaluate.evaluate_model(cfg, local, model, {"gsm8k": spec}, {"gsm8k": problems}, NullTracker(),
+                                         data_parallel_size=replicas)
+    finally:
+        parallel.subprocess = subprocess
     return {"replicas": replicas, "started": started, "python": sys.executable,
             "rows": data.read_jsonl(local.path(spec.key) / verdicts.PREDICTIONS), "scores": scores["gsm8k"],
             "seconds": time.perf_counter() - start}

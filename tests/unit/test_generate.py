@@ -16,7 +16,8 @@ from mixgap.core.tracking import NullTracker
 from mixgap.grading import grade
 from mixgap.stages import models
 from mixgap.stages.backends import BACKENDS, Completion, register
-from mixgap.stages.data import Problem, read_jsonl
+from mixgap.stages.backends.dataset import read_rows
+from mixgap.stages.data import DataError, Problem, read_jsonl
 from mixgap.stages.generate import (
     build_generation,
     build_pool,
@@ -161,9 +162,6 @@ def test_build_generation_imports_a_jsonl_with_answers_from_the_problem_source(t
 
 
 def test_an_import_of_an_empty_file_is_an_error_naming_the_file(tmp_path, kit):
-    from mixgap.stages.backends.dataset import read_rows
-    from mixgap.stages.data import DataError
-
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     cfg = compose_cfg("teacher@mix.strong=kit_long_cot", f"mix.strong.dataset.path={empty}", data=kit)

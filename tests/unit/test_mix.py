@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mixgap.core.config import ConfigError
+from mixgap.stages.data import DataError
 from mixgap.stages.mix import (
     build_mixture,
     mixture_spec,
@@ -193,8 +194,6 @@ def test_the_weight_is_keyed_to_six_decimals_so_weights_selecting_the_same_probl
 def test_a_mixture_of_no_problems_is_an_error_naming_both_pools(tmp_path):
     """An empty pool (an empty import, a teacher that solved nothing) leaves nothing to train on: an error, never a
     finished mixture of 0 examples."""
-    from mixgap.stages.data import DataError
-
     empty = tmp_path / "empty_pool"
     empty.mkdir()
     (empty / "pool.jsonl").write_text("")

@@ -102,7 +102,7 @@ def test_defaults_groups_and_always_set_read_the_conf_tree_and_the_schema():
     groups = hydra_rules.defaults_groups()
     assert {"student", "teacher@mix.strong", "teacher@mix.weak", "benchmark", "hydra/launcher"} <= groups
     assert not {"experiment", "protocol", "judge@eval.judge"} & groups
-    assert "judge@eval.judge" in hydra_rules.defaults_groups(added=[("experiment", "long_vs_short")])
+    assert "judge@eval.judge" in hydra_rules.defaults_groups(added=(("experiment", "long_vs_short"),))
     assert [hydra_rules.always_set(k) for k in ("mix.weight", "seed", "eval.limit", "eval.judge", "student.name")] == [
         True, True, False, False, False]  # null by default, optional, or filled in by a group's file
 

@@ -260,8 +260,7 @@ def test_a_sweep_whose_jobs_left_no_readable_result_is_one_line_and_writes_nothi
     with pytest.raises(ConfigError) as err:
         report.run(cfg, None, no_tracker)
     assert str(err.value) == (f"report.sweep={tmp_path / 'sweep'}: none of its 3 job folder(s) has a readable "
-                              "result.json (0 done (counted), not counted: 2 missing, 1 unreadable); run the sweep, or "
-                              "point report.sweep at another")
+                              "result.json (2 missing, 1 unreadable); run the sweep, or point report.sweep at another")
     assert not (tmp_path / "sweep" / "report").exists()
 
 
