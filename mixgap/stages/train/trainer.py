@@ -105,8 +105,9 @@ def training_arguments(job: TrainJob, *, use_cpu: bool):
         weight_decay=ft["weight_decay"],
         optim="adamw_torch",
         bf16=job.precision == "bf16",
-        activation_checkpointing=ft["gradient_checkpointing"],  # transformers 5 name of gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        # the pinned transformers (5.20) knows these names; 5.23 adds activation_checkpointing* as their new names
+        gradient_checkpointing=ft["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="steps",
         save_steps=ft["save_steps"],
         save_total_limit=2,  # the latest and one before it, in case the latest was cut by a kill
@@ -245,14 +246,19 @@ def load_student(job: TrainJob):
     )
     model.config.use_cache = False  # a KV cache disables the packed (block-diagonal) mask; useless in training
     if job.finetune["mode"] == "lora":
-        from peft import LoraConfig, get_peft_model  # heavy: peft, imported only when used
+        from peft import get_peft_model  # heavy: peft, imported only when used
 
-        lora = job.finetune["lora"]
-        model = get_peft_model(model, LoraConfig(
-            r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(model, lora_config(job.finetune["lora"]))
     return model
+
+
+def lora_config(lora: Mapping[str, Any]):
+    """peft's ``LoraConfig`` of ``finetune_mode.lora`` (``r``, ``alpha``, ``dropout``, ``target_modules``) for a
+    causal LM."""
+    from peft import LoraConfig  # heavy: peft, imported only when used
+
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
 
 
 def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, Any]:
