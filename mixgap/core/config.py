@@ -52,7 +52,7 @@ from mixgap.core.schema_models import (
 
 __all__ = [
     "ANSWER_FORMATS", "BARE_PROMPT", "CONF_DIR", "EVAL_BACKENDS", "EXTRACTIONS", "EXTRACT_MODES", "FINETUNE_MODES",
-    "MISSING_POOL_POLICIES", "PAPER_PROMPT", "STAGES", "AnalyzeConfig", "BenchmarkConfig",
+    "MISSING_POOL_POLICIES", "PAPER_PROMPT", "RULES", "STAGES", "AnalyzeConfig", "BenchmarkConfig",
     "ClusterConfig", "ConfigError", "DataConfig", "DatasetResponses", "EvalConfig", "FieldMap", "FinetuneConfig",
     "GgufSource", "JudgeConfig", "LoraConfig", "MixConfig", "MixgapConfig", "ModelArch", "PathsConfig",
     "PredictConfig", "ReportConfig", "SamplingConfig", "SourceConfig", "StudentConfig", "TeacherConfig",
@@ -63,6 +63,7 @@ __all__ = [
 STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict", "export")
 EXTRACTIONS = ("boxed", "last_number")  # how a benchmark's answer is read (mixgap.grading.extract_answer)
 EXTRACT_MODES = ("policy", "boxed")  # eval.extract: mixgap's grading policy | the official scorer's last box only
+RULES = ("policy", "paper")  # eval.rule: mixgap's grading policy | the authors' is_equiv (needs eval.extract=boxed)
 EVAL_BACKENDS = ("auto", "vllm", "hf")
 FINETUNE_MODES = ("full", "lora")
 ANSWER_FORMATS = ("plain", "boxed_in_solution", "after_hashes", "list_join")
@@ -173,6 +174,10 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _one_of("problems.answer_format", cfg.problems.answer_format, ANSWER_FORMATS)
     _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
     _one_of("eval.extract", cfg.eval.extract, EXTRACT_MODES)
+    _one_of("eval.rule", cfg.eval.rule, RULES)
+    if cfg.eval.rule == "paper" and cfg.eval.extract != "boxed":
+        raise ConfigError(f"eval.rule=paper is not allowed with eval.extract={cfg.eval.extract}: the paper's rule decides "
+                          "on the paper's extracted answer; set eval.extract=boxed, or eval.rule=policy")
     if cfg.eval.max_model_len is not None:
         _positive("eval.max_model_len", cfg.eval.max_model_len)
     _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)

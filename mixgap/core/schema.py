@@ -124,6 +124,8 @@ class EvalConfig:
     n_samples_by_benchmark: dict[str, int] = field(default_factory=dict)
     # how an answer is read: policy (mixgap's grading policy) | boxed (the official scorer: only the last \\boxed{})
     extract: str = "policy"
+    # the rule after extraction: policy (mixgap's grading policy) | paper (the authors' is_equiv; needs extract=boxed)
+    rule: str = "policy"
     max_model_len: int | None = None  # the engine's context (prompt + completion); None = the model's own
 
 @dataclass

@@ -83,8 +83,9 @@ def _field(job: Job, key: str, default: Any) -> Any:
 def scoring(jobs: list[Job], arm: str, label: str, warnings: list[str]) -> str:
     """How the verdicts behind an accuracy or Δ were reached, over the ``arm`` evaluations of ``jobs``:
     ``judged (<judge>)`` (``eval.judge``'s verdicts, as the paper's published numbers), ``rule (eval.extract=...)``
-    (the grader), per benchmark when they differ (``judged (qwen32b) on math500; rule (...) on gsm8k``); a benchmark
-    whose runs mix both is named ``mixed`` and warned about. ``""`` when no job has the arm."""
+    (the grader; ``, eval.rule=...`` added when a job's rule is not ``policy``), per benchmark when they differ
+    (``judged (qwen32b) on math500; rule (...) on gsm8k``); a benchmark whose runs mix both is named ``mixed`` and
+    warned about. ``""`` when no job has the arm."""
     by_bench: dict[str, set[str]] = defaultdict(set)
     for job in jobs:
         for bench, ev in (job.evals.get(arm, {}) if arm in job.complete else {}).items():
@@ -96,8 +97,9 @@ def scoring(jobs: list[Job], arm: str, label: str, warnings: list[str]) -> str:
         warnings.append(f"{label}: {', '.join(mixed)} mix judged and rule-graded runs (eval.judge differs between "
                         "jobs); the accuracy and Δ average over both")
     judges = sorted({str(_field(j, "eval.judge.name", "")) for j in jobs} - {""})
-    names = {"judged": f"judged ({'/'.join(judges) or 'eval.judge'})", "mixed": "mixed judged/rule",
-             "rule": f"rule (eval.extract={'/'.join(sorted({str(_field(j, 'eval.extract', 'policy')) for j in jobs}))})"}
+    extracts, rules = ("/".join(sorted({str(_field(j, f"eval.{k}", "policy")) for j in jobs})) for k in ("extract", "rule"))
+    rule = f"rule (eval.extract={extracts}" + (f", eval.rule={rules})" if rules != "policy" else ")")
+    names = {"judged": f"judged ({'/'.join(judges) or 'eval.judge'})", "mixed": "mixed judged/rule", "rule": rule}
     kind = {b: "mixed" if len(k) > 1 else next(iter(k)) for b, k in by_bench.items()}
     if len(set(kind.values())) == 1:
         return names[next(iter(kind.values()))]

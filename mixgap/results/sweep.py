@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from mixgap.core.config import ConfigError
 from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
-from mixgap.grading import EXTRACT_MODES
 from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
+from mixgap.stages.verdicts import scoring_accuracies
 from mixgap.stats import per_problem_mean
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher
 class Evaluation:
     """One finished evaluation: ``{problem id: correct}`` (a bool; with several samples, the problem's mean
     correctness in [0, 1]), its ``scores.json``, how the verdicts were reached (``scoring``: ``rule`` = the
-    grader under ``eval.extract``; ``judged`` = the LLM judge's ``judgments.jsonl``, ``key`` then being the
+    grader under ``eval.extract`` and ``eval.rule``; ``judged`` = the LLM judge's ``judgments.jsonl``, ``key`` then being the
     judge artifact's) and the manifest's ``first_turn`` (the first problem's filled user turn), if recorded."""
 
     key: str
@@ -150,7 +150,9 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     """The finished evaluation ``key`` (predictions by id, scores), or None when it is not finished.
 
     ``length_stop_frac`` is recomputed from ``finish_reason`` when ``scores.json`` lacks it, and
-    ``accuracy_by_extract`` from the rows (:func:`extract_accuracies`) when it lacks that but names its ``extract``.
+    ``accuracy_by_scoring`` (``{policy | boxed | paper: pass@1}``) when it lacks that: an older artifact's
+    ``accuracy_by_extract`` (``policy`` and ``boxed``, both under our rule), else from the rows
+    (``mixgap.stages.verdicts.scoring_accuracies``) when it names its ``scoring`` or ``extract``.
 
     Raises:
         ValueError: naming the file when ``predictions.jsonl`` repeats a problem id.
@@ -165,20 +167,10 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
     if "length_stop_frac" not in scores and rows:
         scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)
-    if "accuracy_by_extract" not in scores and scores.get("extract") and rows:
-        scores["accuracy_by_extract"] = extract_accuracies(rows, scores["extract"])
+    in_force = scores.get("scoring") or scores.get("extract")
+    if "accuracy_by_scoring" not in scores and (scores.get("accuracy_by_extract") or (in_force and rows)):
+        scores["accuracy_by_scoring"] = scores.get("accuracy_by_extract") or scoring_accuracies(rows, in_force)
     return Evaluation(key, correct, scores, first_turn=store.manifest(key).get("first_turn"))
-
-
-def extract_accuracies(rows: list[dict[str, Any]], extract: str) -> dict[str, float]:
-    """``{mode: pass@1 in percent}``: ``correct`` under ``extract`` and ``correct_<mode>`` for each other mode
-    the rows carry (``mixgap.stages.verdicts.grade_rows``); each the mean over problems of their sample means."""
-    out = {}
-    for mode, column in ((extract, "correct"), *((m, f"correct_{m}") for m in EXTRACT_MODES if m != extract)):
-        if all(column in r for r in rows):
-            values = list(per_problem_mean(rows, column).values())
-            out[mode] = 100.0 * sum(values) / len(values)
-    return out
 
 
 def load_judgments(store: Store, key: str, graded: Evaluation) -> Evaluation | None:
