@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import transformers.training_args as training_args
-from conftest import compose_cfg
 
+from conftest import compose_cfg
 from mixgap.core.config import to_container
 from mixgap.stages.train import batching, trainer
 from mixgap.stages.train.stage import run_settings, train_job
