@@ -42,11 +42,13 @@ def _replicas(report: dict[str, Any]) -> str:
 
 
 def describe(report: dict[str, Any]) -> str:
-    """One line: where (GPUs and their memory, or the CPU), batch layout, train/generation memory per GPU, the
+    """One line: where (GPUs and their memory, or the CPU), batch layout (and why its per-device batch is not the
+    configured one, when it is not), train/generation memory per GPU, the
     evaluation's TP x replicas and its decode bound, hours and GPU-hours (on the CPU: the layout only, the GPU
     figures belong to the cluster plan)."""
+    why = f" ({report['layout_reason']})" if report.get("layout_reason") else ""
     layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
-              f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}"
+              f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}{why}"
               if report["world_size"] else "no batch layout (refused)" if report.get("trains") else "no training")
     if report.get("cpu"):
         return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
