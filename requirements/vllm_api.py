@@ -238,7 +238,7 @@ def api_path(name: str, version: str) -> Path:
 def write(api: Mapping[str, object], path: Path) -> None:
     path.write_text(json.dumps(api, indent=1, sort_keys=True) + "\n")
     classes = api["classes"]
-    print(f"wrote {path.relative_to(ROOT)}: vLLM {api['vllm']}, {len(classes)} classes, "
+    print(f"wrote {path}: vLLM {api['vllm']}, {len(classes)} classes, "
           f"{sum(len(c['fields']) for c in classes.values())} fields, {len(api['environment_variables'])} VLLM_* names")
 
 
