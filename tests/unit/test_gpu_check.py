@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -187,3 +189,58 @@ def test_a_decode_rate_is_measured_against_the_preflights_and_calibrates_decode_
     values, note = planning_figures(record, "qwen3b", 3.09)
     assert values == {"decode_mfu": pytest.approx(0.019818, abs=1e-6)}
     assert note.startswith("MFU assumed (no training rate measured); decode_mfu 0.02 measured at qwen0.5b's shape")
+
+
+def test_on_one_gpu_the_shapes_run_in_order_until_memory_or_time_runs_out(tmp_path):
+    """The GPU flow with the parts faked: each takes exactly its estimate on the budget's clock."""
+    runner = checks.Runner(args(budget_s=150.0, extra="qwen1.5b,qwen7b,llama8b"), tmp_path, tmp_path / "logs", facts=H100)
+    now, specs = [0.0], {}
+    runner.budget = checks.Budget(150.0, clock=lambda: now[0])
+    peaks = {"qwen0.5b": 21.0, "qwen3b": 60.0}
+
+    def part(name, spec, label, kind, estimate, env=None):
+        now[0] += estimate
+        specs[label] = spec
+        return run_result(peak_memory_gb=peaks[label.split()[1]]), None
+
+    runner.part = part
+    runner.run_all()
+    got = [(c.name, c.status, c.detail if c.status == "skipped" else "") for c in runner.checks]
+    vllm, two = ("skipped", "vllm not installed"), ("skipped", "needs 2 GPUs")  # vllm: not in .venv
+    # estimates: qwen0.5b 20 + 12 x 0.49 + 6 x 0.49e9 x 262,144 / (989e12 x 0.2) x 4/3 = 31.08 s; qwen3b 89.84 s;
+    # 29.08 s left for qwen1.5b's 54.81 s. Predicted memory per GPU (plain Trainer, 2 x 4,096 tokens): qwen7b
+    # 16 x 7.62e9 + 28 x 2 x 8192 x 3584 + 34 x 8192 x 3584 + 12 x 8192 x 152,064 + 2 GB = 141.5 GB; llama8b 146.4 GB
+    assert got == [
+        ("train qwen0.5b", "pass", ""), ("memory qwen0.5b", "pass", ""), ("speed qwen0.5b", "measured", ""),
+        ("train qwen3b", "pass", ""), ("memory qwen3b", "pass", ""), ("speed qwen3b", "measured", ""),
+        ("vllm-matches-hf", *vllm), ("decode qwen0.5b", *vllm), ("decode qwen3b", *vllm),
+        ("zero3 qwen3b", *two), ("memory zero3", *two), ("speed zero3", *two),
+        ("lora qwen3b", *two), ("memory lora", *two), ("speed lora", *two),
+        *[(f"{w} qwen1.5b", "skipped", "time budget (needs ~55 s, 29 s left)") for w in ("train", "memory", "speed")],
+        *[(f"{w} qwen7b", "skipped", "memory (predicted 141.5 GB per GPU > 76.5 GB usable here)")
+          for w in ("train", "memory", "speed")],
+        *[(f"{w} llama8b", "skipped", "memory (predicted 146.4 GB per GPU > 76.5 GB usable here)")
+          for w in ("train", "memory", "speed")],
+    ]
+    assert "predicted/measured 1.21" in runner.checks[1].detail  # 25.38 GB predicted / 21 measured
+    ft = specs["train qwen0.5b"]["finetune"]
+    assert (ft["launch"], ft["max_seq_len"], ft["per_device_batch_size"], ft["global_batch_size"], ft["max_steps"],
+            ft["mode"], ft["gradient_checkpointing"]) == ("local", 4096, 2, 8, 8, "full", True)
+
+
+def test_a_part_past_its_time_is_stopped_with_the_workers_it_started_in_their_own_sessions(tmp_path):
+    """As torchrun does with its ranks: the part starts a worker in a session of its own and stops it on SIGTERM;
+    a SIGKILL to the part's group alone would leave that worker running."""
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import signal, subprocess, sys, time\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+        f"open({str(tmp_path / 'worker.pid')!r}, 'w').write(str(worker.pid))\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (worker.terminate(), worker.wait(), sys.exit(143)))\n"
+        "time.sleep(120)\n")
+    start = time.monotonic()
+    assert checks.run_process([sys.executable, str(launcher)], tmp_path / "part.log", timeout=3) is None
+    assert time.monotonic() - start < 30
+    pid = int((tmp_path / "worker.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
