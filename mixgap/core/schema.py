@@ -207,6 +207,8 @@ class ClusterConfig:
     mfu: float = 0.35
     decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
     gpu_memory_bandwidth_gbs: float = 3350.0  # HBM GB/s: bounds decoding (mixgap.plan.estimates.decode_rate)
+    # a file `make gpu-check` wrote: its measured mfu/decode_mfu replace the two above (mixgap.plan.calibration)
+    calibration: str | None = None
 
 @dataclass
 class MixgapConfig:

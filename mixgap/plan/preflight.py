@@ -21,13 +21,15 @@ The formulas and their sources are in :mod:`mixgap.plan.estimates`.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from mixgap.core.config import ConfigError
+from mixgap.plan.calibration import CalibrationError, planning_figures, read_calibration
 from mixgap.plan.estimates import (
     PROMPT_TOKENS,
     decode_rate,
@@ -94,7 +96,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         ``gpu_hours_estimate`` (the allocation's GPUs x both), ``data_parallel_size`` (engine replicas ``gpus // TP``
         per stage: ``evaluation``, ``judge``, ``generation``; None where the job has no such stage),
         ``tokens_source``, ``gpus``, ``gpu_memory_gb``, ``usable_memory_gb``, ``cpu``, ``launcher``, ``refusals``
-        (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism)
+        (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism),
+        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None)
         and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
         ``eval_data_parallel_size``, ``judge_data_parallel_size``, ``generation_data_parallel_size`` =
         ``{teacher field: replicas}``).
@@ -102,6 +105,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
     memory = float(memory_gb or cfg.cluster.gpu_memory_gb)
     headroom = float(cfg.cluster.get("memory_headroom", 0.0))
     refusals: list[str] = []
+    cfg, calibration = _calibrated(cfg, refusals)
     out: dict[str, Any] = {
         "gpus": 0 if cpu else gpus, "gpu_memory_gb": round(memory, 1), "world_size": None,
         "per_device_batch_size": None, "gradient_accumulation_steps": None, "global_batch_size": None, "layout_reason": None,
@@ -112,7 +116,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
         "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
-        "decisions": {},
+        "decisions": {}, "calibration": calibration,
     }
     if not 0.0 <= headroom < 1.0:
         refusals.append(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
@@ -141,6 +145,24 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
                         "eval_data_parallel_size": dp["evaluation"], "judge_data_parallel_size": dp["judge"],
                         "generation_data_parallel_size": generating}
     return out
+
+
+def _calibrated(cfg: DictConfig, refusals: list[str]) -> tuple[DictConfig, str | None]:
+    """``cfg`` with ``cluster.mfu``/``cluster.decode_mfu`` measured by gpu-check when ``cluster.calibration`` names its
+    file (:func:`mixgap.plan.calibration.planning_figures` for the job's student), and the note for the plan line;
+    ``(cfg, None)`` without one. A file that cannot be used is a refusal; the assumed figures stay."""
+    path, arch = cfg.cluster.get("calibration"), cfg.student.get("arch")
+    if not path or arch is None:
+        return cfg, None
+    try:
+        values, note = planning_figures(read_calibration(path), cfg.student.get("name"), float(arch.params_b))
+    except CalibrationError as err:
+        refusals.append(str(err))
+        return cfg, None
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.cluster.update(values)
+    return cfg, note
 
 
 def _gpu_refusal(out: dict[str, Any], reason: str) -> None:
