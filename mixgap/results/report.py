@@ -28,7 +28,7 @@ from mixgap import stats
 from mixgap.core.config import ConfigError, to_container
 from mixgap.core.store import Store
 from mixgap.results import figures, learnability_report, recommend, tables
-from mixgap.results.sweep import Job, assign_variants, read_sweeps
+from mixgap.results.sweep import Job, assign_variants, display_names, read_sweeps
 from mixgap.results.tables import recommend as recommend_tables
 
 
@@ -256,6 +256,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
                           "sweep, or point report.sweep at another")
     assign_variants(jobs)
     labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
+    names = display_names(jobs)  # each model's display_name, from the jobs' config snapshots
     warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -271,11 +272,12 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     paths: dict[str, Any] = {"out": str(out)}
     paths["results_csv"] = str(tables.write_csv(tables.result_rows(jobs, boot), out / "results.csv"))
     paths["gaps_csv"] = str(tables.write_csv(tables.gap_csv_rows(gaps), out / "gaps.csv"))
-    paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
-    gap_text = tables.gap_markdown(gaps, labels)
-    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels)
-    learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
-    rec = recommend.build(cells, single, table3, jobs, boot, out)  # which mix weight, with P(best)
+    paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"], names)]
+    gap_text = tables.gap_markdown(gaps, labels, names)
+    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels,
+                                  names)
+    learn = learnability_report.build(jobs, gaps, boot, out, names)  # the predict stage beside the measured gap
+    rec = recommend.build(cells, single, table3, jobs, boot, out, names)  # which mix weight, with P(best)
     text += "\n" + rec["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in rec["figures"])
     paths["recommend_csv"], paths["recommend_figures"] = rec["csv"], rec["figures"]
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])

@@ -26,7 +26,10 @@ CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
                  "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
-                 "finetune_mode.logging_steps", "predict.")
+                 "finetune_mode.logging_steps", "predict.", "student.display_name", "mix.strong.display_name",
+                 "mix.weak.display_name")
+#: The config fields naming a job's models as a reader knows them (``display_name``; "" = the config ``name``).
+DISPLAY = {"student": "student", "strong": "mix.strong", "weak": "mix.weak"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Job:
     fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
     seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
+    display: dict[str, str] = field(default_factory=dict)  # student/strong/weak -> display name (:func:`read_display`)
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> benchmark -> judge scores (mixgap.stages.judge)
     graded: dict[str, dict[str, Evaluation]] = field(default_factory=dict)  # arm -> benchmark -> the grader's verdicts
 
@@ -222,6 +226,51 @@ def read_seeds(folder: Path) -> dict[str, Any]:
         return {}
 
 
+def read_display(folder: Path) -> dict[str, str]:
+    """The display names of a job's models from its ``.hydra/config.yaml``: ``{"student"|"strong"|"weak": name}``
+    (each model's ``display_name``, else its config ``name``); ``{}`` when the snapshot is unreadable. A snapshot
+    from before ``display_name`` existed gives the config names."""
+    try:
+        cfg = OmegaConf.load(Path(folder) / CONFIG)
+    except Exception:  # reported by read_config
+        return {}
+    found = {}
+    for role, node in DISPLAY.items():
+        name = OmegaConf.select(cfg, f"{node}.name")
+        if name is not None:
+            found[role] = str(OmegaConf.select(cfg, f"{node}.display_name", default="") or name)
+    return found
+
+
+@dataclass(frozen=True)
+class DisplayNames:
+    """Config name -> the name figures and headings print, per kind (students, teachers), over a sweep's jobs.
+
+    Built by :func:`display_names`; a name no job's snapshot names is printed as itself.
+    """
+
+    students: dict[str, str] = field(default_factory=dict)
+    teachers: dict[str, str] = field(default_factory=dict)
+
+    def student(self, name: Any) -> str:
+        return self.students.get(str(name)) or str(name)
+
+    def teacher(self, name: Any) -> str:
+        return self.teachers.get(str(name)) or str(name)
+
+
+def display_names(jobs: list[Job]) -> DisplayNames:
+    """Each student's and teacher's display name from the jobs' config snapshots (:attr:`Job.display`; the first
+    job naming a model decides when snapshots disagree)."""
+    students: dict[str, str] = {}
+    teachers: dict[str, str] = {}
+    for job in jobs:
+        for role, shown in job.display.items():
+            name = str(job.identity.get(role))
+            (students if role == "student" else teachers).setdefault(name, shown)
+    return DisplayNames(students, teachers)
+
+
 def assign_variants(jobs: list[Job]) -> None:
     """Set ``job.variant`` to the config fields that differ between jobs of one (student, teacher pair, mode)
     cell, e.g. ``finetune_mode.learning_rate=2e-05``: jobs count as seeds of one condition only when they are
@@ -259,7 +308,8 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
     job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
-              expected=expected_arms(result, identity.get("stage")), seeds=read_seeds(folder))
+              expected=expected_arms(result, identity.get("stage")), seeds=read_seeds(folder),
+              display=read_display(folder))
     if job.status != "done":
         if job.status != "planned":
             job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")

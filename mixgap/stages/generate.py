@@ -39,14 +39,14 @@ SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost
 GRADE_BENCHMARK = "math"  # MATH train problems are graded with the MATH policy
 #: Bump when the filter rule changes: every pool is then rebuilt (as when mixgap.grading.POLICY_VERSION does).
 FILTER_POLICY = "first-correct-not-truncated/v1"
-_COSMETIC = ("name", "batch_size")  # never change a sample
+_COSMETIC = ("name", "display_name", "batch_size")  # never change a sample
 _GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
 
 
 def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
     """Store spec of a teacher's raw samples (stage ``generation``).
 
-    Fields: the teacher config minus cosmetic fields (``name``, ``batch_size``) and minus the fields its
+    Fields: the teacher config minus cosmetic fields (``name``, ``display_name``, ``batch_size``) and minus the fields its
     backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
     generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
     its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.markdown import NO_LABELS, bench_label, md_table, with_n
+from mixgap.results.tables.names import named
 from mixgap.results.tables.published import paper_math_label
 from mixgap.stats import AVERAGE
 
@@ -18,11 +20,14 @@ def _paper_row(r: dict[str, Any], benches: Sequence[str], labels: Mapping[str, s
             *(f"{paper[b]:.1f}" if b in paper else "—" for b in benches)]
 
 
-def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str, str] = NO_LABELS) -> str:
+def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str, str] = NO_LABELS,
+                    names: DisplayNames | None = None) -> str:
     """Per student, accuracy per benchmark and on average for each method (Table 3 style); paper rows beside.
 
-    ``table3``: ``mixgap.results.report.table3_rows``; ``labels``: benchmark name -> column label.
+    ``table3``: ``mixgap.results.report.table3_rows``; ``labels``: benchmark name -> column label; ``names``: the
+    students' display names, for each table's heading (:func:`mixgap.results.sweep.display_names`).
     """
+    names = names or DisplayNames()
     parts = []
     for student, rows in table3.items():
         benches = list(dict.fromkeys(b for r in rows for b in r["cells"] if b != AVERAGE)) + [AVERAGE]
@@ -35,7 +40,7 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str
                 body.append(_paper_row(r, benches, labels))
         scored = list(dict.fromkeys(r.get("scoring") or "" for r in rows))
         note = ("\n\nAccuracies from " + " | ".join(f"**{x}**" for x in scored if x) + " verdicts") if any(scored) else ""
-        parts.append(f"### {student}\n\n" + md_table(header, body) + note)
+        parts.append(f"### {named(student, names.student(student))}\n\n" + md_table(header, body) + note)
     return "\n\n".join(parts) or "No finished evaluation."
 
 
