@@ -129,10 +129,15 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _positive("finetune_mode.pack_len", ft.pack_len)
     # how global_batch_size splits over devices (per-device batch x accumulation) is the preflight's batch layout
     _positive("finetune_mode.max_seq_len", ft.max_seq_len)
+    if ft.batch_unit == "packed_sequences" and ft.max_seq_len > ft.pack_len:
+        raise ConfigError(f"finetune_mode.max_seq_len={ft.max_seq_len} is not allowed with batch_unit=packed_sequences; it "
+                          f"must be <= finetune_mode.pack_len={ft.pack_len} (on a paper preset choose the Mix recipe "
+                          "with finetune_mode/recipe=released_mix, not finetune_mode=released_mix)")
     if not 0.0 <= ft.warmup_ratio < 1.0:
         raise ConfigError(f"finetune_mode.warmup_ratio={ft.warmup_ratio!r} is not allowed; it must be in [0, 1)")
     _one_of("finetune_mode.launch", ft.launch, ("auto", "local", "torchrun"))
     _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate", "drop_pair"))
+    _one_of("finetune_mode.loss_normalization", ft.loss_normalization, ("global_tokens", "per_device"))
     _one_of("finetune_mode.precision", ft.precision, ("auto", "bf16", "fp32"))
     _one_of("finetune_mode.deepspeed", ft.deepspeed, (None, "zero2", "zero3"))
     for override in overrides:

@@ -86,7 +86,10 @@ class FinetuneConfig:
     # examples per optimiser step over all devices; gradient accumulation = global / (per-device x world size)
     global_batch_size: int = 8
     max_seq_len: int = 16384
-    overlength: str = "drop"  # drop | truncate (warns and counts)
+    overlength: str = "drop"  # drop | truncate (LLaMA-Factory's infer_seqlen cut; warns and counts) | drop_pair
+    # how token losses are averaged: global_tokens (every supervised token of the optimiser step weighs the same) |
+    # per_device (each micro-batch's mean token loss, averaged over micro-batches: the authors' transformers<=4.49)
+    loss_normalization: str = "global_tokens"
     packing: bool = False
     gradient_checkpointing: bool = True
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | bf16 | fp32
