@@ -1,4 +1,5 @@
-"""Save checks: zero-size / missing weights refused, generation config stops on end-of-turn, LoRA merge exact."""
+"""Save checks: zero-size / missing weights and adapters refused, generation config stops on end-of-turn, LoRA
+merge exact."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from mixgap.stages.train.checks import (
     CheckpointError,
+    check_saved_adapter,
     check_saved_weights,
+    expected_adapter,
     expected_parameters,
     merge_lora,
     write_generation_config,
@@ -96,3 +99,60 @@ def test_lora_merge_matches_unmerged_logits(tmp_path):
         merged_logits = merged(ids).logits
     assert (adapted - base_logits).abs().max().item() > 1e-2
     assert torch.allclose(merged_logits, adapted, atol=1e-4, rtol=0)
+
+
+def test_expected_adapter_is_r_by_in_and_out_by_r(tmp_path):
+    from peft import LoraConfig
+    from transformers import LlamaConfig
+
+    # hidden 16, 4 heads of 4, 2 kv heads: q/o 16 -> 16, k/v 16 -> 8; mlp 16 -> 32 -> 16
+    LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2).save_pretrained(tmp_path)
+    shapes = expected_adapter(tmp_path, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "down_proj"]))
+    layer = "base_model.model.model.layers.{}.{}.lora_{}.weight"
+    assert shapes == {
+        **{layer.format(i, "self_attn.q_proj", "A"): [4, 16] for i in (0, 1)},
+        **{layer.format(i, "self_attn.q_proj", "B"): [16, 4] for i in (0, 1)},
+        **{layer.format(i, "self_attn.k_proj", "A"): [4, 16] for i in (0, 1)},
+        **{layer.format(i, "self_attn.k_proj", "B"): [8, 4] for i in (0, 1)},
+        **{layer.format(i, "mlp.down_proj", "A"): [4, 32] for i in (0, 1)},
+        **{layer.format(i, "mlp.down_proj", "B"): [16, 4] for i in (0, 1)},
+    }
+
+
+def test_adapter_ok_placeholders_missing_and_misshapen(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    expected = {"m.q.lora_A.weight": [4, 16], "m.q.lora_B.weight": [8, 4]}
+
+    def adapter(name, tensors, config=True):
+        path = tmp_path / name
+        path.mkdir()
+        save_file(tensors, str(path / "adapter_model.safetensors"))
+        if config:
+            (path / "adapter_config.json").write_text("{}")
+        return path
+
+    ok = adapter("ok", {"m.q.lora_A.weight": torch.ones(4, 16), "m.q.lora_B.weight": torch.ones(8, 4)})
+    assert check_saved_adapter(ok, expected) == {"tensors": 2, "elements": 96, "dtype": ["F32"]}
+    zero3 = adapter("zero3", {"m.q.lora_A.weight": torch.zeros(0), "m.q.lora_B.weight": torch.ones(8, 4)})
+    with pytest.raises(CheckpointError, match="1 zero-size adapter tensors \\(e.g. m.q.lora_A.weight\\): ZeRO-3"):
+        check_saved_adapter(zero3, expected)
+    half = adapter("half", {"m.q.lora_A.weight": torch.ones(4, 16)})
+    with pytest.raises(CheckpointError, match="1 missing adapter tensors \\(e.g. m.q.lora_B.weight\\)"):
+        check_saved_adapter(half, expected)
+    wrong = adapter("wrong", {"m.q.lora_A.weight": torch.ones(4, 16), "m.q.lora_B.weight": torch.ones(4, 8)})
+    with pytest.raises(CheckpointError, match="1 misshapen adapter tensors \\(e.g. m.q.lora_B.weight \\[4, 8\\] \\(expected \\[8, 4\\]\\)"):
+        check_saved_adapter(wrong, expected)
+    extra = adapter("extra", {"m.q.lora_A.weight": torch.ones(4, 16), "m.q.lora_B.weight": torch.ones(8, 4),
+                              "m.k.lora_A.weight": torch.ones(4, 16)})
+    with pytest.raises(CheckpointError, match="1 unexpected adapter tensors \\(e.g. m.k.lora_A.weight\\)"):
+        check_saved_adapter(extra, expected)
+    bare = adapter("bare", {"m.q.lora_A.weight": torch.ones(4, 16)}, config=False)
+    with pytest.raises(CheckpointError, match="no adapter_config.json"):
+        check_saved_adapter(bare, expected)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "adapter_config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no \\*.safetensors adapter weights"):
+        check_saved_adapter(tmp_path / "empty", expected)

@@ -63,7 +63,7 @@ def test_every_preset_builds_its_training_arguments_on_gpus(name, bf16_gpu, tmp_
         ds = args.hf_deepspeed_config.config
         assert ds["zero_optimization"]["stage"] == stage and ds["bf16"]["enabled"] is True
         assert ds["train_micro_batch_size_per_gpu"] == per_device and ds["gradient_accumulation_steps"] == accumulation
-    assert job.save_dir == str(tmp_path / "work" / "adapter" if mode == "lora" else tmp_path / "out")
+    assert job.save_dir == str(tmp_path / "out" / "adapter" if mode == "lora" else tmp_path / "out")
     if mode == "lora":
         lora = trainer.lora_config(run.finetune["lora"])
         assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (8, 16, 0.0)

@@ -6,6 +6,9 @@
 - A base model trained on ChatML keeps ``eos = <|endoftext|>`` and never stops at ``<|im_end|>``;
   :func:`write_generation_config` makes the saved ``generation_config.json`` stop on the chat template's
   end-of-turn token (vLLM and HF ``generate`` both read it).
+- A LoRA adapter saved from ZeRO-3 ranks without gathering holds the same ``[0]`` placeholders;
+  :func:`check_saved_adapter` compares every saved tensor with the shape peft gives the adapter on this base
+  (:func:`expected_adapter`: ``lora_A`` r x in, ``lora_B`` out x r for every target module).
 - LoRA adapters are merged into the base weights (:func:`merge_lora`, peft ``merge_and_unload``) so the
   evaluator loads an ordinary model.
 """
@@ -64,15 +67,7 @@ def check_saved_weights(model_dir: str | Path, n_parameters: int, min_fraction: 
         CheckpointError: no safetensors file, any zero-size tensor (names up to 5), or a total below
             ``min_fraction`` of the expected elements or bytes.
     """
-    tensors = saved_tensors(model_dir)
-    if not tensors:
-        raise CheckpointError(f"{model_dir}: no *.safetensors weights were saved")
-    empty = [name for name, (shape, _dtype) in tensors.items() if _numel(shape) == 0]
-    if empty:
-        raise CheckpointError(
-            f"{model_dir}: {len(empty)} zero-size tensors (e.g. {', '.join(empty[:5])}): ZeRO-3 partition "
-            "placeholders; set stage3_gather_16bit_weights_on_model_save=true in the DeepSpeed config"
-        )
+    tensors = _saved_nonempty(model_dir, "", "set stage3_gather_16bit_weights_on_model_save=true in the DeepSpeed config")
     elements = sum(_numel(shape) for shape, _dtype in tensors.values())
     nbytes = sum(_numel(shape) * _BYTES.get(dtype, 4) for shape, dtype in tensors.values())
     dtypes = {dtype for _shape, dtype in tensors.values()}
@@ -83,6 +78,66 @@ def check_saved_weights(model_dir: str | Path, n_parameters: int, min_fraction: 
             f"parameters (expected at least {min_fraction:.0%}); the checkpoint is incomplete"
         )
     return {"tensors": len(tensors), "elements": elements, "bytes": nbytes, "dtype": sorted(dtypes)}
+
+
+def expected_adapter(model_dir: str | Path, lora_config: Any) -> dict[str, list[int]]:
+    """Name -> shape of every tensor a LoRA adapter of the model in ``model_dir`` saves (peft's own naming).
+
+    Built on the meta device (no memory): peft ``get_peft_model`` with ``lora_config`` (a peft ``LoraConfig``)
+    wraps the architecture of ``<model_dir>/config.json``, and ``get_peft_model_state_dict`` names the saved
+    tensors (``base_model.model.<module>.lora_A.weight`` of shape ``[r, in_features]``, ``lora_B`` of
+    ``[out_features, r]``; peft 0.22 ``peft/utils/save_and_load.py``).
+    """
+    import torch  # heavy: torch, imported only when used
+    from peft import get_peft_model, get_peft_model_state_dict  # heavy: peft, imported only when used
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: transformers, imported only when used
+
+    with torch.device("meta"):
+        model = get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)), lora_config)
+    return {name: list(t.shape) for name, t in get_peft_model_state_dict(model).items()}
+
+
+def check_saved_adapter(adapter_dir: str | Path, expected: dict[str, list[int]]) -> dict[str, Any]:
+    """Refuse a LoRA adapter folder that is not exactly the ``expected`` tensors (:func:`expected_adapter`).
+
+    Args:
+        adapter_dir: what peft's ``save_pretrained`` wrote (``adapter_config.json``, ``*.safetensors``).
+        expected: name -> shape of every adapter tensor.
+
+    Returns:
+        ``{"tensors", "elements", "dtype"}`` of the saved adapter.
+
+    Raises:
+        CheckpointError: no ``adapter_config.json`` or no safetensors file; zero-size tensors (ZeRO-3
+            partition placeholders); missing, unexpected or misshapen tensors (names up to 5 each).
+    """
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise CheckpointError(f"{adapter_dir}: no adapter_config.json was saved")
+    tensors = _saved_nonempty(adapter_dir, "adapter ", "saved without gathering the parameters")
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    wrong = sorted(f"{n} {tensors[n][0]} (expected {expected[n]})" for n in set(tensors) & set(expected)
+                   if list(tensors[n][0]) != list(expected[n]))
+    for what, names in (("missing", missing), ("unexpected", extra), ("misshapen", wrong)):
+        if names:
+            raise CheckpointError(f"{adapter_dir}: {len(names)} {what} adapter tensors (e.g. {', '.join(names[:5])})")
+    return {"tensors": len(tensors), "elements": sum(_numel(shape) for shape, _dtype in tensors.values()),
+            "dtype": sorted({dtype for _shape, dtype in tensors.values()})}
+
+
+def _saved_nonempty(folder: Path | str, what: str, hint: str) -> dict[str, tuple[list[int], str]]:
+    """:func:`saved_tensors` of ``folder``; CheckpointError when there are none or any has zero size."""
+    tensors = saved_tensors(folder)
+    if not tensors:
+        raise CheckpointError(f"{folder}: no *.safetensors {what}weights were saved")
+    empty = [name for name, (shape, _dtype) in tensors.items() if _numel(shape) == 0]
+    if empty:
+        raise CheckpointError(
+            f"{folder}: {len(empty)} zero-size {what}tensors (e.g. {', '.join(empty[:5])}): ZeRO-3 partition "
+            f"placeholders; {hint}"
+        )
+    return tensors
 
 
 def _numel(shape: list[int]) -> int:

@@ -3,8 +3,9 @@
 :func:`checkpoint_spec` names the artifact (:mod:`mixgap.plan.jobs`); :func:`build_checkpoint` builds it:
 tokenise the mixture with the student's chat template (over-long rows dropped and counted per source),
 train in this process (CPU) or under ``torchrun`` over every GPU (DeepSpeed ZeRO as configured), resume
-from the last checkpoint in the store's ``work_dir``, merge LoRA, save model + tokenizer + a
-``generation_config.json`` that stops on the end-of-turn token, and check the saved weights.
+from the last checkpoint in the store's ``work_dir``, check a LoRA adapter (kept in ``adapter/``) and merge
+it, save model + tokenizer + a ``generation_config.json`` that stops on the end-of-turn token, and check the
+saved weights.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from mixgap.stages.train import batching, checks, labels, launch, trainer
 log = logging.getLogger(__name__)
 #: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
 #: trade of activation recomputation, the ZeRO partitioning of the same computation, where it runs.
+#: where a LoRA checkpoint keeps its trained adapter (peft's folder), beside the merged model the evaluation loads
+ADAPTER_DIR = "adapter"
 NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch", "settings_source")
 
 
@@ -114,12 +117,12 @@ def run_settings(ft: dict[str, Any], gpus: int, env: Mapping[str, str], per_devi
 
 def train_job(run: RunSettings, student_path: str, chat_template: str, work_dir: Path, out_dir: Path) -> trainer.TrainJob:
     """The :class:`~mixgap.stages.train.trainer.TrainJob` of ``run`` with its files in the key's ``work_dir``
-    (a LoRA run saves its adapter there; the merged model goes to ``out_dir``)."""
+    (a LoRA run saves its adapter to ``out_dir/adapter``, merged into the model at ``out_dir``)."""
     work_dir = Path(work_dir)
     return trainer.TrainJob(
         student_path=str(student_path), chat_template=None if chat_template == "model" else chat_template,
         finetune=run.finetune, examples_path=str(work_dir / "examples"), trainer_dir=str(work_dir / "trainer"),
-        save_dir=str(work_dir / "adapter" if run.finetune["mode"] == "lora" else out_dir),
+        save_dir=str(Path(out_dir) / ADAPTER_DIR if run.finetune["mode"] == "lora" else out_dir),
         log_path=str(work_dir / "metrics.jsonl"), result_path=str(work_dir / "result.json"),
         precision=run.precision, deepspeed_config=run.deepspeed_config, world_size=run.world.world_size,
     )
@@ -159,7 +162,7 @@ def build_checkpoint(
         cfg: the job config (``finetune_mode``, ``student.chat_template``).
         mixture_dir: the finished mixture artifact.
         student_path: a local model folder or Hub id.
-        out_dir: the artifact folder being built (model, tokenizer, generation config).
+        out_dir: the artifact folder being built (model, tokenizer, generation config; LoRA: ``adapter/``).
         work_dir: the key's persistent scratch: tokenised examples, ``trainer/checkpoint-N`` (resume).
         tracker: ``Tracker``; gets loss, learning rate, tokens/s and the dropped/truncated counts.
         per_device: the preflight's per-device batch (:func:`run_settings`), or None: the configured one.
@@ -173,13 +176,14 @@ def build_checkpoint(
         examples_per_step; packs with batch_unit=packed_sequences), tokens, training_turn (the first mixture
         row's ``id`` and its ``text`` as tokenised, ``labels.render_training_turn``),
         supervised_tokens, max_len, steps, final_loss, world_size, tokens_per_s, resumed_from, precision,
-        deepspeed, launch, end_of_turn_token, eos_token_id, weights}}``.
+        deepspeed, launch, end_of_turn_token, eos_token_id, weights; LoRA: adapter (tensors, elements,
+        dtype, :func:`mixgap.stages.train.checks.check_saved_adapter`)}}``.
 
     Raises:
         ValueError: a bad finetune field (named), a global batch not divisible by the world (ConfigError:
             no per-device batch realises it, :func:`mixgap.stages.train.batching.batch_layout`), a mixture
             row that cannot be tokenised (named by id), every row over ``max_seq_len``.
-        RuntimeError: the training subprocess failed. CheckpointError: the saved weights are broken.
+        RuntimeError: the training subprocess failed. CheckpointError: the saved weights or adapter are broken.
     """
     import torch  # heavy: torch, only when training
     from transformers import AutoTokenizer  # heavy: transformers, only when training
@@ -221,7 +225,10 @@ def build_checkpoint(
     else:
         result = trainer.run_training(job, sinks=[tracker.log])
 
-    if lora:
+    if lora:  # the adapter ZeRO-3 gathered on rank 0, checked before it is merged into the base
+        (Path(job.save_dir) / "training_args.bin").unlink(missing_ok=True)
+        counts["adapter"] = checks.check_saved_adapter(
+            job.save_dir, checks.expected_adapter(student_path, trainer.lora_config(ft["lora"])))
         checks.merge_lora(str(student_path), job.save_dir, out_dir, precision)
     tokenizer.save_pretrained(out_dir)
     eot = labels.end_of_turn_id(tokenizer)
