@@ -15,9 +15,10 @@ Stages (``stage=``), each making everything before it as needed through the stor
 - ``export``: one built artifact (``export.artifact``) as a Hugging Face dataset folder (``mixgap.stages.export``).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
 
-The plan (:func:`mixgap.plan.jobs.make_plan`) is computed once and handed to the preflight and to the build, a
-loop over the plan's steps (:data:`STAGES` maps each step to its stage module, whose ``run(ctx, roles)`` is the one
-stage contract, :mod:`mixgap.core.stage`), so the plan and the run can never disagree. A job writes ``result.json``
+The plan (:func:`mixgap.plan.jobs.make_plan`, from the one table of stages :data:`mixgap.plan.table.TABLE`) is
+computed once and handed to the preflight and to the build, a loop over the plan's steps, each calling its stage
+module's ``run(ctx, roles)`` (the one stage contract, :mod:`mixgap.core.stage`), so the plan and the run can never
+disagree. A job writes ``result.json``
 (atomically) into its Hydra output folder; the report reads that and the store.
 """
 
@@ -40,17 +41,9 @@ from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, make_plan
 from mixgap.plan.machine import Allocation, enforce, plan_job
 from mixgap.plan.printout import log_preflight
-from mixgap.results import analysis, report
-from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
-from mixgap.stages.train import stage as train
+from mixgap.plan.table import READERS
 
 log = logging.getLogger(__name__)
-#: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
-STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
-          "evaluate": evaluate, "judge": judge, "export": export}
-#: The stages that read finished sweeps instead of building a job (``run(cfg, store, tracker_for)``), with the name
-#: of their tracker run.
-READERS = {"report": (report, "report"), "analyze": (analysis, "analysis")}
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
@@ -153,12 +146,20 @@ def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: Allo
 
 def build(cfg: DictConfig, store: Store, tracker: Any, job_plan: JobPlan, decisions: dict[str, Any],
           timings: dict[str, float]) -> dict[str, Any]:
-    """Build every artifact of the plan, step by step (each step's stage ``run``); returns ``artifacts``,
-    ``counts`` and what the stages reported (``scores``, ``untuned``, ``learnability``)."""
+    """Build every role of the plan, step by step (each step's stage ``run``); returns ``artifacts``, ``counts``
+    and what the stages reported (``scores``, ``untuned``, ``learnability``).
+
+    Raises:
+        RuntimeError: a stage's ``run`` returned without recording a role of its step (``ctx.paths`` or
+            ``ctx.values``): the stage breaks the contract.
+    """
     ctx = BuildContext(cfg, store, tracker, job_plan.specs, decisions)
     for step in job_plan.steps:
         with timed(timings, step.name, store):
-            STAGES[step.stage].run(ctx, step.roles)
+            step.module.run(ctx, step.roles)
+        missing = [role for role in step.roles if role not in ctx.paths and role not in ctx.values]
+        if missing:
+            raise RuntimeError(f"step {step.name} ({step.module.__name__}) did not record {', '.join(missing)}")
     return {"artifacts": {r: job_plan.key(r) for r in job_plan.roles}, **ctx.result}
 
 

@@ -52,7 +52,7 @@ from mixgap.core.schema_models import (
 
 __all__ = [
     "ANSWER_FORMATS", "BARE_PROMPT", "CONF_DIR", "EVAL_BACKENDS", "EXTRACTIONS", "EXTRACT_MODES", "FINETUNE_MODES",
-    "MISSING_POOL_POLICIES", "PAPER_PROMPT", "STAGES", "AnalyzeConfig", "BenchmarkConfig",
+    "MISSING_POOL_POLICIES", "PAPER_PROMPT", "AnalyzeConfig", "BenchmarkConfig",
     "ClusterConfig", "ConfigError", "DataConfig", "DatasetResponses", "EvalConfig", "FieldMap", "FinetuneConfig",
     "GgufSource", "JudgeConfig", "LoraConfig", "MixConfig", "MixgapConfig", "ModelArch", "PathsConfig",
     "PredictConfig", "ReportConfig", "SamplingConfig", "SourceConfig", "StudentConfig", "TeacherConfig",
@@ -60,7 +60,6 @@ __all__ = [
     "to_container", "unknown_key_message", "validate",
 ]
 
-STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict", "export")
 EXTRACTIONS = ("boxed", "last_number")  # how a benchmark's answer is read (mixgap.grading.extract_answer)
 EXTRACT_MODES = ("policy", "boxed")  # eval.extract: mixgap's grading policy | the official scorer's last box only
 EVAL_BACKENDS = ("auto", "vllm", "hf")
@@ -108,7 +107,6 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """
     check_keys(cfg)
     check_override_keys(overrides)
-    _one_of("stage", cfg.stage, STAGES)
     weight = cfg.mix.weight
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1] (fraction from the strong source)")
@@ -273,7 +271,7 @@ def check_export(export: DictConfig, benchmarks: Sequence[str] = ()) -> None:
 
 def _check_teacher(path: str, teacher: DictConfig) -> None:
     """The teacher fields every backend reads; the backend's own (its name, a model or a dataset) are checked by
-    the plan against the registered backend (:func:`mixgap.plan.jobs.check_teacher`)."""
+    the plan against the registered backend (:func:`mixgap.plan.table.check_teacher`)."""
     _one_of(f"{path}.cot", teacher.cot, ("long", "short"))
     _positive(f"{path}.sampling.n", teacher.sampling.n)
     _positive(f"{path}.sampling.temperature", teacher.sampling.temperature, allow_zero=True)

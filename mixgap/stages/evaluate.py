@@ -279,9 +279,9 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     checkpoint) on every planned benchmark in one engine pass; its scores (with the average) go to ``result.json``
     as ``untuned`` or ``scores``."""
     arm = roles[0].split(".")[1]
-    model = ctx.paths["student"] if arm == "untuned" else ctx.path("checkpoint")
+    model = ctx.value("student") if arm == "untuned" else ctx.path("checkpoint")
     specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
-    scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.benchmarks, ctx.tracker,
+    scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.value("benchmarks"), ctx.tracker,
                             ctx.decisions.get("eval_tensor_parallel_size"), ctx.decisions.get("eval_data_parallel_size"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

@@ -212,7 +212,7 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     wanted = {}
     for role in roles:
         _, arm, name = role.split(".")
-        wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.benchmarks[name])
+        wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.value("benchmarks")[name])
     results = judge_evaluations(cfg.eval.judge, ctx.store, wanted, int(cfg.seed),
                                 ctx.decisions.get("judge_data_parallel_size"))
     for role, result in results.items():

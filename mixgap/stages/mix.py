@@ -21,10 +21,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.config import ConfigError, data_root
+from mixgap.core.config import ConfigError
 from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import ArtifactSpec, make_key
-from mixgap.stages import data, models
+from mixgap.stages import data
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs
 
@@ -212,13 +212,13 @@ def read_mixture(mixture_dir: Path) -> list[data.Problem]:
 
 
 def run(ctx: Any, roles: Sequence[str]) -> None:
-    """The mix step (stage contract, :mod:`mixgap.core.stage`): the mixture, then the decontamination check of its
-    problems against the job's benchmarks, which gives the evaluation problem sets (``ctx.benchmarks``)."""
+    """The mix step (stage contract, :mod:`mixgap.core.stage`): the mixture of the two pools; with
+    ``finetune_mode.overlength=drop_pair`` the student's tokenizer decides what is over-length (the plan then builds
+    the ``student`` first: the mixture's key takes it as input)."""
     cfg, store = ctx.cfg, ctx.store
     overlong = None
-    if cfg.finetune_mode.overlength == "drop_pair":  # the student's tokenizer decides what is over-length
-        ctx.paths["student"] = ctx.paths.get("student") or models.resolve_model(cfg.student, store)
-        overlong = pairs.overlong_test(ctx.paths["student"], cfg.student.chat_template, cfg.finetune_mode)
+    if cfg.finetune_mode.overlength == "drop_pair":
+        overlong = pairs.overlong_test(ctx.value("student"), cfg.student.chat_template, cfg.finetune_mode)
     mixture = store.get_or_build(
         ctx.specs["mixture"],
         lambda out, _work: build_mixture(ctx.path("pool.strong"), ctx.path("pool.weak"), cfg.mix, out, overlong),
@@ -226,7 +226,3 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     ctx.paths["mixture"] = mixture
     counts = ctx.counts("mixture")  # the id lists stay in the manifest
     ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
-    ctx.benchmarks, overlap = data.evaluation_sets(
-        cfg.benchmark, data_root(cfg), read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
-    )
-    ctx.result["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}

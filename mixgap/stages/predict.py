@@ -306,6 +306,6 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     student, and the job's ``learnability`` for ``result.json``."""
     pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
     ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
-                                                    ctx.paths.get("student"))
+                                                    ctx.value("student"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

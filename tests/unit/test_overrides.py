@@ -167,7 +167,7 @@ def test_every_public_name_is_importable_from_config_and_is_the_same_object():
                 assert getattr(config, name) is getattr(module, name), name
     for name in ("ConfigError", "PAPER_PROMPT", "FinetuneConfig", "register_configs", "validate", "data_root",
                  "to_container", "group_options", "CONF_DIR", "check_keys", "check_override_keys",
-                 "unknown_key_message", "MixgapConfig", "STAGES"):
+                 "unknown_key_message", "MixgapConfig"):
         assert name in config.__all__ and hasattr(config, name), name
 
 

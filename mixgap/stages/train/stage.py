@@ -241,7 +241,7 @@ def run(ctx: Any, roles: Any) -> None:
     """The train step (stage contract, :mod:`mixgap.core.stage`): the checkpoint of the job's mixture and student."""
     ctx.paths["checkpoint"] = ctx.store.get_or_build(
         ctx.specs["checkpoint"],
-        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.paths["student"], out, work, ctx.tracker),
+        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker),
     )
     counts = ctx.counts("checkpoint")
     mixture = ctx.counts("mixture")
