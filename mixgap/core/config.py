@@ -16,13 +16,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mixgap.core.errors import ConfigError
 from mixgap.core.overrides import check_keys, check_override_keys, unknown_key_message
 from mixgap.core.schema import (
     CONF_DIR,
     AnalyzeConfig,
     BenchmarkConfig,
     ClusterConfig,
-    ConfigError,
     DataConfig,
     EvalConfig,
     FinetuneConfig,

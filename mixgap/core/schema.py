@@ -20,9 +20,6 @@ from mixgap.core.schema_models import PAPER_PROMPT, FieldMap, JudgeConfig, Stude
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-class ConfigError(ValueError):
-    """A config value that is out of range, unknown, or contradicts another; the message is one line."""
-
 @dataclass
 class SourceConfig:
     """Where a problem set lives: a Hub dataset (id, config, split) and the same data in the offline kit."""

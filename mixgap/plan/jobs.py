@@ -12,17 +12,21 @@ identity, and the value the prepare step resolves), ``generation.<r>`` and ``poo
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError
+from mixgap.core.config import to_container, validate
+from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import job_identity
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.plan import table
 from mixgap.plan.table import ARMS, READERS, Row, check_stage, teachers
+from mixgap.results.sweep import read_sweeps
 from mixgap.stages import export
 from mixgap.stages.backends import backend_class
 
@@ -143,6 +147,33 @@ def make_plan(cfg: DictConfig) -> JobPlan:
             steps.append(Step(row.step, row.module, mine))
     roles = tuple(role for role in built if role not in values)
     return JobPlan(cfg.stage, specs, roles, tuple(steps), job_identity(cfg))
+
+
+#: Plans already checked in this process, by resolved config and overrides (:func:`checked_plan`).
+_CHECKED: dict[str, JobPlan | None] = {}
+
+
+def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | None:
+    """Every check of one composed job config before any work, and its plan: the stage
+    (:func:`mixgap.plan.table.check_stage`), the values (:func:`mixgap.core.config.validate`, ``overrides`` being the
+    job's command-line overrides), then the plan (:func:`make_plan`); a reader (``report``, ``analyze``) has no plan
+    (None): its sweep folders must hold job folders (:func:`mixgap.results.sweep.read_sweeps`).
+
+    Once per process: ``launch.py``'s check before Hydra, the sweeper's check of every point and
+    :func:`mixgap.pipeline.run_job` share one result per resolved config and overrides; a refusal is not kept.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    key = json.dumps([to_container(cfg), sorted(overrides)], sort_keys=True, default=str)
+    if key not in _CHECKED:
+        check_stage(cfg.stage)
+        validate(cfg, overrides)
+        if cfg.stage in READERS:
+            sweeps = to_container(cfg[cfg.stage].sweep)
+            read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{cfg.stage}.sweep")
+        _CHECKED[key] = None if cfg.stage in READERS else make_plan(cfg)
+    return _CHECKED[key]
 
 
 def generating_teachers(cfg: DictConfig, plan: JobPlan, store: Store | None) -> list[tuple[str, DictConfig]]:

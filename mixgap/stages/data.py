@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.digests import file_sha256
+from mixgap.core.errors import MixgapError
 from mixgap.grading import extract_answer
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _REVISIONS: dict[str, str] = {}  # Hub dataset id -> resolved revision, once per
 KIT_LAYOUT = "math/math_train.jsonl, math/math_test.jsonl, math/math500_test.jsonl, gsm8k/, eval/, traces/"
 
 
-class DataError(RuntimeError):
+class DataError(MixgapError, RuntimeError):
     """Data that cannot be found or read; the message is one line saying what to do."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mixgap import grading
 from mixgap.core.config import data_root, to_container
+from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages import backends, data, models
@@ -258,7 +259,7 @@ def read_pool(pool_dir: Path) -> list[dict[str, Any]]:
     return data.read_jsonl(Path(pool_dir) / POOL)
 
 
-class PoolMissing(RuntimeError):
+class PoolMissing(MixgapError, RuntimeError):
     """A teacher pool this job needs is not in the store and ``data.missing_pool`` forbids building it here."""
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from mixgap.core.config import to_container
 from mixgap.core.digests import file_sha256
+from mixgap.core.errors import MixgapError
 from mixgap.core.store import ArtifactSpec, Store
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(MixgapError, RuntimeError):
     """A model that cannot be found; the message is one line with the fix."""
 
 

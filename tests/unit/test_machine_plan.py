@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
+from mixgap.core.errors import error_lines
 from mixgap.plan import machine
 from mixgap.plan.estimates import activation_bytes, logit_bytes, model_states_bytes
 from mixgap.plan.jobs import make_plan
@@ -19,7 +20,6 @@ from mixgap.plan.machine import (
     DeviceFacts,
     PreflightRefused,
     enforce,
-    error_lines,
     job_allocation,
     plan_job,
 )

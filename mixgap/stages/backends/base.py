@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mixgap.core.errors import MixgapError
+
 FINISH_REASONS = ("stop", "length", "prompt_too_long")
 _STATUS = {"stop": "ok", "length": "truncated", "prompt_too_long": "prompt_too_long"}
 _MARK = "\u2063MIXGAP\u2063"  # a string no tokenizer merges with its neighbours' special tokens
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(MixgapError, RuntimeError):
     """An engine whose package is not installed; the message is one line with the install command."""
 
 
