@@ -112,9 +112,6 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
         "decisions": {},
     }
-    if not 0.0 <= headroom < 1.0:
-        refusals.append(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
-        return out
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
     if plan.builds("checkpoint"):

@@ -156,7 +156,7 @@ def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bo
 
 
 def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field: str | None, fmt: str) -> str:
-    """The gold final answer of a Hub row written in one of ``config.ANSWER_FORMATS``.
+    """The gold final answer of a Hub row written in ``fmt``, one of ``SourceConfig.answer_format``'s choices.
 
     ``plain``: the field as text (AMC floats stay ``27.0``; the grader matches them to integers);
     ``boxed_in_solution``: the last ``\\boxed{}`` of the solution (MATH); ``after_hashes``: the text after

@@ -21,15 +21,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
+from mixgap.core.fields import check_field
 from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.schema import MixConfig
 from mixgap.core.store import ArtifactSpec, make_key
 from mixgap.stages import data
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs
 
 MIXTURE = "mixture.jsonl"
-PROBLEM_MODES = ("intersection", "union")
 
 
 def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetune_cfg: Any = None,
@@ -104,10 +105,8 @@ def select(strong_ids: Iterable[str], weak_ids: Iterable[str], weight: float, se
             the feasible range.
         ValueError: an id repeats within a pool.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1]")
-    if mode not in PROBLEM_MODES:
-        raise ConfigError(f"mix.problems={mode!r} is not allowed; choose one of {', '.join(PROBLEM_MODES)}")
+    check_field(MixConfig, "weight", weight, "mix.weight")
+    check_field(MixConfig, "problems", mode, "mix.problems")
     strong, weak = _unique(strong_ids, "strong"), _unique(weak_ids, "weak")
     shared = strong & weak
     only_strong = strong - weak if mode == "union" else set()

@@ -33,12 +33,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 from mixgap.stages.data import Problem, fill_prompt
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # the label torch.nn.CrossEntropyLoss (and transformers' ForCausalLMLoss) ignores
 SOURCES = ("strong", "weak")
-OVERLENGTH = ("drop", "truncate", "drop_pair")  # drop_pair: see mixgap.stages.train.pairs
 
 
 @dataclass
@@ -211,10 +212,8 @@ def apply_overlength(
         ValueError: bad ``overlength``/``max_seq_len``/``source``; an example left without a supervised
             token (named by id); every example dropped.
     """
-    if overlength not in OVERLENGTH:
-        raise ValueError(f"finetune_mode.overlength={overlength!r} is not allowed; choose one of {', '.join(OVERLENGTH)}")
-    if max_seq_len <= 0:
-        raise ValueError(f"finetune_mode.max_seq_len={max_seq_len} is not allowed; it must be > 0")
+    check_field(FinetuneConfig, "overlength", overlength, "finetune_mode.overlength")
+    check_field(FinetuneConfig, "max_seq_len", max_seq_len, "finetune_mode.max_seq_len")
     kept, counts, seen = [], _empty_counts(), 0
     for ex in examples:
         seen += 1

@@ -21,6 +21,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages.data import Problem
 from mixgap.stages.mix import read_mixture
@@ -54,10 +56,9 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     """``auto`` -> ``bf16`` on GPU, ``fp32`` on CPU (the paper trains in bf16); else as given.
 
     Raises:
-        ValueError: ``precision`` not in auto/bf16/fp32.
+        ValueError: ``precision`` not one of ``finetune_mode.precision``'s choices.
     """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"finetune_mode.precision={precision!r} is not allowed; choose one of auto, bf16, fp32")
+    check_field(FinetuneConfig, "precision", precision, "finetune_mode.precision")
     if precision == "auto":
         return "bf16" if on_gpu else "fp32"
     return precision
