@@ -9,7 +9,7 @@ Trainer, fp32 weights under bf16 autocast, 16 bytes/parameter + activations + ov
 
 MFU = 6 x N x tokens/s / peak (Kaplan et al. 2020's 6ND model FLOPs; recomputation not counted, as in PaLM's
 definition). ``--peak-tflops`` defaults to 790, the bf16 matmul rate measured on the lent H200 (see
-../shared/MACHINE-NOTES.md); pass your GPU's dense bf16 peak instead (H100 SXM datasheet: 989).
+docs/machines.md); pass your GPU's dense bf16 peak instead (H100 SXM datasheet: 989).
 
     python benchmarks/gpu_check.py                      # on a GPU machine: 0.5B and 3B, 20 steps each
     python benchmarks/gpu_check.py --dry-run            # CPU: a tiny model, 2 steps, checks the path runs

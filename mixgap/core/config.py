@@ -1,10 +1,10 @@
 """The checks run on a composed config before any work, and small helpers every stage uses to read a config.
 
-:func:`validate` catches what types cannot (ranges, allowed names, fields that contradict each other), raising
-:class:`ConfigError` with one line that names the field, the bad value and what is allowed. The schema lives in
-:mod:`mixgap.core.schema` and :mod:`mixgap.core.schema_models`, the command-line checks in
-:mod:`mixgap.core.overrides`; their public names are importable from here too (``from mixgap.core.config import
-ConfigError, PAPER_PROMPT, validate``).
+:func:`validate` catches what types cannot, raising :class:`~mixgap.core.errors.ConfigError` with one line that
+names the field, the bad value and what is allowed: every field against what the schema declares it allows
+(:mod:`mixgap.core.fields`; the schema lives in :mod:`mixgap.core.schema` and :mod:`mixgap.core.schema_models`),
+then the rules that span several fields and what the disk must hold. The command-line checks are in
+:mod:`mixgap.core.overrides`.
 """
 
 from __future__ import annotations
@@ -18,47 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mixgap.core.errors import ConfigError
 from mixgap.core.fields import check_fields
-from mixgap.core.overrides import check_keys, check_override_keys, unknown_key_message
-from mixgap.core.schema import (
-    CONF_DIR,
-    AnalyzeConfig,
-    BenchmarkConfig,
-    ClusterConfig,
-    DataConfig,
-    EvalConfig,
-    FinetuneConfig,
-    LoraConfig,
-    MixConfig,
-    MixgapConfig,
-    PathsConfig,
-    PredictConfig,
-    ReportConfig,
-    SourceConfig,
-    TrackingConfig,
-    group_options,
-    register_configs,
-)
-from mixgap.core.schema_models import (
-    BARE_PROMPT,
-    PAPER_PROMPT,
-    DatasetResponses,
-    FieldMap,
-    GgufSource,
-    JudgeConfig,
-    ModelArch,
-    SamplingConfig,
-    StudentConfig,
-    TeacherConfig,
-)
+from mixgap.core.overrides import check_keys, check_override_keys
+from mixgap.core.schema import MixgapConfig, group_options
 
-__all__ = [
-    "BARE_PROMPT", "CONF_DIR", "PAPER_PROMPT", "AnalyzeConfig", "BenchmarkConfig",
-    "ClusterConfig", "ConfigError", "DataConfig", "DatasetResponses", "EvalConfig", "FieldMap", "FinetuneConfig",
-    "GgufSource", "JudgeConfig", "LoraConfig", "MixConfig", "MixgapConfig", "ModelArch", "PathsConfig",
-    "PredictConfig", "ReportConfig", "SamplingConfig", "SourceConfig", "StudentConfig", "TeacherConfig",
-    "TrackingConfig", "check_keys", "check_override_keys", "data_root", "group_options", "register_configs",
-    "to_container", "unknown_key_message", "validate",
-]
 
 def _no_file(path: str, value: Any) -> None:
     """A folder to write or read may be new or a folder, never an existing file or an empty string."""

@@ -102,11 +102,13 @@ def check_fields(node: Any, cls: type, path: str = "") -> None:
     """
     hints = _hints(cls)
     for name, spec in _fields(cls).items():
+        inner, mapping = _nested(hints[name])
+        if not spec.metadata and inner is None:  # nothing declared here or below
+            continue
         if OmegaConf.is_config(node) and OmegaConf.is_missing(node, name):
             continue
         where, value = f"{path}.{name}" if path else name, node.get(name)
         check_value(where, value, spec.metadata)
-        inner, mapping = _nested(hints[name])
         if value is None or (inner is None and not (mapping and "range" in spec.metadata)):
             continue
         for key, item in (value.items() if mapping else [(None, value)]):

@@ -46,7 +46,7 @@ class BenchmarkConfig(SourceConfig):
     label: str = ""  # the report's column name, e.g. AIME24; empty = the name
     # problems in the whole benchmark (counted in the paper's data); the preflight's work
     size: int = ranged("> 0", default=MISSING)
-    extraction: str = one_of("boxed", "last_number", default="boxed")  # mixgap.grading.extract_answer
+    extraction: str = one_of("boxed", "last_number", default="boxed")  # mixgap.grading.extract.extract_answer
     prompt: str = PAPER_PROMPT
     # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
     # eval.stop, when set, replaces this for every benchmark

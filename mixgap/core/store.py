@@ -1,4 +1,4 @@
-"""Content-addressed artifact store (DESIGN.md, "Pipeline and artifacts").
+"""Content-addressed artifact store (README.md, "Artifacts").
 
 Layout under the root (``paths.cache``)::
 

@@ -86,7 +86,7 @@ from dataclasses import dataclass
 
 from mixgap.core.fields import choices_of
 from mixgap.core.schema import EvalConfig
-from mixgap.grading.equivalence import compare, is_equivalent
+from mixgap.grading.equivalence import compare
 from mixgap.grading.extract import STYLES, extract_answer
 from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexible_extract
 
@@ -96,8 +96,6 @@ BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
 EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
 EXTRACT_MODES = choices_of(EvalConfig, "extract")  # eval.extract: ours (rule 1) | the paper's (mixgap.grading.official)
 
-__all__ = ["BENCHMARKS", "EXTRACTION_STYLE", "EXTRACT_MODES", "POLICY_VERSION", "STYLES", "Verdict", "extract_answer",
-           "grade", "is_equivalent"]
 
 
 @dataclass(frozen=True)

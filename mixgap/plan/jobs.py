@@ -28,7 +28,7 @@ from mixgap.plan import table
 from mixgap.plan.table import ARMS, READERS, Row, check_stage, teachers
 from mixgap.results.sweep import read_sweeps
 from mixgap.stages import export
-from mixgap.stages.backends import backend_class
+from mixgap.stages.backends.registry import backend_class
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.plan.estimates import GB
 from mixgap.plan.jobs import JobPlan
 from mixgap.plan.preflight import CLUSTER_LAUNCHER, cluster_gpus, launcher_gpus, preflight

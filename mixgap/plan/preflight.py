@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.plan.estimates import (
     PROMPT_TOKENS,
     decode_rate,
@@ -40,7 +40,7 @@ from mixgap.plan.estimates import (
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.plan.workload import eval_samples, training_tokens
-from mixgap.stages.backends import data_parallel_size
+from mixgap.stages.backends.parallel import data_parallel_size
 from mixgap.stages.train.batching import batch_layout
 
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).

@@ -28,11 +28,12 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError, data_root
+from mixgap.core.config import data_root
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import ArtifactSpec
 from mixgap.results import analysis, report
 from mixgap.stages import benchmarks, evaluate, export, generate, judge, mix, models, predict
-from mixgap.stages.backends import backend_class
+from mixgap.stages.backends.registry import backend_class
 from mixgap.stages.train import stage as train
 
 ARMS = ("untuned", "tuned")
@@ -122,7 +123,8 @@ def eval_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpe
     model = specs["student" if arm == "untuned" else "checkpoint"].key
     strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
     exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
-    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, model, exclude, data_root(cfg))
+    root = data_root(cfg)
+    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, model, exclude, root)
             for name, bench in cfg.benchmark.items()}
 
 

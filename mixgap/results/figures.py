@@ -16,7 +16,8 @@ from typing import Any
 
 from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.tables.names import by_pair
-from mixgap.stats import AVERAGE, Interval
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import Interval
 
 
 def _slug(*names: str) -> str:
@@ -83,7 +84,7 @@ def accuracy_vs_weight(
 ) -> Path:
     """Figure 6 style: average accuracy vs mix weight w (fraction from ``strong``), one line per student, CI band.
 
-    ``realised``: per series label, nominal w -> the realised strong fraction (``mixgap.results.tables.realised_weight``);
+    ``realised``: per series label, nominal w -> the realised strong fraction (``mixgap.results.tables.names.realised_weight``);
     each point whose realised fraction differs from w by more than 0.0005 is annotated with it.
     ``reference``: label -> the untuned student's average, drawn as a dashed horizontal line (no weight).
     """

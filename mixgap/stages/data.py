@@ -27,7 +27,7 @@ from typing import Any
 
 from mixgap.core.digests import file_sha256
 from mixgap.core.errors import MixgapError
-from mixgap.grading import extract_answer
+from mixgap.grading.extract import extract_answer
 
 log = logging.getLogger(__name__)
 UNRESOLVED = "unresolved"  # the revision of a Hub dataset that is neither reachable nor in the local cache

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec
 from mixgap.grading import POLICY_VERSION
-from mixgap.stages import backends
+from mixgap.stages.backends import registry
 from mixgap.stages.data import DataError, Problem, fill_prompt, source_digest
 from mixgap.stages.verdicts import (
     generation_share,
@@ -77,7 +77,7 @@ class Engine:
     """A generation backend for one model, loaded on first use and closed on exit (context manager).
 
     Lazy loading means a job whose evaluations are all in the store never loads the model. With
-    ``data_parallel_size > 1`` it is that many replicas (:class:`mixgap.stages.backends.ReplicaPool`), keeping
+    ``data_parallel_size > 1`` it is that many replicas (:class:`mixgap.stages.backends.parallel.ReplicaPool`), keeping
     their finished shards in ``work_dir``; the completions are the same for any number of replicas.
     """
 
@@ -119,7 +119,7 @@ class Engine:
         """
         if self.backend is None:
             template = self.cfg.student.chat_template
-            self.backend = backends.load_backend(
+            self.backend = registry.load_backend(
                 self.kind,
                 self.model,
                 dtype="auto",

@@ -25,9 +25,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import mixgap
-from mixgap.core.config import ConfigError, to_container
+from mixgap.core.config import to_container
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
-from mixgap.stages import backends, data
+from mixgap.stages import data
+from mixgap.stages.backends.registry import backend_class
 from mixgap.stages.generate import POOL
 from mixgap.stages.mix import MIXTURE
 from mixgap.stages.verdicts import PREDICTIONS
@@ -83,7 +85,7 @@ def _teacher(cfg: Any, role: str, store: Store, pool_key: str) -> dict[str, Any]
     pool = _manifest(store, pool_key)
     gen = _manifest(store, (pool.get("inputs") or [""])[0])
     teacher, fields, counts = cfg.mix[role], gen.get("config", {}), pool.get("counts", {})
-    imported = not backends.backend_class(teacher.backend).generates
+    imported = not backend_class(teacher.backend).generates
     source = to_container(teacher.dataset) if imported else None
     return {
         "name": teacher.name, "hf_id": teacher.hf_id, "revision": fields.get("revision") or "not recorded",

@@ -26,10 +26,11 @@ from mixgap.core.config import to_container
 from mixgap.core.files import write_json_atomic
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.grading import EXTRACTION_STYLE
-from mixgap.stages import backends
+from mixgap.stages.backends import registry
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
-from mixgap.stats import mean_ci, per_problem_mean
+from mixgap.stats.bootstrap import mean_ci
+from mixgap.stats.sampled import per_problem_mean
 
 log = logging.getLogger(__name__)
 JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
@@ -89,7 +90,7 @@ def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str]) -> list
 
 def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: str) -> dict[str, Any]:
     """Rule and judged pass@1 (percent, mean over samples and problems) with CIs over problems
-    (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
+    (``mixgap.stats.bootstrap.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
     ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False)."""
     out: dict[str, Any] = {"benchmark": benchmark, "judge": judge_name, "samples": len(judged)}
     for key, name in (("rule", "rule"), ("correct", "judge")):
@@ -106,7 +107,7 @@ def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: s
 class JudgeEngine:
     """The judge model, loaded on first use (a job whose verdicts are all cached loads nothing).
 
-    With ``data_parallel_size > 1``: that many judge replicas (:class:`mixgap.stages.backends.ReplicaPool`, greedy,
+    With ``data_parallel_size > 1``: that many judge replicas (:class:`mixgap.stages.backends.parallel.ReplicaPool`, greedy,
     so the replies do not depend on the count), their finished shards kept in ``work_dir`` (default: the store's
     ``.work/judge-replicas``).
     """
@@ -122,7 +123,7 @@ class JudgeEngine:
             return []
         if self.backend is None:
             j = self.judge
-            self.backend = backends.load_backend(
+            self.backend = registry.load_backend(
                 j.backend, resolve_model(j, self.store), dtype=j.dtype, max_model_len=j.max_model_len,
                 tensor_parallel_size=j.tensor_parallel_size, batch_size=j.batch_size,
                 chat_template=None if j.chat_template == "model" else j.chat_template, seed=self.seed,

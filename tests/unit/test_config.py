@@ -16,6 +16,7 @@ from mixgap.core.config import validate
 from mixgap.core.errors import ConfigError
 from mixgap.core.fields import check_field, choices_of
 from mixgap.core.schema import BenchmarkConfig, EvalConfig, FinetuneConfig, MixConfig, MixgapConfig
+from mixgap.grading.extract import STYLES
 from mixgap.plan.jobs import make_plan
 
 CONF = ROOT / "conf"
@@ -251,7 +252,7 @@ def test_nested_declarations_name_the_full_path(overrides, message, kit):
 
 def test_code_outside_the_schema_reads_the_declared_values():
     assert grading.EXTRACT_MODES == choices_of(EvalConfig, "extract") == ("policy", "boxed")
-    assert grading.STYLES == choices_of(BenchmarkConfig, "extraction") == ("boxed", "last_number")
+    assert STYLES == choices_of(BenchmarkConfig, "extraction") == ("boxed", "last_number")
     with pytest.raises(ConfigError, match=r"^finetune_mode.launch='slurm' is not allowed; choose one of auto, local, "
                                           r"torchrun$"):
         check_field(FinetuneConfig, "launch", "slurm", "finetune_mode.launch")

@@ -11,7 +11,7 @@ from conftest import ROOT
 from mixgap.core.errors import ConfigError, MixgapError, error_lines
 from mixgap.core.store import StoreError
 from mixgap.plan.machine import PreflightRefused
-from mixgap.stages.backends import BackendUnavailable
+from mixgap.stages.backends.base import BackendUnavailable
 from mixgap.stages.data import DataError
 from mixgap.stages.generate import PoolMissing
 from mixgap.stages.models import ModelSourceError

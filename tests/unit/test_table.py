@@ -9,7 +9,7 @@ import types
 import pytest
 
 from conftest import FIXTURES, compose_cfg
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.pipeline import build, run_job
 from mixgap.plan import jobs, table

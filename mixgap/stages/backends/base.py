@@ -45,9 +45,9 @@ class Completion:
 class Backend(Protocol):
     """A loaded generation engine (see the module docstring for the shared semantics).
 
-    A registered engine class (:func:`mixgap.stages.backends.register`) is built as
+    A registered engine class (:func:`mixgap.stages.backends.registry.register`) is built as
     ``cls(model, *, dtype, max_model_len, tensor_parallel_size, batch_size, chat_template, seed)`` by
-    :func:`mixgap.stages.backends.load_backend` and carries the class attributes ``generates = True`` and
+    :func:`mixgap.stages.backends.registry.load_backend` and carries the class attributes ``generates = True`` and
     ``needs_problems(teacher) -> bool``.
     """
 

@@ -6,7 +6,7 @@ teacher's CoT; :func:`render_training_turn` gives that text). The paper's preset
 LLaMA-Factory 0.9.2 data (official repo, ``LLaMA-Factory/data/dataset_info.json``: ``prompt: problem,
 response: solution``): the user turn is the bare problem, the system turn the LLaMA-Factory template's
 (``qwen``: "You are a helpful assistant."); the evaluation's turn differs (instruction prompt, the tokenizer's
-own default system: ``mixgap.stages.backends.render_prompts``). Which tokens are supervised is decided from
+own default system: ``mixgap.stages.backends.base.render_prompts``). Which tokens are supervised is decided from
 the rendering, by character offsets:
 
 - the prompt text is ``apply_chat_template(messages, add_generation_prompt=True)``; every one of its tokens
