@@ -145,7 +145,7 @@ _MIXED = ("mix", "train", "evaluate", "all")  # every stage= that builds the mix
 #: generation) and names no stage= but its own: a row that takes the student as input pulls it in
 #: (:func:`mixgap.plan.jobs.stage_roles`).
 TABLE: tuple[Row, ...] = (
-    # step              module      stages               artifacts                               values            specs
+    #   step                module      stages               artifacts                               values            specs
     Row("prepare",          models,     ("prepare",),        ("model",),                             ("student",),     student_specs),
     Row("generate.teacher", generate,   ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
     Row("generate.strong",  generate,   _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
