@@ -15,7 +15,7 @@ MIXGAP_DATA ?= $(abspath $(wildcard ../shared/data))
 export MIXGAP_DATA
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean-demo lint bench vllm-venv lock
+.PHONY: setup test test-fast coverage demo clean-demo lint bench vllm-venv lock gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -37,6 +37,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
+# Line coverage of mixgap/ over the suite (PYTEST_ARGS narrows it, e.g. PYTEST_ARGS=tests/unit): every Python
+# process counts, the launch.py subprocesses, torchrun ranks, replicas and SLURM jobs included
+# ([tool.coverage.run] in pyproject.toml: patch=subprocess, one data file per process, combined here).
+# The GPU-only lines no CPU test can reach are listed in docs/gpu-only-lines.md.
+coverage: $(STAMP)
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline \
+		$(PY) -m coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	rc=$$?; $(PY) -m coverage combine -q && $(PY) -m coverage report --skip-covered; \
+	if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
 # The CPU demo: SmolLM2-135M-Instruct x the kit's long/short CoT traces at w = 0, 0.2, 1, then the report.
 # Resumable: Ctrl-C and run it again; finished artifacts in ./cache are reused.
 demo: $(STAMP)
@@ -46,6 +57,20 @@ demo: $(STAMP)
 # Regenerate the cluster's lock (requirements/cluster.lock.txt) from pyproject.toml: a dry run, nothing installed.
 lock: $(STAMP)
 	$(PY) requirements/lock.py
+
+# The first command on a GPU node (README, "First command on a GPU node"): the stack against the lock, training
+# memory and speed at the students' shapes, vLLM against HF, written to gpu-check/calibration.json; ~8 min on one
+# GPU. No set-up step: a bare GPU box runs it with its own python3 (+ the wheels of `make gpu-wheels`).
+# On a CPU: make gpu-check ARGS=--dry-run
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+ARGS ?=
+gpu-check:
+	$(GPU_CHECK_PY) benchmarks/gpu_check.py $(ARGS)
+
+# The wheels a bare GPU box lacks for gpu-check (CPython 3.12, manylinux x86_64; DeepSpeed and antlr4 built here):
+# into .whl/, with their sizes (requirements/gpu_wheels.py says what and why).
+gpu-wheels:
+	$(PYTHON) requirements/gpu_wheels.py --dest .whl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,7 +14,9 @@ never copied. For the 1,000 MATH500 completions in ``traces/*.jsonl`` it prints
 * every disagreement with the decision taken (``DECISIONS`` below, or the no-box rule).
 
 * the same for ``extract="boxed"`` (the paper's extraction: only the last ``\\boxed{}``), accuracy and
-  agreement with the harness label.
+  agreement with the harness label,
+* the paper's rule (``extract="boxed", rule="paper"``: their ``is_equiv``): accuracy, the answers each rule sends
+  to the LLM judge (a miss with an extracted answer) and the verdicts the two rules differ on.
 
 ``--pathological`` only times the predictions that would run to the 5 s timeout in the worker (power
 towers, a huge factorial, thousands of unbalanced brackets); the target is under 100 ms a verdict.
@@ -196,6 +198,12 @@ def main() -> None:
                  f"no_answer {sum(v.reason == 'no_answer' for v in paper)}, agreement with harness label "
                  f"{sum(v.correct == o for v, o in zip(paper, labels, strict=True))}/{n}, with ours "
                  f"{sum(v.correct == o.correct for v, o in zip(paper, ours, strict=True))}/{n}")
+    rule = [grading.grade(r["response"], r["answer"], "math500", extract="boxed", rule="paper") for r in records]
+    sent = [sum(not v.correct and v.extracted is not None for v in vs) for vs in (rule, paper)]
+    lines.append(f"rule='paper' (the paper's extraction and is_equiv): pass@1 {sum(v.correct for v in rule) / n:.3f}, "
+                 f"sent to the judge {sent[0]} (extract='boxed' under our rule: {sent[1]}), verdicts differing "
+                 f"{sum(v.correct != o.correct for v, o in zip(rule, paper, strict=True))} (ours correct "
+                 f"{sum(o.correct and not v.correct for v, o in zip(rule, paper, strict=True))})")
     tallies: Counter = Counter()
     rows = []
     for other, values in (("math-verify", mv), ("harness label", [r["correct"] for r in records])):

@@ -57,6 +57,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             raise ConfigError(
                 f"{override} is not allowed with finetune_mode.mode='full'; LoRA fields need finetune_mode=lora"
             )
+    if cfg.eval.rule == "paper" and cfg.eval.extract != "boxed":
+        raise ConfigError(f"eval.rule=paper is not allowed with eval.extract={cfg.eval.extract}: the paper's rule decides "
+                          "on the paper's extracted answer; set eval.extract=boxed, or eval.rule=policy")
     if cfg.eval.n_samples > 1 and cfg.eval.temperature == 0:
         raise ConfigError(
             f"eval.n_samples={cfg.eval.n_samples} is not allowed with eval.temperature=0 (greedy samples are "

@@ -124,6 +124,8 @@ class EvalConfig:
     n_samples_by_benchmark: dict[str, int] = ranged("> 0", default_factory=dict)
     # how an answer is read: policy (mixgap's grading policy) | boxed (the official scorer: only the last \\boxed{})
     extract: str = one_of("policy", "boxed", default="policy")
+    # the rule after extraction: policy (mixgap's grading policy) | paper (the authors' is_equiv; needs extract=boxed)
+    rule: str = one_of("policy", "paper", default="policy")
     max_model_len: int | None = ranged("> 0", default=None)  # the engine's context (prompt + completion); None = the model's own
 
 @dataclass
@@ -209,6 +211,8 @@ class ClusterConfig:
     decode_mfu: float = ranged("(0, 1]", default=0.1)
     # HBM GB/s: bounds decoding (mixgap.plan.estimates.decode_rate)
     gpu_memory_bandwidth_gbs: float = ranged("> 0", default=3350.0)
+    # a file `make gpu-check` wrote: its measured mfu/decode_mfu replace the two above (mixgap.plan.calibration)
+    calibration: str | None = None
 
 @dataclass
 class MixgapConfig:

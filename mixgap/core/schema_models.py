@@ -79,7 +79,8 @@ class ModelArch:
 
 @dataclass
 class TeacherConfig:
-    name: str = MISSING
+    name: str = MISSING  # the config name (conf/teacher/<name>.yaml): what keys, tables and CSVs use
+    display_name: str = ""  # what figures and report headings print (the model card's name); "" = ``name``; never keyed
     hf_id: str | None = None
     family: str = MISSING  # qwen | llama | gemma | deepseek | smollm
     size_b: float = MISSING  # parameters, billions
@@ -97,7 +98,8 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    name: str = MISSING
+    name: str = MISSING  # the config name (conf/student/<name>.yaml): what keys, tables and CSVs use
+    display_name: str = ""  # what figures and report headings print (the model card's name); "" = ``name``; never keyed
     hf_id: str | None = MISSING
     family: str = MISSING  # qwen | llama | smollm
     size_b: float = MISSING  # parameters, billions

@@ -28,6 +28,12 @@ with the source harness on real traces are listed in ``benchmarks/grading_disagr
    the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)``, equal to the gold as a string once ``,``, ``$``,
    everything up to ``#### `` and one trailing ``.`` are removed and both are lower-cased
    (``$1,200.`` = ``1200``; ``72.00`` is not ``72``); rules 2-10 do not apply.
+1c. **The paper's rule** (``rule="paper"``, with ``extract="boxed"`` only; :func:`mixgap.grading.official.paper_is_equiv`,
+   ported from the same script's ``is_equiv``/``strip_string``): instead of rules 2-10, the boxed answer and the
+   gold are equal strings after the MATH harness's normalisation -- quirks kept: ``\frac{65}{169}`` is not
+   ``\frac{5}{13}``, ``-2,1`` is not ``1,-2``, ``10,\!080`` is not ``10080``, ``E`` is not ``\text{(E)}``, and a
+   left-hand side of <= 2 characters is dropped (``x = 5`` matches ``y = 5``). Reasons: ``exact`` (correct),
+   ``mismatch``, ``no_answer``; no sympy, no worker. GSM8K (``last_number``) is scored as under 1b.
 2. **Integers exactly.** No relative tolerance: ``123450`` is not ``123456``, ``10001`` is not
    ``10000``. Exact values (fractions, radicals, ...) must be equal; distinct tiny values stay
    distinct (``\frac{1}{2^{98}}`` is not ``\frac{1}{2^{99}}``; math-verify's chopped numeric test says
@@ -88,13 +94,16 @@ from mixgap.core.fields import choices_of
 from mixgap.core.schema import EvalConfig
 from mixgap.grading.equivalence import compare
 from mixgap.grading.extract import STYLES, extract_answer
-from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexible_extract
+from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexible_extract, paper_is_equiv
 
 #: Bumped whenever a rule above changes a verdict: pools and evaluations are keyed by it, so they are rebuilt.
 POLICY_VERSION = "2026.12.2"
 BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
 EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
 EXTRACT_MODES = choices_of(EvalConfig, "extract")  # eval.extract: ours (rule 1) | the paper's (mixgap.grading.official)
+RULES = choices_of(EvalConfig, "rule")  # eval.rule, after extraction: ours (rules 2-10) | the paper's (rule 1c)
+#: The scorings every evaluation records side by side: name -> (extract, rule).
+SCORINGS = {"policy": ("policy", "policy"), "boxed": ("boxed", "policy"), "paper": ("boxed", "paper")}
 
 
 
@@ -112,6 +121,15 @@ class Verdict:
     correct: bool
     extracted: str | None
     reason: str
+
+
+def scoring_name(extract: str, rule: str) -> str:
+    """The :data:`SCORINGS` name of an (``extract``, ``rule``) pair: ``paper`` for the paper's rule, else the
+    extraction mode (``policy`` or ``boxed``, both under our rule). Raises ValueError for a pair not in it."""
+    for name, pair in SCORINGS.items():
+        if pair == (extract, rule):
+            return name
+    raise ValueError(f"(extract, rule)=({extract!r}, {rule!r}) is not a scoring; allowed: {list(SCORINGS.values())}")
 
 
 def _style_for(benchmark: str, style: str | None) -> str:
@@ -134,8 +152,8 @@ def _official_gsm8k(completion: str, gold: str) -> Verdict:
         False, extracted, "mismatch")
 
 
-def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy", style: str | None = None,
-          timeout_s: float = 5.0) -> Verdict:
+def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy", rule: str = "policy",
+          style: str | None = None, timeout_s: float = 5.0) -> Verdict:
     """Grade one completion against its gold answer under the grading policy (module docstring).
 
     Args:
@@ -149,6 +167,9 @@ def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy"
             ``\\boxed{}``/``\\fbox{}`` as their ``last_boxed_only_string``/``remove_boxed`` do, then
             compares by our equivalence; ``last_number`` style is GSM8K's ``exact_match,flexible-extract``
             (last regex match, string equality after the task's filters).
+        rule: ``"policy"`` -- our equivalence (rules 2-10); ``"paper"`` -- the authors' ``is_equiv`` (rule 1c;
+            needs ``extract="boxed"``): correct (``exact``) when the boxed answer and the gold are equal
+            after their ``strip_string``, else ``mismatch``; no answer is ``no_answer``.
         style: ``"boxed"`` or ``"last_number"`` (a benchmark YAML's ``extraction`` field), or ``None``.
         timeout_s: the verdict never takes longer than this; a timeout is wrong with reason ``timeout``.
 
@@ -156,7 +177,8 @@ def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy"
         :class:`Verdict`. ``extracted`` is ``None`` only when the completion gives no answer.
 
     Raises:
-        ValueError: ``extract`` is not in :data:`EXTRACT_MODES`, ``style`` is not in ``STYLES``,
+        ValueError: ``extract`` is not in :data:`EXTRACT_MODES`, ``rule`` not in :data:`RULES` (or ``paper``
+            with ``extract="policy"``), ``style`` is not in ``STYLES``,
             ``benchmark`` is not in :data:`BENCHMARKS` while ``style`` is ``None``, or ``timeout_s`` is
             not positive.
         TypeError: ``completion`` or ``gold`` is not a ``str``.
@@ -164,6 +186,9 @@ def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy"
     start = time.monotonic()
     if extract not in EXTRACT_MODES:
         raise ValueError(f"extract must be one of {EXTRACT_MODES}, got {extract!r}")
+    if rule not in RULES or (rule == "paper" and extract != "boxed"):
+        raise ValueError(f"rule must be one of {RULES} ('paper' only with extract='boxed'), got rule={rule!r}, "
+                         f"extract={extract!r}")
     chosen = _style_for(benchmark, style)
     if not isinstance(gold, str):
         raise TypeError(f"gold must be a str, got {type(gold).__name__}")
@@ -174,6 +199,9 @@ def grade(completion: str, gold: str, benchmark: str, *, extract: str = "policy"
     extracted = boxed_answer(completion) if extract == "boxed" else extract_answer(completion, chosen)
     if extracted is None:
         return Verdict(False, None, "no_answer")
+    if rule == "paper":
+        return Verdict(True, extracted, "exact") if paper_is_equiv(extracted, gold) else Verdict(
+            False, extracted, "mismatch")
     remaining = max(1e-3, timeout_s - (time.monotonic() - start))
     correct, reason = compare(extracted, gold, remaining)
     if extract == "boxed" and reason == "no_answer":

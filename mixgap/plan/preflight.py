@@ -2,13 +2,14 @@
 
 :func:`preflight` plans one composed job config for ``gpus`` GPUs of ``cluster.gpu_memory_gb`` each (or of
 ``memory_gb``, this machine's measured devices; :mod:`mixgap.plan.machine` says which): the training layout
-(world size, per-device batch, gradient accumulation giving exactly the configured global batch), memory per
-GPU for training and for vLLM generation/evaluation/the LLM judge, time, and the refusals (one line each,
+(world size, the largest per-device batch whose memory fits, gradient accumulation giving exactly the configured
+global batch: :func:`train_layout`), memory per GPU for training and for vLLM generation/evaluation/the LLM judge, time, and the refusals (one line each,
 naming the field, the value and what is allowed). Memory is planned to at most ``1 - cluster.memory_headroom``
 of each GPU. A job on the CPU (``cpu=True``) is refused only for what is wrong there too (contexts, the batch
 layout): GPU memory and tensor parallelism do not apply. ``stage=plan`` writes its result into each job's
 ``result.json``; the multirun sweeper (``hydra_plugins/mixgap_sweeper``) runs it on every sweep point before
-the launcher starts anything; the train stage takes its batch layout from :func:`mixgap.stages.train.batching.batch_layout`.
+the launcher starts anything; the train stage runs the preflight's per-device batch (its ``decisions``) in the layout of
+:func:`mixgap.stages.train.batching.batch_layout`.
 
 It plans what the job itself builds on its allocation: with ``data.missing_pool`` ``wait``/``fail`` (or a
 teacher pool already in the store, or an imported pool) the job generates no teacher pool, so the teacher's
@@ -20,13 +21,15 @@ The formulas and their sources are in :mod:`mixgap.plan.estimates`.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from mixgap.core.errors import ConfigError
+from mixgap.plan.calibration import CalibrationError, planning_figures, read_calibration
 from mixgap.plan.estimates import (
     PROMPT_TOKENS,
     decode_rate,
@@ -41,7 +44,7 @@ from mixgap.plan.estimates import (
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.plan.workload import eval_samples, training_tokens
 from mixgap.stages.backends.parallel import data_parallel_size
-from mixgap.stages.train.batching import batch_layout
+from mixgap.stages.train.batching import BatchLayout, exact_layouts
 
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
 CLUSTER_LAUNCHER = "slurm"
@@ -84,7 +87,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
 
     Returns:
         ``world_size``, ``per_device_batch_size``, ``gradient_accumulation_steps``, ``global_batch_size``
-        (None when the layout is refused), ``train_memory_gb_per_gpu``, ``generation_memory_gb_per_gpu``
+        (None when the layout is refused; :func:`train_layout`), ``layout_reason`` (why the per-device batch is not
+        the configured one; None when it is), ``train_memory_gb_per_gpu``, ``generation_memory_gb_per_gpu``
         (the largest of evaluation, the judge and the teachers it generates with; None when nothing),
         ``eval_tensor_parallel_size``, ``train_hours_estimate``, ``eval_hours_estimate`` (upper bound: every
         completion runs to ``eval.max_new_tokens``; on ``data_parallel_size["evaluation"]`` replicas of
@@ -92,17 +96,19 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         ``gpu_hours_estimate`` (the allocation's GPUs x both), ``data_parallel_size`` (engine replicas ``gpus // TP``
         per stage: ``evaluation``, ``judge``, ``generation``; None where the job has no such stage),
         ``tokens_source``, ``gpus``, ``gpu_memory_gb``, ``usable_memory_gb``, ``cpu``, ``launcher``, ``refusals``
-        (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism)
-        and ``decisions`` (what the run takes from the plan: ``eval_tensor_parallel_size``,
+        (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism),
+        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None)
+        and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
         ``eval_data_parallel_size``, ``judge_data_parallel_size``, ``generation_data_parallel_size`` =
         ``{teacher field: replicas}``).
     """
     memory = float(memory_gb or cfg.cluster.gpu_memory_gb)
     headroom = float(cfg.cluster.get("memory_headroom", 0.0))
     refusals: list[str] = []
+    cfg, calibration = _calibrated(cfg, refusals)
     out: dict[str, Any] = {
         "gpus": 0 if cpu else gpus, "gpu_memory_gb": round(memory, 1), "world_size": None,
-        "per_device_batch_size": None, "gradient_accumulation_steps": None, "global_batch_size": None,
+        "per_device_batch_size": None, "gradient_accumulation_steps": None, "global_batch_size": None, "layout_reason": None,
         "train_memory_gb_per_gpu": None, "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None,
         "train_hours_estimate": 0.0, "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0,
         "gpu_hours_estimate": 0.0, "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None,
@@ -110,7 +116,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
         "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
-        "decisions": {},
+        "decisions": {}, "calibration": calibration,
     }
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
@@ -131,10 +137,29 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
     if generation:
         out["generation_memory_gb_per_gpu"] = round(max(generation), 1)
     out["gpu_hours_estimate"] = round(gpus * (out["train_hours_estimate"] + out["eval_hours_estimate"]), 3)
-    out["decisions"] = {"eval_tensor_parallel_size": out["eval_tensor_parallel_size"],
+    out["decisions"] = {"train_per_device_batch_size": out["per_device_batch_size"],
+                        "eval_tensor_parallel_size": out["eval_tensor_parallel_size"],
                         "eval_data_parallel_size": dp["evaluation"], "judge_data_parallel_size": dp["judge"],
                         "generation_data_parallel_size": generating}
     return out
+
+
+def _calibrated(cfg: DictConfig, refusals: list[str]) -> tuple[DictConfig, str | None]:
+    """``cfg`` with ``cluster.mfu``/``cluster.decode_mfu`` measured by gpu-check when ``cluster.calibration`` names its
+    file (:func:`mixgap.plan.calibration.planning_figures` for the job's student), and the note for the plan line;
+    ``(cfg, None)`` without one. A file that cannot be used is a refusal; the assumed figures stay."""
+    path, arch = cfg.cluster.get("calibration"), cfg.student.get("arch")
+    if not path or arch is None:
+        return cfg, None
+    try:
+        values, note = planning_figures(read_calibration(path), cfg.student.get("name"), float(arch.params_b))
+    except CalibrationError as err:
+        refusals.append(str(err))
+        return cfg, None
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.cluster.update(values)
+    return cfg, note
 
 
 def _gpu_refusal(out: dict[str, Any], reason: str) -> None:
@@ -157,35 +182,61 @@ def _over(out: dict[str, Any]) -> str:
             f"cluster.memory_headroom={head:g})")
 
 
+def train_layout(cfg: DictConfig, layouts: list[BatchLayout], usable_gb: float | None) -> tuple[BatchLayout, float, int, str | None]:
+    """The training layout: the first of ``layouts`` (:func:`mixgap.stages.train.batching.exact_layouts`, largest
+    per-device batch first, each giving exactly the global batch) whose memory per GPU
+    (:func:`mixgap.plan.estimates.train_memory_gb`) is at most ``usable_gb`` (None: memory does not apply, the CPU:
+    the first); when none fits, the last (per-device 1), which the caller refuses.
+
+    Returns:
+        (layout, its training memory in GB per GPU, the ZeRO stage assumed, why its per-device batch is not
+        ``finetune_mode.per_device_batch_size`` or None: ``per-device 2 x 8 GPU(s) does not divide global 8``,
+        ``per-device 2 would need 73.5 GB > 72.0 GB usable``).
+    """
+    configured, first = cfg.finetune_mode.per_device_batch_size, layouts[0]
+    reasons = ([f"per-device {configured} x {first.world_size} GPU(s) does not divide global {first.global_batch_size}"]
+               if first.derived else [])
+    over = None
+    for layout in layouts:
+        gb, zero = train_memory_gb(cfg, layout.world_size, layout.per_device_batch_size)
+        if usable_gb is None or gb <= usable_gb:
+            if over is not None:
+                reasons.append(f"per-device {over[0]} would need {over[1]:.1f} GB > {usable_gb:.1f} GB usable")
+            break
+        over = (layout.per_device_batch_size, gb)
+    return layout, gb, zero, "; ".join(reasons) or None
+
+
 def _cluster_fit(cfg: DictConfig, world: int) -> str | None:
-    """``hydra/launcher=slurm (<n> GPUs of <m> GB: <x> GB per GPU)`` when training fits there and it has more
-    GPUs than ``world``; else None."""
+    """``hydra/launcher=slurm (<n> GPUs of <m> GB: <x> GB per GPU)`` when training fits there (at the layout of
+    :func:`train_layout`) and it has more GPUs than ``world``; else None."""
     gpus = cluster_gpus()
     if gpus <= world:
         return None
     try:
-        layout = batch_layout(cfg.finetune_mode.global_batch_size, cfg.finetune_mode.per_device_batch_size, gpus)
+        layouts = exact_layouts(cfg.finetune_mode.global_batch_size, cfg.finetune_mode.per_device_batch_size, gpus)
     except ConfigError:
         return None
-    gb, _ = train_memory_gb(cfg, gpus, layout.per_device_batch_size)
     memory = float(cfg.cluster.gpu_memory_gb)
-    if gb > usable_memory_gb(memory, float(cfg.cluster.get("memory_headroom", 0.0))):
+    usable = usable_memory_gb(memory, float(cfg.cluster.get("memory_headroom", 0.0)))
+    _, gb, _, _ = train_layout(cfg, layouts, usable)
+    if gb > usable:
         return None
     return f"hydra/launcher={CLUSTER_LAUNCHER} ({gpus} GPUs of {memory:g} GB: {gb:.1f} GB per GPU)"
 
 
 def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str, Any]) -> None:
-    """The training part of :func:`preflight`: layout, memory per GPU and hours (into ``out``)."""
+    """The training part of :func:`preflight`: layout (:func:`train_layout`), memory per GPU and hours (into ``out``)."""
     cl, ft, student, arch, refusals = cfg.cluster, cfg.finetune_mode, cfg.student, cfg.student.get("arch"), out["refusals"]
     world = gpus if ft.launch != "local" else 1
     try:
-        layout = batch_layout(ft.global_batch_size, ft.per_device_batch_size, world)
-        out.update({k: v for k, v in asdict(layout).items() if k != "derived"})
+        layouts = exact_layouts(ft.global_batch_size, ft.per_device_batch_size, world)
+        out.update({k: v for k, v in asdict(layouts[0]).items() if k != "derived"})
     except ConfigError as err:
         named = out["launcher"] and out["launcher"] != "basic"
         where = f"on {world} GPUs of hydra/launcher={out['launcher']}" if named else f"on {world} GPUs"
         refusals.append(str(err).replace(f"on {world} GPUs", where, 1))
-        layout = None
+        layouts = []
     if arch is None:
         return
     if ft.max_seq_len > arch.max_position_embeddings:
@@ -193,14 +244,16 @@ def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str,
             f"finetune_mode.max_seq_len={ft.max_seq_len} is not allowed for student={student.name}; it must be "
             f"<= its context, max_position_embeddings={arch.max_position_embeddings}"
         )
-    if layout is None:
+    if not layouts:
         return
-    gb, zero = train_memory_gb(cfg, world, layout.per_device_batch_size)
+    layout, gb, zero, out["layout_reason"] = train_layout(cfg, layouts, None if out["cpu"] else out["usable_memory_gb"])
+    out.update({k: v for k, v in asdict(layout).items() if k != "derived"})
     out["train_memory_gb_per_gpu"] = round(gb, 1)
     if gb > out["usable_memory_gb"]:
+        lowered = f", lowered from {ft.per_device_batch_size}" if layout.derived else ""
         _gpu_refusal(out,
             f"finetune_mode.mode={ft.mode} for student={student.name} needs {gb:.1f} GB per GPU on {_where(out, world)} "
-            f"(ZeRO-{zero or 'off'}, per-device batch {layout.per_device_batch_size} x {ft.max_seq_len} tokens) "
+            f"(ZeRO-{zero or 'off'}, per-device batch {layout.per_device_batch_size} x {ft.max_seq_len} tokens{lowered}) "
             f"{_over(out)}; allowed: " + ", ".join(memory_remedies(ft.mode, world, ft.max_seq_len, _cluster_fit(cfg, world)))
         )
     tokens, out["tokens_source"] = training_tokens(cfg, plan, store)

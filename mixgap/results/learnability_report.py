@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from mixgap.core.files import write_atomic as atomic_write
-from mixgap.results.sweep import read_result
+from mixgap.results.figures import NO_NAMES, pair_title
+from mixgap.results.sweep import DisplayNames, read_result
 from mixgap.results.tables.files import write_csv
 from mixgap.stats.bootstrap import AVERAGE
 from mixgap.stats.intervals import percentile_interval
@@ -176,8 +177,10 @@ def markdown(table: Sequence[dict[str, Any]], corr: dict, confidence: float) -> 
     return "\n".join([*head, *lines, "", *notes, ""])
 
 
-def figure(table: Sequence[dict[str, Any]], path: Path, confidence: float) -> Path:
-    """Predicted difference (x: RSR advantage) vs measured Δ (y), CI bars both ways, one labelled point per student."""
+def figure(table: Sequence[dict[str, Any]], path: Path, confidence: float, names: DisplayNames = NO_NAMES) -> Path:
+    """Predicted difference (x: RSR advantage) vs measured Δ (y), CI bars both ways, one point per student labelled
+    with its display name; the teacher pair's display names head the title (``names``,
+    :func:`mixgap.results.sweep.display_names`)."""
     from matplotlib.figure import Figure  # heavy: matplotlib, imported only when used
 
     points = [r for r in table if r["delta"] is not None]
@@ -187,14 +190,14 @@ def figure(table: Sequence[dict[str, Any]], path: Path, confidence: float) -> Pa
         a, d = r["advantage"], r["delta"]
         ax.errorbar([a["estimate"]], [d.estimate], xerr=[[a["estimate"] - a["low"]], [a["high"] - a["estimate"]]],
                     yerr=[[d.estimate - d.low], [d.high - d.estimate]], fmt="o", color=f"C{i % 10}", capsize=4)
-        ax.annotate(r["student"] + (f" ({r['mode']})" if r["mode"] else ""), (a["estimate"], d.estimate),
+        ax.annotate(names.student(r["student"]) + (f" ({r['mode']})" if r["mode"] else ""), (a["estimate"], d.estimate),
                     textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.axvline(0.0, color="0.5", lw=0.8)
     ax.set_xlabel(r"predicted: RSR$_{\rm weak}$ − RSR$_{\rm strong}$ (> 0: strong pool predicted better)")
     ax.set_ylabel(r"measured $\Delta = P_{\rm strong} - P_{\rm weak}$ (points, average)")
-    ax.set_title(f"{points[0]['strong']} vs {points[0]['weak']}: learnability before training, "
-                 f"bars = {100 * confidence:g}% CI", fontsize=9)
+    ax.set_title(pair_title(names.teacher(points[0]["strong"]), names.teacher(points[0]["weak"]),
+                            "learnability before training", f"error bars = {100 * confidence:g}% CI"), fontsize=10)
     ax.grid(alpha=0.3)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
@@ -213,8 +216,10 @@ def csv_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build(jobs: Sequence[Any], gaps: Sequence[dict[str, Any]], boot: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The section for the report: ``{"rows", "markdown", "csv" (path or None), "figures": [paths]}``."""
+def build(jobs: Sequence[Any], gaps: Sequence[dict[str, Any]], boot: dict[str, Any], out: Path,
+          names: DisplayNames = NO_NAMES) -> dict[str, Any]:
+    """The section for the report: ``{"rows", "markdown", "csv" (path or None), "figures": [paths]}``; ``names``:
+    the display names the figures print."""
     table = rows(jobs, gaps)
     corr = correlations(table, boot)
     result: dict[str, Any] = {"rows": table, "markdown": markdown(table, corr, boot["confidence"]), "csv": None,
@@ -227,7 +232,7 @@ def build(jobs: Sequence[Any], gaps: Sequence[dict[str, Any]], boot: dict[str, A
     for (strong, weak), members in pairs.items():
         if any(r["delta"] is not None for r in members):
             slug = "_vs_".join(re.sub(r"[^A-Za-z0-9.-]+", "_", n) for n in (strong, weak))
-            result["figures"].append(str(figure(members, Path(out) / f"fig_learnability_{slug}.png", boot["confidence"])))
+            result["figures"].append(str(figure(members, Path(out) / f"fig_learnability_{slug}.png", boot["confidence"], names)))
     return result
 
 

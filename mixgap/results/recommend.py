@@ -26,6 +26,7 @@ import numpy as np
 
 from mixgap.results import figures
 from mixgap.results.learnability_report import read_predictions
+from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables import recommend as render
 from mixgap.results.tables.files import write_csv
 from mixgap.stats.bootstrap import AVERAGE, bootstrap_arms, compare
@@ -139,7 +140,7 @@ def _slug(*names: str) -> str:
 
 def build(cells: Mapping[tuple, tuple[list[float], list[dict[str, Any]]]], single: Sequence[tuple],
           table3: Mapping[str, Sequence[dict[str, Any]]], jobs: Sequence[Any], boot: dict[str, Any],
-          out: Path) -> dict[str, Any]:
+          out: Path, names: DisplayNames = figures.NO_NAMES) -> dict[str, Any]:
     """The section for the report.
 
     Args:
@@ -147,6 +148,7 @@ def build(cells: Mapping[tuple, tuple[list[float], list[dict[str, Any]]]], singl
         single: the cells trained at one weight only (nothing to compare).
         table3: ``mixgap.results.report.table3_rows``; jobs: the sweep's jobs (for the learnability prediction).
         boot: the report's bootstrap settings; out: the report folder.
+        names: the models' display names, printed by the figures (:func:`mixgap.results.sweep.display_names`).
 
     Returns:
         ``{"rows", "markdown", "csv" (path or None), "figures": [paths]}``.
@@ -159,5 +161,5 @@ def build(cells: Mapping[tuple, tuple[list[float], list[dict[str, Any]]]], singl
         result["csv"] = str(write_csv(render.csv_rows(rows), Path(out) / "recommend.csv"))
     for r in rows:
         path = Path(out) / f"fig_p_best_{_slug(r['strong'], 'vs', r['weak'], r['student'], r['mode'])}.png"
-        result["figures"].append(str(figures.p_best_vs_weight(r, path, boot["confidence"])))
+        result["figures"].append(str(figures.p_best_vs_weight(r, path, boot["confidence"], names)))
     return result

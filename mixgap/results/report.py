@@ -29,7 +29,7 @@ from mixgap.core.errors import ConfigError
 from mixgap.core.files import write_text_atomic
 from mixgap.core.store import Store
 from mixgap.results import figures, learnability_report, recommend
-from mixgap.results.sweep import Job, assign_variants, read_sweeps
+from mixgap.results.sweep import Job, assign_variants, display_names, read_sweeps
 from mixgap.results.tables import recommend as recommend_tables
 from mixgap.results.tables.document import report_markdown, track
 from mixgap.results.tables.files import write_csv
@@ -93,8 +93,9 @@ def _field(job: Job, key: str, default: Any) -> Any:
 def scoring(jobs: list[Job], arm: str, label: str, warnings: list[str]) -> str:
     """How the verdicts behind an accuracy or Δ were reached, over the ``arm`` evaluations of ``jobs``:
     ``judged (<judge>)`` (``eval.judge``'s verdicts, as the paper's published numbers), ``rule (eval.extract=...)``
-    (the grader), per benchmark when they differ (``judged (qwen32b) on math500; rule (...) on gsm8k``); a benchmark
-    whose runs mix both is named ``mixed`` and warned about. ``""`` when no job has the arm."""
+    (the grader; ``, eval.rule=...`` added when a job's rule is not ``policy``), per benchmark when they differ
+    (``judged (qwen32b) on math500; rule (...) on gsm8k``); a benchmark whose runs mix both is named ``mixed`` and
+    warned about. ``""`` when no job has the arm."""
     by_bench: dict[str, set[str]] = defaultdict(set)
     for job in jobs:
         for bench, ev in (job.evals.get(arm, {}) if arm in job.complete else {}).items():
@@ -106,8 +107,9 @@ def scoring(jobs: list[Job], arm: str, label: str, warnings: list[str]) -> str:
         warnings.append(f"{label}: {', '.join(mixed)} mix judged and rule-graded runs (eval.judge differs between "
                         "jobs); the accuracy and Δ average over both")
     judges = sorted({str(_field(j, "eval.judge.name", "")) for j in jobs} - {""})
-    names = {"judged": f"judged ({'/'.join(judges) or 'eval.judge'})", "mixed": "mixed judged/rule",
-             "rule": f"rule (eval.extract={'/'.join(sorted({str(_field(j, 'eval.extract', 'policy')) for j in jobs}))})"}
+    extracts, rules = ("/".join(sorted({str(_field(j, f"eval.{k}", "policy")) for j in jobs})) for k in ("extract", "rule"))
+    rule = f"rule (eval.extract={extracts}" + (f", eval.rule={rules})" if rules != "policy" else ")")
+    names = {"judged": f"judged ({'/'.join(judges) or 'eval.judge'})", "mixed": "mixed judged/rule", "rule": rule}
     kind = {b: "mixed" if len(k) > 1 else next(iter(k)) for b, k in by_bench.items()}
     if len(set(kind.values())) == 1:
         return names[next(iter(kind.values()))]
@@ -264,6 +266,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
                           "sweep, or point report.sweep at another")
     assign_variants(jobs)
     labels = benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
+    names = display_names(jobs)  # each model's display_name, from the jobs' config snapshots
     warnings, flagged = length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -279,11 +282,12 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     paths: dict[str, Any] = {"out": str(out)}
     paths["results_csv"] = str(write_csv(result_rows(jobs, boot), out / "results.csv"))
     paths["gaps_csv"] = str(write_csv(gap_csv_rows(gaps), out / "gaps.csv"))
-    paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"])]
-    gap_text = gap_markdown(gaps, labels)
-    text = report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels)
-    learn = learnability_report.build(jobs, gaps, boot, out)  # the predict stage beside the measured gap
-    rec = recommend.build(cells, single, table3, jobs, boot, out)  # which mix weight, with P(best)
+    paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"], names)]
+    gap_text = gap_markdown(gaps, labels, names)
+    text = report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels,
+                                  names)
+    learn = learnability_report.build(jobs, gaps, boot, out, names)  # the predict stage beside the measured gap
+    rec = recommend.build(cells, single, table3, jobs, boot, out, names)  # which mix weight, with P(best)
     text += "\n" + rec["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in rec["figures"])
     paths["recommend_csv"], paths["recommend_figures"] = rec["csv"], rec["figures"]
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])

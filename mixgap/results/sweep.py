@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
-from mixgap.grading import EXTRACT_MODES
 from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
+from mixgap.stages.verdicts import scoring_accuracies
 from mixgap.stats.sampled import per_problem_mean
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,17 @@ CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "eval.backend",
                  "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
-                 "finetune_mode.logging_steps", "predict.")
+                 "finetune_mode.logging_steps", "predict.", "student.display_name", "mix.strong.display_name",
+                 "mix.weak.display_name")
+#: The config fields naming a job's models as a reader knows them (``display_name``; "" = the config ``name``).
+DISPLAY = {"student": "student", "strong": "mix.strong", "weak": "mix.weak"}
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """One finished evaluation: ``{problem id: correct}`` (a bool; with several samples, the problem's mean
     correctness in [0, 1]), its ``scores.json``, how the verdicts were reached (``scoring``: ``rule`` = the
-    grader under ``eval.extract``; ``judged`` = the LLM judge's ``judgments.jsonl``, ``key`` then being the
+    grader under ``eval.extract`` and ``eval.rule``; ``judged`` = the LLM judge's ``judgments.jsonl``, ``key`` then being the
     judge artifact's) and the manifest's ``first_turn`` (the first problem's filled user turn), if recorded."""
 
     key: str
@@ -59,6 +62,7 @@ class Job:
     fields: dict[str, str] = field(default_factory=dict)  # config snapshot minus seeds (:func:`read_config`)
     variant: str = ""  # the fields that set this job apart from others of its cell (:func:`assign_variants`)
     seeds: dict[str, Any] = field(default_factory=dict)  # seed, mix.seed, finetune_mode.seed (:func:`read_seeds`)
+    display: dict[str, str] = field(default_factory=dict)  # student/strong/weak -> display name (:func:`read_display`)
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> benchmark -> judge scores (mixgap.stages.judge)
     graded: dict[str, dict[str, Evaluation]] = field(default_factory=dict)  # arm -> benchmark -> the grader's verdicts
 
@@ -150,7 +154,9 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     """The finished evaluation ``key`` (predictions by id, scores), or None when it is not finished.
 
     ``length_stop_frac`` is recomputed from ``finish_reason`` when ``scores.json`` lacks it, and
-    ``accuracy_by_extract`` from the rows (:func:`extract_accuracies`) when it lacks that but names its ``extract``.
+    ``accuracy_by_scoring`` (``{policy | boxed | paper: pass@1}``) when it lacks that: an older artifact's
+    ``accuracy_by_extract`` (``policy`` and ``boxed``, both under our rule), else from the rows
+    (``mixgap.stages.verdicts.scoring_accuracies``) when it names its ``scoring`` or ``extract``.
 
     Raises:
         ValueError: naming the file when ``predictions.jsonl`` repeats a problem id.
@@ -165,20 +171,10 @@ def load_evaluation(store: Store, key: str) -> Evaluation | None:
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
     if "length_stop_frac" not in scores and rows:
         scores["length_stop_frac"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows)
-    if "accuracy_by_extract" not in scores and scores.get("extract") and rows:
-        scores["accuracy_by_extract"] = extract_accuracies(rows, scores["extract"])
+    in_force = scores.get("scoring") or scores.get("extract")
+    if "accuracy_by_scoring" not in scores and (scores.get("accuracy_by_extract") or (in_force and rows)):
+        scores["accuracy_by_scoring"] = scores.get("accuracy_by_extract") or scoring_accuracies(rows, in_force)
     return Evaluation(key, correct, scores, first_turn=store.manifest(key).get("first_turn"))
-
-
-def extract_accuracies(rows: list[dict[str, Any]], extract: str) -> dict[str, float]:
-    """``{mode: pass@1 in percent}``: ``correct`` under ``extract`` and ``correct_<mode>`` for each other mode
-    the rows carry (``mixgap.stages.verdicts.grade_rows``); each the mean over problems of their sample means."""
-    out = {}
-    for mode, column in ((extract, "correct"), *((m, f"correct_{m}") for m in EXTRACT_MODES if m != extract)):
-        if all(column in r for r in rows):
-            values = list(per_problem_mean(rows, column).values())
-            out[mode] = 100.0 * sum(values) / len(values)
-    return out
 
 
 def load_judgments(store: Store, key: str, graded: Evaluation) -> Evaluation | None:
@@ -230,6 +226,51 @@ def read_seeds(folder: Path) -> dict[str, Any]:
         return {}
 
 
+def read_display(folder: Path) -> dict[str, str]:
+    """The display names of a job's models from its ``.hydra/config.yaml``: ``{"student"|"strong"|"weak": name}``
+    (each model's ``display_name``, else its config ``name``); ``{}`` when the snapshot is unreadable. A snapshot
+    from before ``display_name`` existed gives the config names."""
+    try:
+        cfg = OmegaConf.load(Path(folder) / CONFIG)
+    except Exception:  # reported by read_config
+        return {}
+    found = {}
+    for role, node in DISPLAY.items():
+        name = OmegaConf.select(cfg, f"{node}.name")
+        if name is not None:
+            found[role] = str(OmegaConf.select(cfg, f"{node}.display_name", default="") or name)
+    return found
+
+
+@dataclass(frozen=True)
+class DisplayNames:
+    """Config name -> the name figures and headings print, per kind (students, teachers), over a sweep's jobs.
+
+    Built by :func:`display_names`; a name no job's snapshot names is printed as itself.
+    """
+
+    students: dict[str, str] = field(default_factory=dict)
+    teachers: dict[str, str] = field(default_factory=dict)
+
+    def student(self, name: Any) -> str:
+        return self.students.get(str(name)) or str(name)
+
+    def teacher(self, name: Any) -> str:
+        return self.teachers.get(str(name)) or str(name)
+
+
+def display_names(jobs: list[Job]) -> DisplayNames:
+    """Each student's and teacher's display name from the jobs' config snapshots (:attr:`Job.display`; the first
+    job naming a model decides when snapshots disagree)."""
+    students: dict[str, str] = {}
+    teachers: dict[str, str] = {}
+    for job in jobs:
+        for role, shown in job.display.items():
+            name = str(job.identity.get(role))
+            (students if role == "student" else teachers).setdefault(name, shown)
+    return DisplayNames(students, teachers)
+
+
 def assign_variants(jobs: list[Job]) -> None:
     """Set ``job.variant`` to the config fields that differ between jobs of one (student, teacher pair, mode)
     cell, e.g. ``finetune_mode.learning_rate=2e-05``: jobs count as seeds of one condition only when they are
@@ -267,7 +308,8 @@ def read_job(folder: Path, default_store: Store | None, cache: dict[str, Evaluat
     from_config, fields = read_config(folder)
     identity = result.get("job") or from_config
     job = Job(folder, result.get("status", "missing"), identity, fields=fields, counts=result.get("counts", {}),
-              expected=expected_arms(result, identity.get("stage")), seeds=read_seeds(folder))
+              expected=expected_arms(result, identity.get("stage")), seeds=read_seeds(folder),
+              display=read_display(folder))
     if job.status != "done":
         if job.status != "planned":
             job.missing.append(describe(result) if result else f"no {RESULT} (never ran, or still queued)")

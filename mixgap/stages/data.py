@@ -28,6 +28,7 @@ from typing import Any
 from mixgap.core.digests import file_sha256
 from mixgap.core.errors import MixgapError
 from mixgap.grading.extract import extract_answer
+from mixgap.grading.official import boxed_answer
 
 log = logging.getLogger(__name__)
 UNRESOLVED = "unresolved"  # the revision of a Hub dataset that is neither reachable nor in the local cache
@@ -155,19 +156,23 @@ def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bo
         ) from err
 
 
-def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field: str | None, fmt: str) -> str:
-    """The gold final answer of a Hub row written in ``fmt``, one of ``SourceConfig.answer_format``'s choices.
+def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field: str | None, fmt: str) -> str | None:
+    """The gold final answer of a Hub row written in ``fmt``, one of ``SourceConfig.answer_format``'s choices; None
+    when it has none.
 
     ``plain``: the field as text (AMC floats stay ``27.0``; the grader matches them to integers);
-    ``boxed_in_solution``: the last ``\\boxed{}`` of the solution (MATH); ``after_hashes``: the text after
-    ``####`` with thousands commas removed (GSM8K); ``list_join``: a list joined with ", ", outer ``$``
-    removed (OlympiadBench ``final_answer``).
+    ``boxed_in_solution``: the last ``\\boxed{}`` of the solution (MATH; :func:`mixgap.grading.extract_answer`),
+    else the authors' extraction (:func:`mixgap.grading.official.boxed_answer`, their ``last_boxed_only_string`` +
+    ``remove_boxed``: ``\\boxed 2`` without braces is ``2``), stripped; None for no box, an unclosed one or an
+    empty ``\\boxed{}`` (the kit's copy of MATH train: 2 ``\\boxed 2``-style and 2 empty boxes of 7,500);
+    ``after_hashes``: the text after ``####`` with thousands commas removed (GSM8K); ``list_join``: a list joined
+    with ", ", outer ``$`` removed (OlympiadBench ``final_answer``).
     """
     if fmt == "boxed_in_solution":
-
-        answer = extract_answer(str(row[solution_field or "solution"]), "boxed")
-        if answer is None:
-            raise DataError(f"no \\boxed{{}} answer in the solution of row {row!r:.120}")
+        solution = str(row[solution_field or "solution"])
+        answer = extract_answer(solution, "boxed")
+        if answer is None:  # e.g. "\boxed 2": the authors' extraction reads it; an empty box is no answer
+            answer = (boxed_answer(solution) or "").strip() or None
         return answer
     value = row[answer_field] if answer_field else None
     if fmt == "after_hashes":
@@ -178,16 +183,20 @@ def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field
     return str(value).strip()
 
 
-def _normalise_hub_row(row: Mapping[str, Any], index: int, source: Any) -> Problem:
+def _normalise_hub_row(row: Mapping[str, Any], index: int, source: Any) -> Problem | None:
+    """The :class:`Problem` of Hub row number ``index``, or None when it has no gold answer (:func:`gold_answer`)."""
     f = source.fields
     solution = row.get(f.solution) if f.solution else None
     if isinstance(solution, list):
         solution = solution[0] if solution else None
     known = {f.id, f.problem, f.answer, f.solution}
+    answer = gold_answer(row, f.answer, f.solution, source.answer_format)
+    if not answer:
+        return None
     return Problem(
         id=str(row[f.id]) if f.id else f"{source.name}-{index}",
         problem=str(row[f.problem]),
-        answer=gold_answer(row, f.answer, f.solution, source.answer_format),
+        answer=answer,
         solution=None if solution is None else str(solution),
         meta={k: v for k, v in row.items() if k not in known and isinstance(v, (str, int, float, bool))},
     )
@@ -212,8 +221,11 @@ def subset(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Pr
     return [p for i, p in enumerate(problems) if i in chosen]
 
 
-def load_all(source: Any, data_root: Path | None) -> list[Problem]:
-    """Every problem of a source (``SourceConfig``/``BenchmarkConfig`` node), normalised, no subset taken.
+def read_problems(source: Any, data_root: Path | None) -> tuple[list[Problem], int]:
+    """Every problem of a source (``SourceConfig``/``BenchmarkConfig`` node), normalised, no subset taken, and how
+    many Hub rows were skipped for having no gold answer (:func:`gold_answer`; one warning names them). A skipped
+    row keeps its number: numbered ids (``fields.id=null``) stay the Hub row's index. The kit's rows are read as
+    normalised (their ``answer`` as written).
 
     Args:
         source: config node with ``name``, ``hub_id``, ``hub_config``, ``split``, ``kit_path``, ``fields``,
@@ -223,15 +235,31 @@ def load_all(source: Any, data_root: Path | None) -> list[Problem]:
     Raises:
         DataError: the kit file or the Hub dataset cannot be read, or ids repeat.
     """
+    skipped: list[int] = []
     if data_root is not None:
         problems = [_normalise_kit_row(r) for r in read_jsonl(kit_file(data_root, source.kit_path))]
     else:
         rows = load_hub_rows(source.hub_id, source.hub_config, source.split)
-        problems = [_normalise_hub_row(r, i, source) for i, r in enumerate(rows)]
+        problems = []
+        for i, row in enumerate(rows):
+            problem = _normalise_hub_row(row, i, source)
+            if problem is None:
+                skipped.append(i)
+            else:
+                problems.append(problem)
+        if skipped:
+            log.warning("%s: %d of %d rows of %s (%s) have no gold answer (%s) and are skipped: rows %s",
+                        source.name, len(skipped), len(rows), source.hub_id, source.split, source.answer_format,
+                        ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise DataError(f"{source.name}: problem ids repeat; set fields.id=null to number the rows")
-    return problems
+    return problems, len(skipped)
+
+
+def load_all(source: Any, data_root: Path | None) -> list[Problem]:
+    """Every problem of a source, normalised, no subset taken (:func:`read_problems`, without the skipped count)."""
+    return read_problems(source, data_root)[0]
 
 
 def _cap(*limits: int | None) -> int | None:
@@ -239,10 +267,17 @@ def _cap(*limits: int | None) -> int | None:
     return min(caps) if caps else None
 
 
+def load_problems(source: Any, data_root: Path | None, *, limit: int | None = None) -> tuple[list[Problem], int]:
+    """A source's problems (:func:`read_problems`), then the seeded subset of ``source.limit`` / ``limit`` (the
+    smaller applies; ``source.subset_seed`` picks it), and the rows of the whole source skipped for having no gold
+    answer (the subset is taken from the problems that have one)."""
+    problems, skipped = read_problems(source, data_root)
+    return subset(problems, _cap(source.limit, limit), source.subset_seed), skipped
+
+
 def load_source(source: Any, data_root: Path | None, *, limit: int | None = None) -> list[Problem]:
-    """A source's problems (:func:`load_all`), then the seeded subset of ``source.limit`` / ``limit``
-    (the smaller applies; ``source.subset_seed`` picks it)."""
-    return subset(load_all(source, data_root), _cap(source.limit, limit), source.subset_seed)
+    """A source's problems, subset (:func:`load_problems`, without the skipped count)."""
+    return load_problems(source, data_root, limit=limit)[0]
 
 
 def evaluation_sets(

@@ -44,7 +44,8 @@ def eval_spec(
     bench: DictConfig, eval_cfg: DictConfig, model_key: str, exclude_key: str | None, data_root: Path | None
 ) -> ArtifactSpec:
     """Store spec of one (model, benchmark) evaluation. Fields: the benchmark (not its label or size), generation
-    budget and context, stop strings, sampling (None when greedy), grader policy, ``eval.extract``, the problems'
+    budget and context, stop strings, sampling (None when greedy), grader policy, ``eval.extract``, ``eval.rule``
+    (both change verdicts; the rows carry every scoring, but the one in force is ``correct``), the problems'
     ``source`` (kit/hub) and ``content`` (:func:`mixgap.stages.data.source_digest`). Inputs: the model's key and,
     when decontamination drops problems, the training problem set's key. Backend, batch size, tensor parallelism:
     in the manifest, not the key."""
@@ -55,6 +56,7 @@ def eval_spec(
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
         "extract": eval_cfg.get("extract", "policy"),
+        "rule": eval_cfg.get("rule", "policy"),
         "source": "kit" if data_root is not None else "hub",
         "content": source_digest(bench, data_root),
         "selection": "decontaminate, then subset",  # data.evaluation_sets

@@ -118,7 +118,7 @@ def provenance(cfg: Any, store: Store, artifact: str, keys: dict[str, str]) -> d
     if artifact.startswith("eval."):
         fields = man.get("config", {})
         out["evaluation"] = {"benchmark": (fields.get("benchmark") or {}).get("name"), "grader": fields.get("grader"),
-                             "extract": fields.get("extract"), "model_key": (man.get("inputs") or [None])[0],
+                             "extract": fields.get("extract"), "rule": fields.get("rule"), "model_key": (man.get("inputs") or [None])[0],
                              "student": cfg.student.name, "max_new_tokens": fields.get("max_new_tokens")}
     return out
 

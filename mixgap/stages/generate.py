@@ -36,14 +36,14 @@ SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost
 GRADE_BENCHMARK = "math"  # MATH train problems are graded with the MATH policy
 #: Bump when the filter rule changes: every pool is then rebuilt (as when mixgap.grading.POLICY_VERSION does).
 FILTER_POLICY = "first-correct-not-truncated/v1"
-_COSMETIC = ("name", "batch_size")  # never change a sample
+_COSMETIC = ("name", "display_name", "batch_size")  # never change a sample
 _GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
 
 
 def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
     """Store spec of a teacher's raw samples (stage ``generation``).
 
-    Fields: the teacher config minus cosmetic fields (``name``, ``batch_size``) and minus the fields its
+    Fields: the teacher config minus cosmetic fields (``name``, ``display_name``, ``batch_size``) and minus the fields its
     backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
     generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
     its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub
@@ -149,7 +149,8 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
 
     Returns:
         Manifest extras ``{"counts": {...}}``: problems, samples, per-status and per-finish-reason counts,
-        resumed problems (generation); rows, unmatched, missing_response (import).
+        resumed problems (generation); rows, unmatched, missing_response (import); with the problem source read,
+        ``skipped_no_gold_answer``: its rows without a gold answer, left out (:func:`mixgap.stages.data.read_problems`).
 
     ``data_parallel_size``: engine replicas (the preflight's decision for this allocation; None = one), their
     finished shards kept in ``work_dir``.
@@ -159,7 +160,7 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
     """
     backend = backend_class(teacher.backend, "teacher.backend")
     root = data_root(cfg)
-    problems = data.load_source(cfg.problems, root) if backend.needs_problems(teacher) else None
+    problems, no_gold = data.load_problems(cfg.problems, root) if backend.needs_problems(teacher) else (None, 0)
     if backend.generates:
         def factory():
             return registry.load_backend(
@@ -174,6 +175,8 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
                   "finish_reason": dict(Counter(r["finish_reason"] for r in rows))}
     else:
         rows, counts = backend.import_samples(teacher, root, problems)
+    if problems is not None:
+        counts["skipped_no_gold_answer"] = no_gold
     counts["status"] = dict(Counter(r["status"] for r in rows))
     write_jsonl_atomic(out_dir / SAMPLES, rows)
     return {"counts": counts}
@@ -283,4 +286,8 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         gen_spec, lambda out, work: build_generation(teacher, cfg, store, out, work, ctx.tracker, replicas))
     ctx.paths[f"generation.{role}"] = gen_dir
     ctx.paths[f"pool.{role}"] = store.get_or_build(pool_spec, lambda out, _work: build_pool(gen_dir, teacher, out))
-    ctx.result["counts"][f"pool.{role}"] = ctx.counts(f"pool.{role}")
+    counts = ctx.counts(f"pool.{role}")
+    no_gold = ctx.counts(f"generation.{role}").get("skipped_no_gold_answer")
+    if no_gold:  # problems of the source the teacher never saw (no gold answer to keep a sample by)
+        counts = {**counts, "skipped_no_gold_answer": no_gold}
+    ctx.result["counts"][f"pool.{role}"] = counts

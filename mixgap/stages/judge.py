@@ -1,15 +1,17 @@
 """The paper's LLM re-judge: a second opinion on the samples the rule-based grader marked wrong.
 
-Li et al. (2025) score every rule-based miss that has a boxed answer with Qwen2.5-32B-Instruct (official repo
-``lm-evaluation-harness/math_metric_llm_eval_general.py``; ``conf/judge/qwen32b.yaml`` quotes its prompt):
+Li et al. (2025) score every miss of their rule (``is_equiv``; here ``eval.rule=paper``) that has a boxed answer
+with Qwen2.5-32B-Instruct (official repo ``lm-evaluation-harness/math_metric_llm_eval_general.py``;
+``conf/judge/qwen32b.yaml`` quotes its prompt):
 a reply containing ``True`` counts as correct, else ``False`` as wrong; anything else is *unparsed* and not
 correct. Their published accuracies are these judged ones.
 
 Here the judge is its own planned step after generation (``eval.judge``; :func:`run`): one engine load for every
 evaluation of the job that lacks a verdict, batched over all its benchmarks and arms. Each verdict set is a
 store artifact keyed by (evaluation key, judge config): ``judgments.jsonl`` (one row per sample: the rule
-verdict, whether it was sent, the reply, the judge verdict) and ``scores.json`` (rule and judged pass@1 with
-their CIs, samples sent, flips, unparsed). The rule verdict in ``predictions.jsonl`` is never changed.
+verdict in force and under every scoring, whether it was sent, the reply, the judge verdict) and ``scores.json``
+(rule and judged pass@1 with their CIs, every scoring's and the judged pass@1 side by side, samples sent, flips,
+unparsed). The rule verdict in ``predictions.jsonl`` is never changed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import to_container
 from mixgap.core.files import write_json_atomic
 from mixgap.core.store import ArtifactSpec, Store
-from mixgap.grading import EXTRACTION_STYLE
+from mixgap.grading import EXTRACTION_STYLE, SCORINGS
 from mixgap.stages.backends import registry
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
@@ -44,21 +46,32 @@ def judge_spec(judge: DictConfig, eval_key: str) -> ArtifactSpec:
 
 
 def needs_judge(row: dict[str, Any], style: str = "boxed") -> bool:
-    """A sample goes to the judge when the rule grader marked it wrong under the extraction mode in force
-    (``eval.extract``: its ``correct``) and that mode extracted an answer (its ``extracted``); never on a
-    ``last_number`` benchmark (GSM8K: the paper scores it by its own script, unjudged).
+    """A sample goes to the judge when the rule grader marked it wrong under the scoring in force
+    (``eval.extract`` and ``eval.rule``: its ``correct``; the paper's sent set under ``boxed`` + ``paper``) and that
+    scoring extracted an answer (its ``extracted``); never on a ``last_number`` benchmark (GSM8K: the paper scores
+    it by its own script, unjudged).
 
     ``style``: the benchmark's extraction style (``boxed`` or ``last_number``, its YAML's ``extraction``).
     """
     return style != "last_number" and not row["correct"] and row.get("extracted") is not None
 
 
+def _eval_scores(eval_dir: Path) -> dict[str, Any]:
+    path = Path(eval_dir) / SCORES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def eval_style(eval_dir: Path, benchmark: str) -> str:
     """An evaluation's extraction style: its ``scores.json`` ``extraction``, else the benchmark's by name
     (``mixgap.grading.EXTRACTION_STYLE``; ``boxed`` for a name it does not know)."""
-    path = Path(eval_dir) / SCORES
-    recorded = json.loads(path.read_text()).get("extraction") if path.is_file() else None
-    return recorded or EXTRACTION_STYLE.get(benchmark, "boxed")
+    return _eval_scores(eval_dir).get("extraction") or EXTRACTION_STYLE.get(benchmark, "boxed")
+
+
+def eval_scoring(eval_dir: Path) -> str:
+    """An evaluation's scoring in force (``mixgap.grading.SCORINGS`` name): its ``scores.json`` ``scoring``, else
+    its ``extract`` (written before the paper's rule existed: our rule), else ``policy``."""
+    recorded = _eval_scores(eval_dir)
+    return recorded.get("scoring") or recorded.get("extract") or "policy"
 
 
 def parse_verdict(reply: str) -> bool | None:
@@ -76,28 +89,39 @@ def fill_judge_prompt(template: str, problem: str, gold: str, answer: str) -> st
     return template.replace("{problem}", problem).replace("{gold}", gold).replace("{answer}", answer)
 
 
-def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str]) -> list[dict[str, Any]]:
-    """``judgments.jsonl`` rows: per sample ``id``, ``sample``, ``rule`` (the rule verdict), ``sent``, ``reply``,
-    ``verdict`` (judge: True/False/None; None also when not sent) and ``correct`` (rule or judge True)."""
+def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str], scoring: str = "policy") -> list[dict[str, Any]]:
+    """``judgments.jsonl`` rows: per sample ``id``, ``sample``, ``rule`` (the rule verdict in force, ``scoring``),
+    ``rule_<name>`` (the rule verdict under each scoring the prediction row carries: ``correct`` for ``scoring``,
+    ``correct_<name>`` for the others), ``sent``, ``reply``, ``verdict`` (judge: True/False/None; None also when not
+    sent) and ``correct`` (rule or judge True)."""
     out = []
     for i, r in enumerate(rows):
         reply = replies.get(i)
         verdict = parse_verdict(reply) if reply is not None else None
-        out.append({"id": r["id"], "sample": r.get("sample", 0), "rule": bool(r["correct"]), "sent": reply is not None,
-                    "reply": reply, "verdict": verdict, "correct": bool(r["correct"]) or verdict is True})
+        by_scoring = {f"rule_{n}": bool(r["correct" if n == scoring else f"correct_{n}"]) for n in SCORINGS
+                      if n == scoring or f"correct_{n}" in r}
+        out.append({"id": r["id"], "sample": r.get("sample", 0), "rule": bool(r["correct"]), **by_scoring,
+                    "sent": reply is not None, "reply": reply, "verdict": verdict,
+                    "correct": bool(r["correct"]) or verdict is True})
     return out
 
 
 def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: str) -> dict[str, Any]:
     """Rule and judged pass@1 (percent, mean over samples and problems) with CIs over problems
     (``mixgap.stats.bootstrap.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
-    ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False)."""
+    ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False); ``accuracy_by_scoring``:
+    pass@1 under each rule scoring the rows carry (``rule_<name>``, :func:`judged_rows`) and ``judged``, side by side."""
     out: dict[str, Any] = {"benchmark": benchmark, "judge": judge_name, "samples": len(judged)}
     for key, name in (("rule", "rule"), ("correct", "judge")):
         values = list(per_problem_mean(judged, key).values())
         low, high, se = mean_ci(values)
         out.update({f"{name}_accuracy": 100.0 * sum(values) / len(values), f"{name}_ci_low": low,
                     f"{name}_ci_high": high, f"{name}_se": se})
+    out["accuracy_by_scoring"] = {}
+    for name, column in [*((n, f"rule_{n}") for n in SCORINGS), ("judged", "correct")]:
+        if judged and all(column in r for r in judged):
+            values = list(per_problem_mean(judged, column).values())
+            out["accuracy_by_scoring"][name] = 100.0 * sum(values) / len(values)
     out["sent"] = sum(r["sent"] for r in judged)
     out["flips"] = sum(r["sent"] and r["verdict"] is True for r in judged)
     out["unparsed"] = sum(r["sent"] and r["verdict"] is None for r in judged)
@@ -146,7 +170,7 @@ def judge_evaluations(
 ) -> dict[str, dict[str, Any]]:
     """Judge several finished evaluations in one pass (one judge load, one batch over all of them).
 
-    Sent: the samples :func:`needs_judge` picks under the evaluation's extraction mode and style (:func:`eval_style`).
+    Sent: the samples :func:`needs_judge` picks under the evaluation's scoring in force and style (:func:`eval_style`).
 
     Args:
         judge: the judge config (``eval.judge``).
@@ -170,7 +194,7 @@ def judge_evaluations(
         texts = {p.id: p.problem for p in problems}
         rows = read_jsonl(store.path(key) / "predictions.jsonl")
         style = eval_style(store.path(key), bench)
-        todo[label] = (spec, rows, bench)
+        todo[label] = (spec, rows, bench, eval_scoring(store.path(key)))
         sent[label] = []
         for i, r in enumerate(rows):
             if needs_judge(r, style):
@@ -186,12 +210,13 @@ def judge_evaluations(
     for label, (key, bench, _) in evaluations.items():
         spec = judge_spec(judge, key)
         if label in todo:
-            _, rows, _ = todo[label]
+            _, rows, _, in_force = todo[label]
             mine = {i: replies[j] for i, j in sent[label]}
 
-            def build(out: Path, _w: Path, rows: list = rows, mine: dict = mine, bench: str = bench) -> dict[str, Any]:
-                judged = judged_rows(rows, mine)
-                result = judge_scores(judged, bench, judge.name)
+            def build(out: Path, _w: Path, rows: list = rows, mine: dict = mine, bench: str = bench,
+                      in_force: str = in_force) -> dict[str, Any]:
+                judged = judged_rows(rows, mine, in_force)
+                result = {**judge_scores(judged, bench, judge.name), "scoring": in_force}
                 with open(out / JUDGMENTS, "w", encoding="utf-8") as fh:
                     fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in judged)
                 write_json_atomic(out / SCORES, result)

@@ -1,6 +1,7 @@
 """Grading and scoring one evaluation's completions (paper Section 3.1): ``predictions.jsonl`` rows graded by
-:func:`mixgap.grading.grade` under both extraction modes, and ``scores.json`` (pass@1 with its Wilson or bootstrap
-interval, pass@k, maj@n over equivalent answers, the length-stop fraction, both modes' accuracies).
+:func:`mixgap.grading.grade` under every scoring (:data:`mixgap.grading.SCORINGS`: our policy, the paper's extraction
+under our rule, the paper's rule), and ``scores.json`` (pass@1 with its Wilson or bootstrap interval, pass@k, maj@n
+over equivalent answers, the length-stop fraction, every scoring's accuracy).
 :mod:`mixgap.stages.evaluate` generates the completions and writes each artifact through :func:`write_eval`."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.files import write_json_atomic, write_jsonl_atomic
-from mixgap.grading import EXTRACT_MODES, grade
+from mixgap.grading import SCORINGS, grade, scoring_name
 from mixgap.grading.equivalence import is_equivalent
 from mixgap.stages.data import DataError, Problem, fill_prompt
 from mixgap.stats.bootstrap import mean_ci
@@ -75,26 +76,41 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
 
 
 def grade_rows(bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]],
-               extract: str = "policy") -> list[dict[str, Any]]:
+               extract: str = "policy", rule: str = "policy") -> list[dict[str, Any]]:
     """``predictions.jsonl`` rows: one per (problem, sample), graded by ``mixgap.grading.grade`` with the
-    benchmark's extraction style under both extraction modes (:data:`mixgap.grading.EXTRACT_MODES`).
+    benchmark's extraction style under every scoring (:data:`mixgap.grading.SCORINGS`: ``policy``, ``boxed``,
+    ``paper``).
 
-    ``correct``, ``extracted``, ``reason``: the verdict under ``extract`` (``eval.extract``: ``policy`` or the
-    official ``boxed``), the mode every score, Δ and the judge's sent set use; ``correct_<other>``,
-    ``extracted_<other>``, ``reason_<other>``: the same completion under the other mode. Raises ValueError
-    (from ``grade``) when ``extract`` is not a mode.
+    ``correct``, ``extracted``, ``reason``: the verdict under the scoring in force (``eval.extract`` and
+    ``eval.rule``), the one every score, Δ and the judge's sent set use; ``correct_<name>``, ``extracted_<name>``,
+    ``reason_<name>``: the same completion under each other scoring. Raises ValueError (from
+    ``mixgap.grading.scoring_name``) when (``extract``, ``rule``) is not a scoring.
     """
-    other = next(m for m in EXTRACT_MODES if m != extract)
+    in_force = scoring_name(extract, rule)
+    order = [in_force, *(n for n in SCORINGS if n != in_force)]
     rows = []
     for problem, samples in zip(problems, completions, strict=True):
         for j, completion in enumerate(samples):
-            v, o = (grade(completion.text, problem.answer, bench.name, extract=m, style=bench.extraction)
-                    for m in (extract, other))
-            rows.append({"id": problem.id, "sample": j, "gold": problem.answer, "completion": completion.text,
-                         "extracted": v.extracted, "correct": v.correct, "reason": v.reason,
-                         f"extracted_{other}": o.extracted, f"correct_{other}": o.correct, f"reason_{other}": o.reason,
-                         "finish_reason": completion.finish_reason, "completion_tokens": completion.completion_tokens})
+            row: dict[str, Any] = {"id": problem.id, "sample": j, "gold": problem.answer, "completion": completion.text}
+            for name in order:
+                m, r = SCORINGS[name]
+                v = grade(completion.text, problem.answer, bench.name, extract=m, rule=r, style=bench.extraction)
+                suffix = "" if name == in_force else f"_{name}"
+                row.update({f"extracted{suffix}": v.extracted, f"correct{suffix}": v.correct, f"reason{suffix}": v.reason})
+            rows.append({**row, "finish_reason": completion.finish_reason, "completion_tokens": completion.completion_tokens})
     return rows
+
+
+def scoring_accuracies(rows: Sequence[dict[str, Any]], in_force: str) -> dict[str, float]:
+    """``{scoring: pass@1 in percent}`` of the same rows: ``correct`` under ``in_force`` and ``correct_<name>`` for
+    each other scoring the rows carry (:func:`grade_rows`); each the mean over problems of their sample means."""
+    out = {}
+    for name in [in_force, *(n for n in SCORINGS if n != in_force)]:
+        column = "correct" if name == in_force else f"correct_{name}"
+        if rows and all(column in r for r in rows):
+            values = list(per_problem_mean(rows, column).values())
+            out[name] = 100.0 * sum(values) / len(values)
+    return out
 
 
 def generation_share(completions: dict[str, Sequence[Sequence[Any]]], name: str) -> float:
@@ -112,8 +128,9 @@ def write_eval(
 ) -> dict[str, Any]:
     """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
 
-    ``scores.json`` is :func:`score` under ``eval.extract`` plus ``extract`` (that mode), ``extraction`` (the
-    benchmark's style) and ``accuracy_by_extract`` (``{mode: pass@1 in percent}`` of the same completions).
+    ``scores.json`` is :func:`score` under the scoring in force plus ``extract`` and ``rule`` (``eval.extract``,
+    ``eval.rule``), ``scoring`` (their :data:`mixgap.grading.SCORINGS` name), ``extraction`` (the benchmark's style)
+    and ``accuracy_by_scoring`` (``{policy | boxed | paper: pass@1 in percent}`` of the same completions).
 
     Returns:
         Manifest extras: the problem ids evaluated, the backend, the scores, ``first_turn`` -- the first
@@ -122,13 +139,12 @@ def write_eval(
         ``generation_s``, this benchmark's share (:func:`generation_share`) of the engine pass's generation seconds
         (the artifact's ``wall_s`` counts only the grading that follows).
     """
-    extract = cfg.eval.get("extract", "policy")
-    rows = grade_rows(bench, problems, completions, extract)
+    extract, rule = cfg.eval.get("extract", "policy"), cfg.eval.get("rule", "policy")
+    rows = grade_rows(bench, problems, completions, extract, rule)
     scores = score(rows, bench.name)
-    other = next(m for m in EXTRACT_MODES if m != extract)
-    second = list(per_problem_mean(rows, f"correct_{other}").values())  # pass@1 under the other mode
-    scores.update(extract=extract, extraction=bench.get("extraction"), accuracy_by_extract={
-        extract: scores["accuracy"], other: 100.0 * sum(second) / len(second)})
+    in_force = scoring_name(extract, rule)
+    scores.update(extract=extract, rule=rule, scoring=in_force, extraction=bench.get("extraction"),
+                  accuracy_by_scoring=scoring_accuracies(rows, in_force))
     write_jsonl_atomic(out_dir / PREDICTIONS, rows)
     write_json_atomic(out_dir / SCORES, scores)
     if scores["length_stop_frac"] > cfg.eval.length_warning:
@@ -138,7 +154,7 @@ def write_eval(
                     cfg.eval.max_new_tokens)
     log.info("%s: pass@1 %.1f%% (%d/%d samples, %d problems x %d; %s)", bench.name, scores["accuracy"],
              scores["correct"], scores["n"] * scores["n_samples"], scores["n"], scores["n_samples"],
-             ", ".join(f"{m} {a:.1f}%" for m, a in scores["accuracy_by_extract"].items()))
+             ", ".join(f"{m} {a:.1f}%" for m, a in scores["accuracy_by_scoring"].items()))
     tracker.log({f"eval/{bench.name}/accuracy": scores["accuracy"], f"eval/{bench.name}/length_stop_frac": scores["length_stop_frac"]})
     first = {"id": problems[0].id, "user": fill_prompt(bench.prompt, problems[0].problem),
              "chat_template": str(cfg.student.get("chat_template", "model"))}

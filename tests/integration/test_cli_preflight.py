@@ -63,6 +63,21 @@ def test_single_plan_job_that_cannot_fit_prints_every_reason(tmp_path):
     assert there["launcher"] == "slurm" and len(there["refusals"]) == 2
 
 
+def test_a_full_sft_that_fits_at_a_smaller_per_device_batch_is_planned_there(tmp_path):
+    """qwen0.5b full SFT on one 80 GB GPU (hydra/launcher=slurm_1gpu): per-device 2 x 16384 tokens would need
+    73.5 GB > 72.0 GB usable; per-device 1 x accumulation 8 (42.4 GB) keeps the global batch 8 and fits, and is the
+    per-device batch the train stage runs (decisions)."""
+    proc = _launch("student=qwen0.5b", "finetune_mode=full", "hydra/launcher=slurm_1gpu", "cluster.gpu_memory_gb=80",
+                   "data.missing_pool=wait", "stage=plan", f"paths.cache={tmp_path / 'c'}",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("preflight: 1 GPU(s) of 80 GB; world 1 x per-device 1 x accumulation 8 = global 8 (per-device 2 would "
+            "need 73.5 GB > 72.0 GB usable); train 42.4 GB/GPU") in proc.stdout + proc.stderr
+    pf = json.loads((tmp_path / "run" / "result.json").read_text())["preflight"]
+    assert (pf["per_device_batch_size"], pf["gradient_accumulation_steps"], pf["global_batch_size"]) == (1, 8, 8)
+    assert pf["refusals"] == [] and pf["decisions"]["train_per_device_batch_size"] == 1
+
+
 @pytest.mark.slow
 def test_table1_plans_on_slurm_without_submitting(tmp_path):
     proc = _launch("-m", "+experiment=long_vs_short", "hydra/launcher=slurm", "stage=plan",

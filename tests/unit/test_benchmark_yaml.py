@@ -40,3 +40,15 @@ def test_a_copied_benchmark_grades_with_its_own_extraction(tmp_path):
     rows = grade_rows(copy, [Problem(id="1", problem="?", answer="204", solution=None)],
                       [[Completion("so \\boxed{204}", "stop", 3, 4, "ok")]], extract="boxed")
     assert (rows[0]["correct"], rows[0]["extracted"]) == (True, "204")
+
+
+def test_math_prompts_are_the_papers_verbatim():
+    cfg = compose_cfg("benchmark=[math,math500,aime24,amc23,olympiadbench]")
+    # the authors' task YAMLs (Small-Model-Gap/Small-Model-Learnability-Gap, commit 814cf97, lm-evaluation-harness/
+    # lm_eval/tasks/): hendrycks_math_algebra.yaml doc_to_text, "...problem and present..."
+    assert cfg.benchmark.math.prompt == ("Solve the following math problem and present the final answer in the format: "
+                                         "Final Answer: \\boxed{your_answer}.\nProblem: {problem}\nAnswer:")
+    # hendrycks_math_500.yaml, AIME.yaml, AMC.yaml, Olympiad.yaml doc_to_text, "...problem. Present..."
+    for name in ("math500", "aime24", "amc23", "olympiadbench"):
+        assert cfg.benchmark[name].prompt == ("Solve the following math problem. Present the final answer in the format: "
+                                              "Final Answer: \\boxed{your_answer}.\nProblem: {problem}\nAnswer:")

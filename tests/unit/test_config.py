@@ -195,10 +195,10 @@ DECLARED = list(_declared(MixgapConfig))
 
 
 def test_the_schema_declares_the_allowed_values_of_the_fields_validate_checked():
-    """The 74 field checks validate wrote out (one benchmark, both teachers, the judge) plus problems.limit, which
-    shares its declaration with benchmark.<name>.limit."""
+    """The 75 field checks validate wrote out (one benchmark, both teachers, the judge; eval.rule among them) plus
+    problems.limit, which shares its declaration with benchmark.<name>.limit."""
     declared = {path for path, _ in DECLARED}
-    assert len(declared) == 75 and {"mix.weight", "eval.extract", "finetune_mode.deepspeed", "mix.strong.sampling.n",
+    assert len(declared) == 76 and {"mix.weight", "eval.extract", "finetune_mode.deepspeed", "mix.strong.sampling.n",
                                     "eval.judge.prompt", "benchmark.math.extraction", "problems.answer_format",
                                     "eval.n_samples_by_benchmark.aime24", "cluster.memory_headroom"} <= declared
 
@@ -252,6 +252,7 @@ def test_nested_declarations_name_the_full_path(overrides, message, kit):
 
 def test_code_outside_the_schema_reads_the_declared_values():
     assert grading.EXTRACT_MODES == choices_of(EvalConfig, "extract") == ("policy", "boxed")
+    assert grading.RULES == choices_of(EvalConfig, "rule") == ("policy", "paper")
     assert STYLES == choices_of(BenchmarkConfig, "extraction") == ("boxed", "last_number")
     with pytest.raises(ConfigError, match=r"^finetune_mode.launch='slurm' is not allowed; choose one of auto, local, "
                                           r"torchrun$"):

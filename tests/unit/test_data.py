@@ -65,6 +65,61 @@ def test_gold_answers_from_hub_rows(row, fmt, expected):
     assert data.gold_answer(row, "answer", "solution", fmt) == expected
 
 
+@pytest.mark.parametrize(
+    "solution, expected",
+    [
+        # MATH train train/algebra/24014.json: no braces; the authors' last_boxed_only_string + remove_boxed
+        ("Since we want the largest value of $x$, our answer is $\\boxed 2$.", "2"),
+        # train/number_theory/7115.json: an empty box is no gold answer
+        ("Therefore there are $\\boxed{}$ primes in that range.", None),
+        ("No box at all.", None),
+        ("An unclosed $\\boxed{3$.", None),
+        # a braced box still wins over a spaced one elsewhere in the text (our extraction first)
+        ("First $\\boxed 1$, then $\\boxed{5}$.", "5"),
+    ],
+)
+def test_math_gold_answers_without_braces_or_with_an_empty_box(solution, expected):
+    assert data.gold_answer({"solution": solution}, None, "solution", "boxed_in_solution") == expected
+
+
+def test_the_kits_math_train_through_the_hub_path_skips_and_counts_the_rows_without_a_gold_answer(kit, monkeypatch, caplog):
+    """The kit's math_train.jsonl as the Hub serves MATH-lighteval (columns problem, level, solution, type), read
+    through datasets.load_dataset and the Hub rows' normalisation: 24014 (\\boxed 2) and 25040 (\\boxed 9) load with
+    gold 2 and 9; 7115 and 7117 (empty \\boxed{}) are skipped and counted; 7,498 load."""
+    import datasets
+
+    kit_rows = data.read_jsonl(kit / "math" / "math_train.jsonl")
+    hub = datasets.Dataset.from_dict({"problem": [r["problem"] for r in kit_rows],
+                                      "level": [r["level_str"] for r in kit_rows],
+                                      "solution": [r["solution"] for r in kit_rows],
+                                      "type": [r["type"] for r in kit_rows]})
+    asked = []
+
+    def load_dataset(hub_id, config, split):
+        asked.append((hub_id, config, split))
+        return hub
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    source = compose_cfg().problems
+    with caplog.at_level("WARNING", logger="mixgap.stages.data"):
+        problems, skipped = data.load_problems(source, None)
+    assert asked == [("DigitalLearningGmbH/MATH-lighteval", None, "train")]
+    assert (len(kit_rows), len(problems), skipped) == (7500, 7498, 2)
+    row = {r["id"]: i for i, r in enumerate(kit_rows)}  # a Hub row is numbered by its index: math_train-<index>
+    by_id = {p.id: p for p in problems}
+    assert by_id[f"math_train-{row['train/algebra/24014.json']}"].answer == "2"
+    assert by_id[f"math_train-{row['train/algebra/25040.json']}"].answer == "9"
+    lost = [row["train/number_theory/7115.json"], row["train/number_theory/7117.json"]]
+    assert lost == [5529, 5531] and not {f"math_train-{i}" for i in lost} & set(by_id)
+    # every other gold answer is the kit's (the kit's whitespace aside)
+    assert all(by_id[f"math_train-{i}"].answer == r["answer"].strip() for i, r in enumerate(kit_rows) if i not in lost)
+    assert by_id["math_train-0"].meta == {"level": "Level 5", "type": "Algebra"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "math_train: 2 of 7500 rows of DigitalLearningGmbH/MATH-lighteval (train) have no gold answer "
+        "(boxed_in_solution) and are skipped: rows 5529, 5531"]
+    assert len(data.load_source(source, None)) == 7498
+
+
 def test_hub_rows_are_normalised_with_the_configured_fields():
     bench = compose_cfg("benchmark=[gsm8k]").benchmark.gsm8k
     rows = [{"question": "Q1?", "answer": "work\n#### 7"}, {"question": "Q2?", "answer": "#### 1,000"}]

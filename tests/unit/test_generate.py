@@ -213,7 +213,8 @@ def test_a_backend_is_one_registered_class_that_generation_and_pool_use(tmp_path
     assert loaded == [{"model": "/weights/scripted_t", "dtype": "bfloat16", "max_model_len": 32768,
                        "tensor_parallel_size": 4, "batch_size": 16, "chat_template": None, "seed": 0}]
     assert closed == [True]
-    assert counts == {"problems": 4, "samples": 8, "resumed": 0, "finish_reason": {"stop": 8}, "status": {"ok": 8}}
+    assert counts == {"problems": 4, "samples": 8, "resumed": 0, "finish_reason": {"stop": 8}, "status": {"ok": 8},
+                      "skipped_no_gold_answer": 0}
     assert generation_spec(teacher, cfg.problems, kit).fields["weights"] == "Qwen/QwQ-32B-Preview"
     pool_counts = build_pool(gen, teacher, tmp_path / "pool")["counts"]
     pool = read_jsonl(tmp_path / "pool" / "pool.jsonl")
@@ -293,3 +294,44 @@ def test_build_pool_rows_and_character_lengths_for_imports(tmp_path):
 )
 def test_length_stats_nearest_rank_p95(values, expected):
     assert length_stats(values) == expected
+
+
+def test_hub_problems_without_a_gold_answer_are_skipped_and_counted_in_the_generation(tmp_path, monkeypatch, registry):
+    """MATH train from the Hub: a solution with an empty box has no gold answer; the teacher never sees it and the
+    generation's manifest counts it. ``\\boxed 9`` (no braces) is the authors' extraction's 9."""
+    import datasets
+
+    hub = datasets.Dataset.from_dict({
+        "problem": ["P one", "P two", "P three"], "level": ["Level 1"] * 3, "type": ["Algebra"] * 3,
+        "solution": ["So $\\boxed{4}$.", "There are $\\boxed{}$ primes.", "It is $\\boxed 9$."]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, config, split: hub)
+    monkeypatch.delenv("MIXGAP_DATA", raising=False)
+    prompts = []
+
+    @register("echo")
+    class EchoBackend:
+        generates = True
+
+        @staticmethod
+        def needs_problems(teacher):
+            return True
+
+        def __init__(self, model, **options):
+            pass
+
+        def generate(self, prompts_, *, max_new_tokens, temperature=0.0, top_p=1.0, n=1, seed=0, desc=""):
+            prompts.extend(prompts_)
+            return [[Completion("\\boxed{4}", "stop", 1, 1, "ok")] for _ in prompts_]
+
+        def close(self):
+            pass
+
+    cfg = compose_cfg("teacher=qwq32b", "paths.data=null")
+    teacher = cfg.teacher
+    teacher.backend, teacher.prompt, teacher.sampling.n = "echo", "{problem}", 1
+    monkeypatch.setattr(models, "resolve_model", lambda source, store: "/weights")
+    counts = build_generation(teacher, cfg, Store(tmp_path / "store"), tmp_path / "gen", tmp_path / "work", NullTracker())["counts"]
+    assert prompts == ["P one", "P three"]
+    assert (counts["problems"], counts["samples"], counts["skipped_no_gold_answer"]) == (2, 2, 1)
+    rows = read_jsonl(tmp_path / "gen" / "samples.jsonl")
+    assert [(r["id"], r["answer"]) for r in rows] == [("math_train-0", "4"), ("math_train-2", "9")]

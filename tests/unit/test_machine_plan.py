@@ -81,18 +81,18 @@ def test_workstation_with_8_gpus_plans_the_8_gpu_layout(monkeypatch):
     assert report["train_memory_gb_per_gpu"] == pytest.approx(QWEN3B_8GPU, abs=0.05)
     assert QWEN3B_8GPU - QWEN3B_8GPU_BEFORE == pytest.approx(2 * 16384 * 151936 / 1e9, abs=0.05)
     assert report["refusals"] == [] and "elsewhere" not in report
-    assert report["decisions"] == {"eval_tensor_parallel_size": 1, "eval_data_parallel_size": 8,
+    assert report["decisions"] == {"train_per_device_batch_size": 1, "eval_tensor_parallel_size": 1, "eval_data_parallel_size": 8,
                                    "judge_data_parallel_size": None, "generation_data_parallel_size": {}}
 
 
 def test_one_24gb_gpu_is_refused_in_one_line_naming_the_launcher_that_fits(monkeypatch):
     # 1 GPU, per-device 2 x 16384: 4 L 1.245 + 18 N 55.62 + 2 x (2.416 + 1.141) + logits 12 x 32768 x 151936 59.74
-    # + 2 = 125.7 GB > 21.6 GB (90% of 24)
+    # + 2 = 125.7 GB > 21.6 GB (90% of 24); per-device 1: 1.245 + 55.62 + 3.557 + 29.871 + 2 = 92.3 GB > 21.6 still
     report = _plan(monkeypatch, (1, 24.0), "student=qwen3b", "finetune_mode=full", "data.missing_pool=wait")
-    assert report["train_memory_gb_per_gpu"] == pytest.approx(125.7, abs=0.05)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(92.3, abs=0.05)
     assert report["refusals"] == [
-        "finetune_mode.mode=full for student=qwen3b needs 125.7 GB per GPU on 1 GPU(s) of hydra/launcher=basic "
-        "(ZeRO-3, per-device batch 2 x 16384 tokens) > 21.6 GB usable (90% of 24 GB, this machine's GPUs; "
+        "finetune_mode.mode=full for student=qwen3b needs 92.3 GB per GPU on 1 GPU(s) of hydra/launcher=basic "
+        "(ZeRO-3, per-device batch 1 x 16384 tokens, lowered from 2) > 21.6 GB usable (90% of 24 GB, this machine's GPUs; "
         "cluster.memory_headroom=0.1); allowed: hydra/launcher=slurm (8 GPUs of 85 GB: 43.6 GB per GPU), "
         "finetune_mode=lora, a shorter finetune_mode.max_seq_len (now 16384), GPUs with more memory "
         "(cluster.gpu_memory_gb)"]
@@ -126,9 +126,9 @@ def test_a_global_batch_no_layout_fits_is_one_message_with_the_whole_rule(monkey
 
 
 def test_every_refusal_is_shown_one_line_each(monkeypatch):
-    # on one 80 GB GPU: qwen0.5b's full SFT does not fit (per-device 2 x 16384 tokens), and the evaluation budget
-    # exceeds the context; both reach the screen, in the order the plan checks them
-    report = _plan(monkeypatch, (1, 80.0), "student=qwen0.5b", "data.missing_pool=wait", "eval.max_new_tokens=100000",
+    # on one 40 GB GPU: qwen0.5b's full SFT does not fit (42.4 GB even at per-device 1 x 16384 tokens > 36 usable),
+    # and the evaluation budget exceeds the context; both reach the screen, in the order the plan checks them
+    report = _plan(monkeypatch, (1, 40.0), "student=qwen0.5b", "data.missing_pool=wait", "eval.max_new_tokens=100000",
                    "eval.max_model_len=null")
     with pytest.raises(PreflightRefused) as err:
         enforce(report)

@@ -71,43 +71,100 @@ def test_lora_params_of_qwen32b():
         64 * 16 * (10240 + 12288 + 10240 + 65536 + 32768))
 
 
-# (overrides, GPUs, GPU memory GB) -> train GB per GPU, or None when training is not the refused part; refused?
+# (overrides, GPUs, GPU memory GB) -> train GB per GPU at the per-device batch chosen (the largest whose memory fits, or
+# 1 when none fits), that per-device batch; refused?
 # The logit buffers count 12 bytes per logit (mixgap.plan.estimates.LOGIT_BYTES: fp32 log-probs 4 + their gradient 4
 # + the logits' gradient 4) and a job may use 90% of each GPU (cluster.memory_headroom=0.1).
 CASES = [
     # qwen3b full, 8 GPUs, ZeRO-3, per-device 1 x 16384 tokens: 4 x 311.2M (embedding 151936 x 2048) = 1.245 GB
     # + 18 x 3.09e9 / 8 = 6.953 GB; activations 36 x 2 x 16384 x 2048 = 2.416 GB + 34 x 16384 x 2048 = 1.141 GB
     # + logits 12 x 16384 x 151936 = 29.871 GB; + 2 GB overhead = 43.6 GB < 72: fits
-    (["student=qwen3b", "finetune_mode=full"], 8, 80, 43.6, False),
+    (["student=qwen3b", "finetune_mode=full"], 8, 80, 43.6, 1, False),
     # qwen3b full on 1 GPU: 1.245 + 18 x 3.09 = 55.62 GB + activations at per-device 2 (32768 tokens)
-    # 2 x 3.557 + logits 59.743 = 66.86 GB + 2 = 125.7 GB > 72: refused
-    (["student=qwen3b", "finetune_mode=full"], 1, 80, 125.7, True),
-    # the same on one 141 GB H200: 125.7 < 126.9 usable (90%): fits
-    (["student=qwen3b", "finetune_mode=full"], 1, 141, 125.7, False),
-    # ... and at per-device 1 (16384 tokens: 1.245 + 55.62 + 3.557 + 29.871 + 2 = 92.3 GB)
-    (["student=qwen3b", "finetune_mode=full", "finetune_mode.per_device_batch_size=1"], 1, 141, 92.3, False),
+    # 2 x 3.557 + logits 59.743 = 66.86 GB + 2 = 125.7 GB > 72; at per-device 1 (16384 tokens: 1.245 + 55.62 + 3.557
+    # + 29.871 + 2 = 92.3 GB) > 72 still: refused at per-device 1
+    (["student=qwen3b", "finetune_mode=full"], 1, 80, 92.3, 1, True),
+    # the same on one 141 GB H200: 125.7 < 126.9 usable (90%): fits at the configured per-device 2
+    (["student=qwen3b", "finetune_mode=full"], 1, 141, 125.7, 2, False),
+    # ... and at per-device 1 when configured so
+    (["student=qwen3b", "finetune_mode=full", "finetune_mode.per_device_batch_size=1"], 1, 141, 92.3, 1, False),
     # qwen32b full on 8 GPUs: 4 x 778.6M (152064 x 5120) = 3.114 + 18 x 32.5 / 8 = 73.125; activations
     # 64 x 2 x 16384 x 5120 = 10.737 + 2.852 + 12 x 16384 x 152064 = 29.897; + 2 = 121.7 GB > 72: refused
-    (["student=qwen32b", "finetune_mode=full"], 8, 80, 121.7, True),
+    (["student=qwen32b", "finetune_mode=full"], 8, 80, 121.7, 1, True),
     # qwen32b LoRA (r 8) on 8 GPUs: base 2 x 32.5e9 / 8 = 8.125 + adapter 16 x 67.1M / 8 = 0.134 + 4L 3.114
     # + activations 10.737 + 2.852 + 29.897 + 2 = 56.9 GB < 72: fits (the paper's choice from 14B)
-    (["student=qwen32b"], 8, 80, 56.9, False),
+    (["student=qwen32b"], 8, 80, 56.9, 1, False),
     # llama70b LoRA (r 8) on 8 GPUs of 40 GB: 2 x 70.6 / 8 = 17.65 + adapter 16 x 103.5M / 8 = 0.21 + 4 x 1.05B (128256 x 8192) = 4.2
     # + activations 80 x 2 x 16384 x 8192 = 21.5 + 4.6 + 12 x 16384 x 128256 = 25.2 logits, + 2 = 75.3 GB > 36: refused
-    (["student=llama70b"], 8, 40, 75.3, True),
+    (["student=llama70b"], 8, 40, 75.3, 1, True),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "gpus", "memory", "train_gb", "refused"), CASES)
-def test_memory_table(overrides, gpus, memory, train_gb, refused):
+@pytest.mark.parametrize(("overrides", "gpus", "memory", "train_gb", "per_device", "refused"), CASES)
+def test_memory_table(overrides, gpus, memory, train_gb, per_device, refused):
     cfg = compose_cfg(*overrides, "data.missing_pool=wait", f"cluster.gpu_memory_gb={memory}")
     report = preflight(cfg, gpus)
     assert report["train_memory_gb_per_gpu"] == pytest.approx(train_gb, abs=0.15)
+    assert report["per_device_batch_size"] == per_device
     memory_refusals = [r for r in report["refusals"] if "GB per GPU" in r]
     assert bool(memory_refusals) == refused, report["refusals"]
     if refused:
         assert memory_refusals[0].startswith(f"finetune_mode.mode={cfg.finetune_mode.mode} for student={cfg.student.name}")
         assert f"usable (90% of {memory} GB, cluster.gpu_memory_gb={memory}; cluster.memory_headroom=0.1)" in memory_refusals[0]
+
+
+# qwen0.5b full SFT on 1 GPU (ZeRO-3, 16384 tokens per example): 4 L (embedding 151936 x 896) 0.545 GB + 18 N (0.49e9)
+# 8.820 GB = 9.365 GB of model states; per token kept inputs 24 x 2 x 896 + one layer 34 x 896 + logits 12 x 151936
+# = 1,896,704 bytes; + 2 GB overhead. Per-device 1: 9.365 + 31.076 + 2 = 42.4 GB; 2: 73.5 GB; 4: 135.7 GB.
+LAYOUTS = [
+    # 85 GB (76.5 usable): the configured per-device 2 fits, accumulation 4
+    ([], 85, (2, 4), 73.5, None),
+    # 80 GB (72.0 usable): 2 would need 73.5; 1 x accumulation 8 fits at 42.4
+    ([], 80, (1, 8), 42.4, "per-device 2 would need 73.5 GB > 72.0 GB usable"),
+    # configured 4 on 85 GB: 4 would need 135.7; 2 fits
+    (["finetune_mode.per_device_batch_size=4"], 85, (2, 4), 73.5, "per-device 4 would need 135.7 GB > 76.5 GB usable"),
+    # configured 4 on 80 GB: 4 and 2 do not fit; the reason names the smallest that did not (2)
+    (["finetune_mode.per_device_batch_size=4"], 80, (1, 8), 42.4, "per-device 2 would need 73.5 GB > 72.0 GB usable"),
+    # configured 3: 3 does not divide 8 (divisibility gives 2), then memory gives 1
+    (["finetune_mode.per_device_batch_size=3"], 80, (1, 8), 42.4,
+     "per-device 3 x 1 GPU(s) does not divide global 8; per-device 2 would need 73.5 GB > 72.0 GB usable"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "memory", "layout", "train_gb", "reason"), LAYOUTS)
+def test_the_largest_per_device_batch_that_fits_is_chosen(overrides, memory, layout, train_gb, reason):
+    cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full", "data.missing_pool=wait", *overrides,
+                      f"cluster.gpu_memory_gb={memory}")
+    report = preflight(cfg, 1)
+    assert report["refusals"] == []
+    assert (report["per_device_batch_size"], report["gradient_accumulation_steps"], report["global_batch_size"]) == (*layout, 8)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(train_gb, abs=0.05)
+    assert report["layout_reason"] == reason
+    assert report["decisions"]["train_per_device_batch_size"] == layout[0]  # what the train stage runs
+    assert describe(report).startswith(
+        f"1 GPU(s) of {memory} GB; world 1 x per-device {layout[0]} x accumulation {layout[1]} = global 8"
+        + (f" ({reason}); " if reason else "; "))
+
+
+def test_a_layout_refused_even_at_per_device_1_names_the_remedies_that_remain():
+    # 40 GB (36.0 usable) < 42.4 GB at per-device 1: refused; lowering the per-device batch is no remedy left. On the
+    # slurm launcher's 8 GPUs of 40 GB, ZeRO-3 splits 18 N: 0.545 + 18 x 0.49 / 8 + 31.076 + 2 = 34.7 GB: it fits there
+    cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full", "data.missing_pool=wait", "cluster.gpu_memory_gb=40")
+    report = preflight(cfg, 1)
+    assert (report["per_device_batch_size"], report["gradient_accumulation_steps"]) == (1, 8)
+    assert report["train_memory_gb_per_gpu"] == pytest.approx(42.4, abs=0.05) and report["layout_reason"] is None
+    assert report["refusals"] == [
+        "finetune_mode.mode=full for student=qwen0.5b needs 42.4 GB per GPU on 1 GPU(s) (ZeRO-3, per-device batch 1 x "
+        "16384 tokens, lowered from 2) > 36.0 GB usable (90% of 40 GB, cluster.gpu_memory_gb=40; "
+        "cluster.memory_headroom=0.1); allowed: hydra/launcher=slurm (8 GPUs of 40 GB: 34.7 GB per GPU), finetune_mode=lora, a "
+        "shorter finetune_mode.max_seq_len (now 16384), GPUs with more memory (cluster.gpu_memory_gb)"]
+
+
+def test_on_the_cpu_memory_does_not_lower_the_per_device_batch():
+    cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full", "data.missing_pool=wait", "cluster.gpu_memory_gb=40")
+    report = plan_preflight(cfg, make_plan(cfg), 1, cpu=True)
+    assert (report["per_device_batch_size"], report["gradient_accumulation_steps"], report["refusals"]) == (2, 4, [])
+    assert report["layout_reason"] is None
 
 
 def test_slurm_default_trains_the_paper_batch_on_8_gpus():

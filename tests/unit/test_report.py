@@ -169,6 +169,10 @@ def test_markdown_stdout_and_tracker(made):
     # detectable |Δ| = 2.8016 x SE, and Δ* = 5 x Binomial(20, 1/20) (one differing problem of 20): SE = 4.873
     assert float(line[len(head) : -len(tail)]) == pytest.approx(2.8016 * 5 * (20 * 0.05 * 0.95) ** 0.5, abs=0.3)
     assert "| P_Long (w=1) | P_Short (w=0) | Δ_Long |" in text
+    # headings name the models by their display names (conf/*/<name>.yaml display_name), the config name beside
+    assert ("### Δ_Long = P_Long − P_Short: QwQ-32B-Preview (`qwq32b`) (strong) vs Qwen2.5-32B-Instruct (`qwen32b`) "
+            "(weak)") in text
+    assert "### Qwen2.5-3B-Instruct (`qwen3b`)" in text and "### Qwen2.5-0.5B-Instruct (`qwen0.5b`)" in text
     assert "| qwen0.5b | 0.49 | full | 2/1 | 10.0 [0.0, 25.0] n=15 | 40.0 [20.0, 65.0] n=15 | -30.0 [-55.0, -10.0] | Weak ⚠ length stops |" in text
     # Table 3: untuned (3/10, 1/5 -> 25.0, (10 Bin(10,.3) + 20 Bin(5,.2)) / 2 -> [5, 50]) and Mix-Long (6/10, 2/5)
     assert exact_ci((10, 3, 5), (5, 1, 10)) == (5.0, 50.0) and exact_ci((10, 6, 5), (5, 2, 10)) == (25.0, 75.0)

@@ -107,7 +107,8 @@ def test_the_judge_flipping_one_verdict_moves_delta_by_one_problem(tmp_path):
     assert (float(rule["math500"]["delta"]), float(judged["math500"]["delta"])) == (10.0, 20.0)  # + 1/10 · 100
     assert (float(rule["average"]["delta"]), float(judged["average"]["delta"])) == (5.0, 10.0)  # half: 1 of 2 benches
     assert float(judged["aime24"]["delta"]) == float(rule["aime24"]["delta"]) == 0.0
-    assert (rule["average"]["scoring"], judged["average"]["scoring"]) == ("rule (eval.extract=boxed)", "judged (qwen2.5_32b_instruct)")
+    assert (rule["average"]["scoring"], judged["average"]["scoring"]) == (
+        "rule (eval.extract=boxed, eval.rule=paper)", "judged (qwen2.5_32b_instruct)")  # the paper preset's rule
     assert float(judged["math500"]["p_strong"]) == 60.0 and float(rule["math500"]["p_strong"]) == 50.0
     text = Path(paths["markdown"]).read_text()
     assert "Δ and Better? from **judged (qwen2.5_32b_instruct)** verdicts" in text
@@ -152,8 +153,8 @@ def test_grade_rows_store_both_modes_and_scores_hold_both_accuracies(tmp_path):
     assert [(r["correct"], r["correct_policy"]) for r in rows] == [(False, True), (True, True), (False, False)]
     assert [(r["extracted"], r["extracted_policy"]) for r in rows] == [(None, "5"), ("5", "5"), ("4", "4")]
     scores = json.loads((tmp_path / verdicts.SCORES).read_text())
-    assert scores["accuracy_by_extract"] == pytest.approx({"boxed": 100 / 3, "policy": 200 / 3})
-    assert (scores["extract"], scores["extraction"]) == ("boxed", "boxed")
+    assert scores["accuracy_by_scoring"] == pytest.approx({"paper": 100 / 3, "boxed": 100 / 3, "policy": 200 / 3})
+    assert (scores["extract"], scores["rule"], scores["scoring"], scores["extraction"]) == ("boxed", "paper", "paper", "boxed")
     assert extras["first_turn"]["id"] == "a" and "?" in extras["first_turn"]["user"]
     # the judge's sent set follows the mode in force: "Final Answer: 5" has no box, so it is not sent
     assert [judge.needs_judge(r, "boxed") for r in rows] == [False, False, True]

@@ -146,3 +146,26 @@ def test_a_damaged_sibling_result_is_read_apart_and_the_others_as_they_are(tmp_p
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / '1'}/result.json cannot be read (JSONDecodeError); counted as unreadable"]
     assert json.loads((tmp_path / "0" / "result.json").read_text()) == {"status": "done"}
+
+
+@pytest.mark.parametrize("pair", [("qwq32b", "qwen32b"), ("kit_long_cot", "kit_short_cot")])
+def test_display_names_enter_no_key(pair, kit):
+    """A model's display_name is what figures print: every artifact key of a job (generations, pools, mixture,
+    predictions, checkpoint, evaluations, judge) is the same with the YAML's display names, none, or others."""
+    from mixgap.plan import jobs
+
+    base = (f"teacher@mix.strong={pair[0]}", f"teacher@mix.weak={pair[1]}", "student=smollm2_135m", "stage=all",
+            "predict.enabled=true", "+judge@eval.judge=qwen32b", "finetune_mode.overlength=drop_pair")
+
+    def keys(*names: str) -> dict[str, str]:
+        cfg = compose_cfg(*base, *(f"{node}.display_name={name!r}" for node, name in
+                                   zip(("mix.strong", "mix.weak", "student"), names, strict=True)), data=kit)
+        return {role: spec.key for role, spec in jobs.job_specs(cfg).items()}
+
+    shipped = compose_cfg(*base, data=kit)
+    assert shipped.student.display_name == "SmolLM2-135M-Instruct"  # the YAMLs name them
+    assert "" not in (shipped.mix.strong.display_name, shipped.mix.weak.display_name)
+    default = keys("", "", "")
+    assert {"generation.strong", "mixture", "predict.strong", "checkpoint", "eval.tuned.math", "judge.tuned.math"} <= set(default)
+    assert keys("A strong", "A weak", "A student") == default
+    assert {r: s.key for r, s in jobs.job_specs(shipped).items()} == default

@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import importlib.util
 import re
-import tomllib  # Python 3.11+; the suite runs on the .venv's Python
 from pathlib import Path
 
 import pytest
+import tomllib  # Python 3.11+; the suite runs on the .venv's Python
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]

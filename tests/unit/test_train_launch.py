@@ -17,6 +17,7 @@ from mixgap.stages.train.launch import (
     use_subprocess,
     world_plan,
 )
+from mixgap.stages.train.losses import final_loss, read_losses, write_losses
 from mixgap.stages.train.stage import checkpoint_spec, resolve_precision
 from mixgap.stages.train.trainer import gradient_accumulation, last_complete_checkpoint
 
@@ -144,6 +145,21 @@ def test_last_complete_checkpoint(tmp_path):
     (tmp_path / "checkpoint-11" / "trainer_state.json").write_text('{"global_st')  # cut mid-write
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-9"]
+
+
+def test_final_loss_is_the_mean_of_the_last_logging_steps_by_step_number(tmp_path):
+    losses = {1: 2.0, 2: 1.5, 3: 1.25, 4: 1.0, 5: 0.75, 6: 0.5}
+    # logging_steps=4 over 6 steps: steps 3-6, (1.25 + 1.0 + 0.75 + 0.5) / 4, wherever the logging windows fell
+    assert final_loss(losses, 6, 4) == 0.875
+    assert final_loss(losses, 6, 1) == 0.5 and final_loss(losses, 2, 10) == 1.75  # a window longer than the run
+    assert final_loss({}, 0, 10) != final_loss({}, 0, 10)  # NaN: nothing trained
+    with pytest.raises(ValueError, match=r"optimiser step\(s\) \[3\] of the final window 3-6"):
+        final_loss({s: v for s, v in losses.items() if s != 3}, 6, 4)  # a resume from a checkpoint without losses
+    with pytest.raises(ValueError, match="window=0 is not allowed"):
+        final_loss(losses, 6, 0)
+    write_losses(tmp_path / "checkpoint-3", {s: v for s, v in losses.items() if s <= 3})
+    assert read_losses(tmp_path / "checkpoint-3") == {1: 2.0, 2: 1.5, 3: 1.25}
+    assert read_losses(tmp_path / "checkpoint-9") == {} == read_losses(None)
 
 
 def test_run_launch_forwards_metrics_and_fails_loudly(tmp_path):

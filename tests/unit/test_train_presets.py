@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import transformers.training_args as training_args
-from conftest import compose_cfg
 
+from conftest import compose_cfg
 from mixgap.core.config import to_container
+from mixgap.core.stage import BuildContext
+from mixgap.core.tracking import NullTracker
 from mixgap.stages.train import batching, trainer
-from mixgap.stages.train.stage import run_settings, train_job
+from mixgap.stages.train import stage as train_stage
+from mixgap.stages.train.stage import checkpoint_spec, run_settings, train_job
 
 PRESETS = {  # preset -> (overrides, GPUs, mode, ZeRO stage, per-device batch, accumulation)
     "paper full (Table 1, qwen3b)": (["+experiment=long_vs_short", "student=qwen3b"], 8, "full", 3, 1, 1),
@@ -82,3 +85,48 @@ def test_two_cpu_ranks_take_the_gpu_launch_with_deepspeed():
     cfg = compose_cfg("+experiment=demo", "finetune_mode.deepspeed=zero3")
     run = run_settings(to_container(cfg.finetune_mode), gpus=0, env={"MIXGAP_CPU_PROCESSES": "2"})
     assert run.subprocess and run.world.world_size == 2 and Path(run.deepspeed_config).name == "zero3.json"
+
+
+def test_the_ranks_run_the_preflights_per_device_batch(bf16_gpu, tmp_path):
+    """qwen0.5b full SFT on one 80 GB GPU: the preflight decides per-device 1 (2 would need 73.5 GB > 72.0 usable);
+    the run takes it with accumulation 8, keeping the global batch 8; the checkpoint's key keeps the configured 2."""
+    cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full")
+    ft = to_container(cfg.finetune_mode)
+    run = run_settings(ft, gpus=1, env={}, per_device=1)
+    job = train_job(run, "Qwen/Qwen2.5-0.5B-Instruct", cfg.student.chat_template, tmp_path / "work", tmp_path / "out")
+    args = trainer.training_arguments(job, use_cpu=False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 8)
+    ds = args.hf_deepspeed_config.config
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (1, 8, 8)
+    assert ft["per_device_batch_size"] == 2 and checkpoint_spec(cfg.finetune_mode, "s", "m").fields["per_device_batch_size"] == 2
+    # no decision, or one above the configured batch: the configured 2 x 4
+    assert [run_settings(ft, 1, {}, cap).finetune["per_device_batch_size"] for cap in (None, 2, 4)] == [2, 2, 2]
+    # the decision is a ceiling; the layout on the run's world still divides the global batch: 8 GPUs -> 1 x 1
+    assert run_settings(ft, 8, {}, 2).finetune["per_device_batch_size"] == 1
+
+
+def test_the_train_stage_hands_the_preflights_decision_to_the_run(monkeypatch, tmp_path):
+    """stage.run -> build_checkpoint -> run_settings carries ctx.decisions["train_per_device_batch_size"]."""
+    seen = []
+
+    class Reached(Exception):
+        pass
+
+    def spy(ft, gpus, env, per_device=None):
+        seen.append((ft["per_device_batch_size"], per_device))
+        raise Reached
+
+    class BuildHere:  # a store that builds in place
+        def get_or_build(self, spec, build):
+            return build(tmp_path / "out", tmp_path / "work")
+
+    monkeypatch.setattr(train_stage, "run_settings", spy)
+    cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full")
+    ctx = BuildContext(cfg, BuildHere(), NullTracker(), {"checkpoint": checkpoint_spec(cfg.finetune_mode, "s", "m")},
+                       {"train_per_device_batch_size": 1}, paths={"mixture": tmp_path}, values={"student": "x"})
+    with pytest.raises(Reached):
+        train_stage.run(ctx, ["checkpoint"])
+    ctx.decisions = {}  # a job on the CPU: no decision, the configured batch
+    with pytest.raises(Reached):
+        train_stage.run(ctx, ["checkpoint"])
+    assert seen == [(2, 1), (2, None)]

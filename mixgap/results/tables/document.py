@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.flags import warnings_markdown
 from mixgap.results.tables.gaps import gap_csv_rows
 from mixgap.results.tables.markdown import NO_LABELS
@@ -55,12 +56,13 @@ def _head(sweeps: Sequence[str], jobs: Sequence[Any], missing: Sequence[str], wa
 def report_markdown(
     sweeps: Sequence[str], jobs: Sequence[Any], gap_text: str, table3: dict[str, list[dict[str, Any]]],
     figures: Sequence[str], missing: Sequence[str], warnings: Sequence[str], boot: dict[str, Any],
-    labels: Mapping[str, str] = NO_LABELS,
+    labels: Mapping[str, str] = NO_LABELS, names: DisplayNames | None = None,
 ) -> str:
     """``report.md``: summary line, warnings (loud), missing jobs, gap tables, Table 3, figures, method.
 
     ``gap_text``: :func:`~mixgap.results.tables.gaps.gap_markdown`'s text; ``boot``: ``confidence`` (0–1),
-    ``n_boot`` and ``seed``; ``labels``: benchmark name -> label, for every table that names a benchmark.
+    ``n_boot`` and ``seed``; ``labels``: benchmark name -> label, for every table that names a benchmark; ``names``:
+    the models' display names, for Table 3's headings.
     """
     level = f"{100 * boot['confidence']:g}"
     lines = _head(sweeps, jobs, missing, warnings)
@@ -74,7 +76,7 @@ def report_markdown(
               "", gap_text, "",
               "## Per benchmark (Table 3 style)", "", "Rows marked (paper): Li et al. (2025) Table 3 for the same "
               "student, teacher pair and weight; their Average is over the paper's five benchmarks.", "",
-              table3_markdown(table3, labels), ""]
+              table3_markdown(table3, labels, names), ""]
     sections = (("LLM re-judge (the paper's protocol)", judge_markdown(jobs, labels)),
                 ("Scoring rules (the same completions)", extract_markdown(jobs, labels)),
                 ("Training data", data_markdown(jobs)), ("Settings", settings_markdown(jobs, labels)))

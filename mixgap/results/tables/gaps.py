@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table, with_n
-from mixgap.results.tables.names import by_pair, realised_weight
+from mixgap.results.tables.names import by_pair, named, realised_weight
 from mixgap.results.tables.published import paper_math_label
 from mixgap.stats.bootstrap import AVERAGE, accuracy
 from mixgap.stats.intervals import Interval
@@ -94,11 +95,15 @@ def _paper_cells(r: dict[str, Any], labels: Mapping[str, str]) -> list[str]:
     return [f"{p['strong']:.1f}", f"{p['weak']:.1f}", f"{p['delta']:+.1f}", f"{ours} / {paper_math_label(labels)}"]
 
 
-def gap_markdown(gaps: Sequence[dict[str, Any]], labels: Mapping[str, str] = NO_LABELS) -> str:
+def gap_markdown(gaps: Sequence[dict[str, Any]], labels: Mapping[str, str] = NO_LABELS,
+                 names: DisplayNames | None = None) -> str:
     """The Table 1/2 style gap tables (one per teacher pair) as Markdown; also what stage=report prints.
 
-    ``gaps``: ``mixgap.results.report.gap_rows``; ``labels``: benchmark name -> label (the MATH column).
+    ``gaps``: ``mixgap.results.report.gap_rows``; ``labels``: benchmark name -> label (the MATH column); ``names``:
+    the teachers' display names for each table's heading (:func:`mixgap.results.sweep.display_names`; the rows keep
+    config names, what the command line takes).
     """
+    names = names or DisplayNames()
     if not gaps:
         return "No teacher pair has finished jobs at both w=1 and w=0: no gap to report."
     parts = []
@@ -112,5 +117,6 @@ def gap_markdown(gaps: Sequence[dict[str, Any]], labels: Mapping[str, str] = NO_
                  *(_paper_cells(r, labels) if paper else [])] for r in rows]
         scored = list(dict.fromkeys(r.get("scoring") or "" for r in rows if r["comparison"]))
         note = ("\n\nΔ and Better? from " + " | ".join(f"**{x}**" for x in scored if x) + " verdicts") if any(scored) else ""
-        parts.append(f"### {d} = {s} − {w}: {strong} (strong) vs {weak} (weak)\n\n" + md_table(header, body) + note)
+        pair = f"{named(strong, names.teacher(strong))} (strong) vs {named(weak, names.teacher(weak))} (weak)"
+        parts.append(f"### {d} = {s} − {w}: {pair}\n\n" + md_table(header, body) + note)
     return "\n\n".join(parts)

@@ -15,6 +15,12 @@ def pair_kind(strong_cot: str | None) -> dict[str, str]:
     return {"kind": "large", "strong": "Large", "weak": "Small"}
 
 
+def named(name: Any, shown: str) -> str:
+    """A model in a report heading: its display name with the config name after it (``QwQ-32B-Preview (`qwq32b`)``),
+    or the config name alone when it has no other display name."""
+    return f"{shown} (`{name}`)" if shown != str(name) else str(name)
+
+
 def method_name(weight: float, names: dict[str, str]) -> str:
     """The paper's row name for a mix weight: Long/Short (w = 1/0), Mix-Long (w = 0.2), else Mix-Long (w=...)."""
     if weight == 1:

@@ -157,7 +157,8 @@ def data_markdown(jobs: Sequence[Any]) -> str:
             ["Teacher", "CoT", "Problems", "Kept", "Keep rate", "Dropped (reason n)"], pool_rows))
     if rows:
         parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped, never silently "
-                     "cut; w (realised) = nominal mix weight (strong fraction of the examples trained on):\n\n"
+                     "cut; w (realised) = nominal mix weight (strong fraction of the examples trained on); final loss = "
+                     "the mean training loss of the last `finetune_mode.logging_steps` optimiser steps:\n\n"
                      + md_table(["Student", "Teachers", "w (realised)", "Mixture N", "Dropped > max_seq_len",
                                  "Truncated", "After drops", "Steps", "Final loss"], rows))
     return "\n\n".join(parts)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.markdown import NO_LABELS, bench_label, md_table, with_n
+from mixgap.results.tables.names import named
 from mixgap.results.tables.published import paper_math_label
 from mixgap.stats.bootstrap import AVERAGE
 
@@ -18,11 +20,14 @@ def _paper_row(r: dict[str, Any], benches: Sequence[str], labels: Mapping[str, s
             *(f"{paper[b]:.1f}" if b in paper else "—" for b in benches)]
 
 
-def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str, str] = NO_LABELS) -> str:
+def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str, str] = NO_LABELS,
+                    names: DisplayNames | None = None) -> str:
     """Per student, accuracy per benchmark and on average for each method (Table 3 style); paper rows beside.
 
-    ``table3``: ``mixgap.results.report.table3_rows``; ``labels``: benchmark name -> column label.
+    ``table3``: ``mixgap.results.report.table3_rows``; ``labels``: benchmark name -> column label; ``names``: the
+    students' display names, for each table's heading (:func:`mixgap.results.sweep.display_names`).
     """
+    names = names or DisplayNames()
     parts = []
     for student, rows in table3.items():
         benches = list(dict.fromkeys(b for r in rows for b in r["cells"] if b != AVERAGE)) + [AVERAGE]
@@ -35,7 +40,7 @@ def table3_markdown(table3: dict[str, list[dict[str, Any]]], labels: Mapping[str
                 body.append(_paper_row(r, benches, labels))
         scored = list(dict.fromkeys(r.get("scoring") or "" for r in rows))
         note = ("\n\nAccuracies from " + " | ".join(f"**{x}**" for x in scored if x) + " verdicts") if any(scored) else ""
-        parts.append(f"### {student}\n\n" + md_table(header, body) + note)
+        parts.append(f"### {named(student, names.student(student))}\n\n" + md_table(header, body) + note)
     return "\n\n".join(parts) or "No finished evaluation."
 
 
@@ -57,7 +62,7 @@ def judge_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -
                              j["sent"], j["flips"], j["unparsed"]])
     if not rows:
         return ""
-    return ("The rule-based grader (mixgap.grading, under `eval.extract`) beside the LLM judge for every judged "
+    return ("The rule-based grader (mixgap.grading, under `eval.extract` and `eval.rule`) beside the LLM judge for every judged "
             "evaluation. The paper's published accuracies are the judged ones (every rule miss with an extracted "
             "answer re-graded by Qwen2.5-32B-Instruct), so the tables above count the **judged** verdicts of these "
             "evaluations; the rule column is the grader alone. Unparsed = replies with neither True nor False "
@@ -66,25 +71,32 @@ def judge_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -
 
 
 def extract_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -> str:
-    """Each evaluation's pass@1 under both extraction modes for the same completions (``scores.json``
-    ``accuracy_by_extract``: ``policy`` = mixgap's grading policy, ``boxed`` = the paper's scorer, last
-    ``\\boxed{}`` only), the mode in force, and boxed − policy in points; each evaluation once. Empty when no
-    evaluation recorded both."""
+    """Each evaluation's pass@1 under every scoring of the same completions (``scores.json``
+    ``accuracy_by_scoring``, ``mixgap.grading.SCORINGS``: ``policy`` = mixgap's grading policy, ``boxed`` = the
+    paper's extraction (last ``\\boxed{}`` only) under our rule, ``paper`` = the paper's extraction and rule), the
+    judged pass@1 when the job ran the judge (its ``scores.json`` ``judge_accuracy``), the scoring in force, and
+    boxed − policy in points; each evaluation once. Empty when no evaluation recorded both policy and boxed."""
     rows, seen = [], set()
     for job in jobs:
         for arm, benches in getattr(job, "graded", {}).items():
             for bench, ev in benches.items():
-                modes = ev.scores.get("accuracy_by_extract") or {}
+                modes = ev.scores.get("accuracy_by_scoring") or {}
                 if ev.key in seen or not {"policy", "boxed"} <= set(modes):
                     continue
                 seen.add(ev.key)
                 where = f"untuned {job.identity.get('student')}" if arm == "untuned" else job.label()
-                rows.append([where, bench_label(bench, labels), ev.scores.get("extract", "—"), f"{modes['policy']:.1f}",
-                             f"{modes['boxed']:.1f}", f"{modes['boxed'] - modes['policy']:+.1f}"])
+                judged = getattr(job, "judge", {}).get(arm, {}).get(bench, {}).get("judge_accuracy")
+                rows.append([where, bench_label(bench, labels), ev.scores.get("scoring") or ev.scores.get("extract", "—"),
+                             f"{modes['policy']:.1f}", f"{modes['boxed']:.1f}", f"{modes['boxed'] - modes['policy']:+.1f}",
+                             f"{modes['paper']:.1f}" if "paper" in modes else "—",
+                             f"{judged:.1f}" if judged is not None else "—"])
     if not rows:
         return ""
-    return ("The same completions scored under both answer-extraction rules: **policy** (mixgap's grading policy, "
-            "`mixgap.grading`: the last answer, boxed or after `Final Answer:`) and **boxed** (the paper's scorer: "
-            "only the last `\\boxed{}`, as `last_boxed_only_string`; GSM8K by its task's `flexible-extract`). "
-            "In force = `eval.extract`, the rule behind every other table (before the judge). pass@1 in percent.\n\n"
-            + md_table(["Evaluation", "Benchmark", "In force", "policy", "boxed", "boxed − policy"], rows))
+    return ("The same completions under each scoring: **policy** (mixgap's grading policy, `mixgap.grading`: the last "
+            "answer, boxed or after `Final Answer:`, decided by math-verify and our rules), **boxed** (the paper's "
+            "extraction, only the last `\\boxed{}` as `last_boxed_only_string`, decided by our rules; GSM8K by its task's "
+            "`flexible-extract`), **paper** (the paper's extraction and rule: their `is_equiv`, equal strings after "
+            "`strip_string`) and **judged** (the LLM judge over the misses of the scoring in force, when `eval.judge` "
+            "ran). In force = `eval.extract` + `eval.rule`, the rule behind every other table (before the judge); "
+            "— = not recorded (an evaluation from before the paper's rule, or no judge). pass@1 in percent.\n\n"
+            + md_table(["Evaluation", "Benchmark", "In force", "policy", "boxed", "boxed − policy", "paper", "judged"], rows))

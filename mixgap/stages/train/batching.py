@@ -98,7 +98,7 @@ class BatchLayout:
     per_device_batch_size: int
     gradient_accumulation_steps: int
     global_batch_size: int
-    derived: bool  # True: the per-device batch was lowered from the configured one to divide the global batch
+    derived: bool  # True: the per-device batch is lowered from the configured one (to divide the global batch, or to fit)
 
 
 def batch_layout(global_batch: int, per_device: int, world_size: int) -> BatchLayout:
@@ -106,11 +106,25 @@ def batch_layout(global_batch: int, per_device: int, world_size: int) -> BatchLa
 
     Keeps ``per_device`` when ``per_device x world_size`` divides the global batch; else derives the largest
     per-device batch ``p <= per_device`` with ``global % (p x world_size) == 0`` (e.g. global 8 on 8 GPUs
-    with per-device 2: per-device 1, accumulation 1). The global batch is never changed.
+    with per-device 2: per-device 1, accumulation 1). The global batch is never changed. The first of
+    :func:`exact_layouts`.
 
     Raises:
         ConfigError: the global batch is not a positive multiple of ``world_size`` (no layout exists), or a
             value is not positive.
+    """
+    return exact_layouts(global_batch, per_device, world_size)[0]
+
+
+def exact_layouts(global_batch: int, per_device: int, world_size: int) -> list[BatchLayout]:
+    """Every layout giving exactly ``global_batch`` examples per optimiser step on ``world_size`` devices with a
+    per-device batch ``p <= per_device``, largest ``p`` first (``global % (p x world_size) == 0``; ``p = 1`` is
+    always among them): e.g. global 8, per-device 2 on 1 GPU: ``2 x 4``, ``1 x 8``. ``derived`` is True for
+    each ``p`` other than ``per_device``. The preflight takes the first whose memory fits
+    (:func:`mixgap.plan.preflight.train_layout`).
+
+    Raises:
+        ConfigError: as :func:`batch_layout`.
     """
     if global_batch <= 0 or per_device <= 0 or world_size <= 0:
         raise ConfigError(
@@ -126,7 +140,5 @@ def batch_layout(global_batch: int, per_device: int, world_size: int) -> BatchLa
             f"never the global batch), so on {world_size} GPUs it must be a multiple of {world_size} ({multiples}, "
             f"...); {global_batch} runs on {', '.join(map(str, allowed))} GPU(s)"
         )
-    for p in range(min(per_device, global_batch // world_size), 0, -1):
-        if global_batch % (p * world_size) == 0:
-            return BatchLayout(world_size, p, global_batch // (p * world_size), global_batch, p != per_device)
-    raise AssertionError("unreachable: p = 1 always divides")  # pragma: no cover
+    return [BatchLayout(world_size, p, global_batch // (p * world_size), global_batch, p != per_device)
+            for p in range(min(per_device, global_batch // world_size), 0, -1) if global_batch % (p * world_size) == 0]

@@ -78,20 +78,27 @@ class RunSettings:
     subprocess: bool
 
 
-def run_settings(ft: dict[str, Any], gpus: int, env: Mapping[str, str]) -> RunSettings:
+def run_settings(ft: dict[str, Any], gpus: int, env: Mapping[str, str], per_device: int | None = None) -> RunSettings:
     """The settings of a run of ``ft`` (the plain ``finetune_mode``) with ``gpus`` visible CUDA devices and the
     process environment ``env`` (SLURM's and ``MIXGAP_CPU_PROCESSES``): pure, so every preset's run on a GPU
     node can be built on this CPU (``tests/unit/test_train_presets.py``).
 
-    With examples as the batch unit, the per-device batch is the largest that divides the global batch on the
-    world (:func:`mixgap.stages.train.batching.batch_layout`); a packed-sequence batch is turned into examples
-    once the lengths are known (:func:`build_checkpoint`).
+    ``per_device``: the preflight's per-device batch (its decision ``train_per_device_batch_size``: the largest
+    whose memory fits, :func:`mixgap.plan.preflight.train_layout`), or None; the ranks run at most it (and at most
+    ``ft["per_device_batch_size"]``). With examples as the batch unit, the per-device batch is then the largest
+    that divides the global batch on the world (:func:`mixgap.stages.train.batching.batch_layout`; accumulation
+    keeps the global batch exactly); a packed-sequence batch is turned into examples once the lengths are known
+    (:func:`build_checkpoint`).
 
     Raises:
         ValueError: a bad ``launch``, ``precision`` or ``MIXGAP_CPU_PROCESSES`` (named); ConfigError: a global
             batch no layout realises on the world.
     """
     ft = dict(ft)
+    if per_device is not None and per_device < ft["per_device_batch_size"]:  # the configured batch does not fit memory
+        log.info("finetune_mode.per_device_batch_size=%d -> %d: the preflight's largest that fits GPU memory",
+                 ft["per_device_batch_size"], per_device)
+        ft["per_device_batch_size"] = per_device
     subprocess_launch = launch.use_subprocess(ft["launch"], gpus, launch.cpu_processes(env))
     world = launch.world_plan(env, gpus) if subprocess_launch else launch.WorldPlan()
     if ft.get("batch_unit") != "packed_sequences":
@@ -145,6 +152,7 @@ def _counts_metrics(counts: dict[str, Any]) -> dict[str, float]:
 
 def build_checkpoint(
     cfg: DictConfig, mixture_dir: Path, student_path: str, out_dir: Path, work_dir: Path, tracker: Any,
+    per_device: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the student on the mixture and write the checkpoint into ``out_dir``.
 
@@ -155,6 +163,7 @@ def build_checkpoint(
         out_dir: the artifact folder being built (model, tokenizer, generation config).
         work_dir: the key's persistent scratch: tokenised examples, ``trainer/checkpoint-N`` (resume).
         tracker: ``Tracker``; gets loss, learning rate, tokens/s and the dropped/truncated counts.
+        per_device: the preflight's per-device batch (:func:`run_settings`), or None: the configured one.
 
     Where it trains: ``finetune_mode.launch`` (``auto``: a ``torchrun`` subprocess over every GPU when
     there are GPUs, DeepSpeed as configured; this process on a CPU, DeepSpeed ignored; ``local`` /
@@ -178,7 +187,7 @@ def build_checkpoint(
 
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    run = run_settings(to_container(cfg.finetune_mode), gpus, os.environ)
+    run = run_settings(to_container(cfg.finetune_mode), gpus, os.environ, per_device)
     ft, plan, precision, ds_config = run.finetune, run.world, run.precision, run.deepspeed_config
     if cfg.finetune_mode.deepspeed and not run.subprocess:
         log.info("finetune_mode.deepspeed=%s ignored: training runs in this process (no GPU)", cfg.finetune_mode.deepspeed)
@@ -239,10 +248,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def run(ctx: Any, roles: Any) -> None:
-    """The train step (stage contract, :mod:`mixgap.core.stage`): the checkpoint of the job's mixture and student."""
+    """The train step (stage contract, :mod:`mixgap.core.stage`): the checkpoint of the job's mixture and student,
+    trained at the preflight's per-device batch (``ctx.decisions["train_per_device_batch_size"]``; the checkpoint's
+    key keeps the configured one: the per-device batch changes how a step is computed, not the global batch)."""
+    per_device = ctx.decisions.get("train_per_device_batch_size")
     ctx.paths["checkpoint"] = ctx.store.get_or_build(
         ctx.specs["checkpoint"],
-        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker),
+        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker,
+                                           per_device),
     )
     counts = ctx.counts("checkpoint")
     mixture = ctx.counts("mixture")

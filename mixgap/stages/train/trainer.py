@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ from mixgap.core.fields import check_field
 from mixgap.core.files import write_json_atomic
 from mixgap.core.schema import FinetuneConfig
 from mixgap.stages.train.labels import set_chat_template
+from mixgap.stages.train.losses import StepLosses, read_losses
 from mixgap.stages.train.packing import attention_for, make_collator
 
 log = logging.getLogger(__name__)
@@ -197,11 +197,12 @@ def _recording_trainer():
 
     ``micro_batches[step] = [micro-batches, examples, supervised tokens, num_items_in_batch]``: the first
     three counted on this rank; the last is the loss denominator the Trainer passed (supervised tokens of the
-    whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``).
+    whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``). Each
+    step's loss: :class:`mixgap.stages.train.losses.StepLosses`.
     """
     from transformers import Trainer  # heavy: transformers, imported only when used
 
-    class RecordingTrainer(Trainer):
+    class RecordingTrainer(StepLosses, Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
             row = self.micro_batches.setdefault(str(self.state.global_step + 1), [0, 0, 0, None])
             row[0] += 1
@@ -209,7 +210,9 @@ def _recording_trainer():
             row[1] += int((inputs["position_ids"] == 0).sum()) if "position_ids" in inputs else int(ids.shape[0])
             row[2] += int((inputs["labels"][..., 1:] != -100).sum())
             row[3] = None if num_items_in_batch is None else int(num_items_in_batch)
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self.record(self.state.global_step + 1, loss)
+            return loss
 
     RecordingTrainer.micro_batches = None
     return RecordingTrainer
@@ -265,8 +268,10 @@ def lora_config(lora: Mapping[str, Any]):
 def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, Any]:
     """Train (resuming from the last complete checkpoint in ``job.trainer_dir``) and save to ``job.save_dir``.
 
-    Returns (and rank 0 writes to ``job.result_path``): ``steps``, ``final_loss`` (the mean loss of the
-    last logging window, which always ends at the final step), ``resumed_from`` (checkpoint or None),
+    Returns (and rank 0 writes to ``job.result_path``): ``steps``, ``final_loss`` (the mean training loss of the
+    last ``logging_steps`` optimiser steps by absolute step number, the steps before a resume read from its
+    checkpoint: the same with or without a resume; :func:`mixgap.stages.train.losses.final_loss`), ``resumed_from``
+    (checkpoint or None),
     ``tokens_seen`` (input tokens, padding excluded), ``train_runtime_s`` and ``tokens_per_s`` of this
     session, ``world_size``.
 
@@ -303,9 +308,10 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
         resume = holder[0]
     if resume:
         log.info("resuming from %s", resume)
-    trainer.micro_batches = {}
+    trainer.micro_batches, trainer.pending_losses = {}, {}
+    trainer.losses = read_losses(resume)  # the steps before the resume
     output = trainer.train(resume_from_checkpoint=resume)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    final_loss = trainer.final_loss()  # gathers over ranks: before any rank-0-only work
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     unwrapped.config.use_cache = True  # the saved model generates with a KV cache
     trainer.save_model(job.save_dir)
@@ -313,7 +319,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
     session_tokens = int(trainer.state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0))
     result = {
         "steps": int(trainer.state.global_step),
-        "final_loss": float(losses[-1]) if losses else math.nan,
+        "final_loss": final_loss,
         "resumed_from": resume,
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
         "train_runtime_s": runtime,
