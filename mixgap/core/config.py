@@ -48,6 +48,11 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_keys(cfg)
     check_override_keys(overrides)
     check_fields(cfg, MixgapConfig)
+    ft = cfg.finetune_mode
+    if ft.batch_unit == "packed_sequences" and ft.max_seq_len > ft.pack_len:
+        raise ConfigError(f"finetune_mode.max_seq_len={ft.max_seq_len} is not allowed with batch_unit=packed_sequences; it "
+                          f"must be <= finetune_mode.pack_len={ft.pack_len} (on a paper preset choose the Mix recipe "
+                          "with finetune_mode/recipe=released_mix, not finetune_mode=released_mix)")
     if not cfg.benchmark:
         raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of "
                           f"{', '.join(group_options('benchmark'))}")

@@ -85,7 +85,11 @@ class FinetuneConfig:
     # examples per optimiser step over all devices; gradient accumulation = global / (per-device x world size)
     global_batch_size: int = ranged("> 0", default=8)
     max_seq_len: int = ranged("> 0", default=16384)
-    overlength: str = one_of("drop", "truncate", "drop_pair", default="drop")  # truncate warns and counts
+    # truncate: LLaMA-Factory's infer_seqlen cut (warns and counts); drop_pair: see mixgap.stages.train.pairs
+    overlength: str = one_of("drop", "truncate", "drop_pair", default="drop")
+    # how token losses are averaged: global_tokens (every supervised token of the optimiser step weighs the same) |
+    # per_device (each micro-batch's mean token loss, averaged over micro-batches: the authors' transformers<=4.49)
+    loss_normalization: str = one_of("global_tokens", "per_device", default="global_tokens")
     packing: bool = False
     gradient_checkpointing: bool = True
     precision: str = one_of("auto", "bf16", "fp32", default="auto")  # auto: bf16 on GPU, fp32 on CPU

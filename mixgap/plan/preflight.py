@@ -343,8 +343,13 @@ def _teacher(field: str, teacher: DictConfig, gpus: int, out: dict[str, Any]) ->
 
 def _judge(judge: DictConfig, gpus: int, out: dict[str, Any]) -> list[float]:
     """The LLM judge's part of :func:`preflight` (:func:`_engine`): a vLLM judge's tensor parallel size and
-    memory, for a judge prompt (``PROMPT_TOKENS``, the problem, gold and extracted answer) + ``max_new_tokens``.
-    An hf judge (the CPU stand-in) is not a vLLM engine: not planned."""
+    memory for one sequence of its engine's context, ``judge.max_model_len`` or, when null, the judge model's own
+    ``arch.max_position_embeddings`` (vLLM's default, and what it must fit in its KV cache to start), so any
+    judge prompt up to that context is answered; without an arch, a judge prompt (``PROMPT_TOKENS``) +
+    ``max_new_tokens``. An hf judge (the CPU stand-in) is not a vLLM engine: not planned."""
     if judge.backend != "vllm":
         return []
-    return _engine("eval.judge", judge.name, judge, judge.max_new_tokens + PROMPT_TOKENS, gpus, out)
+    arch = judge.get("arch")
+    context = judge.max_model_len or (arch.max_position_embeddings if arch is not None else
+                                      judge.max_new_tokens + PROMPT_TOKENS)
+    return _engine("eval.judge", judge.name, judge, context, gpus, out)

@@ -36,7 +36,8 @@ MIXTURE = FIXTURES / "train_mixture"
 RUN = ("student=smollm2_135m", "finetune_mode.max_steps=4", "finetune_mode.max_seq_len=200",
        "finetune_mode.per_device_batch_size=1", "finetune_mode.global_batch_size=4",
        "finetune_mode.logging_steps=1", "finetune_mode.save_steps=2", "finetune_mode.learning_rate=1e-4",
-       "finetune_mode.gradient_checkpointing=false", "finetune_mode.deepspeed=zero3")
+       "finetune_mode.gradient_checkpointing=false", "finetune_mode.deepspeed=zero3",
+       "finetune_mode.loss_normalization=global_tokens")  # the token denominator recorded per step (num_items_in_batch)
 # fp32 on both sides; what differs is the reduction order (2 ranks' gradients summed by gloo, ZeRO-3's
 # reduce-scatter in buckets, 2 accumulated micro-batches per rank instead of 4 in one process).
 # Measured (2026-12-01, loaded machine): 2 ranks 1.5934181, 1.0872248, 0.9030089, 0.8711701 at steps 1-4 against

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
 from mixgap.core.config import validate
+from mixgap.core.overrides import check_override_keys
 from mixgap.core.schema_models import PAPER_PROMPT
 
 CONF = ROOT / "conf"
@@ -32,7 +33,7 @@ EXPECTED = {
     "mix_distillation": (
         "Table 3",
         {"student": ["qwen3b", "llama3b"],
-         "+experiment/method": ["long", "short", "large", "small", "r1_long", "mix_long", "mix_large"]},
+         "experiment/method": ["long", "short", "large", "small", "r1_long", "mix_long", "mix_large"]},
         None,
     ),
     "mix_weight_sweep": (
@@ -148,8 +149,8 @@ def test_first_and_last_job_compose_with_their_grid_values(name):
             assert cfg.mix.weight == float(values["mix.weight"])
         if "+experiment/pair" in values:
             assert (cfg.mix.strong.name, cfg.mix.weak.name) == PAIRS[values["+experiment/pair"]]
-        if "+experiment/method" in values:
-            assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[values["+experiment/method"]]
+        if "experiment/method" in values:
+            assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[values["experiment/method"]]
 
 
 #: the system turn of LLaMA-Factory 0.9.2's template per student family (template.py: qwen's default_system;
@@ -187,8 +188,55 @@ def test_pair_presets_set_the_two_teachers(pair):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_presets_set_teachers_and_weight(method):
-    cfg = compose_cfg(f"+experiment/method={method}")
+    cfg = compose_cfg("+experiment=mix_distillation", f"experiment/method={method}")
     assert (cfg.mix.strong.name, cfg.mix.weak.name, cfg.mix.weight) == METHODS[method]
+
+
+#: the released configs' recipes (official repo 814cf97, LLaMA-Factory/exp/): MATH_{long,short}_CoT.yaml, MATH_mix.yaml
+RELEASED = {"max_seq_len": 8192, "overlength": "truncate", "loss_normalization": "per_device", "global_batch_size": 8,
+            "per_device_batch_size": 2, "batch_unit": "examples", "packing": False}
+RELEASED_MIX = {"max_seq_len": 4096, "overlength": "truncate", "loss_normalization": "global_tokens",
+                "global_batch_size": 80, "per_device_batch_size": 5, "batch_unit": "packed_sequences", "pack_len": 4096,
+                "packing": True}
+TEXT = {**RELEASED, "max_seq_len": 16384, "overlength": "drop"}
+
+
+def _recipe(cfg) -> dict:
+    return {k: cfg.finetune_mode[k] for k in RELEASED_MIX}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_paper_presets_follow_the_released_configs_and_one_override_gives_the_text(name):
+    """Tables 1-2 and their relatives: the long/short configs' 8,192 cut and per-device loss; the Mix rows of
+    Table 3 and every weight of Figure 6: the Mix config; ``finetune_mode/recipe=text``: 16,384 dropped, batch 8."""
+    jobs = _jobs(_sweep_cfg(name).hydra.sweeper.params)
+    if name == "mix_distillation":  # every method (one student)
+        jobs = [job for job in jobs if "student=qwen3b" in job]
+    for i, job in enumerate(jobs if name == "mix_distillation" else [jobs[0], jobs[-1]]):
+        mix_recipe = name == "mix_weight_sweep" or "experiment/method=mix_" in " ".join(job)
+        want = dict(RELEASED_MIX if mix_recipe else RELEASED)
+        if name == "math_experts":  # Qwen2.5-Math's 4,096-token context
+            want["max_seq_len"] = 4096
+        got = _recipe(compose_cfg(f"+experiment={name}", *job))
+        assert {k: got[k] for k in want} == want, job
+        if i == 0 or mix_recipe:
+            text = _recipe(compose_cfg(f"+experiment={name}", *job, "finetune_mode/recipe=text"))
+            want_text = {**TEXT, "max_seq_len": 4096} if name == "math_experts" else TEXT
+            assert {k: text[k] for k in want_text} == want_text, job
+        assert check_override_keys([f"+experiment={name}", "finetune_mode/recipe=text"], multirun=True) is None
+
+
+def test_table3_baselines_share_table1_and_table2_checkpoints():
+    from mixgap.stages.train.stage import checkpoint_spec
+
+    def key(*overrides):
+        return checkpoint_spec(compose_cfg(*overrides).finetune_mode, "student", "mixture").key
+
+    for method, weight in (("long", "1.0"), ("short", "0.0")):
+        assert key("+experiment=mix_distillation", f"experiment/method={method}", "student=qwen3b") == key(
+            "+experiment=long_vs_short", "student=qwen3b", f"mix.weight={weight}")
+    assert key("+experiment=mix_distillation", "experiment/method=mix_long", "student=qwen3b") == key(
+        "+experiment=mix_weight_sweep", "+experiment/pair=long_short", "mix.weight=0.2")
 
 
 def test_command_line_narrows_an_axis():
@@ -209,7 +257,7 @@ def _teachers_needed(name: str) -> set[str]:
     """The teachers the grid generates with (an imported pool, backend dataset, needs no stage=generate)."""
     _, axes, fixed_pair = EXPECTED[name]
     pairs = [PAIRS[p] for p in axes.get("+experiment/pair", [])]
-    pairs += [METHODS[m][:2] for m in axes.get("+experiment/method", [])]
+    pairs += [METHODS[m][:2] for m in axes.get("experiment/method", [])]
     teachers = set(itertools.chain(*(pairs or [fixed_pair])))
     return {t for t in teachers if OmegaConf.load(CONF / "teacher" / f"{t}.yaml").backend != "dataset"}
 

@@ -15,7 +15,7 @@ from mixgap.results import report, sweep
 from mixgap.results.tables.markdown import math_variant
 from mixgap.results.tables.names import realised_weight, weight_label
 from mixgap.results.tables.published import paper_gap, paper_math_label, paper_method, paper_table3, published
-from mixgap.results.tables.settings import seeds_varied
+from mixgap.results.tables.settings import seeds_varied, settings_markdown
 from mixgap.stages import mix
 from mixgap.stages.train import batching, pairs
 from mixgap.stages.train.labels import tokenize_conversation
@@ -222,3 +222,52 @@ def test_released_pools_are_compared_with_the_teachers_that_wrote_them():
     cfg = compose_cfg("+experiment=released_pools", "+experiment/pair=released_large_small")
     assert (cfg.mix.strong.dataset.hub_id, cfg.mix.weak.dataset.hub_id) == (
         "UWNSL/MATH_training_split_distill_large_teacher", "UWNSL/MATH_training_split_distill_small_teacher")
+
+
+def _preset_jobs(tmp_path, preset, students, *extra):
+    """Planned jobs of a paper preset (their config snapshots only), as the report reads them."""
+    jobs = []
+    for i, student in enumerate(students):
+        folder = tmp_path / f"{preset}-{i}"
+        (folder / ".hydra").mkdir(parents=True)
+        OmegaConf.save(compose_cfg(f"+experiment={preset}", f"student={student}", *extra), folder / ".hydra" / "config.yaml")
+        identity, fields = sweep.read_config(folder)
+        jobs.append(sweep.Job(folder, "done", identity, fields=fields))
+    return jobs
+
+
+#: every difference from the authors' code a Table 1 sweep with full, LoRA and Llama students still has
+PAPER_DIFFERENCES = ("Loss groups", "End-of-turn newline", "Llama system header", "Validation split",
+                     "Problems of the pure arms", "LoRA settings", "LoRA evaluation", "Gold strings", "MATH pooling",
+                     "Teacher pools", "Engines")
+
+
+def test_settings_table_says_which_recipe_is_in_force_and_prints_every_difference(tmp_path):
+    text = settings_markdown(_preset_jobs(tmp_path, "long_vs_short", ("qwen3b", "llama3b", "qwen14b")))
+    header = next(line for line in text.splitlines() if line.startswith("| Students"))
+    assert "| Max len | Over-length | Loss |" in header and "| Eval MATH | Recipe | Source |" in header
+    row = next(line for line in text.splitlines() if line.startswith("| llama3b, qwen3b |"))
+    assert "| 8192 | truncate | per_device |" in row and "released long/short-CoT configs" in row
+    assert ("Training recipe in force: released long/short-CoT configs (MATH_{long,short}_CoT.yaml: 8,192 cut as "
+            "LLaMA-Factory, per-device loss).") in text
+    assert "Where these runs differ from the authors' code (`Small-Model-Gap/Small-Model-Learnability-Gap` at 814cf97)" in text
+    listed = [line.split("**")[1] for line in text.splitlines() if line.startswith("- **")]
+    assert listed == list(PAPER_DIFFERENCES)  # and nothing else: the cut, the loss and the judge's context match theirs
+    assert "5,500 rows" in text and "266 of 675" in text and "`val_size: 0.01`" in text and "vLLM 0.6.3" in text
+
+
+def test_settings_differences_follow_the_overrides(tmp_path):
+    def listed(*extra, preset="long_vs_short", students=("qwen3b",)):
+        text = settings_markdown(_preset_jobs(tmp_path / str(len(list(tmp_path.iterdir()))), preset, students, *extra))
+        return text, [line.split("**")[1] for line in text.splitlines() if line.startswith("- **")]
+
+    text, names = listed("finetune_mode/recipe=text")  # the paper's text: the cut is the difference
+    assert "Training recipe in force: the paper's text (Table 5: 16,384, over-length dropped)." in text
+    assert names[0] == "Training cut" and "max length 16,384 with overlength=drop" in text
+    _, names = listed("finetune_mode.loss_normalization=global_tokens")
+    assert "Loss normalisation" in names and "Loss groups" not in names
+    _, names = listed("eval.judge.max_model_len=16000")
+    assert "Judge context" in names
+    text, names = listed("experiment/method=mix_long", preset="mix_distillation")
+    assert "Training recipe in force: released Mix config (MATH_mix.yaml: 80 packed sequences, 4,096 cut as LLaMA-Factory)." in text
+    assert "Mix batch" in names and "Training cut" not in names and "Loss groups" not in names

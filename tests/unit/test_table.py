@@ -21,7 +21,7 @@ PINNED = json.loads((FIXTURES / "plan_keys.json").read_text())
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
     """plan_keys.json: make_plan's stored roles and keys of 11 configs, computed by the code before the table (main at
-    f9267f4; the kit's files, the pinned stack). One intended change: with finetune_mode.overlength=drop_pair,
+    7e18c6c; the kit's files, the pinned stack). One intended change: with finetune_mode.overlength=drop_pair,
     stage=mix now plans the student's converted weights (``model``), which its mix step converts to read the
     student's tokenizer."""
     pinned = PINNED[name]

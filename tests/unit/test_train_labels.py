@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from mixgap.stages.train.labels import (
     TokenizedExample,
     apply_overlength,
     end_of_turn_id,
+    infer_seqlen,
     render_training_turn,
     set_chat_template,
     tokenize_conversation,
     tokenize_mixture,
+    truncate_example,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -136,6 +139,52 @@ def test_paper_training_turn_llama(llama_tokenizer):
     assert llama_tokenizer.convert_ids_to_tokens(ex.input_ids[-1]) == "<|eot_id|>"
 
 
+def test_infer_seqlen_is_llamafactorys():
+    """The port against their function verbatim (tests/fixtures/llamafactory_infer_seqlen.py), every length to 40
+    under every cutoff to 48, and each branch by hand."""
+    spec = importlib.util.spec_from_file_location("llamafactory_infer_seqlen", FIXTURES / "llamafactory_infer_seqlen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    theirs = module.infer_seqlen
+    assert all(infer_seqlen(s, t, c) == theirs(s, t, c) for s in range(41) for t in range(41) for c in range(1, 49))
+    assert infer_seqlen(30, 10, 32) == (22, 10)  # response under half: kept whole, the prompt cut to 32 - 10
+    assert infer_seqlen(10, 30, 32) == (10, 22)  # prompt under half: kept whole, the response gets the rest
+    assert infer_seqlen(30, 50, 40) == (15, 25)  # both over half: 40 x 50/80 = 25 for the response, 15 prompt
+    assert infer_seqlen(28, 20, 48) == (28, 20)  # fits: unchanged
+
+
+def test_truncate_cuts_a_tokenised_example_as_llamafactory(qwen_tokenizer):
+    """The paper's Qwen example (28 prompt + 20 response tokens, see test_paper_training_turn_qwen) cut as
+    LLaMA-Factory's supervised processor cuts it: source = its system + user slots (encoded one by one), target =
+    ``response<|im_end|>\n``; they keep ``source[:s] + target[:t]`` and supervise ``target[:t]`` (we mask the newline)."""
+    ex = tokenize_conversation(qwen_tokenizer, PROBLEM, SOLUTION, system="You are a helpful assistant.")
+    source = ids(qwen_tokenizer, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n") + ids(
+        qwen_tokenizer, f"<|im_start|>user\n{PROBLEM}<|im_end|>\n<|im_start|>assistant\n")
+    target = ids(qwen_tokenizer, SOLUTION + "<|im_end|>\n")
+    assert ex.input_ids == source + target and (ex.prompt_len, len(source), len(target)) == (28, 28, 20)
+    im_end = qwen_tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    # cutoff 40: both over half, the response gets int(40 x 20/48) = 16, the prompt 24: answer and <|im_end|> lost
+    [cut], counts = apply_overlength([TokenizedExample(ex.input_ids, ex.labels, "p", "strong", prompt_len=28)], 40, "truncate")
+    assert cut.input_ids == source[:24] + target[:16] and cut.labels == [IGNORE] * 24 + target[:16]
+    assert qwen_tokenizer.decode(target[:16]) == "$2+3=5$.\n\nFinal Answer: $\\boxed{" and im_end not in cut.labels
+    assert counts["truncated"] == {"strong": 1, "weak": 0} and counts["max_len"] == 40
+
+    # cutoff 46: the response (20) is under half and kept whole with its <|im_end|>; the prompt loses "istant\n"
+    cut = truncate_example(ex, 46)
+    assert cut.input_ids == source[:26] + target and cut.prompt_len == 26
+    assert qwen_tokenizer.convert_ids_to_tokens(source[26:]) == ["istant", "Ċ"]
+    assert cut.labels == [IGNORE] * 26 + target[:-1] + [IGNORE]  # LLaMA-Factory supervises the final "\n" too
+    assert truncate_example(ex, 48) is ex  # fits
+
+    # a long response (68 tokens) at cutoff 64: the prompt (28) is under half, the response keeps 64 - 28 = 36
+    long = tokenize_conversation(qwen_tokenizer, PROBLEM, "Wait, let me check that again. " * 6 + SOLUTION,
+                                 system="You are a helpful assistant.")
+    assert (long.prompt_len, len(long.input_ids)) == (28, 96)
+    cut = truncate_example(long, 64)
+    assert cut.input_ids == long.input_ids[:64] and cut.labels == long.labels[:64]
+
+
 def test_render_training_turn_fills_the_prompt(qwen_tokenizer):
     text = render_training_turn(qwen_tokenizer, "2+2?", "4", "Problem: {problem}\nAnswer:", None)
     assert text == QWEN_SYSTEM + "<|im_start|>user\nProblem: 2+2?\nAnswer:<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
@@ -183,17 +232,21 @@ def test_overlength_drop_counts_per_source():
 
 
 def test_overlength_truncate_warns_and_counts(caplog):
-    examples = [_ex(10, "strong", id_="a"), _ex(4, "weak", id_="b"), _ex(9, "weak", id_="d")]
+    # a: prompt 1 + response 9 at cutoff 8: the prompt is under half, the response gets the other 7 (8 tokens);
+    # late: prompt 9 + response 1: the response is under half and kept whole, the prompt keeps 7 (LLaMA-Factory
+    # cuts the source from the right, so a cut prompt loses its generation prompt)
+    examples = [_ex(10, "strong", id_="a"), _ex(4, "weak", id_="b"), _ex(9, "weak", id_="d"),
+                _ex(10, "strong", first_supervised=9, id_="late")]
     kept, counts = apply_overlength(examples, 8, "truncate")
-    assert [len(e.input_ids) for e in kept] == [8, 4, 8]
-    assert [len(e.labels) for e in kept] == [8, 4, 8]
-    assert counts["truncated"] == {"strong": 1, "weak": 1} and counts["dropped"] == {"strong": 0, "weak": 0}
-    assert "overlength=truncate cut 2 of 3" in caplog.text
+    assert [e.input_ids for e in kept] == [list(range(8)), list(range(4)), list(range(8)), [*range(7), 9]]
+    assert kept[3].labels == [IGNORE] * 7 + [9] and kept[3].prompt_len == 7
+    assert counts["truncated"] == {"strong": 2, "weak": 1} and counts["dropped"] == {"strong": 0, "weak": 0}
+    assert "overlength=truncate cut 3 of 4" in caplog.text
 
 
 def test_overlength_errors():
-    with pytest.raises(ValueError, match="example late: no supervised token"):
-        apply_overlength([_ex(10, "strong", first_supervised=9, id_="late")], 8, "truncate")
+    with pytest.raises(ValueError, match="example late: no supervised token"):  # 1 x 1/2 rounds down to 0
+        apply_overlength([_ex(2, "strong", id_="late")], 1, "truncate")
     with pytest.raises(ValueError, match="all 1 examples are longer"):
         apply_overlength([_ex(10, "weak")], 8, "drop")
     with pytest.raises(ValueError, match="overlength='cut' is not allowed; choose one of drop, truncate"):

@@ -17,8 +17,8 @@ from mixgap.stages.train.launch import (
     use_subprocess,
     world_plan,
 )
-from mixgap.stages.train.losses import final_loss, read_losses, write_losses
 from mixgap.stages.train.stage import checkpoint_spec, resolve_precision
+from mixgap.stages.train.step_losses import final_loss, read_losses, write_losses
 from mixgap.stages.train.trainer import gradient_accumulation, last_complete_checkpoint
 
 PY = sys.executable

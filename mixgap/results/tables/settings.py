@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixgap.results.tables.differences import differences_markdown, recipe_of
 from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table
 from mixgap.results.tables.names import realised_weight, weight_label
 from mixgap.results.tables.published import paper_math_label
@@ -21,14 +22,14 @@ SEEDS_NOTE = ("What the seeds vary: `finetune_mode.seed` sets the training data 
 
 TURN_CHARS = 1600  # characters of a rendered turn shown in the report (both ends kept)
 
-#: finetune_mode fields of the settings table, in order (header, dotted key)
+#: finetune_mode fields of the settings table, in order (header, dotted key; None: computed, :func:`_setting_cells`)
 SETTINGS = (("Mode", "finetune_mode.mode"), ("LR", "finetune_mode.learning_rate"), ("Epochs", "finetune_mode.epochs"),
             ("Max steps", "finetune_mode.max_steps"), ("Schedule", "finetune_mode.lr_scheduler"),
             ("Warmup", "finetune_mode.warmup_ratio"), ("Global batch", "finetune_mode.global_batch_size"),
             ("Batch unit", "finetune_mode.batch_unit"), ("Max len", "finetune_mode.max_seq_len"),
-            ("Over-length", "finetune_mode.overlength"), ("LoRA r / alpha / dropout", None),
-            ("LoRA targets", "finetune_mode.lora.target_modules"), ("Eval MATH", None),
-            ("Source", "finetune_mode.settings_source"))
+            ("Over-length", "finetune_mode.overlength"), ("Loss", "finetune_mode.loss_normalization"),
+            ("LoRA r / alpha / dropout", None), ("LoRA targets", "finetune_mode.lora.target_modules"),
+            ("Eval MATH", None), ("Recipe", None), ("Source", "finetune_mode.settings_source"))
 
 
 def seeds_varied(jobs: Sequence[Any]) -> str:
@@ -47,42 +48,44 @@ def seeds_varied(jobs: Sequence[Any]) -> str:
     return "In these sweeps: " + ", ".join(f"`{k}` varies in {n} condition(s)" for k, n in varied.items()) + "."
 
 
-def _setting_cells(f: dict[str, str], benchmarks: Sequence[str], labels: Mapping[str, str]) -> tuple[str, ...]:
-    """One job's :data:`SETTINGS` cells from its config fields ``{dotted key: JSON value}``."""
+def _setting_cells(job: Any, benchmarks: Sequence[str], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """One job's :data:`SETTINGS` cells from its config fields ``job.fields`` (``{dotted key: JSON value}``)."""
+    f = job.fields
     lora_mode = json.loads(f["finetune_mode.mode"]) == "lora"
+    computed = {"Eval MATH": math_variant(benchmarks, labels), "Recipe": recipe_of(job), "LoRA r / alpha / dropout": (
+        " / ".join(str(json.loads(f.get(f"finetune_mode.lora.{k}", "null"))) for k in ("r", "alpha", "dropout"))
+        if lora_mode else "—")}
     cells = []
-    for _, key in SETTINGS:
+    for header, key in SETTINGS:
         if key is None:
+            cells.append(computed[header])
             continue
         value = json.loads(f[key]) if key in f else "—"
         if key == "finetune_mode.lora.target_modules" and not lora_mode:
             value = "—"
         cells.append(", ".join(value) if isinstance(value, list) else value if value != "" else "—")
-    lora = "—"
-    if lora_mode:
-        lora = " / ".join(str(json.loads(f.get(f"finetune_mode.lora.{k}", "null"))) for k in ("r", "alpha", "dropout"))
-    cells.insert(10, lora)
-    cells.insert(12, math_variant(benchmarks, labels))
     return tuple(str(c) for c in cells)
 
 
 def settings_markdown(jobs: Sequence[Any], labels: Mapping[str, str] = NO_LABELS) -> str:
     """The fine-tuning settings the jobs used (one row per distinct setting, with its students) and where the
     values come from (``finetune_mode.settings_source``: the paper's Table 5, LLaMA-Factory's LoRA recipe where
-    the paper's are unknown, or the released Mix config), plus the MATH variant evaluated (by its label)."""
+    the paper's are unknown, or the released Mix config), the MATH variant evaluated (by its label), the recipe in
+    force and every remaining difference from the authors' code (:mod:`mixgap.results.tables.differences`)."""
     rows: dict[tuple, set[str]] = defaultdict(set)
     for job in jobs:
         if "finetune_mode.mode" in job.fields:
-            cells = _setting_cells(job.fields, job.identity.get("benchmarks", []), labels)
+            cells = _setting_cells(job, job.identity.get("benchmarks", []), labels)
             rows[cells].add(str(job.identity.get("student")))
     if not rows:
         return ""
     header = ["Students", *(h for h, _ in SETTINGS)]
     body = [[", ".join(sorted(students)), *cells] for cells, students in rows.items()]
-    turns = turns_markdown(jobs)
+    turns, differ = turns_markdown(jobs), differences_markdown(jobs)
     return ("Fine-tuning settings as run (the paper's LoRA values, its Table 6, are unknown: the LoRA row's "
             "source says whose they are). Paper comparisons use the paper's MATH column, read as "
-            f"{paper_math_label(labels)}.\n\n" + md_table(header, body) + (f"\n\n{turns}" if turns else ""))
+            f"{paper_math_label(labels)}.\n\n" + md_table(header, body) + (f"\n\n{differ}" if differ else "")
+            + (f"\n\n{turns}" if turns else ""))
 
 
 def elide(text: str, keep: int = TURN_CHARS) -> str:
@@ -156,9 +159,10 @@ def data_markdown(jobs: Sequence[Any]) -> str:
         parts.append("Teacher pools (rejection sampling: kept = graded correct and not truncated):\n\n" + md_table(
             ["Teacher", "CoT", "Problems", "Kept", "Keep rate", "Dropped (reason n)"], pool_rows))
     if rows:
-        parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped, never silently "
-                     "cut; w (realised) = nominal mix weight (strong fraction of the examples trained on); final loss = "
-                     "the mean training loss of the last `finetune_mode.logging_steps` optimiser steps:\n\n"
+        parts.append("Mixtures and SFT examples (strong / weak); over-long examples are dropped or cut, as "
+                     "`finetune_mode.overlength` says, and counted; w (realised) = nominal mix weight (strong fraction of "
+                     "the examples trained on); final loss = the mean training loss of the last "
+                     "`finetune_mode.logging_steps` optimiser steps:\n\n"
                      + md_table(["Student", "Teachers", "w (realised)", "Mixture N", "Dropped > max_seq_len",
                                  "Truncated", "After drops", "Steps", "Final loss"], rows))
     return "\n\n".join(parts)

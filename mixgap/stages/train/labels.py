@@ -19,9 +19,12 @@ the rendering, by character offsets:
 Pad ids play no part (SmolLM2's pad == eos == ``<|im_end|>``, so a pad-based mask would unsupervise the
 end-of-turn token and the student would never learn to stop). The prompt and the assistant turn are
 tokenised separately, exactly as the evaluator tokenises the prompt before generating (no BPE merge
-across the boundary). Over-long samples are dropped and counted per source, never silently cut: the
-paper's released Mix configs cut at 4,096 tokens and so lost the answers of long traces (Li et al., 2025,
-Table 5 vs the LLaMA-Factory configs; see ``conf/finetune_mode/full.yaml``).
+across the boundary); they are LLaMA-Factory's ``source`` and ``target`` token lists.
+
+Over-length samples (``finetune_mode.overlength``) are dropped and counted per source (``drop``, the paper's text:
+max length 16,384), or cut as the authors' released configs cut them (``truncate``: LLaMA-Factory's
+``infer_seqlen``, :func:`infer_seqlen`, at ``cutoff_len`` 8,192 for long/short CoT and 4,096 for the Mix recipe;
+a cut long trace loses its final answer and end-of-turn token), counted and warned.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class TokenizedExample:
     id: str | None = None
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    prompt_len: int | None = None  # tokens of the prompt rendering (LLaMA-Factory's source); None: up to the 1st label
 
     @property
     def n_supervised(self) -> int:
@@ -171,13 +175,64 @@ def tokenize_conversation(tokenizer: Any, prompt: str, response: str, system: st
             "(e.g. <|im_end|>, <|eot_id|>); the student would never learn to stop"
         )
     labels[after] = turn_ids[after]
-    return TokenizedExample(input_ids=[*prompt_ids, *turn_ids], labels=[IGNORE] * len(prompt_ids) + labels)
+    return TokenizedExample(input_ids=[*prompt_ids, *turn_ids], labels=[IGNORE] * len(prompt_ids) + labels,
+                            prompt_len=len(prompt_ids))
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
     """The id of the token the chat template closes an assistant turn with (the last supervised token)."""
     example = tokenize_conversation(tokenizer, "1+1?", "2")
     return next(label for label in reversed(example.labels) if label != IGNORE)
+
+
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """How many prompt (source) and response (target) tokens LLaMA-Factory keeps under ``cutoff_len``.
+
+    Ported line by line from LLaMA-Factory 0.9.2 as vendored by the authors (official repo
+    ``Small-Model-Gap/Small-Model-Learnability-Gap`` at 814cf97, ``LLaMA-Factory/src/llamafactory/data/processor/
+    processor_utils.py``, ``infer_seqlen``; called by ``supervised.py`` ``_encode_data_example`` with the whole
+    budget, since the ``qwen`` template has no ``efficient_eos``): a target shorter than half the budget is kept
+    whole and the source is cut; else a source shorter than half is kept whole and the target gets the rest;
+    else the budget is split in proportion to the two lengths (``int`` rounds down). Both are cut from the
+    right: the caller keeps ``source[:s]`` and ``target[:t]``.
+
+    Args:
+        source_len: tokens of the prompt rendering (system, user turn, generation prompt), >= 0.
+        target_len: tokens of the assistant turn (response, end-of-turn token, trailing newline), >= 0.
+        cutoff_len: the budget (``finetune_mode.max_seq_len``; the released configs' ``cutoff_len``), > 0.
+
+    Returns:
+        ``(s, t)``, the kept source and target lengths; ``s + t <= cutoff_len``, and ``(source_len, target_len)``
+        when the example fits (for a budget that is a power of two, as 4,096 and 8,192 are; their float
+        arithmetic, kept, can cut one token of an example that fits another budget).
+
+    Example: source 30, target 50, cutoff 64 -> (30, 34); cutoff 40 -> (15, 25) (40 x 50/80 = 25).
+    """
+    if target_len * 2 < cutoff_len:  # truncate source
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:  # truncate target
+        max_target_len = cutoff_len - source_len
+    else:  # truncate both
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+
+    new_target_len = min(max_target_len, target_len)
+    max_source_len = max(cutoff_len - new_target_len, 0)
+    new_source_len = min(max_source_len, source_len)
+    return new_source_len, new_target_len
+
+
+def truncate_example(ex: TokenizedExample, cutoff_len: int) -> TokenizedExample:
+    """``ex`` cut as LLaMA-Factory cuts it (:func:`infer_seqlen`): its first ``s`` prompt tokens followed by the
+    first ``t`` tokens of its assistant turn, labels alike. The prompt is ``ex.prompt_len`` tokens (else the
+    tokens before its first supervised label). ``ex`` itself when nothing is cut."""
+    prompt = ex.prompt_len if ex.prompt_len is not None else next(
+        (i for i, label in enumerate(ex.labels) if label != IGNORE), len(ex.labels))
+    s, t = infer_seqlen(prompt, len(ex.input_ids) - prompt, cutoff_len)
+    if s + t == len(ex.input_ids):
+        return ex
+    keep = [*range(s), *range(prompt, prompt + t)]
+    return TokenizedExample([ex.input_ids[i] for i in keep], [ex.labels[i] for i in keep], ex.id, ex.source,
+                            ex.meta, s)
 
 
 def _empty_counts() -> dict[str, Any]:
@@ -200,9 +255,10 @@ def apply_overlength(
     Args:
         examples: tokenised examples whose ``source`` is ``strong`` or ``weak``.
         max_seq_len: the longest allowed example, in tokens (``finetune_mode.max_seq_len``), > 0.
-        overlength: ``drop`` (default: never silently truncate) or ``truncate`` (keep the first
-            ``max_seq_len`` tokens; the cut trace usually loses its final answer and end-of-turn token), or
-            ``drop_pair`` (rows already chosen by :func:`mixgap.stages.train.pairs.drop_pair_rows`; drops like ``drop``).
+        overlength: ``drop`` (the paper's text: an over-length example is left out), ``truncate`` (every example
+            goes through LLaMA-Factory's cut, :func:`truncate_example`, as in the authors' released configs; a cut
+            trace usually loses its final answer and end-of-turn token), or ``drop_pair`` (rows already chosen by
+            :func:`mixgap.stages.train.pairs.drop_pair_rows`; drops like ``drop``).
 
     Returns:
         (kept examples, counts) with counts = ``examples`` (kept), ``kept``/``dropped``/``truncated`` per
@@ -219,12 +275,13 @@ def apply_overlength(
         seen += 1
         if ex.source not in SOURCES:
             raise ValueError(f"example {ex.id}: source={ex.source!r} is not allowed; choose one of {', '.join(SOURCES)}")
-        if len(ex.input_ids) > max_seq_len:
-            if overlength in ("drop", "drop_pair"):  # drop_pair removed its pairs before: nothing left here
-                counts["dropped"][ex.source] += 1
-                continue
-            counts["truncated"][ex.source] += 1
-            ex = TokenizedExample(ex.input_ids[:max_seq_len], ex.labels[:max_seq_len], ex.id, ex.source, ex.meta)
+        if overlength == "truncate":  # LLaMA-Factory cuts every example it encodes (a fitting one is unchanged)
+            cut = truncate_example(ex, max_seq_len)
+            counts["truncated"][ex.source] += cut is not ex
+            ex = cut
+        elif len(ex.input_ids) > max_seq_len:  # drop_pair removed its pairs before: nothing left here
+            counts["dropped"][ex.source] += 1
+            continue
         if ex.n_supervised == 0:
             raise ValueError(f"example {ex.id}: no supervised token (all labels are -100) after max_seq_len={max_seq_len}")
         kept.append(ex)
@@ -276,5 +333,6 @@ def tokenize_mixture(
             ex = tokenize_conversation(tokenizer, fill_prompt(prompt_template, p.problem), p.meta["response"], system)
         except ValueError as err:
             raise ValueError(f"mixture row {p.id}: {err}") from err
-        out.append(TokenizedExample(ex.input_ids, ex.labels, p.id, p.meta["source"], {"teacher": p.meta.get("teacher")}))
+        out.append(TokenizedExample(ex.input_ids, ex.labels, p.id, p.meta["source"], {"teacher": p.meta.get("teacher")},
+                                    ex.prompt_len))
     return out

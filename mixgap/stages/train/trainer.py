@@ -27,8 +27,9 @@ from mixgap.core.fields import check_field
 from mixgap.core.files import write_json_atomic
 from mixgap.core.schema import FinetuneConfig
 from mixgap.stages.train.labels import set_chat_template
-from mixgap.stages.train.losses import StepLosses, read_losses
+from mixgap.stages.train.loss import apply_loss_normalization, average_tokens_across_devices
 from mixgap.stages.train.packing import attention_for, make_collator
+from mixgap.stages.train.step_losses import StepLosses, read_losses
 
 log = logging.getLogger(__name__)
 Sink = Callable[[Mapping[str, float], int], None]
@@ -122,6 +123,7 @@ def training_arguments(job: TrainJob, *, use_cpu: bool):
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all" if ft["packing"] else "non_padding",
         ddp_find_unused_parameters=False,
+        average_tokens_across_devices=average_tokens_across_devices(ft.get("loss_normalization", "global_tokens")),
     )
 
 
@@ -197,8 +199,9 @@ def _recording_trainer():
 
     ``micro_batches[step] = [micro-batches, examples, supervised tokens, num_items_in_batch]``: the first
     three counted on this rank; the last is the loss denominator the Trainer passed (supervised tokens of the
-    whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``). Each
-    step's loss: :class:`mixgap.stages.train.losses.StepLosses`.
+    whole accumulation window, summed over the ranks: transformers' ``average_tokens_across_devices``; None under
+    ``loss_normalization=per_device``, :mod:`mixgap.stages.train.loss`). Each step's loss:
+    :class:`mixgap.stages.train.step_losses.StepLosses`.
     """
     from transformers import Trainer  # heavy: transformers, imported only when used
 
@@ -270,7 +273,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
 
     Returns (and rank 0 writes to ``job.result_path``): ``steps``, ``final_loss`` (the mean training loss of the
     last ``logging_steps`` optimiser steps by absolute step number, the steps before a resume read from its
-    checkpoint: the same with or without a resume; :func:`mixgap.stages.train.losses.final_loss`), ``resumed_from``
+    checkpoint: the same with or without a resume; :func:`mixgap.stages.train.step_losses.final_loss`), ``resumed_from``
     (checkpoint or None),
     ``tokens_seen`` (input tokens, padding excluded), ``train_runtime_s`` and ``tokens_per_s`` of this
     session, ``world_size``.
@@ -299,6 +302,7 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=make_collator(tokenizer, job.finetune["packing"]), callbacks=_callbacks(sinks or []),
     )
+    apply_loss_normalization(trainer, job.finetune.get("loss_normalization", "global_tokens"))
     resume = last_complete_checkpoint(job.trainer_dir) if trainer.is_world_process_zero() else None
     if args.world_size > 1:  # every rank resumes from the checkpoint rank 0 chose (and cleaned)
         import torch.distributed as dist  # heavy: torch, imported only when used
