@@ -47,10 +47,11 @@ def main() -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from mixgap.core.config import PAPER_PROMPT, register_configs
+    from mixgap.core.schema import register_configs
+    from mixgap.core.schema_models import PAPER_PROMPT
     from mixgap.core.store import Store
     from mixgap.stages import data
-    from mixgap.stages.backends import load_backend
+    from mixgap.stages.backends.registry import load_backend
     from mixgap.stages.models import resolve_model
 
     if args.threads:

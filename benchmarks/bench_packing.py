@@ -34,7 +34,7 @@ TRACES = {"strong": "traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl",
 
 def build_examples(kit: Path, tokenizer, n: int, weight: float, max_seq_len: int, seed: int) -> tuple[list, dict]:
     """``n`` tokenised examples, ``round(weight * n)`` strong; rows over ``max_seq_len`` dropped and counted."""
-    from mixgap.core.config import PAPER_PROMPT
+    from mixgap.core.schema_models import PAPER_PROMPT
     from mixgap.stages import data
     from mixgap.stages.train.labels import TokenizedExample, tokenize_conversation
 
@@ -66,7 +66,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer, Trainer, TrainerCallback
     from transformers.trainer_utils import SaveStrategy
 
-    from mixgap.core.config import FinetuneConfig
+    from mixgap.core.schema import FinetuneConfig
     from mixgap.stages.train.packing import make_collator
     from mixgap.stages.train.trainer import TrainJob, load_student, training_arguments
 
@@ -138,7 +138,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap.core.config import register_configs
+    from mixgap.core.schema import register_configs
     from mixgap.core.store import Store
     from mixgap.stages.models import resolve_model
 

@@ -42,7 +42,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    from mixgap.core.config import register_configs
+    from mixgap.core.schema import register_configs
     from mixgap.core.store import Store
     from mixgap.plan import jobs
     from mixgap.stages import generate, models, predict

@@ -30,7 +30,8 @@ def load_prompts(n: int, cache: str) -> tuple[str, list[str]]:
     """(converted SmolLM2 folder, the first ``n`` MATH train problems in the paper prompt)."""
     from hydra import compose, initialize_config_dir
 
-    from mixgap.core.config import PAPER_PROMPT, register_configs
+    from mixgap.core.schema import register_configs
+    from mixgap.core.schema_models import PAPER_PROMPT
     from mixgap.core.store import Store
     from mixgap.stages import data
     from mixgap.stages.models import resolve_model
@@ -46,7 +47,7 @@ def load_prompts(n: int, cache: str) -> tuple[str, list[str]]:
 
 def measure(kind: str, model: str, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict:
     """Load ``kind``'s engine, generate once (timed), close; the completions and the figures."""
-    from mixgap.stages.backends import load_backend
+    from mixgap.stages.backends.registry import load_backend
 
     start = time.perf_counter()
     backend = load_backend(kind, model, dtype="float32", batch_size=batch_size)

@@ -170,7 +170,7 @@ def compose_job(shape: str, mode: str, args: argparse.Namespace, launch: str):
     ``tiny`` is qwen0.5b at :data:`TINY`'s shape."""
     from hydra import compose, initialize_config_dir  # only when the train checks run (Hydra may be missing)
 
-    from mixgap.core.config import CONF_DIR, register_configs
+    from mixgap.core.schema import CONF_DIR, register_configs
 
     student = "qwen0.5b" if shape == "tiny" else shape
     overrides = [f"student={student}", f"finetune_mode={mode}", f"finetune_mode.max_seq_len={args.seq_len}",

@@ -15,9 +15,10 @@ Stages (``stage=``), each making everything before it as needed through the stor
 - ``export``: one built artifact (``export.artifact``) as a Hugging Face dataset folder (``mixgap.stages.export``).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
 
-The plan (:func:`mixgap.plan.jobs.make_plan`) is computed once and handed to the preflight and to the build, a
-loop over the plan's steps (:data:`STAGES` maps each step to its stage module, whose ``run(ctx, roles)`` is the one
-stage contract, :mod:`mixgap.core.stage`), so the plan and the run can never disagree. A job writes ``result.json``
+The plan (:func:`mixgap.plan.jobs.make_plan`, from the one table of stages :data:`mixgap.plan.table.TABLE`) is
+computed once and handed to the preflight and to the build, a loop over the plan's steps, each calling its stage
+module's ``run(ctx, roles)`` (the one stage contract, :mod:`mixgap.core.stage`), so the plan and the run can never
+disagree. A job writes ``result.json``
 (atomically) into its Hydra output folder; the report reads that and the store.
 """
 
@@ -30,32 +31,60 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from mixgap.core import runrecord, tracking
-from mixgap.core.config import to_container, validate
+from mixgap.core.config import to_container
 from mixgap.core.files import write_json_atomic
+from mixgap.core.schema import CONF_DIR
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
-from mixgap.plan.jobs import JobPlan, make_plan
-from mixgap.plan.machine import Allocation, enforce, plan_job
+from mixgap.plan.jobs import JobPlan, checked_plan
+from mixgap.plan.machine import Allocation, enforce, job_allocation, plan_job
 from mixgap.plan.printout import log_preflight
-from mixgap.results import analysis, report
-from mixgap.stages import evaluate, export, generate, judge, mix, models, predict
-from mixgap.stages.train import stage as train
+from mixgap.plan.table import READERS
 
 log = logging.getLogger(__name__)
-#: The stage module of each step of the plan (:data:`mixgap.plan.jobs.STEPS`): each offers ``run(ctx, roles)``.
-STAGES = {"generate": generate, "mix": mix, "models": models, "predict": predict, "train": train,
-          "evaluate": evaluate, "judge": judge, "export": export}
-#: The stages that read finished sweeps instead of building a job (``run(cfg, store, tracker_for)``), with the name
-#: of their tracker run.
-READERS = {"report": (report, "report"), "analyze": (analysis, "analysis")}
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
+
+
+def check_command_line(overrides: Sequence[str]) -> None:
+    """The job's checks before Hydra makes its output folder (``launch.py``, a single job): its config composed as
+    Hydra will (without the ``hydra`` node), then :func:`mixgap.plan.jobs.checked_plan`, whose result the job itself
+    reuses when Hydra runs it in this process.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed. A config Hydra itself cannot
+            compose is left to Hydra (its own message).
+    """
+    task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=task)
+    except Exception:  # noqa: BLE001 (Hydra's own composition error: Hydra prints it when it composes)
+        return
+    checked_plan(cfg, task)
+
+
+def launch_job(cfg: DictConfig, job_dir: str | Path, *, group: str, overrides: Sequence[str], launcher: str | None,
+               launcher_cfg: DictConfig | None, multirun: bool) -> dict[str, Any]:
+    """One job as ``launch.py`` starts it (:func:`run_job`), on what its ``hydra/launcher`` choice ``launcher`` and
+    config give it (:func:`mixgap.plan.machine.job_allocation`: this machine's CUDA devices, or the CPU, under the
+    basic launcher). A single ``stage=plan`` job whose preflight refuses raises, after writing ``result.json``;
+    a multirun's summary lists every job's refusals instead.
+
+    Raises:
+        MixgapError: what :func:`run_job` raises; ``PreflightRefused`` for such a ``stage=plan`` job.
+    """
+    result = run_job(cfg, job_dir, group=group, overrides=overrides, gpus=job_allocation(launcher, launcher_cfg))
+    if result.get("preflight") and not multirun:
+        enforce(result["preflight"])
+    return result
 
 
 def run_reader(cfg: DictConfig) -> dict[str, Any]:
@@ -74,21 +103,22 @@ def run_job(
     cfg: DictConfig, job_dir: str | Path, *, group: str | None = None, overrides: Sequence[str] = (),
     gpus: Allocation | int | None = None,
 ) -> dict[str, Any]:
-    """Validate, plan, preflight, then run ``cfg.stage`` for one job and write ``<job_dir>/result.json``.
+    """Check and plan (:func:`mixgap.plan.jobs.checked_plan`, once per process), preflight, then run ``cfg.stage``
+    for one job and write ``<job_dir>/result.json``.
 
     Returns:
         The result dict (also written): ``status``, ``job`` (identity), ``artifacts`` (role -> key),
         ``scores``/``untuned`` (benchmark -> scores), ``timings`` (seconds per step), ``plan``, ``preflight``.
 
     Raises:
-        ConfigError: before any work, for a bad config value, or (stage other than plan) the preflight's
-            refusals (:class:`mixgap.plan.machine.PreflightRefused`): the job cannot run on ``gpus``
-            (:func:`check_preflight`).
-        PoolMissing, DataError, ModelSourceError: a one-line reason the job cannot run here.
+        MixgapError: one line per reason the job cannot run here: ``ConfigError`` before any work, for a bad
+            config value, or (stage other than plan) the preflight's refusals
+            (:class:`mixgap.plan.machine.PreflightRefused`, :func:`check_preflight`); ``PoolMissing``,
+            ``DataError``, ``ModelSourceError``, ``BackendUnavailable``, ``StoreError`` while it builds.
     """
-    validate(cfg, overrides)
+    job_plan = checked_plan(cfg, overrides)
     job_dir = Path(job_dir)
-    if cfg.stage in READERS:
+    if job_plan is None:  # a reader: report, analyze
         return run_reader(cfg)
     store = Store(cfg.paths.cache)
     runrecord.check_store(job_dir, group, store.root)
@@ -97,13 +127,12 @@ def run_job(
     if cfg.stage != "plan":
         runrecord.start(job_dir, result)  # status running before any work
     try:
-        job_plan = make_plan(cfg)
         rows = job_plan.rows(store)
         result["plan"] = rows
         log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
         _log_plan(rows)
         result["preflight"] = check_preflight(cfg, job_plan, store, gpus)
-    except Exception as err:  # a refused or unplannable job: never left "running"
+    except Exception as err:  # a refused job: never left "running"
         if cfg.stage != "plan":
             result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
             write_json_atomic(job_dir / runrecord.RESULT, result)
@@ -153,12 +182,20 @@ def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: Allo
 
 def build(cfg: DictConfig, store: Store, tracker: Any, job_plan: JobPlan, decisions: dict[str, Any],
           timings: dict[str, float]) -> dict[str, Any]:
-    """Build every artifact of the plan, step by step (each step's stage ``run``); returns ``artifacts``,
-    ``counts`` and what the stages reported (``scores``, ``untuned``, ``learnability``)."""
+    """Build every role of the plan, step by step (each step's stage ``run``); returns ``artifacts``, ``counts``
+    and what the stages reported (``scores``, ``untuned``, ``learnability``).
+
+    Raises:
+        RuntimeError: a stage's ``run`` returned without recording a role of its step (``ctx.paths`` or
+            ``ctx.values``): the stage breaks the contract.
+    """
     ctx = BuildContext(cfg, store, tracker, job_plan.specs, decisions)
     for step in job_plan.steps:
         with timed(timings, step.name, store):
-            STAGES[step.stage].run(ctx, step.roles)
+            step.module.run(ctx, step.roles)
+        missing = [role for role in step.roles if role not in ctx.paths and role not in ctx.values]
+        if missing:
+            raise RuntimeError(f"step {step.name} ({step.module.__name__}) did not record {', '.join(missing)}")
     return {"artifacts": {r: job_plan.key(r) for r in job_plan.roles}, **ctx.result}
 
 

@@ -1,10 +1,10 @@
 """The checks run on a composed config before any work, and small helpers every stage uses to read a config.
 
-:func:`validate` catches what types cannot (ranges, allowed names, fields that contradict each other), raising
-:class:`ConfigError` with one line that names the field, the bad value and what is allowed. The schema lives in
-:mod:`mixgap.core.schema` and :mod:`mixgap.core.schema_models`, the command-line checks in
-:mod:`mixgap.core.overrides`; their public names are importable from here too (``from mixgap.core.config import
-ConfigError, PAPER_PROMPT, validate``).
+:func:`validate` catches what types cannot, raising :class:`~mixgap.core.errors.ConfigError` with one line that
+names the field, the bad value and what is allowed: every field against what the schema declares it allows
+(:mod:`mixgap.core.fields`; the schema lives in :mod:`mixgap.core.schema` and :mod:`mixgap.core.schema_models`),
+then the rules that span several fields and what the disk must hold. The command-line checks are in
+:mod:`mixgap.core.overrides`.
 """
 
 from __future__ import annotations
@@ -16,71 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mixgap.core.overrides import check_keys, check_override_keys, unknown_key_message
-from mixgap.core.schema import (
-    CONF_DIR,
-    AnalyzeConfig,
-    BenchmarkConfig,
-    ClusterConfig,
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    FinetuneConfig,
-    LoraConfig,
-    MixConfig,
-    MixgapConfig,
-    PathsConfig,
-    PredictConfig,
-    ReportConfig,
-    SourceConfig,
-    TrackingConfig,
-    group_options,
-    register_configs,
-)
-from mixgap.core.schema_models import (
-    BARE_PROMPT,
-    PAPER_PROMPT,
-    DatasetResponses,
-    FieldMap,
-    GgufSource,
-    JudgeConfig,
-    ModelArch,
-    SamplingConfig,
-    StudentConfig,
-    TeacherConfig,
-)
-
-__all__ = [
-    "ANSWER_FORMATS", "BARE_PROMPT", "CONF_DIR", "EVAL_BACKENDS", "EXTRACTIONS", "EXTRACT_MODES", "FINETUNE_MODES",
-    "MISSING_POOL_POLICIES", "PAPER_PROMPT", "RULES", "STAGES", "AnalyzeConfig", "BenchmarkConfig",
-    "ClusterConfig", "ConfigError", "DataConfig", "DatasetResponses", "EvalConfig", "FieldMap", "FinetuneConfig",
-    "GgufSource", "JudgeConfig", "LoraConfig", "MixConfig", "MixgapConfig", "ModelArch", "PathsConfig",
-    "PredictConfig", "ReportConfig", "SamplingConfig", "SourceConfig", "StudentConfig", "TeacherConfig",
-    "TrackingConfig", "check_keys", "check_override_keys", "data_root", "group_options", "register_configs",
-    "to_container", "unknown_key_message", "validate",
-]
-
-STAGES = ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "report", "analyze", "predict", "export")
-EXTRACTIONS = ("boxed", "last_number")  # how a benchmark's answer is read (mixgap.grading.extract_answer)
-EXTRACT_MODES = ("policy", "boxed")  # eval.extract: mixgap's grading policy | the official scorer's last box only
-RULES = ("policy", "paper")  # eval.rule: mixgap's grading policy | the authors' is_equiv (needs eval.extract=boxed)
-EVAL_BACKENDS = ("auto", "vllm", "hf")
-FINETUNE_MODES = ("full", "lora")
-ANSWER_FORMATS = ("plain", "boxed_in_solution", "after_hashes", "list_join")
-MISSING_POOL_POLICIES = ("generate", "wait", "fail")
-
-
-def _one_of(path: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        shown = ", ".join("null" if a is None else str(a) for a in allowed)  # as typed on the command line
-        raise ConfigError(f"{path}={value!r} is not allowed; choose one of {shown}")
-
-
-def _fraction(path: str, value: float, low_open: bool, high_open: bool) -> None:
-    """``value`` in the interval from 0 to 1, each end open or closed as given; one line otherwise."""
-    if value is None or value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
-        rule = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-        raise ConfigError(f"{path}={value!r} is not allowed; it must be in {rule}")
+from mixgap.core.errors import ConfigError
+from mixgap.core.fields import check_fields
+from mixgap.core.overrides import check_keys, check_override_keys
+from mixgap.core.schema import MixgapConfig, group_options
 
 
 def _no_file(path: str, value: Any) -> None:
@@ -89,13 +28,12 @@ def _no_file(path: str, value: Any) -> None:
         what = "empty" if str(value).strip() == "" else "a file"
         raise ConfigError(f"{path}={str(value)!r} is not allowed; it is {what}: give a folder (new or existing)")
 
-def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
-    if value is None or value < 0 or (value == 0 and not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{path}={value!r} is not allowed; it must be {rule}")
 
 def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """Check a composed config before any work starts.
+    """Check a composed config before any work starts: its keys, every field against what the schema declares it
+    allows (:func:`mixgap.core.fields.check_fields`: choices and ranges), then the rules that span several fields
+    and what the disk must hold. The ``stage=`` value and the teachers' backends are the plan's to check
+    (:func:`mixgap.plan.jobs.checked_plan`).
 
     Args:
         cfg: the composed Hydra config (``MixgapConfig`` shape).
@@ -104,128 +42,37 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
     Raises:
         ConfigError: one line naming the field, the bad value and what is allowed, e.g.
-            ``mix.weight=1.5 is not allowed; it must be in [0, 1]``; or a key the schema does not have
-            (:func:`check_keys`, :func:`check_override_keys`).
+            ``mix.weight=1.5 is not allowed; it must be in [0, 1] (fraction from the strong source)``; or a key the
+            schema does not have (:func:`check_keys`, :func:`check_override_keys`).
     """
     check_keys(cfg)
     check_override_keys(overrides)
-    _one_of("stage", cfg.stage, STAGES)
-    weight = cfg.mix.weight
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1] (fraction from the strong source)")
-    _one_of("mix.problems", cfg.mix.problems, ("intersection", "union"))
-    for role in ("strong", "weak"):
-        _check_teacher(f"mix.{role}", cfg.mix[role])
-    if cfg.get("teacher") is not None:
-        _check_teacher("teacher", cfg.teacher)
-
+    check_fields(cfg, MixgapConfig)
     ft = cfg.finetune_mode
-    _one_of("finetune_mode.mode", ft.mode, FINETUNE_MODES)
-    _positive("finetune_mode.learning_rate", ft.learning_rate)
-    _positive("finetune_mode.epochs", ft.epochs)
-    _positive("finetune_mode.per_device_batch_size", ft.per_device_batch_size)
-    _positive("finetune_mode.global_batch_size", ft.global_batch_size)
-    _one_of("finetune_mode.batch_unit", ft.batch_unit, ("examples", "packed_sequences"))
-    _positive("finetune_mode.pack_len", ft.pack_len)
-    # how global_batch_size splits over devices (per-device batch x accumulation) is the preflight's batch layout
-    _positive("finetune_mode.max_seq_len", ft.max_seq_len)
     if ft.batch_unit == "packed_sequences" and ft.max_seq_len > ft.pack_len:
         raise ConfigError(f"finetune_mode.max_seq_len={ft.max_seq_len} is not allowed with batch_unit=packed_sequences; it "
                           f"must be <= finetune_mode.pack_len={ft.pack_len} (on a paper preset choose the Mix recipe "
                           "with finetune_mode/recipe=released_mix, not finetune_mode=released_mix)")
-    if not 0.0 <= ft.warmup_ratio < 1.0:
-        raise ConfigError(f"finetune_mode.warmup_ratio={ft.warmup_ratio!r} is not allowed; it must be in [0, 1)")
-    _one_of("finetune_mode.launch", ft.launch, ("auto", "local", "torchrun"))
-    _one_of("finetune_mode.overlength", ft.overlength, ("drop", "truncate", "drop_pair"))
-    _one_of("finetune_mode.loss_normalization", ft.loss_normalization, ("global_tokens", "per_device"))
-    _one_of("finetune_mode.precision", ft.precision, ("auto", "bf16", "fp32"))
-    _one_of("finetune_mode.deepspeed", ft.deepspeed, (None, "zero2", "zero3"))
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if ft.mode == "full" and key.startswith("finetune_mode.lora"):
-            raise ConfigError(
-                f"{override} is not allowed with finetune_mode.mode='full'; LoRA fields need finetune_mode=lora"
-            )
-    _positive("finetune_mode.lora.r", ft.lora.r)
-    _positive("finetune_mode.lora.alpha", ft.lora.alpha)
-    _fraction("finetune_mode.lora.dropout", ft.lora.dropout, low_open=False, high_open=True)
-    _positive("finetune_mode.logging_steps", ft.logging_steps)
-    _positive("finetune_mode.save_steps", ft.save_steps)
-    if ft.max_steps != -1 and ft.max_steps <= 0:
-        raise ConfigError(f"finetune_mode.max_steps={ft.max_steps!r} is not allowed; it must be -1 (train "
-                          "finetune_mode.epochs) or > 0")
-
-    for name in ("gpu_memory_gb", "gpu_bf16_tflops", "gpu_memory_bandwidth_gbs"):
-        _positive(f"cluster.{name}", cfg.cluster[name])
-    headroom = cfg.cluster.get("memory_headroom", 0.0)
-    if not 0.0 <= headroom < 1.0:
-        raise ConfigError(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
-    for name in ("mfu", "decode_mfu"):
-        if not 0.0 < cfg.cluster[name] <= 1.0:
-            raise ConfigError(f"cluster.{name}={cfg.cluster[name]!r} is not allowed; it must be in (0, 1]")
     if not cfg.benchmark:
         raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of "
                           f"{', '.join(group_options('benchmark'))}")
-    for name, n in (cfg.eval.get("n_samples_by_benchmark") or {}).items():
-        _positive(f"eval.n_samples_by_benchmark.{name}", n)
-    for key, bench in cfg.benchmark.items():
-        _one_of(f"benchmark.{key}.extraction", bench.extraction, EXTRACTIONS)
-        _one_of(f"benchmark.{key}.answer_format", bench.answer_format, ANSWER_FORMATS)
-        _positive(f"benchmark.{key}.size", bench.size)
-        if bench.limit is not None:
-            _positive(f"benchmark.{key}.limit", bench.limit)
-        if bench.get("n_samples") is not None:
-            _positive(f"benchmark.{key}.n_samples", bench.n_samples)
-    _one_of("problems.answer_format", cfg.problems.answer_format, ANSWER_FORMATS)
-    _one_of("eval.backend", cfg.eval.backend, EVAL_BACKENDS)
-    _one_of("eval.extract", cfg.eval.extract, EXTRACT_MODES)
-    _one_of("eval.rule", cfg.eval.rule, RULES)
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if cfg.finetune_mode.mode == "full" and key.startswith("finetune_mode.lora"):
+            raise ConfigError(
+                f"{override} is not allowed with finetune_mode.mode='full'; LoRA fields need finetune_mode=lora"
+            )
     if cfg.eval.rule == "paper" and cfg.eval.extract != "boxed":
         raise ConfigError(f"eval.rule=paper is not allowed with eval.extract={cfg.eval.extract}: the paper's rule decides "
                           "on the paper's extracted answer; set eval.extract=boxed, or eval.rule=policy")
-    if cfg.eval.max_model_len is not None:
-        _positive("eval.max_model_len", cfg.eval.max_model_len)
-    _positive("eval.max_new_tokens", cfg.eval.max_new_tokens)
-    _positive("eval.batch_size", cfg.eval.batch_size)
-    _positive("eval.n_samples", cfg.eval.n_samples)
-    _positive("eval.tensor_parallel_size", cfg.eval.tensor_parallel_size)
-    _fraction("eval.length_warning", cfg.eval.length_warning, low_open=False, high_open=False)
-    _positive("eval.temperature", cfg.eval.temperature, allow_zero=True)
-    if not 0 < cfg.eval.top_p <= 1:
-        raise ConfigError(f"eval.top_p={cfg.eval.top_p!r} is not allowed; it must be in (0, 1]")
     if cfg.eval.n_samples > 1 and cfg.eval.temperature == 0:
         raise ConfigError(
             f"eval.n_samples={cfg.eval.n_samples} is not allowed with eval.temperature=0 (greedy samples are "
             "identical); set eval.temperature > 0 (e.g. 0.6) or eval.n_samples=1"
         )
-    if cfg.eval.get("judge") is not None:
-        _one_of("eval.judge.backend", cfg.eval.judge.backend, ("vllm", "hf"))
-        _positive("eval.judge.max_new_tokens", cfg.eval.judge.max_new_tokens)
-        _positive("eval.judge.tensor_parallel_size", cfg.eval.judge.tensor_parallel_size)
-        for slot in ("{problem}", "{gold}", "{answer}"):
-            if slot not in cfg.eval.judge.prompt:
-                raise ConfigError(f"eval.judge.prompt lacks {slot}; the judge prompt needs {{problem}}, {{gold}} and {{answer}}")
-    if cfg.eval.limit is not None:
-        _positive("eval.limit", cfg.eval.limit)
-    _positive("analyze.max_completions", cfg.analyze.max_completions)
-    _positive("analyze.max_cases", cfg.analyze.max_cases)
-    _positive("analyze.batch_size", cfg.analyze.batch_size)
-    if cfg.get("predict") is not None:
-        for name in ("max_samples", "batch_size", "rank_clip", "n_boot"):
-            _positive(f"predict.{name}", cfg.predict[name])
-        if cfg.predict.max_seq_len is not None:
-            _positive("predict.max_seq_len", cfg.predict.max_seq_len)
-        if not 0.0 < cfg.predict.confidence < 1.0:
-            raise ConfigError(f"predict.confidence={cfg.predict.confidence!r} is not allowed; it must be in (0, 1)")
-    _positive("report.n_boot", cfg.report.n_boot)
-    _fraction("report.confidence", cfg.report.confidence, low_open=True, high_open=True)
     _no_file("paths.cache", cfg.paths.cache)
     for stage in ("report", "analyze"):
         _no_file(f"{stage}.out", cfg[stage].out)
-    _one_of("data.decontamination", cfg.data.decontamination, ("error", "drop", "allow"))
-    _one_of("data.missing_pool", cfg.data.missing_pool, MISSING_POOL_POLICIES)
-    _one_of("tracking.backend", cfg.tracking.backend, ("wandb", "none"))
-    _one_of("tracking.mode", cfg.tracking.mode, ("auto", "online", "offline", "disabled"))
     for role, teacher in (("mix.strong", cfg.mix.strong), ("mix.weak", cfg.mix.weak), ("teacher", cfg.get("teacher"))):
         relative = teacher is not None and teacher.get("dataset") is not None and teacher.dataset.path
         if relative and not cfg.paths.data and not Path(relative).is_absolute():  # MIXGAP_DATA unset or empty
@@ -279,16 +126,6 @@ def check_export(export: DictConfig, benchmarks: Sequence[str] = ()) -> None:
         if not huggingface_hub.get_token():
             raise ConfigError(f"export.repo_id={export.repo_id!r} needs a Hugging Face token (HF_TOKEN or `hf auth "
                               "login`); none found: log in, or drop export.repo_id to write the folder only")
-
-
-def _check_teacher(path: str, teacher: DictConfig) -> None:
-    """The teacher fields every backend reads; the backend's own (its name, a model or a dataset) are checked by
-    the plan against the registered backend (:func:`mixgap.plan.jobs.check_teacher`)."""
-    _one_of(f"{path}.cot", teacher.cot, ("long", "short"))
-    _positive(f"{path}.sampling.n", teacher.sampling.n)
-    _positive(f"{path}.sampling.temperature", teacher.sampling.temperature, allow_zero=True)
-    _positive(f"{path}.sampling.max_new_tokens", teacher.sampling.max_new_tokens)
-    _positive(f"{path}.tensor_parallel_size", teacher.tensor_parallel_size)
 
 
 def data_root(cfg: DictConfig) -> Path | None:

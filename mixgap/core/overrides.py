@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
+from mixgap.core.errors import ConfigError
 from mixgap.core.hydra_rules import always_set, defaults_groups, defaults_of, unwrap_optional
-from mixgap.core.schema import CONF_DIR, ConfigError, MixgapConfig, group_options
+from mixgap.core.schema import CONF_DIR, MixgapConfig, group_options
 
 #: what a value of each scalar type looks like, for the refusal's "what is allowed"
 _TYPE_WORDS = {float: "a float (a number such as 0.2)", int: "an int (a whole number such as 3)",

@@ -15,13 +15,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from mixgap.core.fields import one_of, ranged
 from mixgap.core.schema_models import PAPER_PROMPT, FieldMap, JudgeConfig, StudentConfig, TeacherConfig
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-
-class ConfigError(ValueError):
-    """A config value that is out of range, unknown, or contradicts another; the message is one line."""
 
 @dataclass
 class SourceConfig:
@@ -33,9 +31,9 @@ class SourceConfig:
     split: str = "test"
     kit_path: str = MISSING  # relative to paths.data (MIXGAP_DATA)
     fields: FieldMap = field(default_factory=FieldMap)
-    # how the gold answer is written on the Hub: plain | boxed_in_solution | after_hashes | list_join
-    answer_format: str = "plain"
-    limit: int | None = None  # first problems of a seeded shuffle; None = all
+    # how the gold answer is written on the Hub
+    answer_format: str = one_of("plain", "boxed_in_solution", "after_hashes", "list_join", default="plain")
+    limit: int | None = ranged("> 0", default=None)  # first problems of a seeded shuffle; None = all
     subset_seed: int = 0
 
 @dataclass
@@ -46,95 +44,98 @@ class BenchmarkConfig(SourceConfig):
     GSM8K's last number)."""
 
     label: str = ""  # the report's column name, e.g. AIME24; empty = the name
-    size: int = MISSING  # problems in the whole benchmark (counted in the paper's data); the preflight's work
-    extraction: str = "boxed"  # boxed | last_number (mixgap.grading.extract_answer)
+    # problems in the whole benchmark (counted in the paper's data); the preflight's work
+    size: int = ranged("> 0", default=MISSING)
+    extraction: str = one_of("boxed", "last_number", default="boxed")  # mixgap.grading.extract.extract_answer
     prompt: str = PAPER_PROMPT
     # strings that end a completion (cut off): the paper's harness stops at "Problem:" (GSM8K: "Q:");
     # eval.stop, when set, replaces this for every benchmark
     stop: list[str] = field(default_factory=lambda: ["Problem:"])
-    n_samples: int | None = None  # samples per problem when eval samples; None = eval.n_samples
+    n_samples: int | None = ranged("> 0", default=None)  # samples per problem when eval samples; None = eval.n_samples
 
 @dataclass
 class MixConfig:
     strong: TeacherConfig = MISSING
     weak: TeacherConfig = MISSING
-    weight: float = 0.2  # fraction of training examples from the strong source
-    problems: str = "intersection"  # intersection | union of the problems both pools kept
+    weight: float = ranged("[0, 1]", note="fraction from the strong source", default=0.2)  # of training examples
+    problems: str = one_of("intersection", "union", default="intersection")  # of the problems both pools kept
     seed: int = 0
 
 @dataclass
 class LoraConfig:
     # The paper's LoRA values (its Table 6) are unknown; these are LLaMA-Factory's LoRA defaults (the paper's
     # trainer): lora_rank 8, lora_alpha = 2 x rank, lora_dropout 0, lora_target all (conf/finetune_mode/lora.yaml).
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    r: int = ranged("> 0", default=8)
+    alpha: int = ranged("> 0", default=16)
+    dropout: float = ranged("[0, 1)", default=0.0)
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
 
 @dataclass
 class FinetuneConfig:
-    mode: str = "full"
-    learning_rate: float = 1e-5
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides epochs
+    mode: str = one_of("full", "lora", default="full")
+    learning_rate: float = ranged("> 0", default=1e-5)
+    epochs: float = ranged("> 0", default=2.0)
+    max_steps: int = ranged("> 0", also=(-1, "train finetune_mode.epochs"), default=-1)  # > 0 overrides epochs
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = ranged("[0, 1)", default=0.1)
     weight_decay: float = 0.0
-    per_device_batch_size: int = 2
+    per_device_batch_size: int = ranged("> 0", default=2)
     # examples per optimiser step over all devices; gradient accumulation = global / (per-device x world size)
-    global_batch_size: int = 8
-    max_seq_len: int = 16384
-    overlength: str = "drop"  # drop | truncate (LLaMA-Factory's infer_seqlen cut; warns and counts) | drop_pair
+    global_batch_size: int = ranged("> 0", default=8)
+    max_seq_len: int = ranged("> 0", default=16384)
+    # truncate: LLaMA-Factory's infer_seqlen cut (warns and counts); drop_pair: see mixgap.stages.train.pairs
+    overlength: str = one_of("drop", "truncate", "drop_pair", default="drop")
     # how token losses are averaged: global_tokens (every supervised token of the optimiser step weighs the same) |
     # per_device (each micro-batch's mean token loss, averaged over micro-batches: the authors' transformers<=4.49)
-    loss_normalization: str = "global_tokens"
+    loss_normalization: str = one_of("global_tokens", "per_device", default="global_tokens")
     packing: bool = False
     gradient_checkpointing: bool = True
-    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | bf16 | fp32
-    deepspeed: str | None = "zero3"  # zero2 | zero3 | None; a file name under conf/deepspeed/
-    launch: str = "auto"  # auto: torchrun over every GPU when there are GPUs, this process on a CPU | local | torchrun
-    save_steps: int = 200
-    logging_steps: int = 10
+    precision: str = one_of("auto", "bf16", "fp32", default="auto")  # auto: bf16 on GPU, fp32 on CPU
+    deepspeed: str | None = one_of(None, "zero2", "zero3", default="zero3")  # a file name under conf/deepspeed/
+    # auto: torchrun over every GPU when there are GPUs, this process on a CPU
+    launch: str = one_of("auto", "local", "torchrun", default="auto")
+    save_steps: int = ranged("> 0", default=200)
+    logging_steps: int = ranged("> 0", default=10)
     seed: int = 42
     prompt: str = PAPER_PROMPT  # the user turn of every training example; the response is the teacher's CoT
     system: str | None = None  # the system turn of every training example; None = the chat template's default
     lora: LoraConfig = field(default_factory=LoraConfig)  # read only when mode=lora
     # what global_batch_size counts: examples | packed_sequences (of up to pack_len tokens, LLaMA-Factory
     # neat_packing: the released Mix configs' global batch of 80; see mixgap.stages.train.batching)
-    batch_unit: str = "examples"
-    pack_len: int = 4096  # read only with batch_unit=packed_sequences
+    batch_unit: str = one_of("examples", "packed_sequences", default="examples")
+    pack_len: int = ranged("> 0", default=4096)  # read only with batch_unit=packed_sequences
     settings_source: str = ""  # where these values come from (shown in the report's settings table)
 
 @dataclass
 class EvalConfig:
-    backend: str = "auto"  # auto: vllm when a GPU is visible, else hf
-    max_new_tokens: int = 16000  # the paper's evaluation budget
-    batch_size: int = 16
-    limit: int | None = None  # cap on problems per benchmark (smoke runs)
+    backend: str = one_of("auto", "vllm", "hf", default="auto")  # auto: vllm when a GPU is visible, else hf
+    max_new_tokens: int = ranged("> 0", default=16000)  # the paper's evaluation budget
+    batch_size: int = ranged("> 0", default=16)
+    limit: int | None = ranged("> 0", default=None)  # cap on problems per benchmark (smoke runs)
     untuned: bool = True  # also evaluate the untuned student (cached once per student)
-    length_warning: float = 0.2  # warn when more than this fraction stops by length
-    tensor_parallel_size: int = 1
+    length_warning: float = ranged("[0, 1]", default=0.2)  # warn when more than this fraction stops by length
+    tensor_parallel_size: int = ranged("> 0", default=1)
     # sampled evaluation: 1 sample at temperature 0 = greedy, the paper's protocol
-    n_samples: int = 1  # samples per problem (needs temperature > 0 when > 1)
-    temperature: float = 0.0
-    top_p: float = 1.0
+    n_samples: int = ranged("> 0", default=1)  # samples per problem (needs temperature > 0 when > 1)
+    temperature: float = ranged(">= 0", default=0.0)
+    top_p: float = ranged("(0, 1]", default=1.0)
     seed: int = 0  # sample j of a problem is seeded from (seed, benchmark, problem id) + j
     stop: list[str] | None = None  # None: each benchmark's own stop (the paper's); [] = no stop string
     judge: JudgeConfig | None = None  # the paper's LLM re-judge of rule-based misses (conf/judge/)
     # samples per problem by benchmark name (e.g. {aime24: 16}); benchmark.<key>.n_samples wins; else eval.n_samples
-    n_samples_by_benchmark: dict[str, int] = field(default_factory=dict)
+    n_samples_by_benchmark: dict[str, int] = ranged("> 0", default_factory=dict)
     # how an answer is read: policy (mixgap's grading policy) | boxed (the official scorer: only the last \\boxed{})
-    extract: str = "policy"
+    extract: str = one_of("policy", "boxed", default="policy")
     # the rule after extraction: policy (mixgap's grading policy) | paper (the authors' is_equiv; needs extract=boxed)
-    rule: str = "policy"
-    max_model_len: int | None = None  # the engine's context (prompt + completion); None = the model's own
+    rule: str = one_of("policy", "paper", default="policy")
+    max_model_len: int | None = ranged("> 0", default=None)  # the engine's context (prompt + completion); None = the model's own
 
 @dataclass
 class DataConfig:
-    decontamination: str = "error"  # error | drop (evaluate without the overlapping problems) | allow
-    missing_pool: str = "generate"  # generate | wait (for another job's lock) | fail
+    decontamination: str = one_of("error", "drop", "allow", default="error")  # drop: evaluate without the overlap
+    missing_pool: str = one_of("generate", "wait", "fail", default="generate")  # wait: for another job's lock
 
 @dataclass
 class PathsConfig:
@@ -143,26 +144,26 @@ class PathsConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = "wandb"  # wandb | none
+    backend: str = one_of("wandb", "none", default="wandb")
     project: str = "mixgap"
     entity: str | None = None
-    mode: str = "auto"  # auto: offline when no WANDB_API_KEY | online | offline | disabled
+    mode: str = one_of("auto", "online", "offline", "disabled", default="auto")  # auto: offline when no WANDB_API_KEY
 
 @dataclass
 class ReportConfig:
     sweep: Any = None  # a multirun folder, or a list of them
     out: str | None = None  # default: <first sweep>/report
-    n_boot: int = 10000
+    n_boot: int = ranged("> 0", default=10000)
     seed: int = 0
-    confidence: float = 0.95
+    confidence: float = ranged("(0, 1)", default=0.95)
 
 @dataclass
 class AnalyzeConfig:
     sweep: Any = None  # a multirun folder, or a list of them
     out: str | None = None  # default: <first sweep>/analysis
-    max_completions: int = 64  # completions per arm fed through the untuned student
-    max_cases: int = 10  # case-study problems when analyze.problems is None
-    batch_size: int = 4
+    max_completions: int = ranged("> 0", default=64)  # completions per arm fed through the untuned student
+    max_cases: int = ranged("> 0", default=10)  # case-study problems when analyze.problems is None
+    batch_size: int = ranged("> 0", default=4)
     problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
 
 @dataclass
@@ -171,13 +172,15 @@ class PredictConfig:
     sample of each pool's kept traces (the same problems for both pools), as training would render them."""
 
     enabled: bool = True  # stage=all runs it too (once per student x teacher pool, shared by every weight)
-    max_samples: int = 256  # problems scored per pool (a seeded sample of the problems both pools kept)
-    batch_size: int = 4  # sequences per forward pass
+    # problems scored per pool (a seeded sample of the problems both pools kept)
+    max_samples: int = ranged("> 0", default=256)
+    batch_size: int = ranged("> 0", default=4)  # sequences per forward pass
     seed: int = 0  # which problems are sampled (mix.rank_key order)
-    max_seq_len: int | None = None  # None: finetune_mode.max_seq_len; pairs with a longer trace are skipped
-    rank_clip: int = 100  # RSR's rank clip r (Yang et al. 2026, rsr_launch.py rank_clip_r=100)
-    n_boot: int = 10000  # bootstrap resamples over traces for the 95% CIs
-    confidence: float = 0.95
+    # None: finetune_mode.max_seq_len; pairs with a longer trace are skipped
+    max_seq_len: int | None = ranged("> 0", default=None)
+    rank_clip: int = ranged("> 0", default=100)  # RSR's rank clip r (Yang et al. 2026, rsr_launch.py rank_clip_r=100)
+    n_boot: int = ranged("> 0", default=10000)  # bootstrap resamples over traces for the 95% CIs
+    confidence: float = ranged("(0, 1)", default=0.95)
 
 @dataclass
 class ExportConfig:
@@ -204,12 +207,14 @@ class ClusterConfig:
     """
 
     # GB = 1e9 bytes: an "80GB" A100/H100 holds 80 GiB, of which torch reports ~85.0e9 bytes (total_memory)
-    gpu_memory_gb: float = 85.0
-    memory_headroom: float = 0.1  # plan to at most (1 - headroom) x the GPU's memory
-    gpu_bf16_tflops: float = 989.0
-    mfu: float = 0.35
-    decode_mfu: float = 0.1  # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
-    gpu_memory_bandwidth_gbs: float = 3350.0  # HBM GB/s: bounds decoding (mixgap.plan.estimates.decode_rate)
+    gpu_memory_gb: float = ranged("> 0", default=85.0)
+    memory_headroom: float = ranged("[0, 1)", default=0.1)  # plan to at most (1 - headroom) x the GPU's memory
+    gpu_bf16_tflops: float = ranged("> 0", default=989.0)
+    mfu: float = ranged("(0, 1]", default=0.35)
+    # assumption: fraction of the bf16 peak vLLM's batched decoding reaches
+    decode_mfu: float = ranged("(0, 1]", default=0.1)
+    # HBM GB/s: bounds decoding (mixgap.plan.estimates.decode_rate)
+    gpu_memory_bandwidth_gbs: float = ranged("> 0", default=3350.0)
     # a file `make gpu-check` wrote: its measured mfu/decode_mfu replace the two above (mixgap.plan.calibration)
     calibration: str | None = None
 

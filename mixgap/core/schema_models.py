@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from mixgap.core.fields import one_of, ranged
+
 #: The teacher and evaluation prompt of Li et al. (2025); ``{problem}`` is replaced (``data.fill_prompt``).
 PAPER_PROMPT = (
     "Solve the following math problem. Present the final answer in the format: "
@@ -49,10 +51,10 @@ class DatasetResponses:
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 0.7
+    temperature: float = ranged(">= 0", default=0.7)
     top_p: float = 0.8
-    max_new_tokens: int = 16384
-    n: int = 1  # samples per problem; the first correct one is kept
+    max_new_tokens: int = ranged("> 0", default=16384)
+    n: int = ranged("> 0", default=1)  # samples per problem; the first correct one is kept
     seed: int = 0
 
 @dataclass
@@ -82,11 +84,11 @@ class TeacherConfig:
     hf_id: str | None = None
     family: str = MISSING  # qwen | llama | gemma | deepseek | smollm
     size_b: float = MISSING  # parameters, billions
-    cot: str = "short"  # long | short
-    backend: str = "vllm"
+    cot: str = one_of("long", "short", default="short")
+    backend: str = "vllm"  # a registered backend (mixgap.stages.backends), checked by the plan
     prompt: str = PAPER_PROMPT
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = ranged("> 0", default=1)
     max_model_len: int = 32768
     dtype: str = "bfloat16"
     batch_size: int = 16  # hf backend only
@@ -115,13 +117,14 @@ class JudgeConfig:
 
     name: str = MISSING
     hf_id: str | None = MISSING  # None with gguf set
-    backend: str = "vllm"  # vllm | hf
+    backend: str = one_of("vllm", "hf", default="vllm")
     dtype: str = "auto"
-    max_new_tokens: int = 20
-    tensor_parallel_size: int = 1
+    max_new_tokens: int = ranged("> 0", default=20)
+    tensor_parallel_size: int = ranged("> 0", default=1)
     batch_size: int = 16  # hf backend only
     max_model_len: int | None = None
-    prompt: str = MISSING  # {problem}, {gold}, {answer} are filled in
+    # {problem}, {gold}, {answer} are filled in
+    prompt: str = field(default=MISSING, metadata={"contains": ("{problem}", "{gold}", "{answer}")})
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
     gguf: GgufSource | None = None
     arch: ModelArch | None = None  # from the model's config.json (mixgap.plan.preflight plans a vLLM judge with it)

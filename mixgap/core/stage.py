@@ -4,11 +4,12 @@ A stage is one module under :mod:`mixgap.stages` offering
 
 - its **spec**: a pure function from the config fields that determine an artifact and the keys of its inputs to
   an :class:`~mixgap.core.store.ArtifactSpec` (``generation_spec``, ``pool_spec``, ``mixture_spec``,
-  ``checkpoint_spec``, ``eval_spec``, ``predict_specs``, ``judge_spec``); :mod:`mixgap.plan.jobs` composes them into
-  the job's plan;
-- its **build**: ``run(ctx, roles)``, which builds the planned ``roles`` through the store (each artifact written
-  into a fresh output folder and finished with its manifest, :meth:`mixgap.core.store.Store.get_or_build`), records
-  the finished folders in ``ctx.paths`` and what ``result.json`` reports in ``ctx.result``.
+  ``checkpoint_spec``, ``eval_spec``, ``predict_specs``, ``judge_spec``); a row of the table of stages
+  (:data:`mixgap.plan.table.TABLE`) composes it into the job's plan;
+- its **build**: ``run(ctx, roles)``, which builds the planned ``roles``: a store artifact through the store
+  (written into a fresh output folder and finished with its manifest, :meth:`mixgap.core.store.Store.get_or_build`)
+  recorded in ``ctx.paths``; an in-process value (the resolved student, the evaluation sets) in ``ctx.values``;
+  what ``result.json`` reports goes into ``ctx.result``.
 
 :mod:`mixgap.pipeline` is then a loop over the plan's steps, calling each step's stage with its roles.
 """
@@ -36,9 +37,10 @@ class BuildContext:
         specs: the plan's artifact specs by role (:attr:`mixgap.plan.jobs.JobPlan.specs`).
         decisions: the preflight's decisions for this allocation, e.g. ``eval_tensor_parallel_size`` (never
             written into ``cfg``: they do not change what is computed, only how).
-        paths: finished artifacts by role, filled as the steps run; ``student`` is the untuned student's weights
-            (a folder or a Hub id).
-        benchmarks: the evaluation problem sets by benchmark name (decontaminated and subset by the mix step).
+        paths: finished artifacts by role (their folders), filled as the steps run.
+        values: in-process values by role, filled as the steps run: ``student`` (the untuned student's weights, a
+            folder or a Hub id), ``benchmarks`` (benchmark name -> its evaluation problems, decontaminated and
+            subset), ``export`` (the exported folder).
         result: what the job reports in ``result.json``: ``counts``, ``scores``, ``untuned``, ``learnability``.
     """
 
@@ -48,7 +50,7 @@ class BuildContext:
     specs: Mapping[str, ArtifactSpec]
     decisions: Mapping[str, Any] = field(default_factory=dict)
     paths: dict[str, Any] = field(default_factory=dict)
-    benchmarks: dict[str, list[Any]] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=lambda: {"counts": {}})
 
     def path(self, role: str) -> Path:
@@ -56,6 +58,12 @@ class BuildContext:
         if role not in self.paths:
             raise KeyError(f"{role} is not built yet; the plan's steps run in build order")
         return Path(self.paths[role])
+
+    def value(self, role: str) -> Any:
+        """The in-process value of ``role``; KeyError names the role when no earlier step built it."""
+        if role not in self.values:
+            raise KeyError(f"{role} is not built yet; the plan's steps run in build order")
+        return self.values[role]
 
     def counts(self, role: str) -> dict[str, Any]:
         """The ``counts`` of the finished artifact of ``role`` (its manifest)."""

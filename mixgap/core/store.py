@@ -1,4 +1,4 @@
-"""Content-addressed artifact store (DESIGN.md, "Pipeline and artifacts").
+"""Content-addressed artifact store (README.md, "Artifacts").
 
 Layout under the root (``paths.cache``)::
 
@@ -43,6 +43,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mixgap.core import digests as filedigests
+from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ MANIFEST = "manifest.json"
 _VERSIONED = ("mixgap", "torch", "transformers", "peft", "datasets", "math-verify", "hydra-core", "vllm", "deepspeed")
 
 
-class StoreError(ValueError):
+class StoreError(MixgapError, ValueError):
     """A damaged artifact that cannot be set aside or rebuilt here; the message is one line naming the file."""
 
 

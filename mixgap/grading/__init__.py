@@ -90,7 +90,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mixgap.grading.equivalence import compare, is_equivalent
+from mixgap.core.fields import choices_of
+from mixgap.core.schema import EvalConfig
+from mixgap.grading.equivalence import compare
 from mixgap.grading.extract import STYLES, extract_answer
 from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexible_extract, paper_is_equiv
 
@@ -98,13 +100,11 @@ from mixgap.grading.official import boxed_answer, gsm8k_exact_match, gsm8k_flexi
 POLICY_VERSION = "2026.12.2"
 BENCHMARKS = ("math", "math500", "gsm8k", "aime24", "amc23", "olympiadbench")
 EXTRACTION_STYLE = {name: ("last_number" if name == "gsm8k" else "boxed") for name in BENCHMARKS}
-EXTRACT_MODES = ("policy", "boxed")  # ours (rule 1) | the paper's (mixgap.grading.official)
-RULES = ("policy", "paper")  # after extraction: ours (rules 2-10) | the paper's (rule 1c)
+EXTRACT_MODES = choices_of(EvalConfig, "extract")  # eval.extract: ours (rule 1) | the paper's (mixgap.grading.official)
+RULES = choices_of(EvalConfig, "rule")  # eval.rule, after extraction: ours (rules 2-10) | the paper's (rule 1c)
 #: The scorings every evaluation records side by side: name -> (extract, rule).
 SCORINGS = {"policy": ("policy", "policy"), "boxed": ("boxed", "policy"), "paper": ("boxed", "paper")}
 
-__all__ = ["BENCHMARKS", "EXTRACTION_STYLE", "EXTRACT_MODES", "POLICY_VERSION", "RULES", "SCORINGS", "STYLES", "Verdict",
-           "extract_answer", "grade", "is_equivalent", "scoring_name"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 import string
 
-STYLES = ("boxed", "last_number")
+from mixgap.core.fields import choices_of
+from mixgap.core.schema import BenchmarkConfig
+
+STYLES = choices_of(BenchmarkConfig, "extraction")  # a benchmark's answer: the last \\boxed{} | the last number
 
 # a box command followed by its opening brace (optional whitespace in between)
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")

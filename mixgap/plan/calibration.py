@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mixgap.core.errors import ConfigError
 from mixgap.core.files import write_json_atomic
 
 FORMAT = "mixgap-calibration/1"
@@ -31,7 +32,7 @@ FIELD = "cluster.calibration"
 FIGURES = {"train": "mfu", "decode": "decode_mfu"}
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ConfigError):
     """A calibration file that cannot be used; the message is one line naming ``cluster.calibration``, the file and
     what is wrong."""
 

@@ -47,10 +47,10 @@ OVERHEAD_GB = 2.0
 #: 12 in fp32 (``.float()`` is then no copy). Over the whole micro-batch the logits of a 152k vocabulary dominate a
 #: small student's activations at long sequences. benchmarks/bench_train_memory.py measures 12 on this CPU.
 LOGIT_BYTES = 12
-#: Released training set size: UWNSL/Mix-Long_long_0.2_short_0.8 has 5,383 rows (PAPER-NOTES, Sec. 2),
+#: Released training set size: UWNSL/Mix-Long_long_0.2_short_0.8 has 5,383 rows (docs/paper-protocol.md),
 #: the problems both teachers solved. Used when no pool manifest is in the store.
 PAPER_EXAMPLES = 5383
-#: Mean characters per response of the released data (PAPER-NOTES, Sec. 2): long CoT 22.36 MB / 5,383 rows
+#: Mean characters per response of the released data (docs/paper-protocol.md): long CoT 22.36 MB / 5,383 rows
 #: = 4,154; Mix-Long 10.14 MB / 5,383 = 1,884 = 0.2 x 4,154 + 0.8 x short, so short = 1,316.
 PAPER_CHARS = {"long": 4154.0, "short": 1316.0}
 #: Characters per token for English math text with LaTeX (assumption, Qwen/Llama BPE tokenizers).

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.plan.estimates import GB
 from mixgap.plan.jobs import JobPlan
 from mixgap.plan.preflight import CLUSTER_LAUNCHER, cluster_gpus, launcher_gpus, preflight
@@ -48,11 +48,16 @@ class Allocation:
 
 
 class PreflightRefused(ConfigError):
-    """A job its preflight refuses: ``reasons`` holds every one-line reason (the message is the first)."""
+    """A job its preflight refuses: :attr:`reasons` holds every one-line reason (the message is the first)."""
 
     def __init__(self, reasons: list[str]) -> None:
         super().__init__(reasons[0])
-        self.reasons = list(reasons)
+        self._reasons = list(reasons)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every reason the preflight refused the job for, one line each."""
+        return self._reasons
 
 
 def device_facts() -> DeviceFacts:
@@ -115,8 +120,3 @@ def enforce(report: dict[str, Any]) -> None:
     if report["refusals"]:
         raise PreflightRefused(report["refusals"])
 
-
-def error_lines(err: BaseException) -> list[str]:
-    """The lines ``launch.py`` prints for a refused job: one per reason (``mixgap: error: <reason>``)."""
-    reasons = err.reasons if isinstance(err, PreflightRefused) else [str(err)]
-    return [f"mixgap: error: {reason}" for reason in reasons]

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.plan.calibration import CalibrationError, planning_figures, read_calibration
 from mixgap.plan.estimates import (
     PROMPT_TOKENS,
@@ -43,7 +43,7 @@ from mixgap.plan.estimates import (
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.plan.workload import eval_samples, training_tokens
-from mixgap.stages.backends import data_parallel_size
+from mixgap.stages.backends.parallel import data_parallel_size
 from mixgap.stages.train.batching import BatchLayout, exact_layouts
 
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
@@ -118,9 +118,6 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
         "decisions": {}, "calibration": calibration,
     }
-    if not 0.0 <= headroom < 1.0:
-        refusals.append(f"cluster.memory_headroom={headroom!r} is not allowed; it must be in [0, 1)")
-        return out
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
     if plan.builds("checkpoint"):

@@ -4,8 +4,8 @@
 (Hydra instantiates sweepers only from the ``hydra_plugins`` package; that class is a thin
 ``BasicSweeper`` subclass calling the functions here; experiments still set ``hydra.sweeper.params``).
 Before the launcher starts anything, the sweeper composes every job's config
-(``config_loader.load_sweep_config``, as the launcher will), runs :func:`mixgap.core.config.validate` and
-:func:`mixgap.plan.jobs.make_plan` and :func:`mixgap.plan.machine.plan_job` (for what the chosen launcher gives a job: this
+(``config_loader.load_sweep_config``, as the launcher will), runs :func:`mixgap.plan.jobs.checked_plan` (the
+job's checks and plan, once per process) and :func:`mixgap.plan.machine.plan_job` (for what the chosen launcher gives a job: this
 machine's CUDA devices or the CPU under the basic launcher, a cluster launcher's GPUs) on each, and refuses the
 whole sweep with one line per bad job and field: a SLURM array is never submitted with a job that would fail.
 With ``stage=plan`` nothing is ever submitted: the jobs run in the calling process (the basic launcher's
@@ -21,9 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from mixgap.core.config import ConfigError, validate
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
-from mixgap.plan.jobs import make_plan
+from mixgap.plan.jobs import checked_plan
 from mixgap.plan.machine import Allocation, job_allocation, plan_job
 
 
@@ -41,18 +41,14 @@ def job_config(sweep_config: DictConfig) -> tuple[DictConfig, list[str], Allocat
 
 def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: Allocation | int) -> tuple[str | None, dict[str, Any] | None]:
     """``(validation error or None, preflight or None)`` for one job config on ``gpus`` (an allocation, or a GPU
-    count of ``cluster.gpu_memory_gb`` GPUs); reads the store, builds nothing."""
-    if cfg.stage in ("report", "analyze"):
-        try:
-            validate(cfg, overrides)
-        except ConfigError as err:
-            return str(err), None
-        return None, None
+    count of ``cluster.gpu_memory_gb`` GPUs); reads the store, builds nothing. The job's checks and plan are
+    :func:`mixgap.plan.jobs.checked_plan`'s, shared with the job itself when it runs in this process."""
     try:
-        validate(cfg, overrides)
-        plan = make_plan(cfg)
+        plan = checked_plan(cfg, overrides)
     except ConfigError as err:
         return str(err), None
+    if plan is None:  # a reader (report, analyze): no plan, no preflight
+        return None, None
     store = Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None  # Store() would create it
     allocation = gpus if isinstance(gpus, Allocation) else Allocation(None, gpus)
     return None, plan_job(cfg, plan, allocation, store)

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.plan.estimates import CHARS_PER_TOKEN, PAPER_CHARS, PAPER_EXAMPLES, PROMPT_TOKENS
 from mixgap.plan.jobs import JobPlan
 from mixgap.stages.evaluate import sampling_fields

@@ -19,7 +19,8 @@ from typing import Any
 from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.names import by_pair
-from mixgap.stats import AVERAGE, Interval
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import Interval
 
 #: Panel titles of the student families (conf/student ``family``), in the paper's order (Figure 2: Qwen, Llama).
 FAMILIES = {"qwen": "Qwen", "llama": "Llama", "smollm": "SmolLM", "gemma": "Gemma", "deepseek": "DeepSeek"}
@@ -178,7 +179,7 @@ def accuracy_vs_weight(
     :data:`DODGE` x its offset from the middle series, so error bars at one weight stand side by side.
 
     ``strong``/``weak``: the teachers' display names. ``realised``: per series label, nominal w -> the realised
-    strong fraction (``mixgap.results.tables.realised_weight``); each point whose realised fraction differs from w by
+    strong fraction (``mixgap.results.tables.names.realised_weight``); each point whose realised fraction differs from w by
     more than 0.0005 is annotated with it. ``reference``: label -> the untuned student's average, drawn as a dashed
     horizontal line (no weight).
     """

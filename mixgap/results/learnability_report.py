@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.figures import NO_NAMES, pair_title
 from mixgap.results.sweep import DisplayNames, read_result
-from mixgap.results.tables import atomic_write, write_csv
-from mixgap.stats import AVERAGE, percentile_interval
+from mixgap.results.tables.files import write_csv
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import percentile_interval
 
 MIN_POINTS = 3  # students needed for a rank correlation
 
@@ -125,7 +127,7 @@ def _fmt(cell: dict[str, float], digits: int = 2) -> str:
 
 def predicted_cell(better: str, verdict: str) -> str:
     """The "Predicted better" cell: the pool with the lower RSR and whether the RSR advantage's CI excludes 0
-    (``verdict``: ``mixgap.stats.verdict`` of it, Strong / Weak / n.s.), e.g. ``weak pool (CI excludes 0)``."""
+    (``verdict``: ``mixgap.stats.intervals.verdict`` of it, Strong / Weak / n.s.), e.g. ``weak pool (CI excludes 0)``."""
     if better == "tie":
         return "tie (equal RSR)"
     return f"{better} pool ({'RSR adv. n.s.' if verdict == 'n.s.' else 'CI excludes 0'})"

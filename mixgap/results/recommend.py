@@ -3,10 +3,10 @@ weights, how likely each weight is the best one, which weight to use, and which 
 
 - **P(best)** of weight w: the share of paired bootstrap resamples in which w has the highest average accuracy
   (ties split equally). One resample draws each benchmark's problems with replacement once and scores every arm
-  (every weight, every seed) on that draw, stratified by benchmark: :func:`mixgap.stats.bootstrap_arms`, the scheme
-  of the gap CIs (:func:`mixgap.stats.compare`).
+  (every weight, every seed) on that draw, stratified by benchmark: :func:`mixgap.stats.bootstrap.bootstrap_arms`, the scheme
+  of the gap CIs (:func:`mixgap.stats.bootstrap.compare`).
 - The **recommended** w has the highest P(best) (ties: the higher point average). Another weight is **within
-  noise** of it when the paired CI of Δ = P_w − P_recommended (:func:`mixgap.stats.compare`, average) spans 0;
+  noise** of it when the paired CI of Δ = P_w − P_recommended (:func:`mixgap.stats.bootstrap.compare`, average) spans 0;
   **worse** when the CI lies below 0 (**better** above 0, possible only when P(best) and the point averages disagree).
 - Where the learnability stage ran (``result.json`` ``learnability.prediction.better``), whether its predicted pool
   agrees with the winning side of the sweep: w > 0.5 is the strong side, w < 0.5 the weak side.
@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from mixgap import stats
 from mixgap.results import figures
 from mixgap.results.learnability_report import read_predictions
 from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables import recommend as render
-from mixgap.results.tables import write_csv
-from mixgap.stats import AVERAGE
+from mixgap.results.tables.files import write_csv
+from mixgap.stats.bootstrap import AVERAGE, bootstrap_arms, compare
 
 _TIE = 1e-9  # resampled averages closer than this (points) count as tied
 
@@ -58,10 +57,10 @@ def arms_p_best(arms: Sequence[Mapping[str, object]], *, n_boot: int = 10_000, s
     """``(point averages, P(best))`` of arms on the same problems, by the paired stratified bootstrap.
 
     Args:
-        arms: per arm ``{benchmark: 0/1 array (S, n) or (n,)}`` on the same problems (:func:`mixgap.stats.align`).
-        n_boot, seed: bootstrap resamples and RNG seed (:func:`mixgap.stats.bootstrap_arms`).
+        arms: per arm ``{benchmark: 0/1 array (S, n) or (n,)}`` on the same problems (:func:`mixgap.stats.runs.align`).
+        n_boot, seed: bootstrap resamples and RNG seed (:func:`mixgap.stats.bootstrap.bootstrap_arms`).
     """
-    points, samples = stats.bootstrap_arms(arms, n_boot=n_boot, seed=seed)
+    points, samples = bootstrap_arms(arms, n_boot=n_boot, seed=seed)
     return points[AVERAGE], p_best(np.stack(samples[AVERAGE]))
 
 
@@ -92,7 +91,7 @@ def recommend(weights: Sequence[float], arms: Sequence[Mapping[str, object]], bo
     delta, status = {}, {weights[best]: "best"}
     for i, w in enumerate(weights):
         if i != best:
-            d = stats.compare(arms[i], arms[best], **boot)[AVERAGE].delta
+            d = compare(arms[i], arms[best], **boot)[AVERAGE].delta
             delta[w] = d
             status[w] = "within noise" if d.low <= 0 <= d.high else "worse" if d.high < 0 else "better"
     return {"weights": list(weights), "points": list(points), "p_best": [float(p) for p in shares],

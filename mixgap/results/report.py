@@ -24,12 +24,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixgap import stats
-from mixgap.core.config import ConfigError, to_container
+from mixgap.core.config import to_container
+from mixgap.core.errors import ConfigError
+from mixgap.core.files import write_text_atomic
 from mixgap.core.store import Store
-from mixgap.results import figures, learnability_report, recommend, tables
+from mixgap.results import figures, learnability_report, recommend
 from mixgap.results.sweep import Job, assign_variants, display_names, read_sweeps
 from mixgap.results.tables import recommend as recommend_tables
+from mixgap.results.tables.document import report_markdown, track
+from mixgap.results.tables.files import write_csv
+from mixgap.results.tables.flags import flagged_any, length_flags
+from mixgap.results.tables.gaps import gap_csv_rows, gap_markdown, result_rows
+from mixgap.results.tables.markdown import benchmark_labels, status_line
+from mixgap.results.tables.names import method_name, pair_kind, realised_weight, weight_label
+from mixgap.results.tables.published import paper_gap, paper_method, paper_table3
+from mixgap.stats.bootstrap import accuracy, accuracy_ci, compare
+from mixgap.stats.runs import align, dropped_ids
 
 
 def runs_of(jobs: list[Job], arm: str, warnings: list[str] | None = None) -> list[dict[str, dict[str, bool]]]:
@@ -65,9 +75,9 @@ def aligned(arms: list[list[dict[str, dict[str, bool]]]], label: str, warnings: 
     out: list[dict[str, Any]] = [{} for _ in arms]
     for bench in benches:
         preds = [r[bench] for r in runs]
-        if dropped := stats.dropped_ids(preds):
+        if dropped := dropped_ids(preds):
             warnings.append(f"{label} {bench}: {dropped} problem ids not in every run; compared on the intersection")
-        _, matrix = stats.align(preds)
+        _, matrix = align(preds)
         start = 0
         for a, arm in enumerate(arms):
             out[a][bench] = matrix[start : start + len(arm)]
@@ -129,16 +139,16 @@ def gap_rows(
         arms = [groups.get((student, strong, weak, mode, w), []) for w in (1, 0)]
         ident = next(j for arm in arms for j in arm).identity
         row = {
-            "strong": strong, "weak": weak, "names": tables.pair_kind(ident.get("strong_cot")), "student": student,
+            "strong": strong, "weak": weak, "names": pair_kind(ident.get("strong_cot")), "student": student,
             "family": ident.get("student_family"), "size_b": ident.get("student_size_b"), "mode": mode,
-            "paper": tables.paper_gap(strong, weak, student), "comparison": None, "missing": None,
-            "length_stop": any(tables.flagged_any(arm, "tuned", flagged) for arm in arms),
+            "paper": paper_gap(strong, weak, student), "comparison": None, "missing": None,
+            "length_stop": any(flagged_any(arm, "tuned", flagged) for arm in arms),
             "scoring": scoring([j for arm in arms for j in arm], "tuned", f"{student} {strong}/{weak} {mode}", warnings),
         }
         runs = [runs_of(arm, "tuned", warnings) for arm in arms]
         if all(runs):
             s_arm, w_arm = aligned(runs, f"{student} {strong}/{weak} {mode}", warnings)
-            row["comparison"] = stats.compare(s_arm, w_arm, **boot)
+            row["comparison"] = compare(s_arm, w_arm, **boot)
         else:
             row["missing"] = " and ".join(f"w={w}" for w, r in zip((1, 0), runs, strict=True) if not r)
         rows.append(row)
@@ -148,7 +158,7 @@ def gap_rows(
 def condition_accuracy(jobs: list[Job], arm: str, label: str, boot: dict[str, Any], warnings: list[str]):
     """``(stats.accuracy(...), distinct runs)`` of a condition's seeds on their shared problems; None if none."""
     runs = runs_of(jobs, arm, warnings)
-    return (stats.accuracy(aligned([runs], label, warnings)[0], **boot), len(runs)) if runs else (None, 0)
+    return (accuracy(aligned([runs], label, warnings)[0], **boot), len(runs)) if runs else (None, 0)
 
 
 def _weight_order(weight: float) -> tuple:
@@ -187,20 +197,20 @@ def table3_rows(
                 "scoring": scoring(members, "untuned", f"{student} untuned", warnings),
             })
     def kind(cond: tuple) -> dict[str, str]:
-        return tables.pair_kind(groups[cond][0].identity.get("strong_cot"))
+        return pair_kind(groups[cond][0].identity.get("strong_cot"))
 
     for cond in sorted(groups, key=lambda c: (c[0], kind(c)["kind"] != "long", *c[1:4], _weight_order(c[4]))):
         student, strong, weak, mode, weight = cond
         names = kind(cond)
         acc, seeds = condition_accuracy(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", boot, warnings)
-        realised = [tables.realised_weight(j.counts.get("train")) for j in groups[cond]]
+        realised = [realised_weight(j.counts.get("train")) for j in groups[cond]]
         known = [r for r in realised if r is not None]
         by_student[student].append({
-            "method": tables.paper_method(strong, weak, weight) or tables.method_name(weight, names),
+            "method": paper_method(strong, weak, weight) or method_name(weight, names),
             "teachers": f"{strong} / {weak}", "strong": strong, "weak": weak,
             "mode": mode, "weight": weight, "seeds": seeds, "cells": acc,
-            "paper": tables.paper_table3(student, strong, weak, weight),
-            "realised": sum(known) / len(known) if known else None, "w_label": tables.weight_label(weight, realised),
+            "paper": paper_table3(student, strong, weak, weight),
+            "realised": sum(known) / len(known) if known else None, "w_label": weight_label(weight, realised),
             "scoring": scoring(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", warnings),
         })
     return dict(by_student)
@@ -247,7 +257,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     if not sweeps:
         raise ValueError("report.sweep is empty; give a multirun folder or a list of them")
     boot = {"n_boot": int(cfg.report.n_boot), "seed": int(cfg.report.seed), "confidence": float(cfg.report.confidence)}
-    stats.accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
+    accuracy_ci([1], **boot)  # validates n_boot and confidence before any reading
     jobs = read_sweeps(sweeps, store)
     if all(job.status in ("missing", "unreadable") for job in jobs):  # nothing any table could say
         statuses = Counter(job.status for job in jobs)
@@ -255,9 +265,9 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
                           f"result.json ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); run the "
                           "sweep, or point report.sweep at another")
     assign_variants(jobs)
-    labels = tables.benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
+    labels = benchmark_labels(jobs)  # each benchmark's label, from the jobs' result.json
     names = display_names(jobs)  # each model's display_name, from the jobs' config snapshots
-    warnings, flagged = tables.length_flags(jobs, float(cfg.eval.length_warning))
+    warnings, flagged = length_flags(jobs, float(cfg.eval.length_warning))
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
         if "tuned" in job.complete:
@@ -270,11 +280,11 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     out = Path(cfg.report.out or Path(sweeps[0]) / "report")
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {"out": str(out)}
-    paths["results_csv"] = str(tables.write_csv(tables.result_rows(jobs, boot), out / "results.csv"))
-    paths["gaps_csv"] = str(tables.write_csv(tables.gap_csv_rows(gaps), out / "gaps.csv"))
+    paths["results_csv"] = str(write_csv(result_rows(jobs, boot), out / "results.csv"))
+    paths["gaps_csv"] = str(write_csv(gap_csv_rows(gaps), out / "gaps.csv"))
     paths["figures"] = [str(p) for p in figures.draw_all(gaps, table3, out, boot["confidence"], names)]
-    gap_text = tables.gap_markdown(gaps, labels, names)
-    text = tables.report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels,
+    gap_text = gap_markdown(gaps, labels, names)
+    text = report_markdown(sweeps, jobs, gap_text, table3, paths["figures"], missing, warnings, boot, labels,
                                   names)
     learn = learnability_report.build(jobs, gaps, boot, out, names)  # the predict stage beside the measured gap
     rec = recommend.build(cells, single, table3, jobs, boot, out, names)  # which mix weight, with P(best)
@@ -282,11 +292,11 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     paths["recommend_csv"], paths["recommend_figures"] = rec["csv"], rec["figures"]
     text += "\n" + learn["markdown"] + "".join(f"\n![{Path(f).stem}]({Path(f).name})\n" for f in learn["figures"])
     paths["learnability_csv"], paths["learnability_figures"] = learn["csv"], learn["figures"]
-    paths["markdown"] = str(tables.write_text_atomic(out / "report.md", text))
+    paths["markdown"] = str(write_text_atomic(out / "report.md", text))
     tracker = tracker_for(out)
     exit_code = 1
     try:
-        tables.track(tracker, gaps, table3, paths["figures"])
+        track(tracker, gaps, table3, paths["figures"])
         learnability_report.track(tracker, learn)
         recommend_tables.track(tracker, rec)
         exit_code = 0
@@ -297,5 +307,5 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
     planned = sum(job.status == "planned" for job in jobs)  # stage=plan jobs: nothing to score, by design
     print(f"\n{len(warnings)} warnings, {len(missing)} missing or unfinished jobs"
           + (f", {planned} planned only (stage=plan)" if planned else "") + f"; full report: {paths['markdown']}")
-    print(tables.status_line(jobs))
+    print(status_line(jobs))
     return {**paths, "missing": missing, "warnings": warnings}

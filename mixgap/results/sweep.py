@@ -13,13 +13,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
 from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
 from mixgap.stages.verdicts import scoring_accuracies
-from mixgap.stats import per_problem_mean
+from mixgap.stats.sampled import per_problem_mean
 
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"

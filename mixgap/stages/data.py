@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.core.digests import file_sha256
-from mixgap.grading import extract_answer
+from mixgap.core.errors import MixgapError
+from mixgap.grading.extract import extract_answer
 from mixgap.grading.official import boxed_answer
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ _REVISIONS: dict[str, str] = {}  # Hub dataset id -> resolved revision, once per
 KIT_LAYOUT = "math/math_train.jsonl, math/math_test.jsonl, math/math500_test.jsonl, gsm8k/, eval/, traces/"
 
 
-class DataError(RuntimeError):
+class DataError(MixgapError, RuntimeError):
     """Data that cannot be found or read; the message is one line saying what to do."""
 
 
@@ -156,7 +157,8 @@ def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bo
 
 
 def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field: str | None, fmt: str) -> str | None:
-    """The gold final answer of a Hub row written in one of ``config.ANSWER_FORMATS``; None when it has none.
+    """The gold final answer of a Hub row written in ``fmt``, one of ``SourceConfig.answer_format``'s choices; None
+    when it has none.
 
     ``plain``: the field as text (AMC floats stay ``27.0``; the grader matches them to integers);
     ``boxed_in_solution``: the last ``\\boxed{}`` of the solution (MATH; :func:`mixgap.grading.extract_answer`),

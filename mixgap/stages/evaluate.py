@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec
 from mixgap.grading import POLICY_VERSION
-from mixgap.stages import backends
+from mixgap.stages.backends import registry
 from mixgap.stages.data import DataError, Problem, fill_prompt, source_digest
 from mixgap.stages.verdicts import (
     generation_share,
@@ -79,7 +79,7 @@ class Engine:
     """A generation backend for one model, loaded on first use and closed on exit (context manager).
 
     Lazy loading means a job whose evaluations are all in the store never loads the model. With
-    ``data_parallel_size > 1`` it is that many replicas (:class:`mixgap.stages.backends.ReplicaPool`), keeping
+    ``data_parallel_size > 1`` it is that many replicas (:class:`mixgap.stages.backends.parallel.ReplicaPool`), keeping
     their finished shards in ``work_dir``; the completions are the same for any number of replicas.
     """
 
@@ -121,7 +121,7 @@ class Engine:
         """
         if self.backend is None:
             template = self.cfg.student.chat_template
-            self.backend = backends.load_backend(
+            self.backend = registry.load_backend(
                 self.kind,
                 self.model,
                 dtype="auto",
@@ -281,9 +281,9 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     checkpoint) on every planned benchmark in one engine pass; its scores (with the average) go to ``result.json``
     as ``untuned`` or ``scores``."""
     arm = roles[0].split(".")[1]
-    model = ctx.paths["student"] if arm == "untuned" else ctx.path("checkpoint")
+    model = ctx.value("student") if arm == "untuned" else ctx.path("checkpoint")
     specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
-    scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.benchmarks, ctx.tracker,
+    scores = evaluate_model(ctx.cfg, ctx.store, str(model), specs, ctx.value("benchmarks"), ctx.tracker,
                             ctx.decisions.get("eval_tensor_parallel_size"), ctx.decisions.get("eval_data_parallel_size"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

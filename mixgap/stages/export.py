@@ -2,7 +2,7 @@
 Hugging Face dataset folder, as the authors released their pools and mixtures (``UWNSL/...``).
 
 ``python launch.py stage=export export.artifact=pool.strong export.out=<dir>`` builds what the artifact needs
-through the store (:data:`mixgap.plan.jobs.STAGE_BUILDS`, :func:`builds`), then writes ``<dir>``:
+through the store (:func:`builds`; the plan, :mod:`mixgap.plan.jobs`), then writes ``<dir>``:
 
 - ``data/train-0000i-of-0000n.parquet``: the artifact's rows (``datasets.Dataset.from_list(rows).to_parquet``);
 - ``README.md``: the dataset card, whose YAML header (``configs``, ``license``, ``mixgap:`` provenance) and text
@@ -25,20 +25,23 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import mixgap
-from mixgap.core.config import ConfigError, to_container
+from mixgap.core.config import to_container
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
-from mixgap.stages import backends, data
+from mixgap.stages import data
+from mixgap.stages.backends.registry import backend_class
 from mixgap.stages.generate import POOL
 from mixgap.stages.mix import MIXTURE
 from mixgap.stages.verdicts import PREDICTIONS
 
-#: The role prefixes each exportable artifact needs built (``eval.<arm>.<benchmark>`` takes its own name).
+#: The role prefixes each exportable artifact needs built (``eval.<arm>.<benchmark>`` takes its own name); the plan
+#: adds the student wherever a role takes it as input. A mixture is always checked against the benchmarks.
 NEEDS = {
     "pool.strong": ("generation.strong", "pool.strong"),
     "pool.weak": ("generation.weak", "pool.weak"),
-    "mixture": ("generation", "pool", "mixture"),
-    "eval.untuned": ("model", "generation", "pool", "mixture"),
-    "eval.tuned": ("model", "generation", "pool", "mixture", "checkpoint"),
+    "mixture": ("generation", "pool", "mixture", "benchmarks"),
+    "eval.untuned": ("generation", "pool", "mixture", "benchmarks"),
+    "eval.tuned": ("generation", "pool", "mixture", "benchmarks", "checkpoint"),
 }
 ROWS_FILE = {"pool": POOL, "mixture": MIXTURE, "eval": PREDICTIONS}
 MARK = "mixgap-export"  # a card tag: a folder holding it is a previous export, safe to replace
@@ -82,7 +85,7 @@ def _teacher(cfg: Any, role: str, store: Store, pool_key: str) -> dict[str, Any]
     pool = _manifest(store, pool_key)
     gen = _manifest(store, (pool.get("inputs") or [""])[0])
     teacher, fields, counts = cfg.mix[role], gen.get("config", {}), pool.get("counts", {})
-    imported = not backends.backend_class(teacher.backend).generates
+    imported = not backend_class(teacher.backend).generates
     source = to_container(teacher.dataset) if imported else None
     return {
         "name": teacher.name, "hf_id": teacher.hf_id, "revision": fields.get("revision") or "not recorded",
@@ -210,4 +213,5 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     if cfg.export.repo_id:
         result["url"] = push(Path(cfg.export.out), str(cfg.export.repo_id), bool(cfg.export.private))
         log.info("pushed to %s (private=%s)", result["url"], bool(cfg.export.private))
+    ctx.values["export"] = str(cfg.export.out)
     ctx.result["export"] = result

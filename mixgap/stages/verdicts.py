@@ -16,9 +16,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.files import write_json_atomic, write_jsonl_atomic
-from mixgap.grading import SCORINGS, grade, is_equivalent, scoring_name
+from mixgap.grading import SCORINGS, grade, scoring_name
+from mixgap.grading.equivalence import is_equivalent
 from mixgap.stages.data import DataError, Problem, fill_prompt
-from mixgap.stats import graded_same, majority_correct, mean_ci, pass_at_k_scores, per_problem_mean
+from mixgap.stats.bootstrap import mean_ci
+from mixgap.stats.sampled import graded_same, majority_correct, pass_at_k_scores, per_problem_mean
 
 log = logging.getLogger(__name__)
 PREDICTIONS, SCORES = "predictions.jsonl", "scores.json"
@@ -31,7 +33,7 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
     Args:
         rows: prediction rows with ``id``, ``correct`` (bool), ``extracted``, ``finish_reason``, ``reason``.
         benchmark: its name (recorded).
-        confidence: level of the interval (``mixgap.stats.mean_ci``: Wilson for one sample per problem, else
+        confidence: level of the interval (``mixgap.stats.bootstrap.mean_ci``: Wilson for one sample per problem, else
             the percentile bootstrap over problems, each carrying its mean correctness over samples).
 
     Returns:
@@ -39,7 +41,7 @@ def score(rows: Sequence[dict[str, Any]], benchmark: str, confidence: float = 0.
         ``accuracy`` = ``pass@1`` (percent, 0-100: mean over samples and problems), ``ci_low``, ``ci_high``,
         ``se`` (standard error, points: ``mean_ci``), ``pass@k`` for k = 1, 2, 4, ... <= n_samples (unbiased,
         Chen et al. 2021), ``maj@<n_samples>`` (majority vote over classes of equivalent extracted answers,
-        ``mixgap.stats.graded_same`` with ``mixgap.grading.is_equivalent`` (1 s per pair); percent; with one
+        ``mixgap.stats.sampled.graded_same`` with ``mixgap.grading.equivalence.is_equivalent`` (1 s per pair); percent; with one
         sample it equals pass@1), ``length_stop_frac`` (0-1, over samples) and ``reasons`` (grader reasons).
 
     Raises:
@@ -133,7 +135,7 @@ def write_eval(
     Returns:
         Manifest extras: the problem ids evaluated, the backend, the scores, ``first_turn`` -- the first
         problem's ``id``, its filled ``user`` turn and the ``chat_template`` that renders it (``model``: the
-        tokenizer's own; the backend renders it as ``mixgap.stages.backends.render_prompts`` does) -- and
+        tokenizer's own; the backend renders it as ``mixgap.stages.backends.base.render_prompts`` does) -- and
         ``generation_s``, this benchmark's share (:func:`generation_share`) of the engine pass's generation seconds
         (the artifact's ``wall_s`` counts only the grading that follows).
     """

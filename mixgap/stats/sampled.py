@@ -109,7 +109,7 @@ def graded_same(
 
     The answers graded correct are one class (each was judged equal to the gold, so they are equal to each
     other); two wrong answers are one when equal as strings or ``equivalent(a, b)`` (e.g.
-    ``mixgap.grading.is_equivalent``: ``3`` and ``3.0``); a correct and a wrong answer never are.
+    ``mixgap.grading.equivalence.is_equivalent``: ``3`` and ``3.0``); a correct and a wrong answer never are.
 
     Raises:
         ValueError: when the two sequences differ in length.

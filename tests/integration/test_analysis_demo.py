@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from mixgap.core.config import PAPER_PROMPT
+from mixgap.core.schema_models import PAPER_PROMPT
 from mixgap.results.analysis import rank_shift as rs
-from mixgap.stages.backends import load_backend, render_prompts
+from mixgap.stages.backends.base import render_prompts
+from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.data import fill_prompt, read_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

@@ -7,11 +7,12 @@ import time
 import pytest
 
 from conftest import compose_cfg
-from mixgap.core.config import PAPER_PROMPT
+from mixgap.core.schema_models import PAPER_PROMPT
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
 from mixgap.stages import data
-from mixgap.stages.backends import load_backend, render_prompts
+from mixgap.stages.backends.base import render_prompts
+from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.generate import build_generation, build_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # measured: 39 s vs 4 s

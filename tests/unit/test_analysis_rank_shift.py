@@ -17,7 +17,7 @@ def test_token_ranks_hand_made_logits():
     logits = torch.tensor([[0.1, 3.0, 2.0, -1.0],   # target 2 (2.0): only 3.0 is larger -> rank 2
                            [5.0, 5.0, 1.0, 0.0],    # target 1 ties with 0: ties count for the target -> rank 1
                            [0.0, 1.0, 2.0, 3.0]])   # target 0: three larger -> rank 4
-    assert rs.token_ranks(logits, torch.tensor([2, 1, 0])).tolist() == [2, 1, 4]
+    assert scoring.token_ranks(logits, torch.tensor([2, 1, 0])).tolist() == [2, 1, 4]
 
 
 @pytest.mark.parametrize(("logits", "targets", "message"), [
@@ -27,7 +27,7 @@ def test_token_ranks_hand_made_logits():
 ])
 def test_token_ranks_rejects_bad_shapes(logits, targets, message):
     with pytest.raises(ValueError, match=message):
-        rs.token_ranks(logits, targets)
+        scoring.token_ranks(logits, targets)
 
 
 @pytest.mark.parametrize(("rank", "category"), [(1, "unshifted"), (2, "marginal"), (3, "marginal"), (4, "shifted"),
@@ -133,6 +133,6 @@ def test_completion_ranks_batched_equals_one_by_one_on_a_tiny_llama():
     for (ids, p), ranks in zip(sequences, got, strict=True):
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0]
-        assert ranks == rs.token_ranks(logits[p - 1 : len(ids) - 1], torch.tensor(ids[p:])).tolist()
+        assert ranks == scoring.token_ranks(logits[p - 1 : len(ids) - 1], torch.tensor(ids[p:])).tolist()
     assert [len(r) for r in got] == [7, 4, 16, 0]
     assert any(r > 3 for ranks in got for r in ranks)  # a random model shifts: the check is not vacuous

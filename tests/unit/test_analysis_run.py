@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.files import write_json_atomic
 from mixgap.core.runrecord import job_identity
 from mixgap.core.store import Store
@@ -116,7 +116,7 @@ def made(tmp_path_factory, kit):
     tracker, tokenizer = RecordingTracker(), WordTokenizer()
     mp = pytest.MonkeyPatch()
     mp.setattr("mixgap.stages.models.check_hub_model", lambda name, hf_id: None)  # the student below is a fake
-    mp.setattr("mixgap.results.analysis.rank_shift.load_student", lambda path: (NeverWaits(), tokenizer))
+    mp.setattr("mixgap.stages.scoring.load_student", lambda path: (NeverWaits(), tokenizer))
     mp.setattr("mixgap.core.tracking.make_tracker", lambda *a, **k: tracker)
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={sweep}", "analyze.max_completions=3",
                       f"paths.cache={root / 'cache'}", "tracking.backend=none", data=kit)

@@ -7,24 +7,22 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from mixgap.core.config import ConfigError
-from mixgap.stages.backends import (
-    BACKENDS,
+from mixgap.core.errors import ConfigError
+from mixgap.stages.backends.base import (
     BackendUnavailable,
-    DatasetImport,
-    HFBackend,
-    VLLMBackend,
-    backend_class,
     cut_at_stop,
-    hf_generate_kwargs,
     length_sorted_batches,
-    load_backend,
-    register,
     render_prompts,
     status_of,
     stop_token_ids,
     token_budget,
     too_long,
+)
+from mixgap.stages.backends.dataset import DatasetImport
+from mixgap.stages.backends.hf import HFBackend, hf_generate_kwargs
+from mixgap.stages.backends.registry import BACKENDS, backend_class, load_backend, register
+from mixgap.stages.backends.vllm import (
+    VLLMBackend,
     vllm_engine_kwargs,
     vllm_platform_kwargs,
     vllm_sampling_kwargs,

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import ROOT, compose_cfg
 from mixgap.plan.jobs import make_plan
 from mixgap.plan.preflight import preflight
-from mixgap.stages.backends import Completion
+from mixgap.stages.backends.base import Completion
 from mixgap.stages.data import Problem
 from mixgap.stages.verdicts import grade_rows
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, ValidationError
 
 from conftest import ROOT, compose_cfg
-from mixgap.core.config import ConfigError, validate
+from mixgap import grading
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError
+from mixgap.core.fields import check_field, choices_of
+from mixgap.core.schema import BenchmarkConfig, EvalConfig, FinetuneConfig, MixConfig, MixgapConfig
+from mixgap.grading.extract import STYLES
 from mixgap.plan.jobs import make_plan
 
 CONF = ROOT / "conf"
@@ -159,3 +167,94 @@ def test_conf_has_no_stray_files():
     stray = [p for p in CONF.rglob("*") if p.is_file() and p.suffix not in (".yaml", ".json")]
     assert stray == [], stray
     assert Path(CONF / "deepspeed" / "zero3.json").is_file()
+
+
+def _declared(cls, path=""):
+    """``(path, metadata)`` of every field of the schema that declares what it allows, walked as the config nests:
+    a dict of dataclasses at its ``math`` entry, a dict field at its ``aime24`` key, an optional dataclass set."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        where = f"{path}.{f.name}" if path else f.name
+        if f.metadata:
+            yield (f"{where}.aime24" if typing.get_origin(hints[f.name]) is dict else where), f.metadata
+        args = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if dataclasses.is_dataclass(a)]
+        if args and f.name != "teacher":  # teacher: the same TeacherConfig as mix.strong / mix.weak, unset here
+            yield from _declared(args[0], f"{where}.math" if typing.get_origin(hints[f.name]) is dict else where)
+
+
+def _outside(meta):
+    """A value the declaration refuses: not a choice, or just outside the range."""
+    if "choices" in meta:
+        return "not-a-choice"
+    if "contains" in meta:
+        return "no slots"
+    return {"> 0": 0, ">= 0": -1, "[0, 1]": 1.5, "[0, 1)": 1.0, "(0, 1)": 1.0, "(0, 1]": 0.0}[meta["range"]]
+
+
+DECLARED = list(_declared(MixgapConfig))
+
+
+def test_the_schema_declares_the_allowed_values_of_the_fields_validate_checked():
+    """The 76 field checks validate wrote out (one benchmark, both teachers, the judge; eval.rule and
+    finetune_mode.loss_normalization among them) plus problems.limit, which shares its declaration with
+    benchmark.<name>.limit."""
+    declared = {path for path, _ in DECLARED}
+    assert len(declared) == 77 and {"mix.weight", "eval.extract", "finetune_mode.deepspeed", "mix.strong.sampling.n",
+                                    "eval.judge.prompt", "benchmark.math.extraction", "problems.answer_format",
+                                    "eval.n_samples_by_benchmark.aime24", "cluster.memory_headroom"} <= declared
+
+
+@pytest.mark.parametrize(("path", "meta"), DECLARED, ids=[p for p, _ in DECLARED])
+def test_every_declared_choice_and_range_refuses_a_value_outside_it_in_one_line(path, meta, kit):
+    cfg = compose_cfg("+judge@eval.judge=qwen32b", "benchmark=[math]", data=kit)
+    bad = _outside(meta)
+    OmegaConf.update(cfg, path, bad, force_add=True)
+    value = OmegaConf.select(cfg, path)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    want = f"{path} lacks {{problem}}" if "contains" in meta else f"{path}={value!r} is not allowed; "
+    assert str(err.value).startswith(want) and "\n" not in str(err.value)
+    assert "also" not in meta or not _refused(cfg, path, meta["also"][0])  # finetune_mode.max_steps=-1: epochs
+
+
+def _refused(cfg, path, value) -> bool:
+    OmegaConf.update(cfg, path, value)
+    try:
+        validate(cfg)
+    except ConfigError:
+        return True
+    return False
+
+
+def test_omegaconf_ignores_the_declarations():
+    """The metadata changes nothing OmegaConf builds: the same defaults, no extra key, the types still enforced."""
+    node = OmegaConf.structured(FinetuneConfig)
+    assert node.mode == "full" and node.deepspeed == "zero3" and node.max_steps == -1 and node.lora.dropout == 0.0
+    assert sorted(node) == sorted(f.name for f in dataclasses.fields(FinetuneConfig))
+    assert OmegaConf.to_container(OmegaConf.structured(MixConfig)) == {
+        "strong": "???", "weak": "???", "weight": 0.2, "problems": "intersection", "seed": 0}
+    with pytest.raises(ValidationError):
+        node.learning_rate = "fast"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["problems.limit=0"], "problems.limit=0 is not allowed; it must be > 0"),
+    (["+eval.n_samples_by_benchmark.aime24=0"], "eval.n_samples_by_benchmark.aime24=0 is not allowed; it must be > 0"),
+    (["teacher@mix.weak=qwen3b", "mix.weak.sampling.temperature=-0.5"],
+     "mix.weak.sampling.temperature=-0.5 is not allowed; it must be >= 0"),
+    (["+judge@eval.judge=qwen32b", "eval.judge.prompt='Is {answer} right?'"],
+     "eval.judge.prompt lacks {problem}; it needs {problem}, {gold} and {answer}"),
+])
+def test_nested_declarations_name_the_full_path(overrides, message, kit):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*overrides, data=kit))
+    assert str(err.value) == message
+
+
+def test_code_outside_the_schema_reads_the_declared_values():
+    assert grading.EXTRACT_MODES == choices_of(EvalConfig, "extract") == ("policy", "boxed")
+    assert grading.RULES == choices_of(EvalConfig, "rule") == ("policy", "paper")
+    assert STYLES == choices_of(BenchmarkConfig, "extraction") == ("boxed", "last_number")
+    with pytest.raises(ConfigError, match=r"^finetune_mode.launch='slurm' is not allowed; choose one of auto, local, "
+                                          r"torchrun$"):
+        check_field(FinetuneConfig, "launch", "slurm", "finetune_mode.launch")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap.core.config import ConfigError, check_override_keys, validate
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError
+from mixgap.core.overrides import check_override_keys
 
 
 def test_plus_typo_in_composed_config_is_refused_naming_the_closest_field(kit):

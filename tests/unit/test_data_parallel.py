@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.core.config import ConfigError
-from mixgap.stages.backends import Completion, ReplicaPool, data_parallel_size, load_backend
+from mixgap.core.errors import ConfigError
+from mixgap.stages.backends.base import Completion
 from mixgap.stages.backends.parallel import (
+    ReplicaPool,
+    data_parallel_size,
     merge_shards,
     read_shard,
     replica_devices,
@@ -20,6 +22,7 @@ from mixgap.stages.backends.parallel import (
     shard_indices,
     shard_rows,
 )
+from mixgap.stages.backends.registry import load_backend
 
 #: A replica program without a model: completion text "<prompt>|<seed>|<stops>", 3 completion tokens; it
 #: appends its shard's first index to work_dir/calls.txt, and fails while work_dir/fail-<first index> exists.

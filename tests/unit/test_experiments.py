@@ -16,8 +16,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from mixgap.core.config import PAPER_PROMPT, validate
+from mixgap.core.config import validate
 from mixgap.core.overrides import check_override_keys
+from mixgap.core.schema_models import PAPER_PROMPT
 
 CONF = ROOT / "conf"
 TEN = ["qwen0.5b", "qwen1.5b", "qwen3b", "qwen7b", "qwen14b", "qwen32b", "llama1b", "llama3b", "llama8b", "llama70b"]

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from conftest import compose_cfg
-from mixgap.core.config import ConfigError, validate
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError
 from mixgap.pipeline import run_job
 from mixgap.plan.jobs import make_plan
 from mixgap.stages import export

@@ -9,8 +9,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.core.config import ConfigError, validate
-from mixgap.results import report, sweep, tables
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError
+from mixgap.results import report, sweep
+from mixgap.results.tables.markdown import math_variant
+from mixgap.results.tables.names import realised_weight, weight_label
+from mixgap.results.tables.published import paper_gap, paper_math_label, paper_method, paper_table3, published
+from mixgap.results.tables.settings import seeds_varied, settings_markdown
 from mixgap.stages import mix
 from mixgap.stages.train import batching, pairs
 from mixgap.stages.train.labels import tokenize_conversation
@@ -20,47 +25,47 @@ BOOT = {"n_boot": 200, "seed": 0, "confidence": 0.95}
 
 
 def test_published_tables_hold_the_printed_numbers():
-    pub = tables.published()
+    pub = published()
     assert "2502.12143v1" in pub["version"] and pub["math_variant"] == "math"
     t3 = pub["table3"]
     assert len(t3["methods"]) == 7 and sum(len(m) for r in t3["rows"].values() for m in r.values()) == 84
     # the three cells where the printed Δ differs from the difference of the rounded accuracies
-    assert tables.paper_gap("qwq32b", "qwen32b", "qwen1.5b") == {"strong": 27.0, "weak": 34.2, "delta": -7.1}
-    assert tables.paper_gap("qwq32b", "qwen32b", "llama70b")["delta"] == 3.8
-    assert tables.paper_gap("qwen72b", "qwen3b", "llama1b")["delta"] == -1.9
+    assert paper_gap("qwq32b", "qwen32b", "qwen1.5b") == {"strong": 27.0, "weak": 34.2, "delta": -7.1}
+    assert paper_gap("qwq32b", "qwen32b", "llama70b")["delta"] == 3.8
+    assert paper_gap("qwen72b", "qwen3b", "llama1b")["delta"] == -1.9
     # Table 3's added methods, both students
-    assert tables.paper_table3("qwen3b", "qwen72b", "qwen3b", 1.0) == {
+    assert paper_table3("qwen3b", "qwen72b", "qwen3b", 1.0) == {
         "math": 57.5, "amc23": 35.0, "gsm8k": 80.0, "olympiadbench": 25.9, "aime24": 0.0, "average": 39.7}
-    assert tables.paper_table3("llama3b", "qwen72b", "qwen3b", 0.0)["average"] == 31.2
-    assert tables.paper_table3("llama3b", "r1_qwen32b", "qwen32b", 1.0)["aime24"] == 6.7
-    assert tables.paper_method("r1_qwen32b", "qwen32b", 1.0) == "DeepSeek-R1-32B (Long CoT)"
+    assert paper_table3("llama3b", "qwen72b", "qwen3b", 0.0)["average"] == 31.2
+    assert paper_table3("llama3b", "r1_qwen32b", "qwen32b", 1.0)["aime24"] == 6.7
+    assert paper_method("r1_qwen32b", "qwen32b", 1.0) == "DeepSeek-R1-32B (Long CoT)"
     # every printed average is the mean of its five cells to rounding, except the one the file names
     off = [f"{s}/{m}" for s, rows in t3["rows"].items() for m, v in rows.items() if abs(sum(v[:5]) / 5 - v[5]) > 0.1]
     assert off == list(t3["inconsistent_averages"]) == ["llama3b/Weak Model CoT"]
     # Table 1/2 rows of the 3B students equal Table 3's averages
     for method, (strong, weak, w) in {"Long CoT": ("qwq32b", "qwen32b", 1), "Weak Model CoT": ("qwen72b", "qwen3b", 0)}.items():
         side = "strong" if w else "weak"
-        assert tables.paper_gap(strong, weak, "llama3b")[side] == t3["rows"]["llama3b"][method][5]
+        assert paper_gap(strong, weak, "llama3b")[side] == t3["rows"]["llama3b"][method][5]
 
 
 def test_math_variant_labels():
     cfg = compose_cfg("benchmark=[math500,math,gsm8k]")
     labels = {name: bench.label for name, bench in cfg.benchmark.items()}  # conf/benchmark/<name>.yaml
-    assert tables.math_variant(["math500", "gsm8k"], labels) == "MATH-500"
-    assert tables.math_variant(["math", "aime24"], labels) == "MATH 5k"
-    assert tables.math_variant(["math500", "math"], labels) == "MATH-500 + MATH 5k"
-    assert tables.math_variant(["gsm8k"], labels) == "no MATH"
-    assert tables.math_variant(["math500"]) == "math500"  # no label: the benchmark's name
-    assert tables.paper_math_label() == tables.paper_math_label(labels) == "MATH 5k"
-    assert tables.paper_math_label({"math": "MATH (5,000)"}) == "MATH (5,000)"  # the run's label of `math`
+    assert math_variant(["math500", "gsm8k"], labels) == "MATH-500"
+    assert math_variant(["math", "aime24"], labels) == "MATH 5k"
+    assert math_variant(["math500", "math"], labels) == "MATH-500 + MATH 5k"
+    assert math_variant(["gsm8k"], labels) == "no MATH"
+    assert math_variant(["math500"]) == "math500"  # no label: the benchmark's name
+    assert paper_math_label() == paper_math_label(labels) == "MATH 5k"
+    assert paper_math_label({"math": "MATH (5,000)"}) == "MATH (5,000)"  # the run's label of `math`
 
 
 def test_realised_weight_and_label():
-    assert tables.realised_weight({"kept": {"strong": 27, "weak": 160}}) == 27 / 187
-    assert tables.realised_weight({}) is None and tables.realised_weight(None) is None
-    assert tables.weight_label(0.2, [27 / 187]) == "0.2 (0.144)"
-    assert tables.weight_label(0.2, [0.168, 0.1751, None]) == "0.2 (0.168–0.175)"
-    assert tables.weight_label(1.0, [None]) == "1 (—)" and tables.weight_label(None, []) == "—"
+    assert realised_weight({"kept": {"strong": 27, "weak": 160}}) == 27 / 187
+    assert realised_weight({}) is None and realised_weight(None) is None
+    assert weight_label(0.2, [27 / 187]) == "0.2 (0.144)"
+    assert weight_label(0.2, [0.168, 0.1751, None]) == "0.2 (0.168–0.175)"
+    assert weight_label(1.0, [None]) == "1 (—)" and weight_label(None, []) == "—"
 
 
 def _job(tmp_path, num, student, strong, weak, weight, correct, status="done", mix_seed=0, ft_seed=42):
@@ -113,7 +118,7 @@ def test_mix_seed_at_pure_weights_is_not_an_independent_seed(tmp_path):
              _job(tmp_path, 4, "qwen3b", "qwq32b", "qwen32b", 0.2, 6, mix_seed=1)]  # different strong problems
     assert len(report.runs_of(mixed, "tuned", warnings)) == 2 and len(warnings) == 1
     assert (pure[0].independent_seeds(), mixed[1].independent_seeds()) == ((42, None), (42, 1))
-    assert tables.seeds_varied(pure + mixed) == ("In these sweeps: `finetune_mode.seed` varies in 1 condition(s), "
+    assert seeds_varied(pure + mixed) == ("In these sweeps: `finetune_mode.seed` varies in 1 condition(s), "
                                                  "`mix.seed (at w = 0 or 1: no effect)` varies in 1 condition(s), "
                                                  "`mix.seed` varies in 1 condition(s).")
 
@@ -211,9 +216,9 @@ def test_drop_pair_trains_every_weight_on_the_same_problems(tmp_path, smollm2_to
 
 def test_released_pools_are_compared_with_the_teachers_that_wrote_them():
     """uwnsl_long/short (and large/small) are the authors' QwQ-32B-Preview / Qwen2.5-32B (72B / 3B) outputs."""
-    assert tables.paper_gap("uwnsl_long", "uwnsl_short", "qwen3b") == {"strong": 40.3, "weak": 43.4, "delta": -3.1}
-    assert tables.paper_gap("uwnsl_large", "uwnsl_small", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
-    assert tables.paper_table3("qwen3b", "uwnsl_long", "uwnsl_short", 1.0)["aime24"] == 3.3
+    assert paper_gap("uwnsl_long", "uwnsl_short", "qwen3b") == {"strong": 40.3, "weak": 43.4, "delta": -3.1}
+    assert paper_gap("uwnsl_large", "uwnsl_small", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
+    assert paper_table3("qwen3b", "uwnsl_long", "uwnsl_short", 1.0)["aime24"] == 3.3
     cfg = compose_cfg("+experiment=released_pools", "+experiment/pair=released_large_small")
     assert (cfg.mix.strong.dataset.hub_id, cfg.mix.weak.dataset.hub_id) == (
         "UWNSL/MATH_training_split_distill_large_teacher", "UWNSL/MATH_training_split_distill_small_teacher")
@@ -238,7 +243,7 @@ PAPER_DIFFERENCES = ("Loss groups", "End-of-turn newline", "Llama system header"
 
 
 def test_settings_table_says_which_recipe_is_in_force_and_prints_every_difference(tmp_path):
-    text = tables.settings_markdown(_preset_jobs(tmp_path, "long_vs_short", ("qwen3b", "llama3b", "qwen14b")))
+    text = settings_markdown(_preset_jobs(tmp_path, "long_vs_short", ("qwen3b", "llama3b", "qwen14b")))
     header = next(line for line in text.splitlines() if line.startswith("| Students"))
     assert "| Max len | Over-length | Loss |" in header and "| Eval MATH | Recipe | Source |" in header
     row = next(line for line in text.splitlines() if line.startswith("| llama3b, qwen3b |"))
@@ -253,7 +258,7 @@ def test_settings_table_says_which_recipe_is_in_force_and_prints_every_differenc
 
 def test_settings_differences_follow_the_overrides(tmp_path):
     def listed(*extra, preset="long_vs_short", students=("qwen3b",)):
-        text = tables.settings_markdown(_preset_jobs(tmp_path / str(len(list(tmp_path.iterdir()))), preset, students, *extra))
+        text = settings_markdown(_preset_jobs(tmp_path / str(len(list(tmp_path.iterdir()))), preset, students, *extra))
         return text, [line.split("**")[1] for line in text.splitlines() if line.startswith("- **")]
 
     text, names = listed("finetune_mode/recipe=text")  # the paper's text: the cut is the difference

@@ -9,14 +9,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import Store, canonical_json
 from mixgap.core.tracking import NullTracker
 from mixgap.grading import grade
 from mixgap.stages import models
-from mixgap.stages.backends import BACKENDS, Completion, register
-from mixgap.stages.backends.dataset import read_rows
+from mixgap.stages.backends.base import Completion
+from mixgap.stages.backends.dataset import import_responses, read_rows
+from mixgap.stages.backends.registry import BACKENDS, register
 from mixgap.stages.data import DataError, Problem, read_jsonl
 from mixgap.stages.generate import (
     build_generation,
@@ -24,7 +25,6 @@ from mixgap.stages.generate import (
     filter_samples,
     generate_samples,
     generation_spec,
-    import_responses,
     length_stats,
     pool_spec,
 )

@@ -24,7 +24,9 @@ from fake_vllm import CLUSTER_API, fake_vllm, load_api
 from mixgap.core.config import to_container
 from mixgap.plan import machine
 from mixgap.stages import scoring
-from mixgap.stages.backends import HFBackend, load_backend, replica
+from mixgap.stages.backends import replica
+from mixgap.stages.backends.hf import HFBackend
+from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.train import packing, trainer
 from mixgap.stages.train.stage import run_settings, train_job
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 import mixgap.grading as grading
-from mixgap.grading import BENCHMARKS, Verdict, extract_answer, grade, is_equivalent
+from mixgap.grading import BENCHMARKS, Verdict, grade
 from mixgap.grading import worker as worker_module
-from mixgap.grading.equivalence import clear_cache
+from mixgap.grading.equivalence import clear_cache, is_equivalent
+from mixgap.grading.extract import extract_answer
 from mixgap.grading.worker import shutdown_workers, start_workers
 
 B = "\\boxed"

@@ -49,7 +49,7 @@ def test_the_paper_judge_plans_and_answers_a_prompt_longer_than_16000_tokens(mon
             pass
 
     monkeypatch.setattr(judge_stage, "resolve_model", lambda source, store: str(source.hf_id))
-    monkeypatch.setattr(judge_stage.backends, "load_backend",
+    monkeypatch.setattr(judge_stage.registry, "load_backend",
                         lambda kind, model, **kwargs: seen.update(kind=kind, model=model, **kwargs) or Engine())
     assert judge_stage.JudgeEngine(judge, store=None).ask([prompt]) == ["True"]
     assert (seen["kind"], seen["model"], seen["max_model_len"]) == ("vllm", "Qwen/Qwen2.5-32B-Instruct", None)

@@ -117,3 +117,23 @@ def test_test_files_have_distinct_names():
     tests/unit and tests/integration stop the whole collection."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+#: Imports a module makes for their side effect, not to re-export: each backend module registers its class.
+REGISTERS = {"mixgap.stages.backends": {"dataset", "hf", "vllm"}}
+
+
+def test_no_module_re_exports_what_another_defines():
+    """Importers import a name from the module that defines it: no module lists an ``__all__`` (a facade's list of
+    re-exports), and every name a module imports from another mixgap module is used in it."""
+    facades = []
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text())
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        if any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets) for n in tree.body):
+            facades.append(f"{name}: __all__")
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mixgap"):
+                unused = {a.asname or a.name for a in node.names} - used - REGISTERS.get(name, set())
+                facades += [f"{name}: {n} (from {node.module})" for n in sorted(unused)]
+    assert not facades, facades

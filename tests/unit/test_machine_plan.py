@@ -11,6 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError, error_lines
 from mixgap.plan import machine
 from mixgap.plan.estimates import activation_bytes, logit_bytes, model_states_bytes
 from mixgap.plan.jobs import make_plan
@@ -19,7 +21,6 @@ from mixgap.plan.machine import (
     DeviceFacts,
     PreflightRefused,
     enforce,
-    error_lines,
     job_allocation,
     plan_job,
 )
@@ -167,9 +168,10 @@ def test_qwen14b_full_sft_is_refused_under_the_headroom():
     report = plan_job(cfg, make_plan(cfg), Allocation("slurm", 8))
     assert report["train_memory_gb_per_gpu"] == pytest.approx(79.0, abs=0.05)
     assert "> 76.5 GB usable (90% of 85 GB, cluster.gpu_memory_gb=85; cluster.memory_headroom=0.1)" in report["refusals"][0]
-    cfg.cluster.memory_headroom = 1.0
-    assert plan_job(cfg, make_plan(cfg), Allocation("slurm", 8))["refusals"] == [
-        "cluster.memory_headroom=1.0 is not allowed; it must be in [0, 1)"]
+    cfg.cluster.memory_headroom = 1.0  # refused before any plan (the schema declares its range)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value) == "cluster.memory_headroom=1.0 is not allowed; it must be in [0, 1)"
 
 
 def test_zero2_is_deepspeeds_current_estimator():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.stages.data import DataError
 from mixgap.stages.mix import (
     build_mixture,

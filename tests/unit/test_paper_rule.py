@@ -17,11 +17,12 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, compose_cfg
-from mixgap.core.config import ConfigError, validate
+from mixgap.core.config import validate
+from mixgap.core.errors import ConfigError
 from mixgap.core.tracking import NullTracker
 from mixgap.grading import grade, scoring_name
 from mixgap.grading.official import paper_is_equiv, paper_strip_string
-from mixgap.results.tables import extract_markdown
+from mixgap.results.tables.table3 import extract_markdown
 from mixgap.stages import judge, verdicts
 from mixgap.stages.data import Problem
 from mixgap.stages.evaluate import eval_spec

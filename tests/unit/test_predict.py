@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import compose_cfg
-from mixgap.core.config import PAPER_PROMPT
+from mixgap.core.schema_models import PAPER_PROMPT
 from mixgap.plan import jobs
 from mixgap.results import learnability_report
 from mixgap.stages import predict, scoring
@@ -23,13 +23,13 @@ def test_token_scores_are_the_exact_nll_and_rank_of_hand_made_logits():
     torch = pytest.importorskip("torch")
     # row 0: softmax = [1/4, 1/2, 1/4]; row 1: softmax = [1/6, 2/6, 3/6]
     logits = torch.log(torch.tensor([[1.0, 2.0, 1.0], [1.0, 2.0, 3.0]]))
-    nll, rank = predict.token_scores(logits, torch.tensor([0, 0]))
+    nll, rank = scoring.token_scores(logits, torch.tensor([0, 0]))
     assert nll.tolist() == pytest.approx([math.log(4), math.log(6)], abs=1e-6)
     assert rank.tolist() == [2, 3]  # row 0: the tie with token 2 counts in the token's favour
-    nll, rank = predict.token_scores(logits, torch.tensor([1, 2]))
+    nll, rank = scoring.token_scores(logits, torch.tensor([1, 2]))
     assert nll.tolist() == pytest.approx([math.log(2), math.log(2)], abs=1e-6) and rank.tolist() == [1, 1]
     with pytest.raises(ValueError, match="token ids"):
-        predict.token_scores(logits, torch.tensor([0, 3]))
+        scoring.token_scores(logits, torch.tensor([0, 3]))
 
 
 def test_rsr_of_a_three_token_trace_matches_the_hand_computation():
@@ -146,7 +146,8 @@ def test_the_predict_artifact_is_shared_by_every_weight_but_not_by_students_or_s
 
 
 def test_bad_predict_values_are_one_line_config_errors():
-    from mixgap.core.config import ConfigError, validate
+    from mixgap.core.config import validate
+    from mixgap.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"predict.max_samples=0 is not allowed"):
         validate(compose_cfg("predict.max_samples=0", "paths.data=null"))
@@ -170,7 +171,8 @@ def test_the_report_section_pairs_each_prediction_with_the_measured_gap(tmp_path
     from types import SimpleNamespace
 
     from conftest import RecordingTracker
-    from mixgap.stats import AVERAGE, Interval
+    from mixgap.stats.bootstrap import AVERAGE
+    from mixgap.stats.intervals import Interval
 
     def cell(v):
         return {"estimate": v, "low": v - 0.1, "high": v + 0.1}

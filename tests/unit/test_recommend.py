@@ -27,7 +27,7 @@ from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap.core.tracking import NullTracker
 from mixgap.results import recommend, report
 from mixgap.results.tables import recommend as render
-from mixgap.stats import Interval
+from mixgap.stats.intervals import Interval
 
 BOOT = {"n_boot": 20_000, "seed": 0, "confidence": 0.95}
 

@@ -25,13 +25,17 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import FIXTURES, RecordingTracker, compose_cfg
-from mixgap import stats
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.files import write_json_atomic
 from mixgap.core.runrecord import job_identity
 from mixgap.core.tracking import NullTracker
 from mixgap.pipeline import run_job
-from mixgap.results import report, sweep, tables
+from mixgap.results import report, sweep
+from mixgap.results.tables.flags import length_flags
+from mixgap.results.tables.markdown import bench_label, benchmark_labels
+from mixgap.results.tables.names import method_name, pair_kind
+from mixgap.results.tables.published import paper_gap, paper_table3
+from mixgap.stats.bootstrap import compare
 
 BENCHES = "benchmark=[math500,aime24]"
 
@@ -229,17 +233,17 @@ def test_aligned_warns_on_different_problem_ids():
     s_arm, w_arm = report.aligned([strong, weak], "qwen3b", warnings)
     assert s_arm["math500"].tolist() == [[True, True]] and w_arm["math500"].tolist() == [[False, True]]
     assert warnings == ["qwen3b math500: 1 problem ids not in every run; compared on the intersection"]
-    assert stats.compare(s_arm, w_arm)["math500"].delta.estimate == 50.0
+    assert compare(s_arm, w_arm)["math500"].delta.estimate == 50.0
 
 
 def test_names_and_published_lookup():
-    assert tables.method_name(0.2, tables.pair_kind("long")) == "Mix-Long"
-    assert tables.method_name(0.5, tables.pair_kind("short")) == "Mix-Large (w=0.5)"
-    assert tables.method_name(0.0, tables.pair_kind("short")) == "Small"
-    assert tables.paper_gap("qwen72b", "qwen3b", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
-    assert tables.paper_gap("qwq32b", "qwen72b", "qwen3b") is None  # another pair: nothing to compare with
-    assert tables.paper_table3("llama3b", "qwen72b", "qwen3b", 0.2)["amc23"] == 25.0
-    assert tables.paper_table3("qwen3b", "qwq32b", "qwen32b", 0.5) is None
+    assert method_name(0.2, pair_kind("long")) == "Mix-Long"
+    assert method_name(0.5, pair_kind("short")) == "Mix-Large (w=0.5)"
+    assert method_name(0.0, pair_kind("short")) == "Small"
+    assert paper_gap("qwen72b", "qwen3b", "llama8b") == {"strong": 25.6, "weak": 25.1, "delta": 0.5}
+    assert paper_gap("qwq32b", "qwen72b", "qwen3b") is None  # another pair: nothing to compare with
+    assert paper_table3("llama3b", "qwen72b", "qwen3b", 0.2)["amc23"] == 25.0
+    assert paper_table3("qwen3b", "qwq32b", "qwen32b", 0.5) is None
 
 
 def test_empty_or_absent_sweep_is_a_clear_error(tmp_path):
@@ -294,7 +298,7 @@ def test_length_stops_of_the_untuned_model_read_as_a_budget_not_a_training_bug(t
 
     job = sweep.Job(tmp_path, "done", {"student": "qwen0.5b", "weight": 1.0})
     job.evals = {"untuned": {"math": ev("e-untuned", 0.5)}, "tuned": {"math": ev("e-tuned", 0.6), "gsm8k": ev("e-ok", 0.2)}}
-    warnings, flagged = tables.length_flags([job, job], 0.2)  # the same key met twice is flagged once
+    warnings, flagged = length_flags([job, job], 0.2)  # the same key met twice is flagged once
     assert flagged == {"e-untuned", "e-tuned"}  # 0.2 is not above the 0.2 threshold
     assert warnings == [
         "LENGTH STOP: untuned qwen0.5b math: 50% of the answers stopped by length (> 20%); "
@@ -343,6 +347,6 @@ def test_labels_are_merged_over_jobs_and_default_to_the_name(tmp_path):
     jobs = [sweep.Job(tmp_path, "done", {"benchmark_labels": {"aime25": "AIME25", "math": "MATH"}}),
             sweep.Job(tmp_path, "done", {"student": "qwen3b"}),  # a result.json without labels
             sweep.Job(tmp_path, "done", {"benchmark_labels": {"math": "MATH 5k"}})]
-    labels = tables.benchmark_labels(jobs)
+    labels = benchmark_labels(jobs)
     assert labels == {"aime25": "AIME25", "math": "MATH 5k"}  # a later job's label replaces an earlier one
-    assert [tables.bench_label(b, labels) for b in ("aime25", "gsm8k", "average")] == ["AIME25", "gsm8k", "Average"]
+    assert [bench_label(b, labels) for b in ("aime25", "gsm8k", "average")] == ["AIME25", "gsm8k", "Average"]

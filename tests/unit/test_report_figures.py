@@ -10,8 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from mixgap.results import figures, sweep, tables
-from mixgap.stats import AVERAGE, Interval
+from mixgap.results import figures, sweep
+from mixgap.results.tables.names import pair_kind
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import Interval
 
 NAMES = sweep.DisplayNames({"qwen3b_base": "Qwen2.5-3B"}, {"qwq32b": "QwQ-32B-Preview", "qwen32b": "Qwen2.5-32B-Instruct"})
 
@@ -29,7 +31,7 @@ def captured(monkeypatch):
 
 def gap(student, family, size, mode, delta, paper=None):
     """A ``report.gap_rows`` row of qwq32b / qwen32b; ``delta`` (estimate, low, high) or None (a missing arm)."""
-    return {"strong": "qwq32b", "weak": "qwen32b", "names": tables.pair_kind("long"), "student": student,
+    return {"strong": "qwq32b", "weak": "qwen32b", "names": pair_kind("long"), "student": student,
             "family": family, "size_b": size, "mode": mode, "paper": {"delta": paper} if paper is not None else None,
             "comparison": {AVERAGE: SimpleNamespace(delta=Interval(*delta))} if delta else None,
             "missing": None if delta else "w=0"}

@@ -27,7 +27,7 @@ from mixgap.core.tracking import NullTracker
 from mixgap.results import learnability_report, report, sweep
 from mixgap.stages import judge, verdicts
 from mixgap.stages.data import Problem
-from mixgap.stats import Interval
+from mixgap.stats.intervals import Interval
 
 N = {"math500": 10, "aime24": 5}
 TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n"
@@ -176,15 +176,16 @@ def test_figures_keep_their_axes_wide_and_a_cap_on_the_zero_line_visible(tmp_pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mixgap.results import figures, tables
-    from mixgap.stats import AVERAGE
+    from mixgap.results import figures
+    from mixgap.results.tables.names import pair_kind
+    from mixgap.stats.bootstrap import AVERAGE
 
     saved = []
     original = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self) or original(self, *a, **k))
     series = {"qwen3b": [(0.0, Interval(30, 22, 38)), (0.2, Interval(34, 26, 42)), (1.0, Interval(36, 28, 44))]}
     figures.accuracy_vs_weight(series, tmp_path / "w.png", *LONG, realised={"qwen3b": {0.2: 0.171}})
-    gaps = [{"strong": LONG[0], "weak": LONG[1], "names": tables.pair_kind("long"), "student": s, "family": "qwen",
+    gaps = [{"strong": LONG[0], "weak": LONG[1], "names": pair_kind("long"), "student": s, "family": "qwen",
              "size_b": b, "mode": "full", "paper": None, "comparison": {AVERAGE: SimpleNamespace(delta=Interval(*d))}}
             for s, b, d in (("qwen0.5b", 0.5, (-4.0, -9.0, 0.0)), ("qwen3b", 3.09, (5.0, 0.0, 12.0)))]
     figures.gap_vs_size(gaps, tmp_path / "s.png")

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from mixgap import stats
-from mixgap.results import figures, tables
+from mixgap.results import figures
 from mixgap.results.analysis import render
 from mixgap.results.analysis.rank_shift import TokenStat
+from mixgap.results.tables.document import report_markdown
+from mixgap.results.tables.flags import LENGTH_UNTUNED
+from mixgap.results.tables.names import pair_kind
+from mixgap.stats.bootstrap import accuracy, compare
 
 LENGTH = ("LENGTH STOP: untuned smollm2_135m {b}: {p}% of the answers stopped by length (> 20%); "
-          + tables.LENGTH_UNTUNED)
+          + LENGTH_UNTUNED)
 
 
 @pytest.fixture
@@ -36,9 +39,9 @@ def captured(monkeypatch):
 def test_warnings_are_one_table_after_the_results():
     warnings = [LENGTH.format(b=b, p=p) for b, p in (("math", 50), ("gsm8k", 75), ("math", 50))] + ["odd ids"]
     labels = {"math": "MATH 5k", "gsm8k": "GSM8K"}
-    text = tables.report_markdown(["s"], [], "GAPS", {}, [], [], warnings, {"confidence": 0.95, "n_boot": 10, "seed": 0},
+    text = report_markdown(["s"], [], "GAPS", {}, [], [], warnings, {"confidence": 0.95, "n_boot": 10, "seed": 0},
                                   labels)
-    assert text.count("LENGTH STOP") == 0 and text.count(tables.LENGTH_UNTUNED) == 1  # said once, under the table
+    assert text.count("LENGTH STOP") == 0 and text.count(LENGTH_UNTUNED) == 1  # said once, under the table
     assert "| length stop | untuned smollm2_135m | MATH 5k | 50% |" in text
     assert "| length stop | untuned smollm2_135m | GSM8K | 75% |" in text and "| other | odd ids |  |  |" in text
     assert text.index("GAPS") < text.index("## Warnings") and "3 warnings" in text.split("GAPS")[0]
@@ -47,10 +50,10 @@ def test_warnings_are_one_table_after_the_results():
 def _rows():
     ones = lambda k, n: [1] * k + [0] * (n - k)  # noqa: E731
     s_arm, w_arm = {"math": ones(2, 8)}, {"math": ones(1, 8)}
-    gaps = [{"strong": "a", "weak": "b", "names": tables.pair_kind("long"), "student": "smollm2_135m",
+    gaps = [{"strong": "a", "weak": "b", "names": pair_kind("long"), "student": "smollm2_135m",
              "family": "smollm", "size_b": 0.135, "mode": "full", "paper": None, "missing": None,
-             "comparison": stats.compare(s_arm, w_arm, n_boot=200), "length_stop": False}]
-    acc = lambda arm: stats.accuracy(arm, n_boot=200)  # noqa: E731
+             "comparison": compare(s_arm, w_arm, n_boot=200), "length_stop": False}]
+    acc = lambda arm: accuracy(arm, n_boot=200)  # noqa: E731
     table3 = {"smollm2_135m": [
         {"weight": None, "mode": "—", "strong": None, "weak": None, "cells": acc({"math": ones(3, 8)})},
         {"weight": 1, "mode": "full", "strong": "a", "weak": "b", "cells": acc(s_arm)},

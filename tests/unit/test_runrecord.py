@@ -13,7 +13,7 @@ import pytest
 from conftest import compose_cfg
 from mixgap import pipeline
 from mixgap.core import runrecord
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import Interrupted
 
 
@@ -101,7 +101,7 @@ def test_a_submitit_exit_is_interrupted_and_sigterm_stays_submitits(monkeypatch)
 
 def test_a_job_refused_by_its_preflight_is_recorded_failed_not_left_running(tmp_path, kit):
     """An earlier run's "done" is replaced, and the refusal (raised before any work) is the recorded error."""
-    from mixgap.core.config import ConfigError
+    from mixgap.core.errors import ConfigError
 
     job = tmp_path / "sweep" / "0"
     job.mkdir(parents=True)
@@ -131,8 +131,8 @@ def test_a_running_record_of_a_dead_pid_says_so():
 
 
 def test_the_report_counts_unfinished_statuses_apart_and_never_reads_them(tmp_path):
-    from mixgap.results import tables
     from mixgap.results.sweep import read_sweeps
+    from mixgap.results.tables.markdown import status_line
 
     records = {"0": {"status": "done"}, "1": {"status": "running", "pid": 1, "host": "elsewhere", "started": 0},
                "2": {"status": "interrupted", "interrupted": {"signal": "SIGTERM", "at": 0}},
@@ -142,7 +142,7 @@ def test_the_report_counts_unfinished_statuses_apart_and_never_reads_them(tmp_pa
         (tmp_path / name / "result.json").write_text(json.dumps({**record, "job": {"stage": "all"}, "artifacts": {}}))
     jobs = read_sweeps([str(tmp_path)], None)
     assert [j.status for j in jobs] == ["done", "running", "interrupted", "failed"]
-    assert tables.status_line(jobs) == "4 jobs: 1 done (counted), not counted: 1 failed, 1 interrupted, 1 running"
+    assert status_line(jobs) == "4 jobs: 1 done (counted), not counted: 1 failed, 1 interrupted, 1 running"
     assert [j.evals for j in jobs[1:]] == [{}, {}, {}]  # nothing of an unfinished job is read, so none is averaged
     assert jobs[2].missing[0].startswith("status 'interrupted' (SIGTERM at ") and "rerun to resume" in jobs[2].missing[0]
     assert jobs[3].missing == ["status 'failed' (RuntimeError: disk full)"]

@@ -12,8 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from mixgap.core import digests
+from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import MANIFEST, ArtifactSpec, Store, StoreError
-from mixgap.stages.generate import SAMPLES, build_pool, pool_spec, read_pool, write_jsonl_atomic
+from mixgap.stages.generate import SAMPLES, build_pool, pool_spec, read_pool
 
 TEACHER = OmegaConf.create({"name": "tiny", "cot": "short"})
 N_PROBLEMS = 6

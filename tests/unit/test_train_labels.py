@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixgap.core.config import PAPER_PROMPT
+from mixgap.core.schema_models import PAPER_PROMPT
 from mixgap.stages.data import Problem
 from mixgap.stages.train.labels import (
     IGNORE,

@@ -123,7 +123,7 @@ def test_the_train_stage_hands_the_preflights_decision_to_the_run(monkeypatch, t
     monkeypatch.setattr(train_stage, "run_settings", spy)
     cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full")
     ctx = BuildContext(cfg, BuildHere(), NullTracker(), {"checkpoint": checkpoint_spec(cfg.finetune_mode, "s", "m")},
-                       {"train_per_device_batch_size": 1}, paths={"mixture": tmp_path, "student": "x"})
+                       {"train_per_device_batch_size": 1}, paths={"mixture": tmp_path}, values={"student": "x"})
     with pytest.raises(Reached):
         train_stage.run(ctx, ["checkpoint"])
     ctx.decisions = {}  # a job on the CPU: no decision, the configured batch

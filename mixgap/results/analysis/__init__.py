@@ -26,12 +26,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mixgap.core.config import ConfigError, data_root, to_container
+from mixgap.core.config import data_root, to_container
+from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
 from mixgap.results import sweep as sweep_folders
 from mixgap.results.analysis import case_study, rank_shift, render
 from mixgap.results.analysis.case_study import Case, disagreements
-from mixgap.stages import models
+from mixgap.stages import models, scoring
 from mixgap.stages.data import fill_prompt, load_source, read_jsonl
 
 TOP_TOKENS = 30  # tokens listed per arm (the "top 30")
@@ -155,7 +156,7 @@ def rank_cell(cell: Cell, problems: dict[str, dict[str, Any]], cap: int, batch_s
     ids = shared_ids(cell.arms, nonempty=True)
     picks = pick_completions({b: [i for i in v if i in problems.get(b, {})] for b, v in ids.items()}, cap)
     template = None if first.cfg.student.chat_template == "model" else first.cfg.student.chat_template
-    model, tokenizer = rank_shift.load_student(models.resolve_model(first.cfg.student, first.store))
+    model, tokenizer = scoring.load_student(models.resolve_model(first.cfg.student, first.store))
     out = []
     try:
         for arm in cell.arms:

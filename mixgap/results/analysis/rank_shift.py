@@ -23,12 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# load_student and token_ranks are re-exported: the analyze stage loads the untuned student through this module,
-# and URIAL's bins are taken over token_ranks
-from mixgap.stages.backends import render_prompts
-from mixgap.stages.scoring import load_student as load_student
+from mixgap.stages.backends.base import render_prompts
 from mixgap.stages.scoring import score_sequences
-from mixgap.stages.scoring import token_ranks as token_ranks
 
 UNSHIFTED, MARGINAL, SHIFTED = "unshifted", "marginal", "shifted"
 CATEGORIES = (UNSHIFTED, MARGINAL, SHIFTED)
@@ -51,7 +47,7 @@ def teacher_forcing_ids(
 ) -> tuple[list[int], int]:
     """Token ids that reproduce a generation: the rendered prompt, then the completion.
 
-    The prompt is rendered exactly as generation rendered it (``mixgap.stages.backends.render_prompts``: one user
+    The prompt is rendered exactly as generation rendered it (``mixgap.stages.backends.base.render_prompts``: one user
     turn under the chat template, with the generation prompt); the completion text is tokenised on its own
     (no special tokens) and appended. The generated ids were decoded into text and are re-tokenised here,
     which can differ from the generated ids at rare token boundaries; the end-of-turn token is not included
@@ -81,7 +77,7 @@ def completion_ranks(
         desc: progress bar label.
 
     Returns:
-        One list per sequence: the 1-based rank (:func:`token_ranks`) of ``ids[t]`` for every completion position
+        One list per sequence: the 1-based rank (:func:`mixgap.stages.scoring.token_ranks`) of ``ids[t]`` for every completion position
         ``t >= n_prompt``, from the logits at ``t - 1``; an empty completion gives ``[]``.
 
     Raises:

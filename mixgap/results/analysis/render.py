@@ -1,5 +1,5 @@
 """Writing the rank-shift results (``mixgap.results.analysis`` computes, this module writes): CSV, the PNG bar chart,
-``analysis.md`` and the W&B tables. Files go through ``mixgap.results.tables.atomic_write`` (temp file + rename);
+``analysis.md`` and the W&B tables. Files go through ``mixgap.core.files.write_atomic`` (temp file + rename);
 the figure uses matplotlib's object API on the Agg canvas, as ``mixgap.results.figures`` does.
 
 ``results`` everywhere is ``[(cell name, [arm dict, ...]), ...]`` as returned by ``analysis.rank_cell``:
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mixgap.core.files import write_atomic as atomic_write
+from mixgap.core.files import write_text_atomic
 from mixgap.results.analysis.rank_shift import CATEGORIES, top_shifted
-from mixgap.results.tables import atomic_write, write_csv, write_text_atomic
+from mixgap.results.tables.files import write_csv
 
 CHART_TOKENS = 15  # tokens in the chart and in analysis.md
 Results = Sequence[tuple[str, Sequence[dict[str, Any]]]]
@@ -125,7 +127,7 @@ def slug(name: str) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write UTF-8 ``text`` atomically (``mixgap.results.tables.write_text_atomic``)."""
+    """Write UTF-8 ``text`` atomically (``mixgap.core.files.write_text_atomic``)."""
     return write_text_atomic(path, text)
 
 

@@ -13,7 +13,8 @@ from mixgap.results.tables.gaps import gap_csv_rows
 from mixgap.results.tables.markdown import NO_LABELS
 from mixgap.results.tables.settings import SEEDS_NOTE, data_markdown, seeds_varied, settings_markdown
 from mixgap.results.tables.table3 import extract_markdown, judge_markdown, table3_markdown
-from mixgap.stats import AVERAGE, verdict
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import verdict
 
 
 def method_note(boot: dict[str, Any]) -> str:

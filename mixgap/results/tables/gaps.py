@@ -10,7 +10,8 @@ from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table, with_n
 from mixgap.results.tables.names import by_pair, named, realised_weight
 from mixgap.results.tables.published import paper_math_label
-from mixgap.stats import AVERAGE, Interval, accuracy
+from mixgap.stats.bootstrap import AVERAGE, accuracy
+from mixgap.stats.intervals import Interval
 
 #: identity fields kept out of the tidy CSV's columns (lists and mappings, not one value per job)
 _NOT_COLUMNS = ("benchmarks", "benchmark_labels")

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from mixgap.stats import AVERAGE, Interval
+from mixgap.stats.bootstrap import AVERAGE
+from mixgap.stats.intervals import Interval
 
 #: no labels: every benchmark printed by its name
 NO_LABELS: Mapping[str, str] = MappingProxyType({})

@@ -10,7 +10,7 @@ from mixgap.results.sweep import DisplayNames
 from mixgap.results.tables.markdown import NO_LABELS, bench_label, md_table, with_n
 from mixgap.results.tables.names import named
 from mixgap.results.tables.published import paper_math_label
-from mixgap.stats import AVERAGE
+from mixgap.stats.bootstrap import AVERAGE
 
 
 def _paper_row(r: dict[str, Any], benches: Sequence[str], labels: Mapping[str, str]) -> list[Any]:

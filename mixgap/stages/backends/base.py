@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mixgap.core.errors import MixgapError
+
 FINISH_REASONS = ("stop", "length", "prompt_too_long")
 _STATUS = {"stop": "ok", "length": "truncated", "prompt_too_long": "prompt_too_long"}
 _MARK = "\u2063MIXGAP\u2063"  # a string no tokenizer merges with its neighbours' special tokens
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(MixgapError, RuntimeError):
     """An engine whose package is not installed; the message is one line with the install command."""
 
 
@@ -43,9 +45,9 @@ class Completion:
 class Backend(Protocol):
     """A loaded generation engine (see the module docstring for the shared semantics).
 
-    A registered engine class (:func:`mixgap.stages.backends.register`) is built as
+    A registered engine class (:func:`mixgap.stages.backends.registry.register`) is built as
     ``cls(model, *, dtype, max_model_len, tensor_parallel_size, batch_size, chat_template, seed)`` by
-    :func:`mixgap.stages.backends.load_backend` and carries the class attributes ``generates = True`` and
+    :func:`mixgap.stages.backends.registry.load_backend` and carries the class attributes ``generates = True`` and
     ``needs_problems(teacher) -> bool``.
     """
 

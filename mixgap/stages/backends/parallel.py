@@ -139,7 +139,7 @@ class ReplicaPool:
         model: its model folder or Hub id.
         replicas: engine processes (``data_parallel_size``), >= 1.
         work_dir: where shards are kept until the caller's artifact is finished (the store's work_dir).
-        load: the other arguments of :func:`mixgap.stages.backends.load_backend` (``tensor_parallel_size``: GPUs
+        load: the other arguments of :func:`mixgap.stages.backends.registry.load_backend` (``tensor_parallel_size``: GPUs
             per replica).
         command: the replica program (tests replace it); it is run as ``command + [request.json]``.
     """

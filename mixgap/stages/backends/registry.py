@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
 from mixgap.stages.backends.parallel import ReplicaPool
 
 #: name -> registered class, in registration order.

@@ -2,7 +2,7 @@
 program ``python -m mixgap.stages.backends.replica <request.json>`` loads the backend on the GPUs its
 ``CUDA_VISIBLE_DEVICES`` names, generates its shard and writes it atomically to the request's ``output``.
 
-The request (JSON): ``kind``, ``model``, ``load`` (:func:`mixgap.stages.backends.load_backend` arguments),
+The request (JSON): ``kind``, ``model``, ``load`` (:func:`mixgap.stages.backends.registry.load_backend` arguments),
 ``generate`` (``max_new_tokens``, ``temperature``, ``top_p``, ``n``, ``seed``), the shard's ``prompts``,
 ``seeds`` and ``stops`` (or null), its prompt ``indices`` in the whole request, ``output`` and ``desc``.
 """

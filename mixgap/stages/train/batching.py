@@ -17,7 +17,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mixgap.core.config import ConfigError
+from mixgap.core.errors import ConfigError
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 
 #: GPU counts a global batch is suggested for when it does not divide the world (a node has 1, 2, 4 or 8 GPUs).
 WORLD_SIZES = (1, 2, 4, 8)
@@ -40,8 +42,7 @@ def greedy_knapsack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     Raises:
         ValueError: a non-positive ``capacity``, or a length outside ``[1, capacity]`` (it could never be packed).
     """
-    if capacity <= 0:
-        raise ValueError(f"finetune_mode.pack_len={capacity} is not allowed; it must be > 0")
+    check_field(FinetuneConfig, "pack_len", capacity, "finetune_mode.pack_len")
     numbers = sorted(lengths)
     if numbers and (numbers[0] < 1 or numbers[-1] > capacity):
         bad = numbers[-1] if numbers[-1] > capacity else numbers[0]

@@ -6,7 +6,7 @@ teacher's CoT; :func:`render_training_turn` gives that text). The paper's preset
 LLaMA-Factory 0.9.2 data (official repo, ``LLaMA-Factory/data/dataset_info.json``: ``prompt: problem,
 response: solution``): the user turn is the bare problem, the system turn the LLaMA-Factory template's
 (``qwen``: "You are a helpful assistant."); the evaluation's turn differs (instruction prompt, the tokenizer's
-own default system: ``mixgap.stages.backends.render_prompts``). Which tokens are supervised is decided from
+own default system: ``mixgap.stages.backends.base.render_prompts``). Which tokens are supervised is decided from
 the rendering, by character offsets:
 
 - the prompt text is ``apply_chat_template(messages, add_generation_prompt=True)``; every one of its tokens
@@ -36,12 +36,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 from mixgap.stages.data import Problem, fill_prompt
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # the label torch.nn.CrossEntropyLoss (and transformers' ForCausalLMLoss) ignores
 SOURCES = ("strong", "weak")
-OVERLENGTH = ("drop", "truncate", "drop_pair")  # drop_pair: see mixgap.stages.train.pairs
 
 
 @dataclass
@@ -267,10 +268,8 @@ def apply_overlength(
         ValueError: bad ``overlength``/``max_seq_len``/``source``; an example left without a supervised
             token (named by id); every example dropped.
     """
-    if overlength not in OVERLENGTH:
-        raise ValueError(f"finetune_mode.overlength={overlength!r} is not allowed; choose one of {', '.join(OVERLENGTH)}")
-    if max_seq_len <= 0:
-        raise ValueError(f"finetune_mode.max_seq_len={max_seq_len} is not allowed; it must be > 0")
+    check_field(FinetuneConfig, "overlength", overlength, "finetune_mode.overlength")
+    check_field(FinetuneConfig, "max_seq_len", max_seq_len, "finetune_mode.max_seq_len")
     kept, counts, seen = [], _empty_counts(), 0
     for ex in examples:
         seen += 1

@@ -28,7 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LAUNCHES = ("auto", "local", "torchrun")
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
+
 #: Environment variable: number of CPU ranks of a torchrun launch on a machine without GPUs (default 1).
 CPU_PROCESSES_ENV = "MIXGAP_CPU_PROCESSES"
 DEEPSPEED_DIR = Path(__file__).resolve().parents[3] / "conf" / "deepspeed"
@@ -141,11 +143,10 @@ def use_subprocess(launch: str, gpu_count: int, cpu_ranks: int = 1) -> bool:
         cpu_ranks: :func:`cpu_processes` (``MIXGAP_CPU_PROCESSES``); only read without GPUs.
 
     Raises:
-        ValueError: ``launch`` is not one of ``auto``, ``local``, ``torchrun``, or ``local`` with
+        ValueError: ``launch`` is not one of ``finetune_mode.launch``'s choices, or ``local`` with
             ``cpu_ranks > 1`` (one process cannot be several ranks).
     """
-    if launch not in LAUNCHES:
-        raise ValueError(f"finetune_mode.launch={launch!r} is not allowed; choose one of {', '.join(LAUNCHES)}")
+    check_field(FinetuneConfig, "launch", launch, "finetune_mode.launch")
     several_cpu_ranks = gpu_count == 0 and cpu_ranks > 1
     if launch == "local" and several_cpu_ranks:
         raise ValueError(

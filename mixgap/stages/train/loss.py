@@ -34,14 +34,13 @@ from __future__ import annotations
 
 from typing import Any
 
-#: the allowed values of ``finetune_mode.loss_normalization`` (validated in ``mixgap.core.config.validate``)
-LOSS_NORMALIZATIONS = ("global_tokens", "per_device")
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 
 
 def _checked(mode: str) -> str:
-    if mode not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"finetune_mode.loss_normalization={mode!r} is not allowed; choose one of "
-                         f"{', '.join(LOSS_NORMALIZATIONS)}")
+    """``mode`` when it is one of ``finetune_mode.loss_normalization``'s choices (the schema declares them)."""
+    check_field(FinetuneConfig, "loss_normalization", mode, "finetune_mode.loss_normalization")
     return mode
 
 
@@ -49,7 +48,7 @@ def average_tokens_across_devices(mode: str) -> bool:
     """``TrainingArguments.average_tokens_across_devices`` for ``mode``: True only for ``global_tokens``.
 
     Raises:
-        ValueError: ``mode`` not in :data:`LOSS_NORMALIZATIONS` (named).
+        ValueError: ``mode`` not one of ``finetune_mode.loss_normalization``'s choices (named).
     """
     return _checked(mode) == "global_tokens"
 
@@ -60,7 +59,7 @@ def apply_loss_normalization(trainer: Any, mode: str) -> None:
     (``trainer.model_accepts_loss_kwargs = False``), ``global_tokens`` keeps the Trainer's default.
 
     Raises:
-        ValueError: ``mode`` not in :data:`LOSS_NORMALIZATIONS` (named).
+        ValueError: ``mode`` not one of ``finetune_mode.loss_normalization``'s choices (named).
     """
     if _checked(mode) == "per_device":
         trainer.model_accepts_loss_kwargs = False

@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
+from mixgap.core.fields import check_field
+from mixgap.core.schema import FinetuneConfig
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages.data import Problem
 from mixgap.stages.mix import read_mixture
@@ -57,10 +59,9 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     """``auto`` -> ``bf16`` on GPU, ``fp32`` on CPU (the paper trains in bf16); else as given.
 
     Raises:
-        ValueError: ``precision`` not in auto/bf16/fp32.
+        ValueError: ``precision`` not one of ``finetune_mode.precision``'s choices.
     """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"finetune_mode.precision={precision!r} is not allowed; choose one of auto, bf16, fp32")
+    check_field(FinetuneConfig, "precision", precision, "finetune_mode.precision")
     if precision == "auto":
         return "bf16" if on_gpu else "fp32"
     return precision
@@ -260,7 +261,7 @@ def run(ctx: Any, roles: Any) -> None:
     per_device = ctx.decisions.get("train_per_device_batch_size")
     ctx.paths["checkpoint"] = ctx.store.get_or_build(
         ctx.specs["checkpoint"],
-        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.paths["student"], out, work, ctx.tracker,
+        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker,
                                            per_device),
     )
     counts = ctx.counts("checkpoint")

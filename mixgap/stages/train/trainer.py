@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixgap.core.fields import check_field
 from mixgap.core.files import write_json_atomic
+from mixgap.core.schema import FinetuneConfig
 from mixgap.stages.train.labels import set_chat_template
 from mixgap.stages.train.loss import apply_loss_normalization, average_tokens_across_devices
 from mixgap.stages.train.packing import attention_for, make_collator
@@ -90,8 +92,7 @@ def training_arguments(job: TrainJob, *, use_cpu: bool):
     from transformers import TrainingArguments  # heavy: transformers, imported only when used
 
     ft = job.finetune
-    if not 0 <= ft["warmup_ratio"] < 1:
-        raise ValueError(f"finetune_mode.warmup_ratio={ft['warmup_ratio']} is not allowed; it must be in [0, 1)")
+    check_field(FinetuneConfig, "warmup_ratio", ft["warmup_ratio"], "finetune_mode.warmup_ratio")
     return TrainingArguments(
         output_dir=job.trainer_dir,
         per_device_train_batch_size=ft["per_device_batch_size"],
