@@ -138,23 +138,23 @@ def test_every_refusal_is_shown_one_line_each(monkeypatch):
     assert lines[1].endswith("allowed: <= 32256")
 
 
-# the judge, Qwen2.5-32B-Instruct at TP 4: bf16 weights 65.0 / 4 = 16.25 GB + KV of 532 tokens (512 prompt + 20)
-# x (8 / 4 kv heads x 2 x 64 layers x 128 x 2 B) = 0.035 GB + 2 overhead = 18.3 GB per GPU
+# the judge, Qwen2.5-32B-Instruct at TP 4 and its own 32,768-token context: bf16 weights 65.0 / 4 = 16.25 GB + KV of
+# 32,768 tokens x (8 / 4 kv heads x 2 x 64 layers x 128 x 2 B = 65,536 B) = 2.147 GB + 2 overhead = 20.4 GB per GPU
 JUDGE = ("+judge@eval.judge=qwen32b", "student=qwen0.5b", "data.missing_pool=wait", "stage=evaluate")
 
 
 def test_the_judge_is_planned_before_any_work(monkeypatch):
     fits = _plan(monkeypatch, None, *JUDGE, launcher=SLURM, choice="slurm")
-    assert fits["refusals"] == [] and fits["generation_memory_gb_per_gpu"] >= 18.3
+    assert fits["refusals"] == [] and fits["generation_memory_gb_per_gpu"] >= 20.4
     small = _plan(monkeypatch, None, *JUDGE, "cluster.gpu_memory_gb=16", launcher=OmegaConf.create({"gpus_per_node": 4}),
                   choice="slurm")
-    assert small["refusals"] == ["eval.judge.tensor_parallel_size=4 is too small for qwen2.5_32b_instruct: 18.3 GB per "
+    assert small["refusals"] == ["eval.judge.tensor_parallel_size=4 is too small for qwen2.5_32b_instruct: 20.4 GB per "
                                  "GPU on 4 GPU(s) of hydra/launcher=slurm > 14.4 GB usable (90% of 16 GB, "
                                  "cluster.gpu_memory_gb=16; cluster.memory_headroom=0.1)"]
     one_gpu = _plan(monkeypatch, (1, 24.0), *JUDGE)
     assert one_gpu["refusals"] == [
         "eval.judge.tensor_parallel_size=4 is not allowed on 1 GPU(s); it must be <= the node's GPUs "
-        "(hydra.launcher.gpus_per_node); hydra/launcher=slurm runs it (8 GPUs of 85 GB: generation 18.3 GB per GPU)"]
+        "(hydra.launcher.gpus_per_node); hydra/launcher=slurm runs it (8 GPUs of 85 GB: generation 20.4 GB per GPU)"]
     # a job that does not judge (stage=train) does not plan the judge
     train_only = _plan(monkeypatch, (1, 24.0), *JUDGE[:-1], "stage=train")
     assert train_only["refusals"] and not any("eval.judge" in r for r in train_only["refusals"])

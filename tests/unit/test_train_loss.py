@@ -43,7 +43,7 @@ def _step(tmp_path, smollm2_path, smollm2_tokenizer, mode):
                                        train_dataset=data, processing_class=smollm2_tokenizer,
                                        data_collator=make_collator(smollm2_tokenizer, False))
     loss.apply_loss_normalization(run, mode)
-    run.micro_batches, fed, step = {}, [], run.training_step
+    fed, step = [], run.training_step
 
     def spy(model, inputs, num_items_in_batch=None):
         fed.append({k: v.clone() for k, v in inputs.items()})

@@ -161,7 +161,8 @@ def test_on_a_cpu_the_engine_is_float32_and_eager(api, monkeypatch, smollm2_toke
 
 
 def test_the_paper_judge_on_a_gpu_node(api, gpu, monkeypatch, smollm2_path, smollm2_tokenizer, tmp_path):
-    """``+judge@eval.judge=qwen32b``: Qwen2.5-32B-Instruct in float16 on 4 GPUs, greedy, 20 new tokens (the model
+    """``+judge@eval.judge=qwen32b``: Qwen2.5-32B-Instruct in float16 on 4 GPUs, greedy, 20 new tokens, at the model's
+    own context (no ``max_model_len``: vLLM reads it from config.json, as the authors' script runs it; the model
     folder is SmolLM2's here, so the tokenizer is real and the folder's config.json readable)."""
     from mixgap.core.store import Store
 
@@ -172,7 +173,7 @@ def test_the_paper_judge_on_a_gpu_node(api, gpu, monkeypatch, smollm2_path, smol
     assert engine.ask(["Problem: 1+1\nCorrect Answer: 2\nModel's Generated Answer: 2\nYour judgement:"]) == ["True"]
     engine.close()
     assert rec.llm == [{"model": smollm2_path, "tokenizer": smollm2_path, "dtype": "float16",
-                        "tensor_parallel_size": 4, "seed": 0, "trust_remote_code": False, "max_model_len": 16000}]
+                        "tensor_parallel_size": 4, "seed": 0, "trust_remote_code": False}]
     assert rec.sampling == [{"n": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
                              "max_tokens": 20, "seed": None, "stop_token_ids": [2], "skip_special_tokens": True}]
 

@@ -68,8 +68,9 @@ class StepLosses:
     :meth:`record` takes each ``training_step`` return (on device: no sync per micro-batch); a step's loss is their
     sum, what the Trainer adds to its logging window (a NaN included), averaged over ranks as its log does
     (``nested_gather(...).mean()``, transformers 5.20 ``trainer.py``). :meth:`step_losses` gathers the steps not yet
-    gathered; each checkpoint saves them (:func:`write_losses`) before the Trainer's own files. Set ``losses`` (the
-    steps before a resume, :func:`read_losses`) and ``pending_losses = {}`` before ``train()``.
+    gathered; each checkpoint saves them (:func:`write_losses`) before the Trainer's own files. The trainer starts
+    with ``losses = pending_losses = {}``; a resumed run sets ``losses`` to the steps before it (:func:`read_losses`)
+    before ``train()``.
     """
 
     losses: dict[int, float] | None = None

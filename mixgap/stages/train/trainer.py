@@ -206,6 +206,10 @@ def _recording_trainer():
     from transformers import Trainer  # heavy: transformers, imported only when used
 
     class RecordingTrainer(StepLosses, Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.micro_batches, self.pending_losses, self.losses = {}, {}, {}  # run_training sets losses on a resume
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             row = self.micro_batches.setdefault(str(self.state.global_step + 1), [0, 0, 0, None])
             row[0] += 1
@@ -217,7 +221,6 @@ def _recording_trainer():
             self.record(self.state.global_step + 1, loss)
             return loss
 
-    RecordingTrainer.micro_batches = None
     return RecordingTrainer
 
 
@@ -312,7 +315,6 @@ def run_training(job: TrainJob, sinks: list[Sink] | None = None) -> dict[str, An
         resume = holder[0]
     if resume:
         log.info("resuming from %s", resume)
-    trainer.micro_batches, trainer.pending_losses = {}, {}
     trainer.losses = read_losses(resume)  # the steps before the resume
     output = trainer.train(resume_from_checkpoint=resume)
     final_loss = trainer.final_loss()  # gathers over ranks: before any rank-0-only work
