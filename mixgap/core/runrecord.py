@@ -54,6 +54,7 @@ def job_identity(cfg: Any) -> dict[str, Any]:
         "weak": cfg.mix.weak.name,
         "strong_cot": cfg.mix.strong.cot,
         "weight": cfg.mix.weight,
+        "strategy": cfg.mix.get("strategy", "fixed"),  # which problems take the strong trace (mixgap.stages.mix)
         "mix_seed": cfg.mix.seed,
         "finetune_mode": cfg.finetune_mode.mode,
         "seed": cfg.seed,

@@ -37,7 +37,11 @@ pool is longer than ``predict.max_seq_len`` (default ``finetune_mode.max_seq_len
 
 Artifacts: one ``predict`` artifact per (untuned student, teacher pool, partner pool of the pair, predict
 settings); the key never depends on ``mix.weight``, so every weight of a sweep shares it. It holds
-``traces.jsonl`` (one record per scored trace). Intervals: percentile bootstrap over traces (problems),
+``traces.jsonl`` (one record per scored trace). A student-aware ``mix.strategy`` (:mod:`mixgap.stages.mix`) needs
+every problem scored: roles ``scores.strong`` / ``scores.weak`` (:func:`full_specs`), the same settings with
+``problems: all`` for the sample (no ``max_samples``, no ``seed``), built before the mixture. The sampled artifact
+stays its own (the report's learnability section reads it, its key unchanged), but when the job holds the full one
+its records are taken from it (:func:`sample_of`: the same problems, the same scores) instead of scored again. Intervals: percentile bootstrap over traces (problems),
 ``predict.n_boot`` resamples; the strong − weak differences are paired (the same resampled problems for both
 pools), as :mod:`mixgap.stats` does for accuracies. The teacher-forced scoring (fp32 LM head, batching, the
 per-trace figures) is :mod:`mixgap.stages.scoring`, shared with the rank shift of Figure 8.
@@ -61,14 +65,13 @@ from mixgap.core.store import ArtifactSpec
 from mixgap.stages import models
 from mixgap.stages.data import fill_prompt, read_jsonl
 from mixgap.stages.generate import read_pool
-from mixgap.stages.mix import rank_key
+from mixgap.stages.mix import TRACES, rank_key
 from mixgap.stages.scoring import EPS, load_student, score_sequences, trace_record
 from mixgap.stages.train.labels import IGNORE, set_chat_template, tokenize_conversation
 from mixgap.stats.intervals import Interval, percentile_interval, verdict
 
 log = logging.getLogger(__name__)
 ROLES = ("strong", "weak")
-TRACES = "traces.jsonl"
 #: The figures reported per pool (each the mean over traces, RSR the ratio of means) and their units.
 FIGURES = {
     "surprisal": "nats/token", "mean_rank": "rank (clipped)", "median_rank": "rank", "top1_share": "fraction",
@@ -99,6 +102,19 @@ def predict_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) 
     }
 
 
+def full_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) -> dict[str, ArtifactSpec]:
+    """``{"scores.strong": ..., "scores.weak": ...}``: every problem both pools kept scored (a student-aware
+    ``mix.strategy`` reads them), fields as :func:`predict_specs` with ``problems: all`` instead of ``max_samples``
+    and ``seed`` (they choose no sample here); the same inputs."""
+    sampled = predict_specs(cfg, student_key, strong_pool, weak_pool)
+    out = {}
+    for role in ROLES:
+        spec = sampled[f"predict.{role}"]
+        fields = {"problems": "all", **{k: v for k, v in spec.fields.items() if k not in ("max_samples", "seed")}}
+        out[f"scores.{role}"] = ArtifactSpec("predict", fields, spec.inputs)
+    return out
+
+
 # ----------------------------------------------------------------------------- the sample of problems and its scores
 
 
@@ -108,8 +124,8 @@ def scored_positions(labels: Sequence[int]) -> list[int]:
 
 
 def select_problems(
-    strong: Mapping[str, Any], weak: Mapping[str, Any], encode: Callable[[Any], Any], max_samples: int, seed: int,
-    max_seq_len: int,
+    strong: Mapping[str, Any], weak: Mapping[str, Any], encode: Callable[[Any], Any], max_samples: int | None,
+    seed: int, max_seq_len: int,
 ) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, int]]:
     """The seeded sample of problems scored for *both* pools of a pair.
 
@@ -119,7 +135,8 @@ def select_problems(
 
     Args:
         strong, weak: pool rows by problem id. encode: row -> ``TokenizedExample`` (the training rendering).
-        max_samples, seed, max_seq_len: ``predict.max_samples``, ``predict.seed``, :func:`effective_max_seq_len`.
+        max_samples, seed, max_seq_len: ``predict.max_samples`` (None: every problem), ``predict.seed``,
+            :func:`effective_max_seq_len`.
 
     Returns:
         ``(ids, examples, counts)``: the chosen ids in sampling order, ``{id: {"strong": ex, "weak": ex}}``, and
@@ -128,7 +145,7 @@ def select_problems(
     shared = sorted(set(strong) & set(weak), key=lambda pid: (rank_key(seed, pid), pid))
     ids, examples, skipped = [], {}, 0
     for pid in shared:
-        if len(ids) >= max_samples:
+        if max_samples is not None and len(ids) >= max_samples:
             break
         pair = {"strong": encode(strong[pid]), "weak": encode(weak[pid])}
         if max(len(ex.input_ids) for ex in pair.values()) > max_seq_len:
@@ -153,7 +170,8 @@ def encoder(tokenizer: Any, prompt_template: str, system: str | None = None) -> 
 
 
 def build_scores(
-    cfg: Any, pools: Mapping[str, Path], role: str, load: Callable[[], tuple[Any, Any]], out_dir: Path
+    cfg: Any, pools: Mapping[str, Path], role: str, load: Callable[[], tuple[Any, Any]], out_dir: Path,
+    sample: bool = True,
 ) -> dict[str, Any]:
     """Write ``out_dir/traces.jsonl`` for the ``role`` pool: one :func:`trace_record` (plus ``id``) per problem.
 
@@ -162,6 +180,7 @@ def build_scores(
         pools: finished pool folders by role (``strong``, ``weak``). role: which one to score.
         load: returns ``(model, tokenizer)`` of the untuned student (called lazily, shared by both roles).
         out_dir: the artifact folder being built.
+        sample: the seeded sample of ``predict.max_samples`` problems; False: every problem (``scores.<role>``).
 
     Returns:
         Manifest extras ``{"counts": {teacher, shared, over_length, selected, tokens, wall_s_scoring}}``.
@@ -175,14 +194,14 @@ def build_scores(
     rows = {r: {row["id"]: row for row in read_pool(pools[r])} for r in ROLES}
     p = cfg.predict
     ids, examples, counts = select_problems(rows["strong"], rows["weak"], encoder(tokenizer, cfg.finetune_mode.prompt, cfg.finetune_mode.get("system")),
-                                            int(p.max_samples), int(p.seed), effective_max_seq_len(cfg))
+                                            int(p.max_samples) if sample else None, int(p.seed), effective_max_seq_len(cfg))
     if not ids:
         raise ValueError(f"predict: no problem kept by both pools fits max_seq_len={effective_max_seq_len(cfg)} "
                          f"({counts['shared']} shared, {counts['over_length']} over length); raise predict.max_seq_len")
     sequences = [(examples[i][role].input_ids, scored_positions(examples[i][role].labels)) for i in ids]
     start = time.perf_counter()
     scores = score_sequences(model, sequences, int(p.batch_size), pad_id=tokenizer.pad_token_id or 0,
-                             desc=f"predict {cfg.mix[role].name}")
+                             desc=f"predict {cfg.mix[role].name}", max_tokens=int(p.batch_tokens))
     wall = time.perf_counter() - start
     records = [{"id": i, **trace_record(n, r, int(p.rank_clip))} for i, (n, r) in zip(ids, scores, strict=True)]
     write_jsonl_atomic(Path(out_dir) / TRACES, records)
@@ -194,6 +213,37 @@ def build_scores(
 def read_traces(folder: Path) -> list[dict[str, Any]]:
     """The per-trace records of a finished ``predict`` artifact."""
     return read_jsonl(Path(folder) / TRACES)
+
+
+def sample_of(full: Mapping[str, Path], pools: Mapping[str, Path], role: str, max_samples: int, seed: int,
+              out_dir: Path) -> dict[str, Any]:
+    """Write the sampled ``predict`` artifact of ``role`` from the full ones (``scores.<pool>`` folders): the records
+    :func:`build_scores` would write, without scoring again. The full artifact holds every problem both pools kept
+    that fits ``max_seq_len`` (the same settings), so :func:`select_problems`'s walk through the seeded order takes a
+    problem when the full artifact has it and skips it (over-length) when not. The scores are the full pass's (its
+    batches differ, so they may differ from a pass of their own in float rounding, ~1e-6 nats).
+
+    Args:
+        full: finished full folders by pool. pools: finished pool folders by pool (which problems both kept).
+        role: which pool's records. max_samples, seed: ``predict.max_samples``, ``predict.seed``.
+
+    Returns:
+        Manifest extras as :func:`build_scores` (``wall_s_scoring`` 0, ``from_full`` True).
+    """
+    records = {str(r["id"]): r for r in read_traces(full[role])}
+    kept = [{str(row["id"]) for row in read_pool(pools[r])} for r in ROLES]
+    shared = sorted(kept[0] & kept[1], key=lambda pid: (rank_key(seed, pid), pid))
+    taken, skipped = [], 0
+    for pid in shared:
+        if len(taken) >= max_samples:
+            break
+        if pid in records:
+            taken.append(pid)
+        else:
+            skipped += 1
+    write_jsonl_atomic(Path(out_dir) / TRACES, [records[i] for i in taken])
+    return {"counts": {"shared": len(shared), "over_length": skipped, "selected": len(taken),
+                       "tokens": sum(records[i]["tokens"] for i in taken), "wall_s_scoring": 0.0, "from_full": True}}
 
 
 # ----------------------------------------------------------------------------- pool figures and the prediction
@@ -259,21 +309,9 @@ def learnability(
     return out
 
 
-def build_learnability(
-    cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path], tracker: Any,
-    student_path: str | None = None,
-) -> dict[str, Any]:
-    """Build (or reuse) both ``predict`` artifacts of the job and return the ``learnability`` of ``result.json``.
-
-    Args:
-        cfg: the job config. store: the artifact store. specs: the job's specs (``predict.strong``/``weak``).
-        pools: finished pool folders by role. tracker: gets the per-pool figures as summary values.
-        student_path: the untuned student's weights when already resolved; else resolved here.
-
-    Returns:
-        :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
-        :func:`build_scores` under ``counts``.
-    """
+def _loader(cfg: Any, store: Any, student_path: str | None) -> tuple[Callable[[], tuple[Any, Any]], list]:
+    """``(load, loaded)``: ``load()`` loads the untuned student once (lazily: a reused artifact loads nothing);
+    clear ``loaded`` to free it."""
     path = student_path or models.resolve_model(cfg.student, store)
     loaded: list[tuple[Any, Any]] = []
 
@@ -282,13 +320,53 @@ def build_learnability(
             loaded.append(load_student(str(path)))
         return loaded[0]
 
+    return load, loaded
+
+
+def build_full(cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path],
+               student_path: str | None = None) -> dict[str, Path]:
+    """Build (or reuse) both ``scores.<pool>`` artifacts (every problem both pools kept, :func:`full_specs`) with one
+    load of the student; returns their folders by pool."""
+    load, loaded = _loader(cfg, store, student_path)
     try:
-        folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o))
-                   for r in ROLES}
+        return {r: store.get_or_build(specs[f"scores.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o, False))
+                for r in ROLES}
     finally:
         loaded.clear()
         gc.collect()
+
+
+def build_learnability(
+    cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path], tracker: Any,
+    student_path: str | None = None, full: Mapping[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) both ``predict`` artifacts of the job and return the ``learnability`` of ``result.json``.
+
+    Args:
+        cfg: the job config. store: the artifact store. specs: the job's specs (``predict.strong``/``weak``).
+        pools: finished pool folders by role. tracker: gets the per-pool figures as summary values.
+        student_path: the untuned student's weights when already resolved; else resolved here.
+        full: the job's finished ``scores.<pool>`` folders, when it has them: the sample is taken from them
+            (:func:`sample_of`), no model is loaded.
+
+    Returns:
+        :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
+        :func:`build_scores` under ``counts``.
+    """
+    load, loaded = _loader(cfg, store, student_path)
     p = cfg.predict
+
+    def make(role: str, out: Path) -> dict[str, Any]:
+        if full is None:
+            return build_scores(cfg, pools, role, load, out)
+        made = sample_of(full, pools, role, int(p.max_samples), int(p.seed), out)
+        return {"counts": {"teacher": cfg.mix[role].name, **made["counts"]}}
+
+    try:
+        folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: make(r, o)) for r in ROLES}
+    finally:
+        loaded.clear()
+        gc.collect()
     out = learnability({r: read_traces(folders[r]) for r in ROLES}, n_boot=int(p.n_boot), seed=int(p.seed),
                        confidence=float(p.confidence))
     out["artifacts"] = {r: specs[f"predict.{r}"].key for r in ROLES}
@@ -302,10 +380,17 @@ def build_learnability(
 
 
 def run(ctx: Any, roles: Sequence[str]) -> None:
-    """The predict step (stage contract, :mod:`mixgap.core.stage`): both ``predict.<pool>`` artifacts of the untuned
-    student, and the job's ``learnability`` for ``result.json``."""
+    """The predict steps (stage contract, :mod:`mixgap.core.stage`): ``scores.<pool>`` (every problem, for a
+    student-aware mixture: the step before the mix step), or both sampled ``predict.<pool>`` artifacts of the untuned
+    student and the job's ``learnability`` for ``result.json`` (from the full scores when the job has them)."""
     pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
-    ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
-                                                    ctx.value("student"))
-    for role in roles:
-        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+    if any(role.startswith("scores.") for role in roles):
+        for r, folder in build_full(ctx.cfg, ctx.store, ctx.specs, pools, ctx.value("student")).items():
+            ctx.paths[f"scores.{r}"] = folder
+        ctx.result["counts"]["scores"] = {r: ctx.counts(f"scores.{r}") for r in ROLES}
+    if any(role.startswith("predict.") for role in roles):
+        full = {r: ctx.paths[f"scores.{r}"] for r in ROLES} if all(f"scores.{r}" in ctx.paths for r in ROLES) else None
+        ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
+                                                        ctx.value("student"), full)
+        for role in roles:
+            ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
