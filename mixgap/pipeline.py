@@ -14,6 +14,7 @@ Stages (``stage=``), each making everything before it as needed through the stor
   (``mixgap.stages.predict``; one artifact per student x pool, shared by every mix weight).
 - ``export``: one built artifact (``export.artifact``) as a Hugging Face dataset folder (``mixgap.stages.export``).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
+- ``status`` / ``cancel``: where a study submitted to SLURM stands, or cancel it (``mixgap.plan.study``).
 
 The plan (:func:`mixgap.plan.jobs.make_plan`, from the one table of stages :data:`mixgap.plan.table.TABLE`) is
 computed once and handed to the preflight and to the build, a loop over the plan's steps, each calling its stage
@@ -88,9 +89,11 @@ def launch_job(cfg: DictConfig, job_dir: str | Path, *, group: str, overrides: S
 
 
 def run_reader(cfg: DictConfig) -> dict[str, Any]:
-    """``stage=report`` / ``stage=analyze``: read finished sweeps; their tracker run is grouped with the first sweep."""
-    module, name = READERS[cfg.stage]
-    sweeps = to_container(cfg[cfg.stage].sweep)
+    """``stage=report`` / ``stage=analyze`` (read finished sweeps; their tracker run is grouped with the first sweep),
+    ``stage=status`` / ``stage=cancel`` (a submitted study, :mod:`mixgap.plan.study`)."""
+    reader = READERS[cfg.stage]
+    module, name = reader.module, reader.name
+    sweeps = to_container(cfg[reader.node].sweep)
     group = str(sweeps if isinstance(sweeps, str) else (sweeps or [""])[0])
 
     def tracker_for(out: Path) -> Any:

@@ -167,6 +167,12 @@ class AnalyzeConfig:
     problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
 
 @dataclass
+class StudyConfig:
+    """``stage=status`` / ``stage=cancel`` (``mixgap.plan.study``): a study submitted by ``hydra/launcher=slurm``."""
+
+    sweep: str | None = None  # its folder (hydra.sweep.dir), holding dag.json
+
+@dataclass
 class PredictConfig:
     """Learnability before training (``stage=predict``, ``mixgap.stages.predict``): the untuned student scores a seeded
     sample of each pool's kept traces (the same problems for both pools), as training would render them."""
@@ -234,6 +240,7 @@ class MixgapConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -169,9 +169,12 @@ def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | No
     if key not in _CHECKED:
         check_stage(cfg.stage)
         validate(cfg, overrides)
-        if cfg.stage in READERS:
-            sweeps = to_container(cfg[cfg.stage].sweep)
-            read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{cfg.stage}.sweep")
+        reader = READERS.get(cfg.stage)
+        if reader is not None and reader.check is not None:
+            reader.check(cfg)
+        elif reader is not None:
+            sweeps = to_container(cfg[reader.node].sweep)
+            read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{reader.node}.sweep")
         _CHECKED[key] = None if cfg.stage in READERS else make_plan(cfg)
     return _CHECKED[key]
 

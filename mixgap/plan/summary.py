@@ -4,7 +4,9 @@ artifacts (a shared artifact is built once)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mixgap.core.store import Store, StoreError
+from mixgap.plan import study
 from mixgap.plan.printout import summary_lines
 from mixgap.results.sweep import job_results
 
@@ -69,8 +72,10 @@ class SweepSummary(Callback):
     multirun, how the jobs share artifacts (plan) or how they ended."""
 
     total: int | None = None  # jobs in the sweep, known in the process that launched it
+    started: float = 0.0  # when the multirun started (epoch seconds): a study submitted since is this one's
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
         try:
             task = list(config.hydra.overrides.task)
             keys = {o.split("=", 1)[0].lstrip("+~") for o in task}
@@ -126,3 +131,25 @@ class SweepSummary(Callback):
                 )
         if refused:
             raise SystemExit(2)  # stage=plan: every job planned and printed; any refusal fails the sweep
+        lines, failed = study_summary(sweep_dir, self.started)
+        for line in lines:
+            print(line)
+        if failed:
+            raise SystemExit(1)  # a job of the study failed, or SLURM dropped it: each said above
+
+
+def study_summary(sweep_dir: Path, since: float) -> tuple[list[str], bool]:
+    """The lines of the study this multirun submitted to SLURM (the last submission of ``<sweep>/dag.json``, made
+    after ``since``): how its jobs ended, one line per job that failed or that SLURM dropped, what was not
+    resubmitted; and whether any job did not end done. Nothing for a sweep that submitted no study."""
+    path = sweep_dir / study.DAG
+    if not path.is_file():
+        return [], False
+    last = (json.loads(path.read_text())["submissions"] or [{}])[-1]
+    if float(last.get("submitted", 0)) < since:
+        return [], False
+    if not last.get("jobs"):
+        return ["the study (dag.json): nothing submitted", *study.summary_lines([], last.get("kept", []))], False
+    outcomes = [study.Outcome(**o) for o in last.get("outcomes", [])]
+    lines = [f"the study's {len(last['jobs'])} SLURM job(s) (dag.json):", *study.summary_lines(outcomes, last.get("kept", []))]
+    return lines, any(o.status != "done" for o in outcomes) or len(outcomes) < len(last["jobs"])

@@ -15,8 +15,8 @@ A row of :data:`TABLE` gives
 
 Validation (the allowed ``stage=`` values, :func:`check_stage`), planning (:func:`mixgap.plan.jobs.make_plan`), the
 preflight and the pipeline all read it: a new stage is its module plus one row. :data:`READERS` is the small table
-of the stages that read finished sweeps instead (``report``, ``analyze``): another contract
-(``run(cfg, store, tracker_for)``), no role, no plan.
+of the stages that read finished sweeps instead (``report``, ``analyze``) or a study submitted to SLURM
+(``status``, ``cancel``): another contract (``run(cfg, store, tracker_for)``), no role, no plan.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from mixgap.core.config import data_root
 from mixgap.core.errors import ConfigError
 from mixgap.core.store import ArtifactSpec
+from mixgap.plan import study
 from mixgap.results import analysis, report
 from mixgap.stages import benchmarks, evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.backends.registry import backend_class
@@ -160,8 +161,25 @@ TABLE: tuple[Row, ...] = (
     Row("export",           export,     ("export",),         (),                                     ("export",),      None),
 )  # fmt: skip
 
-#: The stages that read finished sweeps (``run(cfg, store, tracker_for)``), with the name of their tracker run.
-READERS: dict[str, tuple[ModuleType, str]] = {"report": (report, "report"), "analyze": (analysis, "analysis")}
+@dataclass(frozen=True)
+class Reader:
+    """A stage that reads sweeps instead of building (``run(cfg, store, tracker_for)``): its ``module``, the name of
+    its tracker run, the config node whose ``sweep`` names the folders it reads, and its own ``check`` of them
+    before any work (None: they must hold Hydra job folders, :func:`mixgap.results.sweep.read_sweeps`)."""
+
+    module: ModuleType
+    name: str
+    node: str
+    check: Callable[[DictConfig], None] | None = None
+
+
+#: The stages that read finished sweeps (report, analyze) or a submitted study (status, cancel).
+READERS: dict[str, Reader] = {
+    "report": Reader(report, "report", "report"),
+    "analyze": Reader(analysis, "analysis", "analyze"),
+    "status": Reader(study, "status", "study", study.check),
+    "cancel": Reader(study, "cancel", "study", study.check),
+}
 
 
 def stage_values() -> tuple[str, ...]:

@@ -33,11 +33,11 @@ def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
 
 def test_allowed_stage_values_come_from_the_table_and_the_readers():
     assert table.stage_values() == ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "predict",
-                                    "export", "report", "analyze")
+                                    "export", "report", "analyze", "status", "cancel")
     with pytest.raises(ConfigError) as err:
         jobs.make_plan(compose_cfg("stage=fit", "paths.data=null"))
     assert str(err.value) == ("stage='fit' is not allowed; choose one of plan, prepare, generate, mix, train, evaluate, "
-                              "all, predict, export, report, analyze")
+                              "all, predict, export, report, analyze, status, cancel")
 
 
 def test_the_evaluation_sets_and_the_student_are_planned_roles_of_their_own_rows(kit):
