@@ -141,7 +141,7 @@ def outcome(job: Mapping[str, Any], sweep: Path, state: tuple[str, str] | None, 
     reason = "" if reason in ("None", "(null)") else reason
     if reason == NEVER and name in ("PENDING", "CANCELLED"):
         bad = [f"{o.kind} {o.name} (job {o.slurm_id}) {o.status}" for i in job.get("after", [])
-               if (o := ended.get(i)) and o.status != "done"]
+               if (o := ended.get(i)) and o.ended and o.status != "done"]
         return made("dropped", f"not run, SLURM dropped it ({NEVER}): {', '.join(bad) or 'a job it waits for failed'}")
     if state is not None and name not in ENDED:
         return made("running" if name in RUNNING else "pending", reason)
@@ -159,7 +159,7 @@ def outcome(job: Mapping[str, Any], sweep: Path, state: tuple[str, str] | None, 
     if name == "CANCELLED":
         error = f"cancelled ({reason})" if reason else "cancelled"
     why = error or log_reason(job.get("log")) or (f"SLURM state {name}" + (f" ({reason})" if reason else "") if name
-                                                   else "SLURM no longer lists it and it left no result.json")
+                                                   else "SLURM no longer lists it and it wrote no result.json since its submission")
     return made("failed" if state is not None or fresh else "unknown", why)
 
 
@@ -174,10 +174,10 @@ def current_jobs(dag: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str
 
 
 def outcomes_of(jobs: Sequence[Mapping[str, Any]], sweep: Path,
-                states: Callable[[Iterable[str]], Mapping[str, tuple[str, str]]] = slurm_states) -> list[Outcome]:
+                states: Callable[[Iterable[str]], Mapping[str, tuple[str, str]]] | None = None) -> list[Outcome]:
     """Every job's :class:`Outcome` (pools first, then the grid and the report, so a dropped job can name the
-    job it waited for)."""
-    now = states([job["slurm_id"] for job in jobs])
+    job it waited for); ``states`` of the SLURM jobs: :func:`slurm_states` unless given."""
+    now = (states or slurm_states)([job["slurm_id"] for job in jobs])
     ended: dict[str, Outcome] = {}
     out = []
     for job in sorted(jobs, key=lambda j: KINDS.index(j["kind"])):
@@ -244,7 +244,7 @@ def run(cfg: Any, store: Store, tracker_for: Callable[[Path], Any]) -> dict[str,
 
 
 def wait(jobs: Sequence[Mapping[str, Any]], sweep: Path, poll_s: Callable[[float], float],
-         states: Callable[[Iterable[str]], Mapping[str, tuple[str, str]]] = slurm_states) -> list[Outcome]:
+         states: Callable[[Iterable[str]], Mapping[str, tuple[str, str]]] | None = None) -> list[Outcome]:
     """Poll until every job has ended (:attr:`Outcome.ended`); returns their outcomes. ``poll_s(elapsed)`` gives
     the seconds to the next poll."""
     start = time.monotonic()
