@@ -149,7 +149,7 @@ def study_summary(sweep_dir: Path, since: float) -> tuple[list[str], bool]:
     if float(last.get("submitted", 0)) < since:
         return [], False
     if not last.get("jobs"):
-        return ["the study (dag.json): nothing submitted", *study.summary_lines([], last.get("kept", []))], False
+        return ["the study (dag.json): nothing submitted (why: above)"], False
     outcomes = [study.Outcome(**o) for o in last.get("outcomes", [])]
     lines = [f"the study's {len(last['jobs'])} SLURM job(s) (dag.json):", *study.summary_lines(outcomes, last.get("kept", []))]
     return lines, any(o.status != "done" for o in outcomes) or len(outcomes) < len(last["jobs"])

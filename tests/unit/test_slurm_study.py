@@ -334,3 +334,40 @@ def test_the_report_reads_grid_jobs_not_pool_jobs(tmp_path):
     for folder in ("0/.hydra", "1/.hydra", "pools/qwq32b/.hydra", "report/.hydra"):
         (tmp_path / folder).mkdir(parents=True)
     assert [p.name for p in find_jobs(tmp_path)] == ["0", "1"]
+
+
+def test_a_submission_failing_part_way_cancels_what_it_submitted(tmp_path, monkeypatch):
+    import hydra_plugins.mixgap_launcher as launcher_module
+
+    plugin = _launcher(tmp_path)
+    calls, cancelled = [], []
+
+    def fake_submit(jobs, resources, dependency):
+        calls.append(jobs[0].name)
+        if len(calls) == 3:
+            raise RuntimeError("sbatch: error: Batch job submission failed: Invalid account")
+        return [type("J", (), {"job_id": str(40 + len(calls)), "paths": type("P", (), {"stdout": "x"})()})()]
+
+    monkeypatch.setattr(plugin, "_submit", fake_submit)
+    monkeypatch.setattr(launcher_module.subprocess, "run", lambda cmd, **kw: cancelled.append(cmd))
+    made = dag.Study(tmp_path / "sweep", "slurm", dict(plugin.params), [
+        dag.DagJob("pool", "a", 2, "pools/a", []), dag.DagJob("pool", "b", 3, "pools/b", []),
+        dag.DagJob("grid", "0", 0, "0", [], after=("pool:a", "pool:b"), dependency="afterok", array=0)])
+    with pytest.raises(RuntimeError, match="Invalid account"):
+        plugin.launch_study(made)
+    assert cancelled == [["scancel", "41", "42"]] and not (tmp_path / "sweep" / "dag.json").exists()
+
+
+def test_the_sweep_summary_names_the_jobs_that_did_not_end_done(tmp_path):
+    from mixgap.plan.summary import study_summary
+
+    outcomes = [study.Outcome("pool", "a", "pools/a", "12", "failed", "cancelled"),
+                study.Outcome("grid", "0", "0", "13", "dropped", "not run")]
+    study.add_submission(tmp_path, {"submitted": 1000.0, "jobs": [{}, {}], "kept": [], "outcomes": [o.__dict__ for o in outcomes]})
+    assert study_summary(tmp_path, since=999.0) == ([
+        "the study's 2 SLURM job(s) (dag.json):", "  pool     1: 1 failed", "  grid     1: 1 dropped",
+        "  2 job(s) failed or were dropped:", "    pool a (SLURM job 12, pools/a): failed: cancelled",
+        "    grid 0 (SLURM job 13, 0): dropped: not run"], True)
+    assert study_summary(tmp_path, since=1001.0) == ([], False)  # an earlier command's study
+    study.add_submission(tmp_path, {"submitted": 2000.0, "jobs": [], "kept": ["2 grid job(s) done"]})
+    assert study_summary(tmp_path, since=1999.0) == (["the study (dag.json): nothing submitted (why: above)"], False)
