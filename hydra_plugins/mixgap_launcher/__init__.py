@@ -27,8 +27,9 @@ _INIT = ("submitit_folder", "max_num_timeout")
 
 
 def poll_s(elapsed: float) -> float:
-    """Seconds between two looks at the study's jobs: 2 s in its first minute, 10 s to ten minutes, then 30 s."""
-    return 2.0 if elapsed < 60 else 10.0 if elapsed < 600 else 30.0
+    """Seconds between two looks at the study's jobs (one ``squeue`` call): 2 s in its first minute, 5 s to ten
+    minutes, then 30 s."""
+    return 2.0 if elapsed < 60 else 5.0 if elapsed < 600 else 30.0
 
 
 class StudyLauncher(SlurmLauncher):
