@@ -164,9 +164,9 @@ def describe(result: dict[str, Any]) -> str:
 
 def reused_build_times(store: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """``{role: seconds}`` of the artifacts that were already finished when the job planned (``rows``:
-    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests: ``wall_s`` plus, for an evaluation,
-    ``generation_s`` (its share of the engine pass that generated it, recorded apart because its ``wall_s`` is
-    the grading only). A cached rerun keeps what each reused artifact cost to build beside its own ``timings``,
+    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests: ``wall_s`` plus, for completions,
+    ``generation_s`` (their share of the engine pass that generated them, recorded apart because their ``wall_s``
+    is the writing of the file only). A cached rerun keeps what each reused artifact cost to build beside its own ``timings``,
     instead of reporting zeros."""
     out = {}
     for row in rows:

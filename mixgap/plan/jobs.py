@@ -6,8 +6,9 @@ can never disagree.
 Roles: ``model`` (converted GGUF weights, when the student has them) and ``student`` (the untuned student: its
 identity, and the value the prepare step resolves), ``generation.<r>`` and ``pool.<r>`` for r in strong/weak (or
 ``teacher`` with ``stage=generate teacher=...``), ``mixture``, ``benchmarks`` (the evaluation sets), ``predict.<r>``
-(learnability before training), ``checkpoint``, ``eval.<arm>.<benchmark>`` for arm in untuned/tuned,
-``judge.<arm>.<benchmark>`` (the LLM re-judge of an evaluation, with ``eval.judge``) and ``export``.
+(learnability before training), ``checkpoint``, ``completions.<arm>.<benchmark>`` (a model's generations) and
+``eval.<arm>.<benchmark>`` (their verdicts) for arm in untuned/tuned, ``judge.<arm>.<benchmark>`` (the LLM re-judge
+of an evaluation, with ``eval.judge``) and ``export``.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def stage_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
     wanted = export.builds(cfg.export.artifact) if stage == "export" else ()
     built = {role for row, roles in rows for role in roles if stage in row.stages or role.startswith(wanted)}
     if stage == "all" and not cfg.eval.untuned:
-        built = {role for role in built if not role.startswith("eval.untuned.")}
+        built = {role for role in built if not role.startswith(("completions.untuned.", "eval.untuned."))}
     value_rows = {specs[v].key: roles for row, roles in rows for v in row.values if v in specs}
     for role in [r for r in built if r in specs]:
         for key in specs[role].inputs:

@@ -122,7 +122,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
     generating: dict[str, int] = {}
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
-    if plan.builds("eval.") and cfg.student.get("arch") is not None:
+    if plan.builds("completions.") and cfg.student.get("arch") is not None:  # the verdicts load no model
         generation += _evaluation(cfg, plan, gpus, out)
     if plan.builds("judge.") and cfg.eval.get("judge") is not None:
         generation += _judge(cfg.eval.judge, gpus, out)
@@ -300,7 +300,7 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
     replicas = out["data_parallel_size"]["evaluation"] = data_parallel_size(gpus, tp)
     out["eval_tokens_per_s"] = round(rate, 1)
     one_arm = round(samples * new_tokens / (replicas * rate) / 3600, 3)
-    tuned, untuned = plan.builds("eval.tuned."), plan.builds("eval.untuned.")
+    tuned, untuned = plan.builds("completions.tuned."), plan.builds("completions.untuned.")
     out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
     out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
     # vLLM fills what the GPU has: the batch's KV cache, capped at the GPU's usable memory

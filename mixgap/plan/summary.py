@@ -23,6 +23,7 @@ from mixgap.plan.printout import summary_lines
 from mixgap.results.sweep import job_results
 
 log = logging.getLogger(__name__)
+ARMED = ("completions", "eval")  # kinds counted per arm (untuned / tuned), e.g. completions.untuned
 
 
 def _done_now(store: Store, key: str) -> bool:
@@ -37,7 +38,7 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
 
     The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
-    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
+    ``checkpoint``, ``completions.untuned``, ``completions.tuned``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
     planned for ``stage=plan`` jobs, in the store now for the others.
     """
     kinds: dict[str, dict[str, int]] = {}
@@ -49,7 +50,7 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             parts = row["role"].split(".")
             uses[row["key"]] += 1
             done = _done_now(store, row["key"]) if store is not None else row["done"]  # now, after the jobs ran
-            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], done)
+            seen[row["key"]] = (".".join(parts[:2]) if parts[0] in ARMED else parts[0], done)
     for key, (kind, done) in seen.items():
         entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
         entry["distinct"] += 1
@@ -115,7 +116,8 @@ class SweepSummary(Callback):
         if reused:
             kinds: Counter[str] = Counter()
             for role, wall in reused.items():
-                kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
+                parts = role.split(".")
+                kinds[".".join(parts[:2]) if parts[0] in ARMED else parts[0]] += wall
             print("reused from the store (their build time when made): "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
         lines, refused = summary_lines(results)
@@ -126,7 +128,7 @@ class SweepSummary(Callback):
             print("artifacts they need (shared artifacts are built once):")
             for kind, entry in summary.items():
                 print(
-                    f"  {kind:<13} {entry['distinct']:>4} distinct ({entry['done']} done), "
+                    f"  {kind:<19} {entry['distinct']:>4} distinct ({entry['done']} done), "
                     f"used {entry['uses']} times"
                 )
         if refused:

@@ -6,7 +6,8 @@ A row of :data:`TABLE` gives
 - ``module``: the stage module whose ``run(ctx, roles)`` builds the row's roles (the stage contract,
   :mod:`mixgap.core.stage`);
 - ``stages``: the ``stage=`` values that build it (``plan`` plans what ``all`` builds);
-- ``artifacts``: the role prefixes of the store artifacts it builds (``eval.untuned.`` covers one per benchmark);
+- ``artifacts``: the role prefixes of the store artifacts it builds (``eval.untuned.`` covers one per benchmark:
+  the verdicts; ``completions.untuned.`` the generations they grade);
 - ``values``: the in-process values it builds, never stored: ``student`` (the untuned student's weights: a folder,
   or a checked Hub id), ``benchmarks`` (the evaluation problem sets, decontaminated against the mixture and
   subset), ``export`` (the exported folder);
@@ -33,7 +34,7 @@ from mixgap.core.errors import ConfigError
 from mixgap.core.store import ArtifactSpec
 from mixgap.plan import study
 from mixgap.results import analysis, report
-from mixgap.stages import benchmarks, evaluate, export, generate, judge, mix, models, predict
+from mixgap.stages import benchmarks, completions, evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.backends.registry import backend_class
 from mixgap.stages.train import stage as train
 
@@ -116,17 +117,25 @@ def checkpoint_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
     return {"checkpoint": train.checkpoint_spec(cfg.finetune_mode, specs["student"].key, specs["mixture"].key)}
 
 
-def eval_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
-    """``eval.<arm>.<benchmark>`` for every benchmark: the untuned student or the checkpoint; with
-    ``data.decontamination=drop`` keyed by the training problem set too."""
+def completion_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
+    """``completions.<arm>.<benchmark>`` for every benchmark: the untuned student's or the checkpoint's
+    generations; with ``data.decontamination=drop`` keyed by the training problem set too."""
     if "mixture" not in specs:
         return {}
     model = specs["student" if arm == "untuned" else "checkpoint"].key
     strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
     exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
     root = data_root(cfg)
-    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, model, exclude, root)
+    return {f"completions.{arm}.{name}": completions.completions_spec(bench, cfg.eval, model, exclude, root,
+                                                                      str(cfg.student.chat_template))
             for name, bench in cfg.benchmark.items()}
+
+
+def eval_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
+    """``eval.<arm>.<benchmark>`` for every benchmark with completions: the verdicts on them under the grader's
+    version, ``eval.extract`` and ``eval.rule``."""
+    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, specs[f"completions.{arm}.{name}"].key)
+            for name, bench in cfg.benchmark.items() if f"completions.{arm}.{name}" in specs}
 
 
 def judge_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
@@ -146,19 +155,21 @@ _MIXED = ("mix", "train", "evaluate", "all")  # every stage= that builds the mix
 #: generation) and names no stage= but its own: a row that takes the student as input pulls it in
 #: (:func:`mixgap.plan.jobs.stage_roles`).
 TABLE: tuple[Row, ...] = (
-    #   step                module      stages               artifacts                               values            specs
-    Row("prepare",          models,     ("prepare",),        ("model",),                             ("student",),     student_specs),
-    Row("generate.teacher", generate,   ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
-    Row("generate.strong",  generate,   _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
-    Row("generate.weak",    generate,   _TEACHERS,           ("generation.weak", "pool.weak"),       (),               partial(teacher_specs, "weak")),
-    Row("mix",              mix,        _MIXED,              ("mixture",),                           (),               mixture_specs),
-    Row("benchmarks",       benchmarks, _MIXED,              (),                                     ("benchmarks",),  None),
-    Row("predict",          predict,    ("predict", "all"),  ("predict.",),                          (),               predict_specs),
-    Row("train",            train,      ("train", "all"),    ("checkpoint",),                        (),               checkpoint_specs),
-    Row("evaluate.untuned", evaluate,   ("evaluate", "all"), ("eval.untuned.",),                     (),               partial(eval_specs, "untuned")),
-    Row("evaluate.tuned",   evaluate,   ("all",),            ("eval.tuned.",),                       (),               partial(eval_specs, "tuned")),
-    Row("judge",            judge,      ("evaluate", "all"), ("judge.",),                            (),               judge_specs),
-    Row("export",           export,     ("export",),         (),                                     ("export",),      None),
+    #   step                   module       stages               artifacts                               values            specs
+    Row("prepare",             models,      ("prepare",),        ("model",),                             ("student",),     student_specs),
+    Row("generate.teacher",    generate,    ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
+    Row("generate.strong",     generate,    _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
+    Row("generate.weak",       generate,    _TEACHERS,           ("generation.weak", "pool.weak"),       (),               partial(teacher_specs, "weak")),
+    Row("mix",                 mix,         _MIXED,              ("mixture",),                           (),               mixture_specs),
+    Row("benchmarks",          benchmarks,  _MIXED,              (),                                     ("benchmarks",),  None),
+    Row("predict",             predict,     ("predict", "all"),  ("predict.",),                          (),               predict_specs),
+    Row("train",               train,       ("train", "all"),    ("checkpoint",),                        (),               checkpoint_specs),
+    Row("completions.untuned", completions, ("evaluate", "all"), ("completions.untuned.",),              (),               partial(completion_specs, "untuned")),
+    Row("evaluate.untuned",    evaluate,    ("evaluate", "all"), ("eval.untuned.",),                     (),               partial(eval_specs, "untuned")),
+    Row("completions.tuned",   completions, ("all",),            ("completions.tuned.",),                (),               partial(completion_specs, "tuned")),
+    Row("evaluate.tuned",      evaluate,    ("all",),            ("eval.tuned.",),                       (),               partial(eval_specs, "tuned")),
+    Row("judge",               judge,       ("evaluate", "all"), ("judge.",),                            (),               judge_specs),
+    Row("export",              export,      ("export",),         (),                                     ("export",),      None),
 )  # fmt: skip
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from mixgap.stats.sampled import per_problem_mean
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
-NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "study.", "teacher", "hydra.", "mix.weight", "eval.backend",
-                 "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
+NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "study.", "teacher", "hydra.", "mix.weight",
+                 "eval.backend", "eval.batch_size", "eval.chunk_size", "eval.tensor_parallel_size", "data.missing_pool",
+                 "finetune_mode.save_steps",
                  "finetune_mode.logging_steps", "predict.", "student.display_name", "mix.strong.display_name",
                  "mix.weak.display_name")
 #: The config fields naming a job's models as a reader knows them (``display_name``; "" = the config ``name``).

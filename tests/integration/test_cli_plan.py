@@ -27,11 +27,9 @@ def test_the_card_command_plans_six_jobs_sharing_two_pools_and_three_mixtures(tm
     out = proc.stdout
     assert "6 jobs in" in out and "6 planned" in out
     assert "0 of 6 jobs refused" in out and "world 8 x per-device 1 x accumulation 1 = global 8" in out
-    for line in ("pool             2 distinct (0 done), used 12 times",
-                 "mixture          3 distinct (0 done), used 6 times",
-                 "checkpoint       6 distinct (0 done), used 6 times",
-                 "eval.untuned    10 distinct (0 done), used 30 times"):
-        assert line in out, out
+    for kind, distinct, uses in (("pool", 2, 12), ("mixture", 3, 6), ("checkpoint", 6, 6),
+                                 ("completions.untuned", 10, 30), ("eval.untuned", 10, 30)):
+        assert f"  {kind:<19} {distinct:>4} distinct (0 done), used {uses} times" in out, out
     plans = [json.loads((tmp_path / "sweep" / str(n) / "result.json").read_text()) for n in range(6)]
     assert {p["job"]["student"] for p in plans} == {"qwen0.5b", "qwen3b"}
     assert sorted(p["job"]["weight"] for p in plans) == [0.0, 0.0, 0.2, 0.2, 1.0, 1.0]

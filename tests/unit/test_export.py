@@ -107,6 +107,6 @@ def test_a_push_without_the_hub_is_refused_before_any_work(tmp_path, monkeypatch
 
 def test_builds_names_what_each_artifact_needs():
     assert export.builds("pool.weak") == ("generation.weak", "pool.weak")
-    assert export.builds("eval.tuned.aime24")[-2:] == ("checkpoint", "eval.tuned.aime24")
+    assert export.builds("eval.tuned.aime24")[-3:] == ("checkpoint", "completions.tuned.aime24", "eval.tuned.aime24")
     assert "checkpoint" not in export.builds("eval.untuned.aime24")
     assert export.shard_names(120_001) == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]

@@ -305,7 +305,7 @@ def test_cluster_and_benchmark_list_are_range_checked(override, message):
 def test_sampled_protocol_composes_without_aime_and_amc():
     cfg = compose_cfg("+protocol=sampled", "benchmark=[gsm8k]")
     assert list(cfg.benchmark) == ["gsm8k"] and cfg.eval.n_samples_by_benchmark["aime24"] == 16
-    from mixgap.stages.evaluate import sampling_fields
+    from mixgap.stages.completions import sampling_fields
 
     assert sampling_fields(cfg.eval, cfg.benchmark.gsm8k)["n_samples"] == 4
 

@@ -21,9 +21,10 @@ PINNED = json.loads((FIXTURES / "plan_keys.json").read_text())
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
     """plan_keys.json: make_plan's stored roles and keys of 11 configs, computed by the code before the table (main at
-    7e18c6c; the kit's files, the pinned stack). One intended change: with finetune_mode.overlength=drop_pair,
-    stage=mix now plans the student's converted weights (``model``), which its mix step converts to read the
-    student's tokenizer."""
+    7e18c6c; the kit's files, the pinned stack), then once more when completions became their own artifacts (every
+    ``completions.<arm>.<benchmark>`` role added, every ``eval.*`` key and the ``judge.*`` keys on them changed; no
+    other key). One intended change: with finetune_mode.overlength=drop_pair, stage=mix now plans the student's
+    converted weights (``model``), which its mix step converts to read the student's tokenizer."""
     pinned = PINNED[name]
     plan = jobs.make_plan(compose_cfg(*pinned["overrides"], data=kit))
     assert {role: plan.key(role) for role in plan.roles} == pinned["keys"] | (
@@ -47,9 +48,9 @@ def test_the_evaluation_sets_and_the_student_are_planned_roles_of_their_own_rows
     assert [(s.name, s.roles) for s in plan.steps] == [
         ("prepare", ("student",)), ("generate.strong", ("generation.strong", "pool.strong")),
         ("generate.weak", ("generation.weak", "pool.weak")), ("mix", ("mixture",)), ("benchmarks", ("benchmarks",)),
-        ("evaluate.untuned", ("eval.untuned.aime24",))]
+        ("completions.untuned", ("completions.untuned.aime24",)), ("evaluate.untuned", ("eval.untuned.aime24",))]
     assert plan.roles == ("generation.strong", "pool.strong", "generation.weak", "pool.weak", "mixture",
-                          "eval.untuned.aime24")  # the values are never store artifacts
+                          "completions.untuned.aime24", "eval.untuned.aime24")  # the values are never store artifacts
     generate = jobs.make_plan(compose_cfg("stage=generate", data=kit))  # nothing there takes the student as input
     assert [s.name for s in generate.steps] == ["generate.strong", "generate.weak"]
 
