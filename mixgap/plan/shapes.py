@@ -86,6 +86,9 @@ def read_config(source: Any) -> tuple[dict[str, Any] | None, str]:
         where = f"{target}/config.json" if folder is not None else f"{target}@{revision or 'main'} config.json"
         if folder is not None and not (folder / "config.json").is_file():
             _READ[(target, revision)] = None, f"{target} has no config.json"
+        elif folder is None and models.hub_offline() and not (revision and models.cached_model_file(target, revision,
+                                                                                                  "config.json")):
+            _READ[(target, revision)] = None, f"{where} is not in the Hugging Face cache (HF_HUB_OFFLINE=1)"
         else:
             from transformers import AutoConfig  # heavy: transformers, only to read a config.json
 

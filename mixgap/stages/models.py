@@ -132,6 +132,15 @@ def cached_model_revision(hf_id: str, ref: str = "main") -> str | None:
     return (path.read_text().strip() or None) if path.is_file() else None
 
 
+def cached_model_file(hf_id: str, revision: str, name: str) -> Path | None:
+    """A file of a Hub model's snapshot at ``revision`` in the local Hugging Face cache
+    (``<HF_HUB_CACHE>/models--<owner>--<name>/snapshots/<revision>/<name>``), or None when it is not there."""
+    from huggingface_hub import constants  # heavy: huggingface_hub, only for a Hub model's cached files
+
+    path = Path(constants.HF_HUB_CACHE) / f"models--{hf_id.replace('/', '--')}" / "snapshots" / revision / name
+    return path if path.is_file() else None
+
+
 def hub_model_revision(hf_id: str, pin: str | None = None) -> str:
     """The commit a Hub model is keyed and loaded at, once per process and (id, pin): a pin that is a commit (40
     hex digits) as it is; else ``HfApi().model_info(id, revision=pin).sha`` when the Hub is reachable (not
@@ -232,7 +241,7 @@ def hub_snapshot(name: str, hf_id: str, revision: str) -> str:
 
     Raises:
         ModelSourceError: the revision is unresolved, or the snapshot cannot be fetched (not reachable, not cached,
-            gated, no such repo) or has no ``config.json``; one line naming the model and the fix.
+            gated, no such repo) or has no weights or no ``config.json``; one line naming the model and the fix.
     """
     from huggingface_hub import snapshot_download  # heavy: huggingface_hub, only to fetch a Hub model
 
@@ -244,6 +253,9 @@ def hub_snapshot(name: str, hf_id: str, revision: str) -> str:
         if not any(Path(path).glob("*.safetensors")):
             path = snapshot_download(hf_id, revision=revision, allow_patterns=[*MODEL_FILES, "*.bin"],
                                      ignore_patterns=["original/*"], local_files_only=hub_offline())
+        if not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
+            # e.g. a cache that holds only the config.json a plan read
+            raise OSError(f"the cached snapshot {path} has no weights")
     except Exception as err:  # huggingface_hub raises many kinds: offline, not cached, gated, missing repo
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelSourceError(

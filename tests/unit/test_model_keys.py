@@ -158,3 +158,17 @@ def test_a_hub_model_is_loaded_from_the_snapshot_of_its_keyed_commit(tmp_path, m
     path = models.resolve_model(compose_cfg("student=qwen0.5b").student, Store(tmp_path / "cache"))
     assert path == str(hub_cached / "snap" / commit)
     assert fetched == [("Qwen/Qwen2.5-0.5B-Instruct", commit, True, False)]
+
+
+def test_a_cached_snapshot_without_weights_is_one_line_not_a_load_error_later(tmp_path, monkeypatch, hub_cached):
+    """The cache of a machine that only planned (config.json read at the keyed commit) has no weights to load."""
+    folder = tmp_path / "snap"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **_: str(folder))
+    with pytest.raises(models.ModelSourceError) as err:
+        models.resolve_model(compose_cfg("student=qwen0.5b").student, Store(tmp_path / "cache"))
+    assert str(err.value) == (f"qwen0.5b: cannot load 'Qwen/Qwen2.5-0.5B-Instruct' (the cached snapshot {folder} has "
+                              "no weights); download it where the Hub is reachable (`hf download "
+                              "Qwen/Qwen2.5-0.5B-Instruct`, then copy the Hugging Face cache here) or set hf_id to a "
+                              "local folder")

@@ -11,7 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, fake_commit
 from mixgap.plan import shapes
 from mixgap.plan.estimates import model_params
 from mixgap.plan.jobs import make_plan
@@ -174,8 +174,6 @@ def test_a_mixture_of_experts_config_is_refused_not_planned_as_dense(tmp_path):
 
 def test_a_hub_model_reads_config_json_from_the_cache_at_its_keyed_revision(tmp_path, monkeypatch, hub_cached):
     """Offline, a Hub id's config.json comes from the Hugging Face cache's snapshot of the commit its keys hold."""
-    from conftest import fake_commit
-
     snapshot = hub_cached / "models--Qwen--Qwen2.5-3B-Instruct" / "snapshots" / fake_commit("Qwen/Qwen2.5-3B-Instruct")
     llama_folder(snapshot, num_hidden_layers=36, hidden_size=2048, num_attention_heads=16, num_key_value_heads=2,
                  vocab_size=151936, max_position_embeddings=32768, intermediate_size=11008, tie_word_embeddings=True)
@@ -187,3 +185,10 @@ def test_a_hub_model_reads_config_json_from_the_cache_at_its_keyed_revision(tmp_
     # the YAML's own block agrees with it: planned with the card's 3.09
     assert shapes.model_shape(compose_cfg("student=qwen3b").student, "student") == (
         OmegaConf.to_container(compose_cfg("student=qwen3b").student.arch), None)
+
+
+def test_offline_a_hub_config_json_not_in_the_cache_is_known_missing_without_transformers(hub_cached):
+    student = compose_cfg("student=qwen0.5b", "student.arch=null").student  # refs/main cached, no snapshot files
+    commit = fake_commit("Qwen/Qwen2.5-0.5B-Instruct")
+    assert shapes.read_config(student) == (
+        None, f"Qwen/Qwen2.5-0.5B-Instruct@{commit} config.json is not in the Hugging Face cache (HF_HUB_OFFLINE=1)")
