@@ -50,8 +50,17 @@ log = logging.getLogger(__name__)
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
+    """One line per planned artifact: role, key, done or to build; a key holding a Hub model whose revision is
+    unresolved says so (``stage=plan`` only: every other stage refuses it, :func:`mixgap.plan.jobs.refuse_unresolved`)."""
     for row in rows:
-        log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
+        unresolved = row.get("unresolved")
+        note = f"; revision unresolved: {', '.join(f'{f}.revision' for f in unresolved)}" if unresolved else ""
+        log.info("  %-28s %-30s %s%s", row["role"], row["key"], "done" if row["done"] else "to build", note)
+    fields = sorted({f for row in rows for f in row.get("unresolved", ())})
+    if fields:
+        log.warning("keys above hold revision 'unresolved' for %s (the Hub unreachable and the model not in the Hugging "
+                    "Face cache): other stages refuse the job until %s names a commit or the Hub is reachable",
+                    ", ".join(fields), " / ".join(f"{f}.revision" for f in fields))
 
 
 def check_command_line(overrides: Sequence[str]) -> None:
@@ -135,6 +144,8 @@ def run_job(
         log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
         _log_plan(rows)
         result["preflight"] = check_preflight(cfg, job_plan, store, gpus)
+        if result["job"]["student_size_b"] is None:  # no size_b in the student's YAML: its planned count
+            result["job"]["student_size_b"] = result["preflight"].get("student_params_b")
     except Exception as err:  # a refused job: never left "running"
         if cfg.stage != "plan":
             result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,3 +105,40 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def conf_hub_models() -> list[str]:
+    """Every Hub model id the YAMLs of conf/student, conf/teacher and conf/judge name."""
+    ids = set()
+    for path in (ROOT / "conf").glob("*/*.yaml"):
+        if path.parent.name in ("student", "teacher", "judge"):
+            hf_id = (yaml.safe_load(path.read_text()) or {}).get("hf_id")
+            ids.update([hf_id] if hf_id else [])
+    return sorted(ids)
+
+
+def fake_commit(hf_id: str) -> str:
+    """The commit :func:`hub_cached` records for ``hf_id``: 40 hex digits of its SHA-1 (fixed, so keys are too)."""
+    return hashlib.sha1(hf_id.encode()).hexdigest()
+
+
+@pytest.fixture()
+def hub_cached(tmp_path, monkeypatch):
+    """A Hugging Face cache that holds a commit (``refs/main``: :func:`fake_commit`) of every Hub model of conf/ and no
+    file, as on a machine that downloaded them: offline, their revisions resolve (``mixgap.stages.models``), so the
+    keys of jobs on them are fixed and only ``stage=plan`` would see them unresolved. Fresh per-process memos."""
+    from huggingface_hub import constants
+
+    from mixgap.plan import jobs, shapes
+    from mixgap.stages import models
+
+    cache = tmp_path / "hf-hub"
+    for hf_id in conf_hub_models():
+        ref = cache / f"models--{hf_id.replace('/', '--')}" / "refs" / "main"
+        ref.parent.mkdir(parents=True)
+        ref.write_text(fake_commit(hf_id))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    for module, memo in ((models, "_REVISIONS"), (jobs, "_CHECKED"), (shapes, "_READ")):
+        monkeypatch.setattr(module, memo, {})
+    return cache

@@ -44,12 +44,13 @@ class Interrupted(KeyboardInterrupt):
 
 def job_identity(cfg: Any) -> dict[str, Any]:
     """The coordinates of a job in the study, recorded in its ``result.json`` (``job``): what the report groups
-    and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``)."""
+    and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``). ``student_size_b``: the
+    YAML's ``size_b``, else its ``arch.params_b``, else None (the job fills it from its plan's shape)."""
     return {
         "stage": cfg.stage,
         "student": cfg.student.name,
         "student_family": cfg.student.family,
-        "student_size_b": cfg.student.size_b,
+        "student_size_b": cfg.student.size_b if cfg.student.size_b is not None else (cfg.student.arch or {}).get("params_b"),
         "strong": cfg.mix.strong.name,
         "weak": cfg.mix.weak.name,
         "strong_cot": cfg.mix.strong.cot,

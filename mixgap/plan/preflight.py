@@ -1,4 +1,5 @@
-"""Preflight: will a job run on its allocation, and what will it cost? Pure arithmetic, no model loaded.
+"""Preflight: will a job run on its allocation, and what will it cost? Arithmetic on the models' shapes (their YAML's
+``arch:`` or their ``config.json``: :mod:`mixgap.plan.shapes`), no model loaded.
 
 :func:`preflight` plans one composed job config for ``gpus`` GPUs of ``cluster.gpu_memory_gb`` each (or of
 ``memory_gb``, this machine's measured devices; :mod:`mixgap.plan.machine` says which): the training layout
@@ -42,6 +43,7 @@ from mixgap.plan.estimates import (
     usable_memory_gb,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
+from mixgap.plan.shapes import with_shapes
 from mixgap.plan.workload import eval_samples, training_tokens
 from mixgap.stages.backends.parallel import data_parallel_size
 from mixgap.stages.train.batching import BatchLayout, exact_layouts
@@ -97,14 +99,17 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         per stage: ``evaluation``, ``judge``, ``generation``; None where the job has no such stage),
         ``tokens_source``, ``gpus``, ``gpu_memory_gb``, ``usable_memory_gb``, ``cpu``, ``launcher``, ``refusals``
         (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism),
-        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None)
-        and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
+        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None),
+        ``shapes`` (where a model's shape came from when not its YAML's ``arch:``, :func:`mixgap.plan.shapes.with_shapes`;
+        a model whose shape is unknown or contradicts its ``config.json`` is a refusal), ``student_params_b`` (the
+        student's planned parameters, billions; None without a shape) and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
         ``eval_data_parallel_size``, ``judge_data_parallel_size``, ``generation_data_parallel_size`` =
         ``{teacher field: replicas}``).
     """
     memory = float(memory_gb or cfg.cluster.gpu_memory_gb)
     headroom = float(cfg.cluster.get("memory_headroom", 0.0))
     refusals: list[str] = []
+    cfg, shapes = with_shapes(cfg, plan, store, refusals)
     cfg, calibration = _calibrated(cfg, refusals)
     out: dict[str, Any] = {
         "gpus": 0 if cpu else gpus, "gpu_memory_gb": round(memory, 1), "world_size": None,
@@ -116,7 +121,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
         "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
-        "decisions": {}, "calibration": calibration,
+        "decisions": {}, "calibration": calibration, "shapes": shapes,
+        "student_params_b": (cfg.student.arch or {}).get("params_b"),
     }
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}

@@ -61,6 +61,20 @@ def teachers(cfg: DictConfig) -> dict[str, DictConfig]:
     return {"strong": cfg.mix.strong, "weak": cfg.mix.weak}
 
 
+def teacher_field(role: str) -> str:
+    """The config path of the teacher of ``role``: ``teacher`` (``stage=generate teacher=...``) or ``mix.<role>``."""
+    return "teacher" if role == "teacher" else f"mix.{role}"
+
+
+def model_field(role: str) -> str | None:
+    """The config path of the model whose weights a role's spec names in its ``weights`` field: ``student``, a
+    teacher's (``generation.<r>``: :func:`teacher_field`), ``eval.judge`` (``judge.<arm>.<benchmark>``); None for
+    the other roles."""
+    if role == "student" or role.startswith("judge."):
+        return "student" if role == "student" else "eval.judge"
+    return teacher_field(role.split(".", 1)[1]) if role.startswith("generation.") else None
+
+
 def check_teacher(field: str, teacher: DictConfig) -> None:
     """The backend fields of a teacher at ``field`` (``mix.strong``, ``teacher``): a registered backend, with a model
     (``hf_id`` or ``gguf``) when it generates, with a ``dataset`` when it imports.
@@ -90,8 +104,8 @@ def teacher_specs(role: str, cfg: DictConfig, specs: Specs) -> dict[str, Artifac
     teacher = teachers(cfg).get(role)
     if teacher is None:
         return {}
-    check_teacher("teacher" if role == "teacher" else f"mix.{role}", teacher)
-    gen = generate.generation_spec(teacher, cfg.problems, data_root(cfg))
+    check_teacher(teacher_field(role), teacher)
+    gen = generate.generation_spec(teacher, cfg.problems, data_root(cfg), teacher_field(role))
     return {f"generation.{role}": gen, f"pool.{role}": generate.pool_spec(teacher, gen.key)}
 
 

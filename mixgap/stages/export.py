@@ -88,8 +88,10 @@ def _teacher(cfg: Any, role: str, store: Store, pool_key: str) -> dict[str, Any]
     teacher, fields, counts = cfg.mix[role], gen.get("config", {}), pool.get("counts", {})
     imported = not backend_class(teacher.backend).generates
     source = to_container(teacher.dataset) if imported else None
+    weights = fields.get("weights")
     return {
-        "name": teacher.name, "hf_id": teacher.hf_id, "revision": fields.get("revision") or "not recorded",
+        "name": teacher.name, "hf_id": teacher.hf_id,
+        "revision": (weights.get("revision") if isinstance(weights, dict) else None) or "not recorded",
         "family": teacher.family, "size_b": teacher.size_b, "cot": teacher.cot, "backend": teacher.backend,
         "prompt": "imported responses (no prompt run)" if imported else fields.get("prompt"),
         "sampling": "imported responses (unknown)" if imported else fields.get("sampling"),

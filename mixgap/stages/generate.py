@@ -37,14 +37,17 @@ GRADE_BENCHMARK = "math"  # MATH train problems are graded with the MATH policy
 #: Bump when the filter rule changes: every pool is then rebuilt (as when mixgap.grading.POLICY_VERSION does).
 FILTER_POLICY = "first-correct-not-truncated/v1"
 _COSMETIC = ("name", "display_name", "batch_size")  # never change a sample
-_GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
+_GENERATION_ONLY = ("hf_id", "revision", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
 
 
-def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
+def generation_spec(teacher: Any, problems: Any, data_root: Path | None, field: str = "teacher") -> ArtifactSpec:
     """Store spec of a teacher's raw samples (stage ``generation``).
 
     Fields: the teacher config minus cosmetic fields (``name``, ``display_name``, ``batch_size``) and minus the fields its
-    backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
+    backend ignores; ``weights``: the store key of a GGUF teacher's converted weights, else what identifies its
+    weights (:func:`mixgap.stages.models.weights_identity`: a Hub id's resolved revision, a local folder's file
+    digests; ``hf_id`` and ``revision`` are in it, never a folder's path; ``field``, the teacher's config path, names
+    it in errors); the problem source when the teacher
     generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
     its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub
     revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``content``: the SHA-256
@@ -52,7 +55,7 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
     kit's absolute path). The student is not part of it.
 
     Raises:
-        ConfigError: ``teacher.backend`` is not a registered backend.
+        ConfigError: ``teacher.backend`` is not a registered backend; ``<field>.revision`` on a local folder.
     """
     backend = backend_class(teacher.backend, "teacher.backend")
     fields: dict[str, Any] = dict(to_container(teacher))
@@ -67,8 +70,11 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
                              else {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))})
     else:
         fields.pop("dataset", None)
+        fields.pop("revision", None)
         weights = models.model_spec(teacher)
-        fields["weights"] = weights.key if weights else teacher.hf_id
+        if weights is None:
+            fields.pop("hf_id", None)
+        fields["weights"] = weights.key if weights else models.weights_identity(teacher, field)
         fields["source"] = "kit" if data_root is not None else "hub"
     if backend.needs_problems(teacher):
         fields["problems"] = to_container(problems)

@@ -323,7 +323,7 @@ def test_sweep_refusals_lines():
 
 
 @pytest.mark.slow
-def test_every_preset_passes_preflight_on_slurm():
+def test_every_preset_passes_preflight_on_slurm(hub_cached):
 
 
     bad = []

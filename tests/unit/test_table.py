@@ -19,12 +19,15 @@ PINNED = json.loads((FIXTURES / "plan_keys.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
-def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
+def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit, hub_cached):
     """plan_keys.json: make_plan's stored roles and keys of 11 configs, computed by the code before the table (main at
     7e18c6c; the kit's files, the pinned stack), then once more when completions became their own artifacts (every
     ``completions.<arm>.<benchmark>`` role added, every ``eval.*`` key and the ``judge.*`` keys on them changed; no
-    other key). One intended change: with finetune_mode.overlength=drop_pair, stage=mix now plans the student's
-    converted weights (``model``), which its mix step converts to read the student's tokenizer."""
+    other key), and once more for the one change of model keys (a Hub model keyed by its resolved commit, here
+    ``hub_cached``'s: every key built from a Hub model changed; the demo's, of a GGUF student and the kit's traces, and
+    the converted weights' did not). One intended change of roles: with finetune_mode.overlength=drop_pair, stage=mix
+    now plans the student's converted weights (``model``), which its mix step converts to read the student's
+    tokenizer."""
     pinned = PINNED[name]
     plan = jobs.make_plan(compose_cfg(*pinned["overrides"], data=kit))
     assert {role: plan.key(role) for role in plan.roles} == pinned["keys"] | (

@@ -38,7 +38,7 @@ def test_tracking_none_gives_the_null_tracker(tmp_path):
     assert isinstance(make_tracker(cfg, group="g", job_type="all", name="0", run_dir=tmp_path), NullTracker)
 
 
-def test_three_jobs_give_three_offline_runs_even_when_one_raises(tmp_path, monkeypatch):
+def test_three_jobs_give_three_offline_runs_even_when_one_raises(tmp_path, monkeypatch, hub_cached):
     monkeypatch.setenv("WANDB_MODE", "offline")
 
     def build(cfg, store, tracker, plan, decisions, timings):

@@ -259,10 +259,11 @@ def run(ctx: Any, roles: Any) -> None:
     trained at the preflight's per-device batch (``ctx.decisions["train_per_device_batch_size"]``; the checkpoint's
     key keeps the configured one: the per-device batch changes how a step is computed, not the global batch)."""
     per_device = ctx.decisions.get("train_per_device_batch_size")
+    student = dict(ctx.specs["student"].fields)  # the manifest records what the student was: revision or file digests
     ctx.paths["checkpoint"] = ctx.store.get_or_build(
         ctx.specs["checkpoint"],
-        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker,
-                                           per_device),
+        lambda out, work: {**build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work,
+                                              ctx.tracker, per_device), "student": student},
     )
     counts = ctx.counts("checkpoint")
     mixture = ctx.counts("mixture")
