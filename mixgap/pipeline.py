@@ -31,13 +31,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mixgap.core import runrecord, tracking
+from mixgap.core import conftree, runrecord, tracking
 from mixgap.core.config import to_container
+from mixgap.core.conftree import ConfTree
 from mixgap.core.files import write_json_atomic
-from mixgap.core.schema import CONF_DIR
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, checked_plan
@@ -53,22 +52,23 @@ def _log_plan(rows: list[dict[str, Any]]) -> None:
         log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
 
 
-def check_command_line(overrides: Sequence[str]) -> None:
+def check_command_line(overrides: Sequence[str], tree: ConfTree | None = None) -> None:
     """The job's checks before Hydra makes its output folder (``launch.py``, a single job): its config composed as
-    Hydra will (without the ``hydra`` node), then :func:`mixgap.plan.jobs.checked_plan`, whose result the job itself
-    reuses when Hydra runs it in this process.
+    Hydra will from the conf tree ``tree`` (default: the checkout's; :func:`mixgap.core.conftree.from_command_line`
+    gives the command line's, with ``--config-dir`` and ``hydra.searchpath``), without the ``hydra`` node, then
+    :func:`mixgap.plan.jobs.checked_plan`, whose result the job itself reuses when Hydra runs it in this process.
 
     Raises:
         ConfigError: one line naming the field, the value and what is allowed. A config Hydra itself cannot
             compose is left to Hydra (its own message).
     """
+    tree = tree or conftree.checkout()
     task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=task)
+        cfg = conftree.compose(task, tree)
     except Exception:  # noqa: BLE001 (Hydra's own composition error: Hydra prints it when it composes)
         return
-    checked_plan(cfg, task)
+    checked_plan(cfg, task, tree)
 
 
 def launch_job(cfg: DictConfig, job_dir: str | Path, *, group: str, overrides: Sequence[str], launcher: str | None,

@@ -28,7 +28,7 @@ from mixgap.core.config import to_container
 from mixgap.core.store import ArtifactSpec
 from mixgap.grading import POLICY_VERSION
 from mixgap.stages.backends import registry
-from mixgap.stages.data import DataError, Problem, fill_prompt, source_digest
+from mixgap.stages.data import DataError, Problem, fill_prompt, keyed_source, source_digest, source_kind
 from mixgap.stages.verdicts import (
     generation_share,
     read_scores,
@@ -46,20 +46,20 @@ def eval_spec(
     """Store spec of one (model, benchmark) evaluation. Fields: the benchmark (not its label or size), generation
     budget and context, stop strings, sampling (None when greedy), grader policy, ``eval.extract``, ``eval.rule``
     (both change verdicts; the rows carry every scoring, but the one in force is ``correct``), the problems'
-    ``source`` (kit/hub) and ``content`` (:func:`mixgap.stages.data.source_digest`). Inputs: the model's key and,
+    ``source`` (file/kit/hub) and ``content`` (:func:`mixgap.stages.data.source_digest`). Inputs: the model's key and,
     when decontamination drops problems, the training problem set's key. Backend, batch size, tensor parallelism:
     in the manifest, not the key."""
     fields = {
-        "benchmark": {k: v for k, v in to_container(bench).items() if k not in _NOT_IN_KEY},
+        "benchmark": {k: v for k, v in keyed_source(bench).items() if k not in _NOT_IN_KEY},
         "max_new_tokens": eval_cfg.max_new_tokens,
         "max_model_len": eval_cfg.get("max_model_len"),
         "limit": eval_cfg.limit,
         "grader": POLICY_VERSION,
         "extract": eval_cfg.get("extract", "policy"),
         "rule": eval_cfg.get("rule", "policy"),
-        "source": "kit" if data_root is not None else "hub",
+        "source": source_kind(bench, data_root),
         "content": source_digest(bench, data_root),
-        "selection": "decontaminate, then subset",  # data.evaluation_sets
+        "selection": "decontaminate, then subset",  # benchmarks.evaluation_sets
         "stop": stop_strings(bench, eval_cfg),
         "sampling": sampling_fields(eval_cfg, bench),
     }
