@@ -31,6 +31,11 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         cfg.benchmark, data_root(cfg), read_mixture(ctx.path("mixture")), cfg.data.decontamination, cfg.eval.limit
     )
     ctx.result["counts"]["decontamination"] = {"policy": cfg.data.decontamination, "overlap": overlap}
+    made = ", ".join(f"{name} {len(problems):,}" for name, problems in ctx.values["benchmarks"].items())
+    hits = ", ".join(f"{k:,} {name}" for name, k in overlap.items() if k)
+    fate = "left out" if cfg.data.decontamination == "drop" else "kept"
+    ctx.receipt("benchmarks", f"{made} problems to evaluate" + (
+        f"; {hits} problems are in the mixture ({fate}: data.decontamination={cfg.data.decontamination})" if hits else ""))
 
 
 def evaluation_sets(

@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.config import to_container
+from mixgap.core.stage import share
 from mixgap.core.store import ArtifactSpec
 from mixgap.grading import POLICY_VERSION
 from mixgap.stages.backends import registry
@@ -288,3 +289,13 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
     ctx.result["scores" if arm == "tuned" else "untuned"] = with_average(scores)
+    ctx.receipt(f"evaluate.{arm}", "; ".join(accuracy_line(name, s) for name, s in scores.items()), roles)
+
+
+def accuracy_line(name: str, scores: dict[str, Any]) -> str:
+    """``"math500 3 of 8 correct (37.5%)"``, or with several samples a problem ``"aime24 pass@1 12.5% (4 of 32 samples,
+    8 problems x 4)"`` (``scores.json``: ``n`` problems, ``n_samples``, ``correct`` samples, ``accuracy``)."""
+    n, k = int(scores["n"]), int(scores.get("n_samples") or 1)
+    if k == 1:
+        return f"{name} {share(int(scores['correct']), n, 'correct')}"
+    return f"{name} pass@1 {scores['accuracy']:.1f}% ({scores['correct']:,} of {n * k:,} samples, {n:,} problems x {k})"

@@ -26,6 +26,7 @@ from mixgap import grading
 from mixgap.core.config import data_root, to_container
 from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.stage import share
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages import data, models
 from mixgap.stages.backends import registry
@@ -301,3 +302,6 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     if no_gold:  # problems of the source the teacher never saw (no gold answer to keep a sample by)
         counts = {**counts, "skipped_no_gold_answer": no_gold}
     ctx.result["counts"][f"pool.{role}"] = counts
+    made = f"{teacher.name} pool: kept {share(counts.get('kept', 0), counts.get('tried', 0), 'problems')}"
+    ctx.receipt(f"generate.{role}", made + (f"; {no_gold:,} problems without a gold answer left out" if no_gold else ""),
+                (f"generation.{role}", f"pool.{role}"))
