@@ -81,7 +81,7 @@ def check_output_folder(overrides: Sequence[str], tree: ConfTree, multirun: bool
         FileSystemError: that folder is read-only, not ours, or on a full disk (:func:`mixgap.core.errors.filesystem_error`).
     """
     try:
-        hydra = conftree.compose(overrides, tree, hydra=True).hydra
+        hydra = conftree.compose(overrides, tree, hydra=True, multirun=multirun).hydra
         folder = Path(str(hydra.sweep.dir if multirun else hydra.run.dir))
     except Exception:  # noqa: BLE001 (Hydra's own error, or an interpolation only a running job resolves)
         return

@@ -189,15 +189,17 @@ def defaults(config: str, tree: ConfTree) -> tuple[tuple[str, bool], ...]:
     return tuple(found)
 
 
-def compose(overrides: Sequence[str], tree: ConfTree, *, hydra: bool = False) -> DictConfig:
-    """The job config of ``overrides`` as Hydra composes it from ``tree`` (run mode), without the ``hydra`` node
-    unless ``hydra``.
+def compose(overrides: Sequence[str], tree: ConfTree, *, hydra: bool = False, multirun: bool = False) -> DictConfig:
+    """The job config of ``overrides`` as Hydra composes it from ``tree``, without the ``hydra`` node unless
+    ``hydra``; with ``multirun``, a sweep's master config (Hydra's multirun mode: sweep values are left to the
+    sweeper).
 
     Raises:
         Whatever Hydra's composition raises (its own message).
     """
     loader = ConfigLoaderImpl(config_search_path=tree.search_path())
-    cfg = loader.load_configuration(tree.primary, list(overrides), run_mode=RunMode.RUN, from_shell=False)
+    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    cfg = loader.load_configuration(tree.primary, list(overrides), run_mode=mode, from_shell=False)
     if not hydra:
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]

@@ -87,12 +87,14 @@ def test_a_full_disk_in_the_store_is_one_line_and_leaves_no_finished_pool(tmp_pa
     assert record["status"] == "failed" and record["error"].startswith("OSError: [Errno 28] No space left on device")
 
 
-def test_a_read_only_job_folder_is_refused_before_hydra_writes_there(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("multirun", "setting", "extra"), [(False, "hydra.run.dir", []),
+                                                          (True, "hydra.sweep.dir", ["mix.weight=0,0.2,1"])])
+def test_a_read_only_job_folder_is_refused_before_hydra_writes_there(tmp_path, monkeypatch, multirun, setting, extra):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
     with pytest.raises(FileSystemError) as err:
-        pipeline.check_output_folder([f"hydra.run.dir={tmp_path}/out/1"], conftree.checkout(), multirun=False)
-    assert str(err.value) == (f"{tmp_path}: read-only file system (EROFS); remount it writable, or set hydra.run.dir "
+        pipeline.check_output_folder([f"{setting}={tmp_path}/out/1", *extra], conftree.checkout(), multirun=multirun)
+    assert str(err.value) == (f"{tmp_path}: read-only file system (EROFS); remount it writable, or set {setting} "
                               "to a folder you can write on a disk with space")
