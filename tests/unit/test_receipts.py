@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from conftest import write_study
+from conftest import compose_cfg, write_study
 from mixgap import pipeline
 from mixgap.core import conftree
 from mixgap.core.store import Store
@@ -60,3 +60,25 @@ def test_every_stage_of_a_tiny_study_says_what_it_made_then_that_it_reused_it(tm
     caplog.clear()
     pipeline.run_job(cfg, tmp_path / "job2", overrides=task)
     assert receipts(caplog) == [line.format("reused: ") for line in made]
+
+
+def test_the_judge_says_how_many_rule_misses_it_turned(tmp_path, monkeypatch, caplog):
+    """judge.run's receipt, its verdicts stood in (judge_scores' fields): built by this job, then reused."""
+    from mixgap.core.stage import BuildContext
+    from mixgap.core.tracking import NullTracker
+    from mixgap.plan import jobs
+    from mixgap.stages import judge
+
+    cfg = compose_cfg("+judge@eval.judge=smollm2_135m", "benchmark=[math500]", "paths.data=null")
+    specs = jobs.job_specs(cfg)
+    store = Store(tmp_path / "cache")
+    monkeypatch.setattr(judge, "judge_evaluations", lambda *args: {
+        "judge.untuned.math500": {"flips": 1, "sent": 3, "judge_accuracy": 37.5}})
+    caplog.set_level(logging.INFO, logger="mixgap")
+    for built in (True, False):
+        ctx = BuildContext(cfg, store, NullTracker(), specs, values={"benchmarks": {"math500": []}})
+        store.built = {specs["judge.untuned.math500"].key} if built else set()
+        judge.run(ctx, ["judge.untuned.math500"])
+    assert receipts(caplog) == [
+        "judge: untuned.math500: 1 of 3 rule misses judged correct (37.5% judged)",
+        "judge: reused: untuned.math500: 1 of 3 rule misses judged correct (37.5% judged)"]
