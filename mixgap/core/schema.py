@@ -23,13 +23,16 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 @dataclass
 class SourceConfig:
-    """Where a problem set lives: a Hub dataset (id, config, split) and the same data in the offline kit."""
+    """Where a problem set lives (:func:`mixgap.stages.data.source_kind`): a local file (``path``), else with
+    ``MIXGAP_DATA`` set the offline kit's copy (``kit_path``), else a Hub dataset (id, config, split); at least one."""
 
     name: str = MISSING
-    hub_id: str = MISSING
+    hub_id: str | None = None  # a Hugging Face dataset; optional with path or kit_path
     hub_config: str | None = None
     split: str = "test"
-    kit_path: str = MISSING  # relative to paths.data (MIXGAP_DATA)
+    kit_path: str | None = None  # relative to paths.data (MIXGAP_DATA)
+    # a local JSONL or Parquet file: absolute, or relative to the folder launch.py runs in; read through fields
+    path: str | None = None
     fields: FieldMap = field(default_factory=FieldMap)
     # how the gold answer is written on the Hub
     answer_format: str = one_of("plain", "boxed_in_solution", "after_hashes", "list_join", default="plain")
@@ -254,9 +257,3 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="mixgap_schema", node=MixgapConfig)
 
-
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The options of a config group: the YAML file names under ``conf/<group>/`` (``student`` -> qwen3b, ...),
-    sorted; an option in a sub-folder is named by its path (``experiment`` -> ``method/long``)."""
-    root = conf_dir / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))

@@ -41,12 +41,15 @@ class FieldMap:
 
 @dataclass
 class DatasetResponses:
-    """Existing teacher responses imported as a pool (backend=dataset): a Hub dataset or a JSONL file."""
+    """Existing teacher responses imported as a pool (backend=dataset): a local file (``path``), a file of the
+    offline kit (``kit_path``) or a Hub dataset (``hub_id``), the first one given."""
 
     hub_id: str | None = None
     hub_config: str | None = None
     split: str = "train"
-    path: str | None = None  # JSONL; a relative path resolves against paths.data
+    # a local JSONL or Parquet file, or an exported dataset folder: absolute, or relative to the folder launch.py runs in
+    path: str | None = None
+    kit_path: str | None = None  # the same, relative to paths.data (MIXGAP_DATA)
     fields: FieldMap = field(default_factory=FieldMap)
 
 @dataclass

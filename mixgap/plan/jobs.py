@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mixgap.core.config import to_container, validate
+from mixgap.core.conftree import ConfTree
 from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import job_identity
 from mixgap.core.store import ArtifactSpec, Store
@@ -206,11 +207,12 @@ def refuse_unresolved(cfg: DictConfig, plan: JobPlan) -> None:
 _CHECKED: dict[str, JobPlan | None] = {}
 
 
-def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | None:
+def checked_plan(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | None = None) -> JobPlan | None:
     """Every check of one composed job config before any work, and its plan: the stage
     (:func:`mixgap.plan.table.check_stage`), the values (:func:`mixgap.core.config.validate`, ``overrides`` being the
-    job's command-line overrides), then the plan (:func:`make_plan`) and its models' revisions
-    (:func:`refuse_unresolved`); a reader (``report``, ``analyze``) has no plan
+    job's command-line overrides, their group options read from the conf tree ``tree``), then the plan
+    (:func:`make_plan`) and its models' revisions (:func:`refuse_unresolved`); a reader (``report``, ``analyze``)
+    has no plan
     (None): its sweep folders must hold job folders (:func:`mixgap.results.sweep.read_sweeps`).
 
     Once per process: ``launch.py``'s check before Hydra, the sweeper's check of every point and
@@ -222,7 +224,7 @@ def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | No
     key = json.dumps([to_container(cfg), sorted(overrides)], sort_keys=True, default=str)
     if key not in _CHECKED:
         check_stage(cfg.stage)
-        validate(cfg, overrides)
+        validate(cfg, overrides, tree)
         reader = READERS.get(cfg.stage)
         if reader is not None and reader.check is not None:
             reader.check(cfg)

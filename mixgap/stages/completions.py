@@ -40,7 +40,15 @@ from mixgap.core.files import write_jsonl_atomic
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.stages.backends import registry
 from mixgap.stages.backends.base import Completion
-from mixgap.stages.data import DataError, Problem, fill_prompt, read_jsonl, source_digest
+from mixgap.stages.data import (
+    DataError,
+    Problem,
+    fill_prompt,
+    keyed_source,
+    read_jsonl,
+    source_digest,
+    source_kind,
+)
 
 log = logging.getLogger(__name__)
 COMPLETIONS = "completions.jsonl"
@@ -56,19 +64,19 @@ def completions_spec(bench: DictConfig, eval_cfg: DictConfig, model_key: str, ex
     Fields: the benchmark (its source, split, fields and prompt; not its label, size or extraction), the
     ``chat_template`` that renders the prompt, the generation budget ``eval.max_new_tokens``, the engine's context
     ``eval.max_model_len``, the stop strings (:func:`stop_strings`), the sampling (:func:`sampling_fields`: None when
-    greedy; else n, temperature, top_p and ``eval.seed``), the problem set (``limit``, ``source`` kit/hub, ``content``
+    greedy; else n, temperature, top_p and ``eval.seed``), the problem set (``limit``, ``source`` file/kit/hub, ``content``
     :func:`mixgap.stages.data.source_digest`, ``selection``). Inputs: the model's key and, when decontamination drops
     problems, the training problem set's key. Never the grader, ``eval.extract`` or ``eval.rule`` (the verdicts' key,
     :func:`mixgap.stages.evaluate.eval_spec`); backend, batch size, chunk size and parallelism are in the manifest."""
     fields = {
-        "benchmark": {k: v for k, v in to_container(bench).items() if k not in _NOT_IN_KEY},
+        "benchmark": {k: v for k, v in keyed_source(bench).items() if k not in _NOT_IN_KEY},
         "chat_template": chat_template,
         "max_new_tokens": eval_cfg.max_new_tokens,
         "max_model_len": eval_cfg.get("max_model_len"),
         "limit": eval_cfg.limit,
-        "source": "kit" if data_root is not None else "hub",
+        "source": source_kind(bench, data_root),
         "content": source_digest(bench, data_root),
-        "selection": "decontaminate, then subset",  # data.evaluation_sets
+        "selection": "decontaminate, then subset",  # benchmarks.evaluation_sets
         "stop": stop_strings(bench, eval_cfg),
         "sampling": sampling_fields(eval_cfg, bench),
     }

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap import grading
+from mixgap.core.stage import share
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages.completions import read_completions
 from mixgap.stages.data import Problem
@@ -72,3 +73,13 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         ctx.paths[role] = ctx.store.get_or_build(ctx.specs[role], build)
         scores[name] = read_scores(ctx.paths[role])
     ctx.result["scores" if arm == "tuned" else "untuned"] = with_average(scores)
+    ctx.receipt(f"evaluate.{arm}", "; ".join(accuracy_line(name, s) for name, s in scores.items()), roles)
+
+
+def accuracy_line(name: str, scores: dict[str, Any]) -> str:
+    """``"math500 3 of 8 correct (37.5%)"``, or with several samples a problem ``"aime24 pass@1 12.5% (4 of 32 samples,
+    8 problems x 4)"`` (``scores.json``: ``n`` problems, ``n_samples``, ``correct`` samples, ``accuracy``)."""
+    n, k = int(scores["n"]), int(scores.get("n_samples") or 1)
+    if k == 1:
+        return f"{name} {share(int(scores['correct']), n, 'correct')}"
+    return f"{name} pass@1 {scores['accuracy']:.1f}% ({scores['correct']:,} of {n * k:,} samples, {n:,} problems x {k})"

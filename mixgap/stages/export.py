@@ -213,8 +213,8 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     text = card(prov, len(rows), shard_names(len(rows)), str(cfg.export.license))
     files = write_folder(rows, text, Path(cfg.export.out))
     result = {"folder": str(cfg.export.out), "artifact": artifact, "key": prov["store_key"], "rows": len(rows), "shards": files}
-    log.info("exported %s (%s): %d rows in %d Parquet shard(s) and a dataset card, %s", artifact, prov["store_key"],
-             len(rows), len(files), cfg.export.out)
+    ctx.receipt("export", f"{artifact} ({prov['store_key']}): {len(rows):,} rows in {len(files)} Parquet shard(s) and "
+                f"a dataset card, {cfg.export.out}")
     if cfg.export.repo_id:
         result["url"] = push(Path(cfg.export.out), str(cfg.export.repo_id), bool(cfg.export.private))
         log.info("pushed to %s (private=%s)", result["url"], bool(cfg.export.private))

@@ -26,6 +26,7 @@ from mixgap import grading
 from mixgap.core.config import data_root, to_container
 from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.stage import share
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages import data, models
 from mixgap.stages.backends import registry
@@ -49,10 +50,12 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None, field: 
     digests; ``hf_id`` and ``revision`` are in it, never a folder's path; ``field``, the teacher's config path, names
     it in errors); the problem source when the teacher
     generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
-    its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub
-    revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``content``: the SHA-256
-    of its kit file (``dataset.path``) or the revision of its Hub dataset, so edited traces get a new key (never the
-    kit's absolute path). The student is not part of it.
+    its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the local or kit file's SHA-256 or
+    the Hub revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``source`` =
+    ``file``, ``kit`` or ``hub`` and ``content``: the SHA-256 of its local file (``dataset.path``) or kit file
+    (``dataset.kit_path``) or the revision of its Hub dataset, so edited traces get a new key (never a file's
+    location: a local file's ``path`` is not keyed, a kit file's is keyed as ``dataset.path``). The student is not
+    part of it.
 
     Raises:
         ConfigError: ``teacher.backend`` is not a registered backend; ``<field>.revision`` on a local folder.
@@ -64,10 +67,18 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None, field: 
     if not backend.generates:
         for name in _GENERATION_ONLY:
             fields.pop(name, None)
-        ds = teacher.dataset
-        fields["source"] = "kit" if ds.path else "hub"
-        fields["content"] = (data.kit_digest(data_root or Path("/"), ds.path) if ds.path
-                             else {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))})
+        ds, keyed = teacher.dataset, dict(fields["dataset"])
+        # a kit file is keyed under "path", the name its field had before local files (stores keep their keys); a
+        # local file is keyed by its content alone, never where it lies
+        keyed.pop("path", None)
+        keyed["path"] = keyed.pop("kit_path", None)
+        fields["dataset"] = keyed
+        if ds.get("path"):
+            fields["source"], fields["content"] = "file", data.local_digest(data.local_file(ds.path))
+        elif ds.get("kit_path"):
+            fields["source"], fields["content"] = "kit", data.kit_digest(data_root or Path("/"), ds.kit_path)
+        else:
+            fields["source"], fields["content"] = "hub", {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))}
     else:
         fields.pop("dataset", None)
         fields.pop("revision", None)
@@ -77,8 +88,8 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None, field: 
         fields["weights"] = weights.key if weights else models.weights_identity(teacher, field)
         fields["source"] = "kit" if data_root is not None else "hub"
     if backend.needs_problems(teacher):
-        fields["problems"] = to_container(problems)
-        fields["problems_source"] = "kit" if data_root is not None else "hub"
+        fields["problems"] = data.keyed_source(problems)
+        fields["problems_source"] = data.source_kind(problems, data_root)
         fields["problems_content"] = data.source_digest(problems, data_root)
     return ArtifactSpec("generation", fields)
 
@@ -297,3 +308,6 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     if no_gold:  # problems of the source the teacher never saw (no gold answer to keep a sample by)
         counts = {**counts, "skipped_no_gold_answer": no_gold}
     ctx.result["counts"][f"pool.{role}"] = counts
+    made = f"{teacher.name} pool: kept {share(counts.get('kept', 0), counts.get('tried', 0), 'problems')}"
+    ctx.receipt(f"generate.{role}", made + (f"; {no_gold:,} problems without a gold answer left out" if no_gold else ""),
+                (f"generation.{role}", f"pool.{role}"))

@@ -252,3 +252,5 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         table = ctx.result.get("scores" if arm == "tuned" else "untuned", {})
         if name in table:
             table[name]["judge"] = result
+    ctx.receipt("judge", "; ".join(f"{role.split('.', 1)[1]}: {r['flips']:,} of {r['sent']:,} rule misses judged "
+                                   f"correct ({r['judge_accuracy']:.1f}% judged)" for role, r in results.items()), roles)

@@ -225,3 +225,9 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     ctx.paths["mixture"] = mixture
     counts = ctx.counts("mixture")  # the id lists stay in the manifest
     ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
+    n, strong = counts["N"], counts["strong"]
+    made = (f"{n:,} examples, {strong:,} strong and {counts['weak']:,} weak (realised w = {strong / n:.3f}; "
+            f"mix.weight={cfg.mix.weight})")
+    if "drop_pair" in counts:
+        made += f"; {counts['drop_pair']['excluded']:,} problems over-length in either pool left out (drop_pair)"
+    ctx.receipt("mix", made, ("mixture",))

@@ -273,3 +273,4 @@ def run(ctx: Any, roles: Any) -> None:
     ctx.values["student"] = resolve_model(ctx.cfg.student, ctx.store)
     if "model" in roles:
         ctx.paths["model"] = ctx.values["student"]
+    ctx.receipt("prepare", f"student {ctx.cfg.student.name}: {ctx.values['student']}", [r for r in roles if r == "model"])

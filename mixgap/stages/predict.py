@@ -309,3 +309,8 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
                                                     ctx.value("student"))
     for role in roles:
         ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+    out = ctx.result["learnability"]
+    c, rsr, prediction = out["counts"]["strong"], {r: out[r]["rsr"]["estimate"] for r in ROLES}, out["prediction"]
+    ctx.receipt("predict", f"{c['selected']:,} problems scored in both pools ({c['shared']:,} shared, "
+                f"{c['over_length']:,} over length); RSR strong {rsr['strong']:.3f}, weak {rsr['weak']:.3f}: "
+                f"{prediction['better']} predicted better ({prediction['verdict']})", roles)

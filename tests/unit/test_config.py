@@ -113,8 +113,8 @@ def test_mix_ratio_presets_set_the_weight():
         (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (from MIXGAP_DATA or the command line) is not an existing folder"),
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
-        (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
-        (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
+        (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.kit_path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
+        (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.kit_path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
         (["eval.tensor_parallel_size=0"], "eval.tensor_parallel_size=0 is not allowed; it must be > 0"),
         (["eval.length_warning=2"], "eval.length_warning=2.0 is not allowed; it must be in [0, 1]"),
         (["report.n_boot=0"], "report.n_boot=0 is not allowed; it must be > 0"),

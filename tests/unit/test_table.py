@@ -116,6 +116,8 @@ def test_a_new_stage_is_its_module_plus_one_row(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "job" / "result.json").read_text())["toy"] == 42
     again = run_job(cfg, tmp_path / "job2")
     assert again["artifacts"] == {"toy": key} and list(again["reused_build_s"]) == ["toy"] and again["toy"] == 42
+    # a stage that logs no receipt of its own still ends with one line (mixgap.core.stage.BuildContext.receipt)
+    assert (result["receipts"], again["receipts"]) == ({"toy": "toy: made toy"}, {"toy": "toy: reused: made toy"})
 
 
 def test_a_step_that_records_none_of_its_roles_breaks_the_contract(tmp_path, monkeypatch):

@@ -270,3 +270,7 @@ def run(ctx: Any, roles: Any) -> None:
     if "drop_pair" in mixture:  # the mixture left these problems out (finetune_mode.overlength=drop_pair)
         counts = {**counts, "drop_pair": mixture["drop_pair"]}
     ctx.result["counts"]["train"] = counts
+    loss = counts.get("final_loss")
+    ctx.receipt("train", f"{counts['examples']:,} examples ({sum(counts['dropped'].values()):,} dropped, "
+                f"{sum(counts['truncated'].values()):,} truncated for length), {counts['steps']:,} optimiser step(s), final loss "
+                + (f"{loss:.4f}" if loss is not None else "none"), ("checkpoint",))
