@@ -1,30 +1,28 @@
 """Completions: one model's zero-shot generations on the job's benchmarks (paper Section 3.1), the store artifact
-that the verdicts (:mod:`mixgap.stages.evaluate`) grade.
+that the verdicts (:mod:`mixgap.stages.evaluate`) grade. One artifact per (model, benchmark), stage ``completions``:
+``completions.jsonl``, one row per (problem, sample) in problem order (``id``, ``sample``, ``completion``,
+``finish_reason``, ``prompt_tokens``, ``completion_tokens``, ``status``); its manifest records the backend, the
+problem ids, the first filled user turn, ``counts`` (``problems``, ``samples``, ``generated`` by the build that
+finished it, ``resumed`` from an earlier, killed attempt, ``finish_reason``) and ``generation_s``. Its key
+(:func:`completions_spec`) holds only what generation depends on, so a grader version, ``eval.extract`` or
+``eval.rule`` regrades the same completions without loading a model.
 
-One artifact per (model, benchmark), stage ``completions``: ``completions.jsonl``, one row per (problem, sample) in
-problem order: ``id``, ``sample``, ``completion`` (the text), ``finish_reason``, ``prompt_tokens``,
-``completion_tokens``, ``status``; its manifest records the backend, the problem ids, the first filled user turn,
-``counts`` (``samples``, ``generated`` by the build that finished it, ``resumed`` from an earlier, killed attempt,
-``finish_reason``) and ``generation_s``. Its key (:func:`completions_spec`) holds only what generation depends on,
-so a grader version, ``eval.extract`` or ``eval.rule`` regrades the same completions without loading a model.
-
-Protocol (Li et al. 2025): greedy decoding (``eval.n_samples`` 1), ``max_new_tokens`` 16,000, generation
-stopped at ``Problem:`` (``Q:`` for GSM8K; ``eval.stop``), the boxed ``Final Answer:`` prompt for
-MATH/MATH500/AIME/AMC/OlympiadBench and the bare question for GSM8K; both come from ``conf/benchmark/*.yaml``.
+Protocol (Li et al. 2025): greedy decoding (``eval.n_samples`` 1), ``max_new_tokens`` 16,000, generation stopped at
+``Problem:`` (``Q:`` for GSM8K; ``eval.stop``), the boxed ``Final Answer:`` prompt for MATH/MATH500/AIME/AMC/
+OlympiadBench and the bare question for GSM8K; both come from ``conf/benchmark/*.yaml``.
 
 One engine pass per model (:func:`generate_model`): the samples of every benchmark whose completions are not
 finished go into one queue, cut into chunks of ``eval.chunk_size`` samples; each chunk, once generated, is written
 atomically into its benchmark's store ``work_dir`` (``chunk-<n>.jsonl``), so a killed evaluation keeps what it
-finished and a rerun generates only the missing samples. On ``data_parallel_size`` replicas the whole queue goes
-to the replica processes at once, and each writes its own chunks (:mod:`mixgap.stages.backends.replica`). A
-greedy completion depends only on its prompt and a sampled one on its prompt and seed (:func:`problem_seed`), so
-the artifact is the same for any chunk size, any number of replicas, and any number of kills.
+finished and a rerun generates only the missing samples. On ``data_parallel_size`` replicas each replica process
+writes its own chunks (:mod:`mixgap.stages.backends.replica`). A greedy completion depends only on its prompt and a
+sampled one on its prompt and seed (:func:`problem_seed`): the artifact is the same for any chunk size, number of
+replicas or kills.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import time
 from collections.abc import Sequence
@@ -81,15 +79,6 @@ def completions_spec(bench: DictConfig, eval_cfg: DictConfig, model_key: str, ex
         "sampling": sampling_fields(eval_cfg, bench),
     }
     return ArtifactSpec("completions", fields, (model_key, exclude_key) if exclude_key else (model_key,))
-
-
-def resolve_backend(setting: str) -> str:
-    """``eval.backend``: ``auto`` is vLLM when a CUDA GPU is visible and vLLM is installed, else HF."""
-    if setting != "auto":
-        return setting
-    import torch  # heavy: torch, only when a model is evaluated
-
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
 def stop_strings(bench: DictConfig, eval_cfg: DictConfig) -> list[str]:
@@ -158,7 +147,7 @@ class Engine:
 
     def __init__(self, model: str, cfg: DictConfig, tensor_parallel_size: int | None = None,
                  data_parallel_size: int | None = None, work_dir: Path | None = None):
-        self.model, self.cfg, self.backend, self.kind = model, cfg, None, resolve_backend(cfg.eval.backend)
+        self.model, self.cfg, self.backend, self.kind = model, cfg, None, registry.resolve_backend(cfg.eval.backend)
         self.tensor_parallel_size = int(tensor_parallel_size or cfg.eval.tensor_parallel_size)
         self.data_parallel_size, self.work_dir = int(data_parallel_size or 1), work_dir
 
@@ -394,8 +383,11 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
     counts = generate_model(ctx.cfg, ctx.store, str(model), specs, ctx.value("benchmarks"), ctx.tracker,
                             ctx.decisions.get("eval_tensor_parallel_size"), ctx.decisions.get("eval_data_parallel_size"))
+    made = []
     for role in roles:
-        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+        ctx.paths[role], done = ctx.store.path(ctx.specs[role].key), ctx.counts(role)
+        made.append(f"{role.split('.', 2)[2]} {done['samples']:,} completions of {done['problems']:,} problems")
     ctx.result["counts"][f"completions.{arm}"] = {k: sum(c[k] for c in counts.values())
                                                    for k in ("samples", "generated", "resumed")}
+    ctx.receipt(f"completions.{arm}", "; ".join(made), roles)
 

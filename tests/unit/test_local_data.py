@@ -15,8 +15,8 @@ from mixgap.core.config import check_sources, validate
 from mixgap.core.errors import ConfigError
 from mixgap.stages import data
 from mixgap.stages.backends.dataset import DatasetImport
+from mixgap.stages.completions import completions_spec
 from mixgap.stages.data import DataError
-from mixgap.stages.evaluate import eval_spec
 from mixgap.stages.generate import generation_spec
 
 ROWS = [{"question": "What is 2+3?", "answer": "5"}, {"question": "What is 7*6?", "answer": "42"}]
@@ -83,7 +83,7 @@ def test_the_key_follows_the_files_content_not_where_it_lies(tmp_path):
     keys = {}
     for name in "abc":
         cfg, source = bench(f"path={tmp_path / name / 'mine.jsonl'}", *FIELDS)
-        spec = eval_spec(source, cfg.eval, "model-x", None, None)
+        spec = completions_spec(source, cfg.eval, "model-x", None, None, "model")
         keys[name] = spec.key
     assert keys["a"] == keys["b"] != keys["c"]
     assert "path" not in spec.fields["benchmark"] and spec.fields["source"] == "file"

@@ -51,7 +51,9 @@ def test_every_stage_of_a_tiny_study_says_what_it_made_then_that_it_reused_it(tm
         f"predict: {{}}2 problems scored in both pools (3 shared, 1 over length); RSR strong {rsr['strong']:.3f}, weak "
         f"{rsr['weak']:.3f}: {better['better']} predicted better ({better['verdict']})",
         f"train: {{}}2 examples (1 dropped, 0 truncated for length), 1 optimiser step(s), final loss {loss:.4f}",
+        "completions.untuned: {}mybench 2 completions of 2 problems",
         "evaluate.untuned: {}mybench 0 of 2 correct (0.0%)",
+        "completions.tuned: {}mybench 2 completions of 2 problems",
         "evaluate.tuned: {}mybench 0 of 2 correct (0.0%)",
     ]
     assert receipts(caplog) == [line.format("") for line in made]

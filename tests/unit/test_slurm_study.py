@@ -61,7 +61,7 @@ class Sweep:
         return make_plan(cfg)
 
 
-def test_long_vs_short_is_two_pool_jobs_then_the_grid_in_one_array_then_the_report(tmp_path, kit):
+def test_long_vs_short_is_two_pool_jobs_then_the_grid_in_one_array_then_the_report(tmp_path, kit, hub_cached):
     sweep = Sweep(tmp_path, kit, ["+experiment=long_vs_short"],
                   [[f"student={s}", f"mix.weight={w}"] for s in ("qwen0.5b", "llama70b") for w in (0.0, 1.0)])
     made = sweep.study()
@@ -100,7 +100,7 @@ def test_long_vs_short_is_two_pool_jobs_then_the_grid_in_one_array_then_the_repo
     assert lines[-1] == "  report: the CPU, 2 CPU(s), 16 GB, 240 min; stage=report -> report; after any: array 0"
 
 
-def test_grid_jobs_are_grouped_by_the_pools_they_wait_for(tmp_path, kit):
+def test_grid_jobs_are_grouped_by_the_pools_they_wait_for(tmp_path, kit, hub_cached):
     """SLURM gives one dependency to a whole array: two strong teachers sharing a weak one make two arrays."""
     sweep = Sweep(tmp_path, kit, ["student=qwen0.5b", "data.missing_pool=wait"],
                   [["teacher@mix.strong=qwq32b"], ["teacher@mix.strong=r1_qwen32b"], ["teacher@mix.strong=qwq32b", "mix.weight=1"]])
@@ -119,7 +119,7 @@ def _build(store: Store, spec) -> None:
     store.get_or_build(spec, write)
 
 
-def test_a_pool_in_the_store_gets_no_job_and_no_dependency(tmp_path, kit):
+def test_a_pool_in_the_store_gets_no_job_and_no_dependency(tmp_path, kit, hub_cached):
     sweep = Sweep(tmp_path, kit, ["+experiment=long_vs_short", "student=qwen0.5b"], [["mix.weight=0.0"], ["mix.weight=1.0"]])
     plan = sweep.plan(sweep.points[0].overrides)
     _build(Store(sweep.cache), plan.specs["pool.strong"])
@@ -129,7 +129,7 @@ def test_a_pool_in_the_store_gets_no_job_and_no_dependency(tmp_path, kit):
     assert made.kept == [f"pool qwq32b (mix.strong): in the store ({plan.key('pool.strong')})"]
 
 
-def test_the_grid_teachers_command_line_fields_go_to_its_pool_job(tmp_path, kit):
+def test_the_grid_teachers_command_line_fields_go_to_its_pool_job(tmp_path, kit, hub_cached):
     """mix.strong.sampling.max_new_tokens=1024 on the command line: the pool job generates with it (teacher.<field>=),
     so it builds the pool the grid job plans, not the teacher file's."""
     sweep = Sweep(tmp_path, kit, ["student=qwen0.5b", "mix.strong.sampling.max_new_tokens=1024"], [["mix.weight=0"]])
@@ -146,7 +146,7 @@ class FakeStore:
         return key in self.done
 
 
-def test_a_rerun_resubmits_only_the_grid_jobs_not_done(tmp_path, kit):
+def test_a_rerun_resubmits_only_the_grid_jobs_not_done(tmp_path, kit, hub_cached):
     sweep = Sweep(tmp_path, kit, ["+experiment=long_vs_short", "student=qwen0.5b"], [["mix.weight=0.0"], ["mix.weight=1.0"]])
     plans = [checked_plan(p.cfg, p.overrides) for p in sweep.points]
     keys = [{role: plan.key(role) for role in plan.roles} for plan in plans]

@@ -107,7 +107,7 @@ def test_a_jobs_run_id_comes_from_its_identity_and_is_resumed_across_requeues(tm
     assert len(others) == 3 and first.run_id not in others
 
 
-def test_a_rerun_job_writes_its_offline_run_under_the_same_id(tmp_path, monkeypatch):
+def test_a_rerun_job_writes_its_offline_run_under_the_same_id(tmp_path, monkeypatch, hub_cached):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(pipeline, "build", lambda cfg, store, tracker, plan, decisions, timings: {})
     cfg = compose_cfg("stage=mix", f"paths.cache={tmp_path / 'cache'}")

@@ -11,6 +11,7 @@ Every registered class carries two class attributes the rest of the project asks
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,12 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
         return ReplicaPool(kind, model, replicas=data_parallel_size, work_dir=work_dir, load=load,
                            chunk_size=chunk_size)
     return cls(model, **load)
+
+
+def resolve_backend(setting: str) -> str:
+    """``eval.backend``: ``auto`` is vLLM when a CUDA GPU is visible and vLLM is installed, else HF."""
+    if setting != "auto":
+        return setting
+    import torch  # heavy: torch, only when a model is evaluated
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
