@@ -19,11 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mixgap.core.conftree import from_command_line, set_command_line
 from mixgap.core.errors import MixgapError, error_lines
 from mixgap.core.overrides import check_override_keys
 from mixgap.core.runrecord import Interrupted
 from mixgap.core.schema import register_configs
-from mixgap.pipeline import check_command_line, launch_job
+from mixgap.pipeline import check_command_line, check_output_folder, launch_job
 
 register_configs()
 
@@ -52,13 +53,19 @@ def check_argv() -> None:
     """Refuse a bad command line in one line (exit 2) before Hydra composes or writes anything: an unknown key
     (``mix.wieght=0.2``), an option a group does not have (``student=qwen99b``), a group out of place
     (``+judge=qwen32b``), a value of the wrong type (``mix.weight=abc``), a sweep without ``-m``
-    (:func:`mixgap.core.overrides.check_override_keys`); for a single job, every check of its config and its plan
-    (:func:`mixgap.pipeline.check_command_line`; a sweep's points are checked by its sweeper)."""
+    (:func:`mixgap.core.overrides.check_override_keys`), each group's options read from every folder Hydra composes
+    from (``conf/``, ``--config-dir``, ``hydra.searchpath``: :func:`mixgap.core.conftree.from_command_line`); a job
+    folder Hydra could not write (:func:`mixgap.pipeline.check_output_folder`); for a single job, every check of its
+    config and its plan (:func:`mixgap.pipeline.check_command_line`; a sweep's points are checked by its sweeper)."""
     args, _ = get_args_parser().parse_known_args()
     try:
-        check_override_keys(args.overrides, multirun=args.multirun)
+        tree = from_command_line(args.overrides, args.config_dir, args.config_path, args.config_name)
+        set_command_line(tree)  # the sweeper's checks of every point read it
+        check_override_keys(args.overrides, tree, multirun=args.multirun)
+        if not args.cfg and not args.info:
+            check_output_folder(args.overrides, tree, args.multirun)
         if not args.multirun and not args.cfg and not args.info:
-            check_command_line(args.overrides)
+            check_command_line(args.overrides, tree)
     except MixgapError as err:
         for line in error_lines(err):
             print(line, file=sys.stderr)

@@ -10,10 +10,12 @@ Builds, in a temporary store, three teacher pools (JSONL, ~2, 5 and 10 MB) and a
 - ``is_done`` with digests, warm (cached by path, size, mtime_ns: every later reuse in the same process).
 
 With ``--store PATH`` (an existing store, e.g. the demo's ``cache``) it times instead the check of every finished
-artifact in it, cold (SHA-256 of every file) then warm.
+artifact in it, cold (SHA-256 of every file) then warm. With ``--model-folder PATH`` (a model folder, e.g. a copy of the
+converted SmolLM2) it times the key of a student at that folder (``student.hf_id=PATH``: its files' digests,
+:func:`mixgap.stages.models.student_spec`), cold then warm.
 
-Usage: ``python benchmarks/bench_store.py [--checkpoint-mb 517] [--repeat 5]`` or
-``python benchmarks/bench_store.py --store cache``.
+Usage: ``python benchmarks/bench_store.py [--checkpoint-mb 517] [--repeat 5]``,
+``python benchmarks/bench_store.py --store cache`` or ``python benchmarks/bench_store.py --model-folder DIR``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from mixgap.core import digests
 from mixgap.core.store import ArtifactSpec, Store
+from mixgap.stages import models
 
 
 def pool_rows(megabytes: float, seed: int) -> str:
@@ -75,14 +80,30 @@ def whole_store(root: Path) -> None:
           f"cold {cold:.2f} s, warm {warm * 1000:.1f} ms")
 
 
+def model_folder_key(folder: Path, repeat: int) -> None:
+    """Print the cost of a student's key at ``folder`` (its files' digests): cold (a new process), then warm."""
+    student = OmegaConf.create({"hf_id": str(folder), "revision": None, "gguf": None, "chat_template": "model"})
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    digests.forget()
+    start = time.perf_counter()
+    key = models.student_spec(student).key
+    cold = time.perf_counter() - start
+    warm = timed(lambda: models.student_spec(student), repeat)
+    print(f"{folder}: {size / 1e6:,.0f} MB, key {key}; cold {cold:.2f} s, warm {warm * 1000:.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-mb", type=int, default=517)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--store", type=Path, help="time the check of every artifact of this existing store instead")
+    parser.add_argument("--model-folder", type=Path, help="time the key of a student at this model folder instead")
     args = parser.parse_args()
     if args.store is not None:
         whole_store(args.store)
+        return
+    if args.model_folder is not None:
+        model_folder_key(args.model_folder, args.repeat)
         return
     root = Path(tempfile.mkdtemp(prefix="bench-store-"))
     try:

@@ -14,6 +14,7 @@ Stages (``stage=``), each making everything before it as needed through the stor
   (``mixgap.stages.predict``; one artifact per student x pool, shared by every mix weight).
 - ``export``: one built artifact (``export.artifact``) as a Hugging Face dataset folder (``mixgap.stages.export``).
 - ``report`` / ``analyze``: read finished sweeps (``mixgap.results.report``, ``mixgap.results.analysis``).
+- ``status`` / ``cancel``: where a study submitted to SLURM stands, or cancel it (``mixgap.plan.study``).
 
 The plan (:func:`mixgap.plan.jobs.make_plan`, from the one table of stages :data:`mixgap.plan.table.TABLE`) is
 computed once and handed to the preflight and to the build, a loop over the plan's steps, each calling its stage
@@ -31,13 +32,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mixgap.core import runrecord, tracking
+from mixgap.core import conftree, runrecord, tracking
 from mixgap.core.config import to_container
-from mixgap.core.files import write_json_atomic
-from mixgap.core.schema import CONF_DIR
+from mixgap.core.conftree import ConfTree
+from mixgap.core.errors import filesystem_error
+from mixgap.core.files import probe_writable, write_json_atomic
 from mixgap.core.stage import BuildContext
 from mixgap.core.store import Store
 from mixgap.plan.jobs import JobPlan, checked_plan
@@ -49,26 +50,58 @@ log = logging.getLogger(__name__)
 
 
 def _log_plan(rows: list[dict[str, Any]]) -> None:
+    """One line per planned artifact: role, key, done or to build; a key holding a Hub model whose revision is
+    unresolved says so (``stage=plan`` only: every other stage refuses it, :func:`mixgap.plan.jobs.refuse_unresolved`)."""
     for row in rows:
-        log.info("  %-28s %-30s %s", row["role"], row["key"], "done" if row["done"] else "to build")
+        unresolved = row.get("unresolved")
+        note = f"; revision unresolved: {', '.join(f'{f}.revision' for f in unresolved)}" if unresolved else ""
+        log.info("  %-28s %-30s %s%s", row["role"], row["key"], "done" if row["done"] else "to build", note)
+    fields = sorted({f for row in rows for f in row.get("unresolved", ())})
+    if fields:
+        log.warning("keys above hold revision 'unresolved' for %s (the Hub unreachable and the model not in the Hugging "
+                    "Face cache): other stages refuse the job until %s names a commit or the Hub is reachable",
+                    ", ".join(fields), " / ".join(f"{f}.revision" for f in fields))
 
 
-def check_command_line(overrides: Sequence[str]) -> None:
+def check_command_line(overrides: Sequence[str], tree: ConfTree | None = None) -> None:
     """The job's checks before Hydra makes its output folder (``launch.py``, a single job): its config composed as
-    Hydra will (without the ``hydra`` node), then :func:`mixgap.plan.jobs.checked_plan`, whose result the job itself
-    reuses when Hydra runs it in this process.
+    Hydra will from the conf tree ``tree`` (default: the checkout's; :func:`mixgap.core.conftree.from_command_line`
+    gives the command line's, with ``--config-dir`` and ``hydra.searchpath``), without the ``hydra`` node, then
+    :func:`mixgap.plan.jobs.checked_plan`, whose result the job itself reuses when Hydra runs it in this process.
 
     Raises:
         ConfigError: one line naming the field, the value and what is allowed. A config Hydra itself cannot
             compose is left to Hydra (its own message).
     """
+    tree = tree or conftree.checkout()
     task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=task)
+        cfg = conftree.compose(task, tree)
     except Exception:  # noqa: BLE001 (Hydra's own composition error: Hydra prints it when it composes)
         return
-    checked_plan(cfg, task)
+    checked_plan(cfg, task, tree)
+
+
+def check_output_folder(overrides: Sequence[str], tree: ConfTree, multirun: bool) -> None:
+    """Refuse, in one line, a job folder Hydra could not make (``hydra.run.dir``, or ``hydra.sweep.dir`` with
+    ``-m``, as composed from ``tree``): its nearest existing folder is probed (:func:`mixgap.core.files.probe_writable`)
+    before Hydra writes ``.hydra/`` there. A folder whose name cannot be resolved before the job runs is left to Hydra.
+
+    Raises:
+        FileSystemError: that folder is read-only, not ours, or on a full disk (:func:`mixgap.core.errors.filesystem_error`).
+    """
+    try:
+        hydra = conftree.compose(overrides, tree, hydra=True, multirun=multirun).hydra
+        folder = Path(str(hydra.sweep.dir if multirun else hydra.run.dir))
+    except Exception:  # noqa: BLE001 (Hydra's own error, or an interpolation only a running job resolves)
+        return
+    try:
+        probe_writable(folder)
+    except OSError as err:
+        line = filesystem_error(err, {"hydra.sweep.dir" if multirun else "hydra.run.dir": folder})
+        if line is None:
+            raise
+        raise line from err
 
 
 def launch_job(cfg: DictConfig, job_dir: str | Path, *, group: str, overrides: Sequence[str], launcher: str | None,
@@ -79,18 +112,29 @@ def launch_job(cfg: DictConfig, job_dir: str | Path, *, group: str, overrides: S
     a multirun's summary lists every job's refusals instead.
 
     Raises:
-        MixgapError: what :func:`run_job` raises; ``PreflightRefused`` for such a ``stage=plan`` job.
+        MixgapError: what :func:`run_job` raises; ``PreflightRefused`` for such a ``stage=plan`` job;
+            :class:`~mixgap.core.errors.FileSystemError` for a write the store or the job folder refused (a full
+            disk, a read-only file system, a folder not ours: :func:`mixgap.core.errors.filesystem_error`; any
+            other ``OSError`` is raised as it is).
     """
-    result = run_job(cfg, job_dir, group=group, overrides=overrides, gpus=job_allocation(launcher, launcher_cfg))
+    try:
+        result = run_job(cfg, job_dir, group=group, overrides=overrides, gpus=job_allocation(launcher, launcher_cfg))
+    except OSError as err:
+        line = filesystem_error(err, {"paths.cache": cfg.paths.cache, "hydra.run.dir": job_dir})
+        if line is None:
+            raise
+        raise line from err
     if result.get("preflight") and not multirun:
         enforce(result["preflight"])
     return result
 
 
 def run_reader(cfg: DictConfig) -> dict[str, Any]:
-    """``stage=report`` / ``stage=analyze``: read finished sweeps; their tracker run is grouped with the first sweep."""
-    module, name = READERS[cfg.stage]
-    sweeps = to_container(cfg[cfg.stage].sweep)
+    """``stage=report`` / ``stage=analyze`` (read finished sweeps; their tracker run is grouped with the first sweep),
+    ``stage=status`` / ``stage=cancel`` (a submitted study, :mod:`mixgap.plan.study`)."""
+    reader = READERS[cfg.stage]
+    module, name = reader.module, reader.name
+    sweeps = to_container(cfg[reader.node].sweep)
     group = str(sweeps if isinstance(sweeps, str) else (sweeps or [""])[0])
 
     def tracker_for(out: Path) -> Any:
@@ -132,6 +176,8 @@ def run_job(
         log.info("job %s: stage=%s, %d artifacts", job_dir.name, cfg.stage, len(rows))
         _log_plan(rows)
         result["preflight"] = check_preflight(cfg, job_plan, store, gpus)
+        if result["job"]["student_size_b"] is None:  # no size_b in the student's YAML: its planned count
+            result["job"]["student_size_b"] = result["preflight"].get("student_params_b")
     except Exception as err:  # a refused job: never left "running"
         if cfg.stage != "plan":
             result.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
@@ -182,8 +228,9 @@ def check_preflight(cfg: DictConfig, job_plan: JobPlan, store: Store, gpus: Allo
 
 def build(cfg: DictConfig, store: Store, tracker: Any, job_plan: JobPlan, decisions: dict[str, Any],
           timings: dict[str, float]) -> dict[str, Any]:
-    """Build every role of the plan, step by step (each step's stage ``run``); returns ``artifacts``, ``counts``
-    and what the stages reported (``scores``, ``untuned``, ``learnability``).
+    """Build every role of the plan, step by step (each step's stage ``run``, which ends with its receipt line,
+    :meth:`mixgap.core.stage.BuildContext.receipt`; ``made <roles>`` for a stage that logs none); returns
+    ``artifacts``, ``counts`` and what the stages reported (``scores``, ``untuned``, ``learnability``, ``receipts``).
 
     Raises:
         RuntimeError: a stage's ``run`` returned without recording a role of its step (``ctx.paths`` or
@@ -196,6 +243,8 @@ def build(cfg: DictConfig, store: Store, tracker: Any, job_plan: JobPlan, decisi
         missing = [role for role in step.roles if role not in ctx.paths and role not in ctx.values]
         if missing:
             raise RuntimeError(f"step {step.name} ({step.module.__name__}) did not record {', '.join(missing)}")
+        if step.name not in ctx.result.get("receipts", {}):  # a stage that says nothing still ends with a line
+            ctx.receipt(step.name, f"made {', '.join(step.roles)}", step.roles)
     return {"artifacts": {r: job_plan.key(r) for r in job_plan.roles}, **ctx.result}
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,3 +106,75 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def conf_hub_models() -> list[str]:
+    """Every Hub model id the YAMLs of conf/student, conf/teacher and conf/judge name."""
+    ids = set()
+    for path in (ROOT / "conf").glob("*/*.yaml"):
+        if path.parent.name in ("student", "teacher", "judge"):
+            hf_id = (yaml.safe_load(path.read_text()) or {}).get("hf_id")
+            ids.update([hf_id] if hf_id else [])
+    return sorted(ids)
+
+
+def fake_commit(hf_id: str) -> str:
+    """The commit :func:`hub_cached` records for ``hf_id``: 40 hex digits of its SHA-1 (fixed, so keys are too)."""
+    return hashlib.sha1(hf_id.encode()).hexdigest()
+
+
+@pytest.fixture()
+def hub_cached(tmp_path, monkeypatch):
+    """A Hugging Face cache that holds a commit (``refs/main``: :func:`fake_commit`) of every Hub model of conf/ and no
+    file, as on a machine that downloaded them: offline, their revisions resolve (``mixgap.stages.models``), so the
+    keys of jobs on them are fixed and only ``stage=plan`` would see them unresolved. Fresh per-process memos."""
+    from huggingface_hub import constants
+
+    from mixgap.plan import jobs, shapes
+    from mixgap.stages import models
+
+    cache = tmp_path / "hf-hub"
+    for hf_id in conf_hub_models():
+        ref = cache / f"models--{hf_id.replace('/', '--')}" / "refs" / "main"
+        ref.parent.mkdir(parents=True)
+        ref.write_text(fake_commit(hf_id))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    for module, memo in ((models, "_REVISIONS"), (jobs, "_CHECKED"), (shapes, "_READ")):
+        monkeypatch.setattr(module, memo, {})
+    return cache
+
+
+#: A tiny study of one's own: both teachers' traces and a 2-problem benchmark in local files, the benchmark's YAML
+#: in a config folder outside the checkout. The strong teacher solves p0 (a long response), p1, p2 and misses p3;
+#: the weak one solves all four. Mixing ranks problems by sha256("0:<id>"): p2 (0e1d...), p0 (c7d9...), p1 (fc79...).
+STUDY_RESPONSE = "We add the numbers step by step. " * 40  # ~300 SmolLM2 tokens: over finetune_mode.max_seq_len=128
+STUDY_ANSWERS = {"p0": "5", "p1": "42", "p2": "12", "p3": "42"}
+
+
+def write_study(folder: Path) -> list[str]:
+    """Write the tiny study into ``folder`` (``strong.jsonl``, ``weak.jsonl``, ``bench.jsonl``,
+    ``conf/benchmark/mybench.yaml``) and return the overrides of a job on it (teachers imported from the files,
+    ``benchmark=[mybench]`` through ``hydra.searchpath``, a mix weight of 0.5, nothing tracked)."""
+    def rows(path: Path, items: list[dict]) -> None:
+        path.write_text("".join(json.dumps(r) + "\n" for r in items))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    strong = {"p0": STUDY_RESPONSE + "Final Answer: \\boxed{5}", "p1": "Final Answer: \\boxed{42}",
+              "p2": "Final Answer: \\boxed{12}", "p3": "Final Answer: \\boxed{41}"}
+    rows(folder / "strong.jsonl", [{"id": i, "problem": f"Problem {i}: compute it.", "answer": a, "response": strong[i]}
+                                   for i, a in STUDY_ANSWERS.items()])
+    rows(folder / "weak.jsonl", [{"id": i, "problem": f"Problem {i}: compute it.", "answer": a,
+                                  "response": f"The answer is {a}. Final Answer: \\boxed{{{a}}}"}
+                                 for i, a in STUDY_ANSWERS.items()])
+    rows(folder / "bench.jsonl", [{"question": "Name the smallest taxicab number.", "answer": "1729"},
+                                  {"question": "How many ways can 8 queens be placed peacefully?", "answer": "92"}])
+    (folder / "conf" / "benchmark").mkdir(parents=True, exist_ok=True)
+    (folder / "conf" / "benchmark" / "mybench.yaml").write_text(
+        f"mybench:\n  name: mybench\n  size: 2\n  path: {folder / 'bench.jsonl'}\n"
+        "  fields: {id: null, problem: question, answer: answer, solution: null}\n")
+    teachers = [f"mix.{r}.dataset.{k}" for r in ("strong", "weak") for k in ("kit_path=null",)]
+    return ["teacher@mix.strong=kit_long_cot", "teacher@mix.weak=kit_short_cot", *teachers,
+            f"mix.strong.dataset.path={folder / 'strong.jsonl'}", f"mix.weak.dataset.path={folder / 'weak.jsonl'}",
+            f"hydra.searchpath=[file://{folder / 'conf'}]", "benchmark=[mybench]", "mix.weight=0.5",
+            "tracking.backend=none"]

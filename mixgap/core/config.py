@@ -16,10 +16,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mixgap.core.conftree import ConfTree
 from mixgap.core.errors import ConfigError
 from mixgap.core.fields import check_fields
-from mixgap.core.overrides import check_keys, check_override_keys
-from mixgap.core.schema import MixgapConfig, group_options
+from mixgap.core.overrides import check_keys, check_override_keys, group_choices
+from mixgap.core.schema import MixgapConfig
 
 
 def _no_file(path: str, value: Any) -> None:
@@ -29,7 +30,7 @@ def _no_file(path: str, value: Any) -> None:
         raise ConfigError(f"{path}={str(value)!r} is not allowed; it is {what}: give a folder (new or existing)")
 
 
-def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+def validate(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | None = None) -> None:
     """Check a composed config before any work starts: its keys, every field against what the schema declares it
     allows (:func:`mixgap.core.fields.check_fields`: choices and ranges), then the rules that span several fields
     and what the disk must hold. The ``stage=`` value and the teachers' backends are the plan's to check
@@ -39,6 +40,8 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         cfg: the composed Hydra config (``MixgapConfig`` shape).
         overrides: the job's command-line overrides (``key=value``), to catch fields that the chosen
             options ignore (a LoRA field with ``finetune_mode=full``).
+        tree: the conf tree the overrides' group options are read from (default
+            :func:`mixgap.core.conftree.current`).
 
     Raises:
         ConfigError: one line naming the field, the bad value and what is allowed, e.g.
@@ -46,7 +49,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             schema does not have (:func:`check_keys`, :func:`check_override_keys`).
     """
     check_keys(cfg)
-    check_override_keys(overrides)
+    check_override_keys(overrides, tree)
     check_fields(cfg, MixgapConfig)
     ft = cfg.finetune_mode
     if ft.batch_unit == "packed_sequences" and ft.max_seq_len > ft.pack_len:
@@ -55,7 +58,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
                           "with finetune_mode/recipe=released_mix, not finetune_mode=released_mix)")
     if not cfg.benchmark:
         raise ConfigError(f"benchmark={list(cfg.benchmark)} is not allowed; give at least one of "
-                          f"{', '.join(group_options('benchmark'))}")
+                          f"{', '.join(group_choices('benchmark', tree))}")
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if cfg.finetune_mode.mode == "full" and key.startswith("finetune_mode.lora"):
@@ -76,13 +79,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     _no_file("paths.cache", cfg.paths.cache)
     for stage in ("report", "analyze"):
         _no_file(f"{stage}.out", cfg[stage].out)
-    for role, teacher in (("mix.strong", cfg.mix.strong), ("mix.weak", cfg.mix.weak), ("teacher", cfg.get("teacher"))):
-        relative = teacher is not None and teacher.get("dataset") is not None and teacher.dataset.path
-        if relative and not cfg.paths.data and not Path(relative).is_absolute():  # MIXGAP_DATA unset or empty
-            raise ConfigError(
-                f"{role}.dataset.path={relative!r} is a file of the offline data kit, but MIXGAP_DATA (paths.data) "
-                "is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
-            )
+    check_sources(cfg)
     if cfg.paths.data and not Path(cfg.paths.data).is_dir():
         raise ConfigError(
             f"paths.data={cfg.paths.data!r} (from MIXGAP_DATA or the command line) is not an existing folder; point "
@@ -98,6 +95,41 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
             if not Path(str(sweep)).is_dir():
                 raise ConfigError(f"{cfg.stage}.sweep={str(sweep)!r} is not a folder; give a multirun folder, e.g. "
                                   f"{cfg.stage}.sweep=multirun/<date>/<time>")
+
+
+def _local(field: str, value: str) -> None:
+    path = Path(os.path.expanduser(str(value))).resolve()  # a relative path: from the folder launch.py runs in
+    if not path.exists():
+        raise ConfigError(f"{field}={value!r} is not allowed: {path} does not exist (a relative path is read from the "
+                          f"folder launch.py runs in, {Path.cwd()}); give an absolute path or one relative to that folder")
+
+
+def check_sources(cfg: DictConfig) -> None:
+    """Every problem source and imported teacher file can be read, checked before any work: a ``path`` (a local
+    file) exists, a ``kit_path`` has the kit (``MIXGAP_DATA``), and the problems and each benchmark have one of
+    ``path``, ``kit_path`` (with the kit) or ``hub_id`` (:func:`mixgap.stages.data.source_kind`).
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    kit = bool(cfg.paths.data)  # MIXGAP_DATA unset or empty: no kit
+    for where, source in (("problems", cfg.problems), *((f"benchmark.{n}", b) for n, b in cfg.benchmark.items())):
+        if source.get("path"):
+            _local(f"{where}.path", source.path)
+        elif not source.get("hub_id") and not (kit and source.get("kit_path")):
+            why = "its kit_path needs MIXGAP_DATA (paths.data), which is not set" if source.get("kit_path") else "none given"
+            raise ConfigError(f"{where} has no source to read ({why}); give {where}.path (a local JSONL or Parquet "
+                              f"file), {where}.kit_path (a file of MIXGAP_DATA) or {where}.hub_id (a Hugging Face dataset)")
+    for role, teacher in (("mix.strong", cfg.mix.strong), ("mix.weak", cfg.mix.weak), ("teacher", cfg.get("teacher"))):
+        ds = teacher.get("dataset") if teacher is not None else None
+        if ds is not None and ds.get("path"):
+            _local(f"{role}.dataset.path", ds.path)
+        elif ds is not None and ds.get("kit_path") and not kit and not Path(ds.kit_path).is_absolute():
+            raise ConfigError(
+                f"{role}.dataset.kit_path={ds.kit_path!r} is a file of the offline data kit, but MIXGAP_DATA (paths.data) "
+                "is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/), or give a local file with "
+                f"{role}.dataset.path"
+            )
 
 
 def check_export(export: DictConfig, benchmarks: Sequence[str] = ()) -> None:

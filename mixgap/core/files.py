@@ -17,7 +17,8 @@ def write_atomic(path: Path, write: Callable[[str], Any]) -> Path:
     ``savefig``), then rename it into place; the parent folders are made.
 
     Returns:
-        ``path``. The temporary file is removed when ``write`` raises.
+        ``path``. The temporary file is removed when ``write`` raises; an ``OSError`` that names no file (a
+        write on a full disk) is raised again naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,10 +28,31 @@ def write_atomic(path: Path, write: Callable[[str], Any]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a write or flush on a full disk names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def probe_writable(folder: Path) -> None:
+    """Make and remove an empty folder in ``folder``'s nearest existing ancestor: what creating ``folder`` would
+    meet there (a read-only file system, a folder not ours, a full disk).
+
+    Raises:
+        OSError: the ancestor refuses the write (the OS's ``errno``; ``filename`` the ancestor).
+    """
+    ancestor = Path(folder).expanduser().absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mixgap-probe-", dir=ancestor))
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(ancestor)) from err
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -1,4 +1,5 @@
-"""What Hydra lets a command line set and what it lets it add, read from the conf tree and the schema.
+"""What Hydra lets a command line set and what it lets it add, read from the conf tree (every folder of Hydra's
+config search path, :mod:`mixgap.core.conftree`) and the schema.
 
 A config group that some defaults list chooses (``student``, ``teacher@mix.strong``) is set without a ``+``; one no
 defaults list chooses (``experiment``, ``protocol``) is only ever added (``+experiment=demo``). A key that every
@@ -11,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
-from mixgap.core.schema import CONF_DIR, MixgapConfig
+from mixgap.core import conftree
+from mixgap.core.conftree import ConfTree
+from mixgap.core.schema import MixgapConfig
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -28,34 +30,34 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def defaults_of(config: str, tree: ConfTree | None = None, optional_only: bool = False) -> set[str]:
+    """The groups the defaults list of one config (a config path: ``config``, ``student/qwen3b``) chooses, as
+    ``group`` or ``group@package`` (``override``, ``optional`` and a leading ``/`` dropped; only the ``optional``
+    ones with ``optional_only``), read by Hydra from ``tree`` (default: :func:`mixgap.core.conftree.current`)."""
+    found = conftree.defaults(config, tree or conftree.current())
+    return {name for name, optional in found if optional or not optional_only}
+
+
+def defaults_groups(tree: ConfTree | None = None, added: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
+    """The config groups a job's defaults lists choose: the primary config's (``config.yaml``, or a user's own
+    primary config and the configs it extends), those of every option of those groups (a student's file chooses its
+    ``finetune_mode/system``), and those of the options ``added`` on the command line as ``(group, option)``
+    (``+experiment=long_vs_short`` chooses ``judge@eval.judge``), in every folder of ``tree`` (default:
+    :func:`mixgap.core.conftree.current`). Such a group is set without a ``+``; any other (``experiment``,
+    ``protocol``) is only ever added (Hydra's defaults-list rule)."""
+    return _defaults_groups(tree or conftree.current(), added)
+
+
 @functools.cache
-def defaults_entries(path: Path) -> tuple[str, ...]:
-    """The keys of the defaults list of one YAML file, as written (``optional teacher``, ``override /student``)."""
-    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
-    entries = node.get("defaults", []) if isinstance(node, dict) else []
-    return tuple(str(key) for entry in entries if isinstance(entry, dict) for key in entry)
-
-
-def defaults_of(path: Path, optional_only: bool = False) -> set[str]:
-    """The groups the defaults list of one YAML file chooses, as ``group`` or ``group@package`` (``override``,
-    ``optional`` and a leading ``/`` dropped; only the ``optional`` ones with ``optional_only``)."""
-    return {key.replace("override ", "").replace("optional ", "").strip().lstrip("/")
-            for key in defaults_entries(path) if not optional_only or key.startswith("optional ")}
-
-
-@functools.cache
-def defaults_groups(conf_dir: Path = CONF_DIR, added: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
-    """The config groups a job's defaults lists choose: ``config.yaml``'s, those of every option of those groups
-    (a student's file chooses its ``finetune_mode/system``), and those of the options ``added`` on the command line
-    as ``(group, option)`` (``+experiment=long_vs_short`` chooses ``judge@eval.judge``). Such a group is set
-    without a ``+``; any other (``experiment``, ``protocol``) is only ever added (Hydra's defaults-list rule)."""
-    primary = defaults_of(conf_dir / "config.yaml")
+def _defaults_groups(tree: ConfTree, added: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    primary = defaults_of(tree.primary, tree)
     found = set(primary)
     for name in primary:
-        for path in (conf_dir / name.split("@")[0]).glob("*.yaml"):
-            found |= defaults_of(path)
+        group = name.split("@")[0]
+        for option in conftree.options(group, tree, nested=False):
+            found |= defaults_of(f"{group}/{option}", tree)
     for group, option in added:
-        found |= defaults_of(conf_dir / group / f"{option}.yaml")
+        found |= defaults_of(f"{group}/{option}", tree)
     return frozenset(found)
 
 

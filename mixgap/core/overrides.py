@@ -15,21 +15,20 @@ import dataclasses
 import difflib
 import typing
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
-from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
+from mixgap.core import conftree
+from mixgap.core.conftree import ConfTree
 from mixgap.core.errors import ConfigError
 from mixgap.core.hydra_rules import always_set, defaults_groups, defaults_of, unwrap_optional
-from mixgap.core.schema import CONF_DIR, MixgapConfig, group_options
+from mixgap.core.schema import MixgapConfig
 
 #: what a value of each scalar type looks like, for the refusal's "what is allowed"
 _TYPE_WORDS = {float: "a float (a number such as 0.2)", int: "an int (a whole number such as 3)",
@@ -141,28 +140,15 @@ def values(override: Override) -> list[Any] | None:
     return [override.value()]
 
 
-def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The options of config group ``group``: YAML files under ``conf/<group>/`` (:func:`group_options`) and,
-    for Hydra's own groups (``hydra/launcher``), the options Hydra and its plugins register (``basic``,
-    ``submitit_slurm``, ...)."""
-    nested = {name.split("@")[0] for name in defaults_groups(conf_dir)}  # finetune_mode/system is a group of its own
-    options = {o for o in group_options(group, conf_dir) if "/" not in o or f"{group}/{o}".rsplit("/", 1)[0] not in nested}
-    if group.startswith("hydra/"):
-        Plugins.instance()  # imports the installed plugins, which register their configs
-        try:
-            options |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
-        except OSError:  # the ConfigStore has no such group
-            pass
-    return sorted(options)
-
-
-def _package_of(group: str, option: str, conf_dir: Path) -> str:
-    """Where an option's values land: its ``# @package`` line, else the group's path with dots."""
-    path = conf_dir / group / f"{option}.yaml"
-    for line in path.read_text().splitlines() if path.is_file() else ():
-        if line.startswith("# @package"):
-            return line.split("@package", 1)[1].strip()
-    return group.replace("/", ".")
+def group_choices(group: str, tree: ConfTree | None = None) -> list[str]:
+    """The options of config group ``group`` in every folder of the conf tree (default:
+    :func:`mixgap.core.conftree.current`; the checkout's ``conf/<group>/``, a ``--config-dir`` or ``hydra.searchpath``
+    folder's ``<group>/``) and, for Hydra's own groups (``hydra/launcher``), the options Hydra and its plugins
+    register (``basic``, ``submitit_slurm``, ...): :func:`mixgap.core.conftree.options`. A sub-folder that is a group
+    of its own (``finetune_mode/system``, chosen by a defaults list) gives no options of ``group``."""
+    tree = tree or conftree.current()
+    nested = {name.split("@")[0] for name in defaults_groups(tree)}
+    return [o for o in conftree.options(group, tree) if "/" not in o or f"{group}/{o}".rsplit("/", 1)[0] not in nested]
 
 
 def _whole(override: Override) -> str | None:
@@ -170,11 +156,11 @@ def _whole(override: Override) -> str | None:
     return None if override.is_sweep_override() else override.get_value_element_as_str()
 
 
-def _check_package(override: Override, text: str, group: str, option: str, conf_dir: Path) -> None:
+def _check_package(override: Override, text: str, group: str, option: str, tree: ConfTree) -> None:
     if override.package:  # teacher@mix.strang=...: the place typed must be a field
         schema_type(override.package, text)
         return
-    package = _package_of(group, option, conf_dir)
+    package = conftree.package(group, option, tree)
     if package in ("_global_", "_here_") or package.split(".")[0] == "hydra":
         return
     try:
@@ -187,12 +173,12 @@ def _check_package(override: Override, text: str, group: str, option: str, conf_
         raise ConfigError(f"{text}: the {group} group cannot go there, {where} of the config schema{hint}") from None
 
 
-def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> None:
-    options = group_choices(group, conf_dir)
+def _check_group(override: Override, text: str, group: str, tree: ConfTree) -> None:
+    options = group_choices(group, tree)
     for value in values(override) or ():
         for option in value if isinstance(value, list) else [value]:
             if option is None:  # Hydra takes no null for a group; an optional one is removed with ~group
-                optional = group in defaults_of(conf_dir / "config.yaml", optional_only=True)
+                optional = group in defaults_of(tree.primary, tree, optional_only=True)
                 raise ConfigError(f"{text}: a config group takes one of its options, not null; choose one of "
                                   f"{', '.join(options)}" + (f" (or remove it: ~{group})" if optional else ""))
             if str(option) not in options:
@@ -202,7 +188,7 @@ def _check_group(override: Override, text: str, group: str, conf_dir: Path) -> N
                 head = f"{key}={option}" if str(option) == _whole(override) else (
                     f"{text}: {option}")
                 raise ConfigError(f"{head} is not an option; choose one of {', '.join(options)}{hint}")
-            _check_package(override, text, group, str(option), conf_dir)
+            _check_package(override, text, group, str(option), tree)
 
 
 def fits(value: Any, tp: Any, optional: bool) -> bool:
@@ -234,7 +220,7 @@ def _shape(tp: Any, key: str, value: Any) -> str | None:
         return f"must be a mapping, e.g. {{name:value}}, or one entry: +{key}.<name>=<value>"
     if dataclasses.is_dataclass(tp) and not isinstance(value, dict):
         group = key.rsplit(".", 1)[-1]
-        return (f"takes the {group} group: +{group}@{key}={value}" if (CONF_DIR / group).is_dir()
+        return (f"takes the {group} group: +{group}@{key}={value}" if conftree.is_group(group, conftree.current())
                 else f"takes a config group's option there (<group>@{key}=<option>) or its fields ({key}.<field>=...)")
     return None
 
@@ -256,20 +242,21 @@ def _check_value(override: Override, text: str, key: str) -> None:
             raise ConfigError(f"{head} is not allowed; {key} must be {allowed}")
 
 
-def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = None, *,
-                        multirun: bool = True) -> None:
+def check_override_keys(overrides: Sequence[str], tree: ConfTree | None = None, *, multirun: bool = True) -> None:
     """Refuse a bad command line in one line, before Hydra composes anything (well under a second).
 
     Each ``key=value`` (with or without ``+``/``++``) is read by Hydra's parser (:func:`parse`). A config-group
     choice (a folder under ``conf/``: ``student=qwen3b``, ``teacher@mix.strong=qwq32b``, ``+experiment=demo``,
-    ``hydra/launcher=slurm``) must name one of the group's options (:func:`group_choices`) and land on a schema
+    ``hydra/launcher=slurm``) must name one of the group's options in any folder of the conf tree
+    (:func:`group_choices`: the checkout's ``conf/`` and the folders of ``--config-dir`` and ``hydra.searchpath``) and land on a schema
     field; any other key must be a schema field (:func:`schema_type`: a dataclass field must exist, a
     ``dict[str, X]`` field takes any key, ``Any`` and lists end the check) and its values must fit the field's
     type (:func:`fits`). ``hydra.*`` keys, deletions (``~key``) and items without ``=`` (``-m``) are left to Hydra.
 
     Args:
         overrides: the command line's overrides, as typed.
-        conf_dir: the conf tree (default ``conf/`` of the checkout).
+        tree: the conf tree (default :func:`mixgap.core.conftree.current`: the running job's or the command line's
+            search path, else the checkout's ``conf/``).
         multirun: whether ``-m`` was given; without it a sweep (``mix.weight=0,1``) is refused.
 
     Raises:
@@ -277,20 +264,21 @@ def check_override_keys(overrides: Sequence[str], conf_dir: str | Path | None = 
             ``mix.wieght=0.2: mix.wieght is not a field of the config schema; did you mean mix.weight? (...)``,
             ``mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)``.
     """
-    conf = Path(conf_dir) if conf_dir is not None else CONF_DIR
+    tree = tree or conftree.current()
     parsed = [(text, parse(text)) for text in overrides if "=" in text and not text.startswith("~")]
     parsed = [(text, o) for text, o in parsed if o.key_or_group and o.key_or_group != "hydra"
               and not o.key_or_group.startswith("hydra.")]
-    is_group = {text: any((conf / o.key_or_group).rglob("*.yaml")) for text, o in parsed}  # conf/deepspeed: JSON only
+    is_group = {text: conftree.is_group(o.key_or_group, tree) for text, o in parsed}  # conf/deepspeed: JSON only
     added = tuple((o.key_or_group, str(v)) for text, o in parsed if is_group[text] and (o.is_add() or o.is_force_add())
                   for v in values(o) or () if not isinstance(v, list))
-    chosen_anywhere = defaults_groups(conf, added)
+    chosen_anywhere = defaults_groups(tree, added)
     for text, override in parsed:
         key = override.key_or_group
         if is_group[text]:
-            _check_group(override, text, key, conf)
+            _check_group(override, text, key, tree)
             chosen = f"{key}@{override.package}" if override.package else key
-            if not (override.is_add() or override.is_force_add()) and chosen not in chosen_anywhere:
+            hydras = key.startswith("hydra/")  # Hydra's own defaults list (hydra/config) chooses every hydra/ group
+            if not (override.is_add() or override.is_force_add() or hydras) and chosen not in chosen_anywhere:
                 raise ConfigError(f"{text}: no defaults list chooses the {key} group, so it is added, not set: "
                                   f"+{text}")
         elif "/" not in key and override.package is None:

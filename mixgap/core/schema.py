@@ -23,13 +23,16 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 @dataclass
 class SourceConfig:
-    """Where a problem set lives: a Hub dataset (id, config, split) and the same data in the offline kit."""
+    """Where a problem set lives (:func:`mixgap.stages.data.source_kind`): a local file (``path``), else with
+    ``MIXGAP_DATA`` set the offline kit's copy (``kit_path``), else a Hub dataset (id, config, split); at least one."""
 
     name: str = MISSING
-    hub_id: str = MISSING
+    hub_id: str | None = None  # a Hugging Face dataset; optional with path or kit_path
     hub_config: str | None = None
     split: str = "test"
-    kit_path: str = MISSING  # relative to paths.data (MIXGAP_DATA)
+    kit_path: str | None = None  # relative to paths.data (MIXGAP_DATA)
+    # a local JSONL or Parquet file: absolute, or relative to the folder launch.py runs in; read through fields
+    path: str | None = None
     fields: FieldMap = field(default_factory=FieldMap)
     # how the gold answer is written on the Hub
     answer_format: str = one_of("plain", "boxed_in_solution", "after_hashes", "list_join", default="plain")
@@ -135,6 +138,10 @@ class EvalConfig:
     # the rule after extraction: policy (mixgap's grading policy) | paper (the authors' is_equiv; needs extract=boxed)
     rule: str = one_of("policy", "paper", default="policy")
     max_model_len: int | None = ranged("> 0", default=None)  # the engine's context (prompt + completion); None = the model's own
+    # samples per atomic chunk of completions (per replica with data parallelism), written as each finishes: the
+    # most a killed evaluation loses; in no key. Each chunk ends with a thinning batch (vLLM keeps up to its
+    # max_num_seqs in flight), so a larger chunk keeps the engine fuller
+    chunk_size: int = ranged("> 0", default=1024)
 
 @dataclass
 class DataConfig:
@@ -169,6 +176,12 @@ class AnalyzeConfig:
     max_cases: int = ranged("> 0", default=10)  # case-study problems when analyze.problems is None
     batch_size: int = ranged("> 0", default=4)
     problems: list[str] | None = None  # case study ids; None = problems where the arms disagree
+
+@dataclass
+class StudyConfig:
+    """``stage=status`` / ``stage=cancel`` (``mixgap.plan.study``): a study submitted by ``hydra/launcher=slurm``."""
+
+    sweep: str | None = None  # its folder (hydra.sweep.dir), holding dag.json
 
 @dataclass
 class PredictConfig:
@@ -243,6 +256,7 @@ class MixgapConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -252,9 +266,3 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="mixgap_schema", node=MixgapConfig)
 
-
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The options of a config group: the YAML file names under ``conf/<group>/`` (``student`` -> qwen3b, ...),
-    sorted; an option in a sub-folder is named by its path (``experiment`` -> ``method/long``)."""
-    root = conf_dir / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))

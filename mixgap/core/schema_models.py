@@ -41,12 +41,15 @@ class FieldMap:
 
 @dataclass
 class DatasetResponses:
-    """Existing teacher responses imported as a pool (backend=dataset): a Hub dataset or a JSONL file."""
+    """Existing teacher responses imported as a pool (backend=dataset): a local file (``path``), a file of the
+    offline kit (``kit_path``) or a Hub dataset (``hub_id``), the first one given."""
 
     hub_id: str | None = None
     hub_config: str | None = None
     split: str = "train"
-    path: str | None = None  # JSONL; a relative path resolves against paths.data
+    # a local JSONL or Parquet file, or an exported dataset folder: absolute, or relative to the folder launch.py runs in
+    path: str | None = None
+    kit_path: str | None = None  # the same, relative to paths.data (MIXGAP_DATA)
     fields: FieldMap = field(default_factory=FieldMap)
 
 @dataclass
@@ -61,7 +64,9 @@ class SamplingConfig:
 class ModelArch:
     """Public architecture facts of a model, copied from its Hugging Face ``config.json`` (cited in each YAML).
 
-    Used by :mod:`mixgap.plan.preflight` for memory, time and context checks; no model is loaded to get them.
+    Used by :mod:`mixgap.plan.preflight` for memory, time and context checks; no model is loaded to get them. A model
+    without this block gets it from its ``config.json`` (:mod:`mixgap.plan.shapes`), which must agree with it
+    when both are there.
     ``params_b`` is the parameter count in billions (the model card's figure); ``head_dim`` is None when it
     is ``hidden / heads`` (Gemma-2 sets its own).
     """
@@ -81,7 +86,8 @@ class ModelArch:
 class TeacherConfig:
     name: str = MISSING  # the config name (conf/teacher/<name>.yaml): what keys, tables and CSVs use
     display_name: str = ""  # what figures and report headings print (the model card's name); "" = ``name``; never keyed
-    hf_id: str | None = None
+    hf_id: str | None = None  # a Hub id or a local folder
+    revision: str | None = None  # a Hub commit, branch or tag to key and load; None: main, resolved to its commit
     family: str = MISSING  # qwen | llama | gemma | deepseek | smollm
     size_b: float = MISSING  # parameters, billions
     cot: str = one_of("long", "short", default="short")
@@ -100,9 +106,10 @@ class TeacherConfig:
 class StudentConfig:
     name: str = MISSING  # the config name (conf/student/<name>.yaml): what keys, tables and CSVs use
     display_name: str = ""  # what figures and report headings print (the model card's name); "" = ``name``; never keyed
-    hf_id: str | None = MISSING
+    hf_id: str | None = MISSING  # a Hub id or a local folder
+    revision: str | None = None  # a Hub commit, branch or tag to key and load; None: main, resolved to its commit
     family: str = MISSING  # qwen | llama | smollm
-    size_b: float = MISSING  # parameters, billions
+    size_b: float | None = None  # parameters, billions (figures, tables); None: the plan's count from the shape
     base: bool = False  # a base (not instruct) model, Figure 5
     math_expert: bool = False  # Qwen2.5-Math, Figure 4
     chat_template: str = "model"  # "model": the tokenizer's own; or a Jinja template string
@@ -116,7 +123,8 @@ class JudgeConfig:
     last number, is never judged, as in the paper); values in ``conf/judge/*.yaml``."""
 
     name: str = MISSING
-    hf_id: str | None = MISSING  # None with gguf set
+    hf_id: str | None = MISSING  # a Hub id or a local folder; None with gguf set
+    revision: str | None = None  # a Hub commit, branch or tag to key and load; None: main, resolved to its commit
     backend: str = one_of("vllm", "hf", default="vllm")
     dtype: str = "auto"
     max_new_tokens: int = ranged("> 0", default=20)

@@ -9,14 +9,17 @@ A stage is one module under :mod:`mixgap.stages` offering
 - its **build**: ``run(ctx, roles)``, which builds the planned ``roles``: a store artifact through the store
   (written into a fresh output folder and finished with its manifest, :meth:`mixgap.core.store.Store.get_or_build`)
   recorded in ``ctx.paths``; an in-process value (the resolved student, the evaluation sets) in ``ctx.values``;
-  what ``result.json`` reports goes into ``ctx.result``.
+  what ``result.json`` reports goes into ``ctx.result``; and it ends with its **receipt**
+  (:meth:`BuildContext.receipt`): one log line saying what it made (``generate.strong: qwq32b pool: 6,212 of 7,500
+  problems kept (82.8%)``), or ``reused: ...`` when the store already held it.
 
 :mod:`mixgap.pipeline` is then a loop over the plan's steps, calling each step's stage with its roles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mixgap.core.store import ArtifactSpec, Store
+
+log = logging.getLogger(__name__)
+
+
+def share(part: int, whole: int, unit: str = "") -> str:
+    """``"26 of 30 problems (86.7%)"``: a count of a whole (thousands separated), ``unit`` and the percentage with
+    one decimal (none of a whole of 0)."""
+    return f"{part:,} of {whole:,}" + (f" {unit}" if unit else "") + (f" ({100 * part / whole:.1f}%)" if whole else "")
 
 
 @dataclass
@@ -41,7 +52,8 @@ class BuildContext:
         values: in-process values by role, filled as the steps run: ``student`` (the untuned student's weights, a
             folder or a Hub id), ``benchmarks`` (benchmark name -> its evaluation problems, decontaminated and
             subset), ``export`` (the exported folder).
-        result: what the job reports in ``result.json``: ``counts``, ``scores``, ``untuned``, ``learnability``.
+        result: what the job reports in ``result.json``: ``counts``, ``scores``, ``untuned``, ``learnability``,
+            ``receipts`` (step -> its receipt line, :meth:`receipt`).
     """
 
     cfg: DictConfig
@@ -64,6 +76,21 @@ class BuildContext:
         if role not in self.values:
             raise KeyError(f"{role} is not built yet; the plan's steps run in build order")
         return self.values[role]
+
+    def receipt(self, step: str, made: str, roles: Sequence[str] = ()) -> str:
+        """Log (INFO: Hydra prints it on screen and in the job's log) and keep in ``result.json`` the one line that
+        says what ``step`` made: ``<step>: <made>``, or ``<step>: reused: <made>`` when the store artifacts of
+        ``roles`` were all finished before and this job built none of them (:attr:`mixgap.core.store.Store.built`).
+
+        Returns:
+            The line.
+        """
+        keys = [self.specs[role].key for role in roles if role in self.specs]
+        reused = bool(keys) and not any(key in self.store.built for key in keys)
+        line = f"{step}: {'reused: ' if reused else ''}{made}"
+        log.info("%s", line)
+        self.result.setdefault("receipts", {})[step] = line
+        return line
 
     def counts(self, role: str) -> dict[str, Any]:
         """The ``counts`` of the finished artifact of ``role`` (its manifest)."""

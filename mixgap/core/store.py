@@ -118,6 +118,7 @@ class Store:
         self.root = Path(root).expanduser().resolve()
         self.digests = digests  # check SHA-256 and rows on reuse (sizes are always checked)
         self.wait_s = 0.0  # seconds this Store object spent waiting for other processes' locks
+        self.built: set[str] = set()  # keys this Store object built (get_or_build); any other it returned was reused
 
     def path(self, key: str) -> Path:
         """Folder of the finished artifact ``key`` (it may not exist yet)."""
@@ -273,6 +274,7 @@ class Store:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, final)
                 filedigests.remember(final, files)
+                self.built.add(key)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

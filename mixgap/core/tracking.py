@@ -1,19 +1,24 @@
 """Experiment tracking: a ``Tracker`` protocol, ``NullTracker`` (tests) and ``WandbTracker`` (one run per job).
 
 One W&B run per Hydra job: group = the sweep folder, job_type = the stage, config = the resolved config.
-Runs are offline when no API key is set (``wandb sync`` uploads them later). The pipeline calls
-``finish()`` in a ``finally`` block, so a job that raises still closes its run (marked failed).
-W&B is never read back: the report reads job folders and the store only.
+The run's id is derived from the job's identity (:func:`run_id`: its coordinates and its folder), and the run is
+started with ``resume="allow"``, so a requeued or rerun job continues its own run instead of splitting its curves
+over several. Runs are offline when no API key is set (``wandb sync`` uploads them later; every attempt's
+offline folder carries the same run id). The pipeline calls ``finish()`` in a ``finally`` block, so a job that
+raises still closes its run (marked failed). W&B is never read back: the report reads job folders and the store only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from mixgap.core.config import to_container
+from mixgap.core.runrecord import job_identity
 
 
 class Tracker(Protocol):
@@ -60,8 +65,20 @@ def wandb_mode(setting: str) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+def run_id(cfg: Any, run_dir: str | os.PathLike, job_type: str) -> str:
+    """The W&B run id of a job: the first 16 hex digits of the SHA-256 of its identity
+    (:func:`mixgap.core.runrecord.job_identity`: stage, student, teachers, weight, seeds, benchmarks), its
+    ``job_type`` and its folder (resolved). A requeued job (SLURM puts it back into the same folder) and a rerun of
+    the same command in the same folder get the same id; two jobs of a sweep differ in their folders. (W&B ids
+    are letters and digits; an offline run's folder is ``offline-run-<time>-<id>``.)"""
+    who = {"job": job_identity(cfg), "job_type": job_type, "folder": str(Path(run_dir).expanduser().resolve())}
+    digest = hashlib.sha256(json.dumps(who, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:16]
+
+
 class WandbTracker:
-    """One W&B run. ``wandb`` is imported here only, so jobs without tracking never pay for it."""
+    """One W&B run, continued when a run of the same ``run_id`` exists (``resume="allow"``). ``wandb`` is imported
+    here only, so jobs without tracking never pay for it."""
     def __init__(
         self,
         *,
@@ -73,6 +90,7 @@ class WandbTracker:
         config: Mapping[str, Any],
         run_dir: str | os.PathLike,
         mode: str = "auto",
+        run_id: str | None = None,
     ):
         import wandb  # heavy: wandb, imported only when used
 
@@ -88,6 +106,8 @@ class WandbTracker:
             dir=str(run_dir),
             mode=wandb_mode(mode),
             reinit="create_new",  # a fresh run per job, also when jobs share one process
+            id=run_id,
+            resume="allow",  # the job's own run again after a requeue or a rerun
         )
         self.run_id = self.run.id
 
@@ -108,7 +128,8 @@ class WandbTracker:
 
 
 def make_tracker(cfg: Any, *, group: str, job_type: str, name: str, run_dir: str | os.PathLike) -> Tracker:
-    """The tracker a job's config asks for (``tracking.backend``: ``wandb`` or ``none``)."""
+    """The tracker a job's config asks for (``tracking.backend``: ``wandb`` or ``none``); a W&B run's id is the
+    job's (:func:`run_id` of ``cfg``, ``run_dir`` and ``job_type``)."""
     if cfg.tracking.backend == "none" or cfg.tracking.mode == "disabled":
         return NullTracker()
     return WandbTracker(
@@ -120,4 +141,5 @@ def make_tracker(cfg: Any, *, group: str, job_type: str, name: str, run_dir: str
         config=to_container(cfg),
         run_dir=run_dir,
         mode=cfg.tracking.mode,
+        run_id=run_id(cfg, run_dir, job_type),
     )

@@ -82,6 +82,16 @@ def layer_params(arch: Any) -> int:
     return attention + 3 * arch.hidden * arch.intermediate
 
 
+def model_params(arch: Any) -> int:
+    """Parameters of a dense decoder from its shape: ``layers x (`` :func:`layer_params` ``+ 2 hidden)`` (two RMSNorm
+    weight vectors a layer) ``+ hidden`` (the final norm) ``+ vocab x hidden`` (the embedding) ``+ vocab x hidden``
+    again unless ``tie_embeddings`` (the LM head). Biases (Qwen2's q/k/v) and Qwen3's per-head q/k norms are left
+    out: under 0.1% of the count. Checked against the model-card ``params_b`` of every ``arch:`` block in ``conf/``
+    (``tests/unit/test_shapes.py``: within 2%)."""
+    embedding = arch.vocab * arch.hidden
+    return arch.layers * (layer_params(arch) + 2 * arch.hidden) + arch.hidden + embedding * (1 if arch.tie_embeddings else 2)
+
+
 def largest_layer_params(arch: Any) -> int:
     """The largest single module's parameters, ``L`` of DeepSpeed's ZeRO-3 estimator: the embedding
     (``vocab x hidden``) or one decoder layer, whichever is larger."""

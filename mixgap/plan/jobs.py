@@ -7,8 +7,9 @@ Roles: ``model`` (converted GGUF weights, when the student has them) and ``stude
 identity, and the value the prepare step resolves), ``generation.<r>`` and ``pool.<r>`` for r in strong/weak (or
 ``teacher`` with ``stage=generate teacher=...``), ``scores.<r>`` (the untuned student's scores of every problem, which
 a student-aware ``mix.strategy`` mixes by), ``mixture``, ``benchmarks`` (the evaluation sets), ``predict.<r>``
-(learnability before training), ``checkpoint``, ``eval.<arm>.<benchmark>`` for arm in untuned/tuned,
-``judge.<arm>.<benchmark>`` (the LLM re-judge of an evaluation, with ``eval.judge``) and ``export``.
+(learnability before training), ``checkpoint``, ``completions.<arm>.<benchmark>`` (a model's generations) and
+``eval.<arm>.<benchmark>`` (their verdicts) for arm in untuned/tuned, ``judge.<arm>.<benchmark>`` (the LLM re-judge
+of an evaluation, with ``eval.judge``) and ``export``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mixgap.core.config import to_container, validate
+from mixgap.core.conftree import ConfTree
 from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import job_identity
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.plan import table
-from mixgap.plan.table import ARMS, READERS, Row, check_stage, teachers
+from mixgap.plan.table import ARMS, READERS, Row, check_stage, model_field, teachers
 from mixgap.results.sweep import read_sweeps
-from mixgap.stages import export
+from mixgap.stages import export, models
 from mixgap.stages.backends.registry import backend_class
 
 
@@ -46,13 +48,17 @@ class Step:
 class JobPlan:
     """A job's plan: ``specs`` (role -> spec, every artifact the job may need and the student's identity, in build
     order), ``roles`` (the store artifacts its stage builds), ``steps`` (how the pipeline builds them, with the
-    in-process values) and ``identity`` (what the report groups by)."""
+    in-process values) and ``identity`` (what the report groups by); ``unresolved`` (role -> the fields of the Hub
+    models whose revision is unresolved in its key: :func:`unresolved_models`) and ``foreign_arch`` (the model fields
+    whose YAML ``arch:`` is another model's: :func:`foreign_arch`)."""
 
     stage: str
     specs: dict[str, ArtifactSpec]
     roles: tuple[str, ...]
     steps: tuple[Step, ...]
     identity: dict[str, Any] = field(default_factory=dict)
+    unresolved: dict[str, list[str]] = field(default_factory=dict)
+    foreign_arch: tuple[str, ...] = ()
 
     def key(self, role: str) -> str:
         return self.specs[role].key
@@ -66,8 +72,41 @@ class JobPlan:
         return [arm for arm in ARMS if self.builds(f"eval.{arm}.")]
 
     def rows(self, store: Store) -> list[dict[str, Any]]:
-        """``{role, key, done}`` for every role the stage builds (``done``: finished in ``store`` now)."""
-        return [{"role": r, "key": self.key(r), "done": store.is_done(self.key(r))} for r in self.roles]
+        """``{role, key, done}`` for every role the stage builds (``done``: finished in ``store`` now), with
+        ``unresolved`` (the model fields whose revision its key lacks) where there are any."""
+        return [{"role": r, "key": self.key(r), "done": store.is_done(self.key(r)),
+                 **({"unresolved": self.unresolved[r]} if r in self.unresolved else {})} for r in self.roles]
+
+
+#: The config paths of the models a job may name (student, teachers, judge), whose hf_id may be overridden.
+MODEL_FIELDS = ("student", "mix.strong", "mix.weak", "teacher", "eval.judge")
+
+
+def unresolved_models(specs: dict[str, ArtifactSpec], roles: Sequence[str]) -> dict[str, list[str]]:
+    """``{role: [model field, ...]}`` for each of ``roles`` whose key holds a Hub model whose revision is
+    :data:`mixgap.stages.models.UNRESOLVED`: in its own ``weights`` (the student, a teacher's generation, a judge's
+    verdicts: :func:`mixgap.plan.table.model_field`) or, through its inputs, in an artifact it is built from."""
+    by_key = {spec.key: role for role, spec in specs.items()}
+    found: dict[str, set[str]] = {}
+
+    def walk(role: str) -> set[str]:
+        if role not in found:
+            spec, field_ = specs[role], model_field(role)
+            weights = spec.fields.get("weights")
+            mine = {field_} if field_ and isinstance(weights, dict) and weights.get("revision") == models.UNRESOLVED else set()
+            found[role] = mine.union(*(walk(by_key[key]) for key in spec.inputs if key in by_key))
+        return found[role]
+
+    return {role: sorted(walk(role)) for role in roles if role in specs and walk(role)}
+
+
+def foreign_arch(cfg: DictConfig, overrides: Sequence[str]) -> tuple[str, ...]:
+    """The model fields (:data:`MODEL_FIELDS`) whose ``hf_id`` ``overrides`` set while leaving their ``arch`` alone:
+    the YAML's ``arch:`` block there describes the YAML's own model, not the one named now, so the plan takes the
+    shape from the new model's ``config.json`` (:mod:`mixgap.plan.shapes`)."""
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    return tuple(f for f in MODEL_FIELDS if f"{f}.hf_id" in keys and not any(k.startswith(f"{f}.arch") for k in keys)
+                 and OmegaConf.select(cfg, f) is not None)
 
 
 def job_specs(cfg: DictConfig) -> dict[str, ArtifactSpec]:
@@ -115,7 +154,7 @@ def stage_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
     wanted = export.builds(cfg.export.artifact) if stage == "export" else ()
     built = {role for row, roles in rows for role in roles if stage in row.stages or role.startswith(wanted)}
     if stage == "all" and not cfg.eval.untuned:
-        built = {role for role in built if not role.startswith("eval.untuned.")}
+        built = {role for role in built if not role.startswith(("completions.untuned.", "eval.untuned."))}
     value_rows = {specs[v].key: roles for row, roles in rows for v in row.values if v in specs}
     for role in [r for r in built if r in specs]:
         for key in specs[role].inputs:
@@ -130,8 +169,10 @@ def stage_roles(cfg: DictConfig, specs: dict[str, ArtifactSpec]) -> list[str]:
     return kept
 
 
-def make_plan(cfg: DictConfig) -> JobPlan:
-    """The plan of one composed, validated job config (pure: reads no store, loads no model).
+def make_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan:
+    """The plan of one composed, validated job config (reads no store, loads no model; a Hub model's revision is
+    asked of the Hub or the local cache and a local model folder's files are hashed, once per process each);
+    ``overrides``: the job's command-line overrides (:func:`foreign_arch`).
 
     Raises:
         ConfigError: the stage is not allowed (:func:`mixgap.plan.table.check_stage`) or has no plan, or a
@@ -147,17 +188,32 @@ def make_plan(cfg: DictConfig) -> JobPlan:
         if mine:
             steps.append(Step(row.step, row.module, mine))
     roles = tuple(role for role in built if role not in values)
-    return JobPlan(cfg.stage, specs, roles, tuple(steps), job_identity(cfg))
+    return JobPlan(cfg.stage, specs, roles, tuple(steps), job_identity(cfg), unresolved_models(specs, built),
+                   foreign_arch(cfg, overrides))
+
+
+def refuse_unresolved(cfg: DictConfig, plan: JobPlan) -> None:
+    """Outside ``stage=plan``, a job whose keys would hold an unresolved Hub model revision is refused: what it
+    built could not be told apart from what the same id gives at another commit.
+
+    Raises:
+        ConfigError: one line naming ``<field>.revision`` (:func:`mixgap.stages.models.unresolved_line`).
+    """
+    fields = sorted({f for found in plan.unresolved.values() for f in found})
+    if cfg.stage != "plan" and fields:
+        raise ConfigError(models.unresolved_line(OmegaConf.select(cfg, fields[0]), fields[0]))
 
 
 #: Plans already checked in this process, by resolved config and overrides (:func:`checked_plan`).
 _CHECKED: dict[str, JobPlan | None] = {}
 
 
-def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | None:
+def checked_plan(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | None = None) -> JobPlan | None:
     """Every check of one composed job config before any work, and its plan: the stage
     (:func:`mixgap.plan.table.check_stage`), the values (:func:`mixgap.core.config.validate`, ``overrides`` being the
-    job's command-line overrides), then the plan (:func:`make_plan`); a reader (``report``, ``analyze``) has no plan
+    job's command-line overrides, their group options read from the conf tree ``tree``), then the plan
+    (:func:`make_plan`) and its models' revisions (:func:`refuse_unresolved`); a reader (``report``, ``analyze``)
+    has no plan
     (None): its sweep folders must hold job folders (:func:`mixgap.results.sweep.read_sweeps`).
 
     Once per process: ``launch.py``'s check before Hydra, the sweeper's check of every point and
@@ -169,11 +225,17 @@ def checked_plan(cfg: DictConfig, overrides: Sequence[str] = ()) -> JobPlan | No
     key = json.dumps([to_container(cfg), sorted(overrides)], sort_keys=True, default=str)
     if key not in _CHECKED:
         check_stage(cfg.stage)
-        validate(cfg, overrides)
-        if cfg.stage in READERS:
-            sweeps = to_container(cfg[cfg.stage].sweep)
-            read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{cfg.stage}.sweep")
-        _CHECKED[key] = None if cfg.stage in READERS else make_plan(cfg)
+        validate(cfg, overrides, tree)
+        reader = READERS.get(cfg.stage)
+        if reader is not None and reader.check is not None:
+            reader.check(cfg)
+        elif reader is not None:
+            sweeps = to_container(cfg[reader.node].sweep)
+            read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{reader.node}.sweep")
+        plan = None if reader is not None else make_plan(cfg, overrides)
+        if plan is not None:
+            refuse_unresolved(cfg, plan)
+        _CHECKED[key] = plan
     return _CHECKED[key]
 
 

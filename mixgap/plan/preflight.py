@@ -1,4 +1,5 @@
-"""Preflight: will a job run on its allocation, and what will it cost? Pure arithmetic, no model loaded.
+"""Preflight: will a job run on its allocation, and what will it cost? Arithmetic on the models' shapes (their YAML's
+``arch:`` or their ``config.json``: :mod:`mixgap.plan.shapes`), no model loaded.
 
 :func:`preflight` plans one composed job config for ``gpus`` GPUs of ``cluster.gpu_memory_gb`` each (or of
 ``memory_gb``, this machine's measured devices; :mod:`mixgap.plan.machine` says which): the training layout
@@ -45,9 +46,10 @@ from mixgap.plan.estimates import (
     usable_memory_gb,
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
+from mixgap.plan.shapes import with_shapes
 from mixgap.plan.workload import eval_samples, scoring_tokens, training_tokens
-from mixgap.stages.predict import effective_max_seq_len
 from mixgap.stages.backends.parallel import data_parallel_size
+from mixgap.stages.predict import effective_max_seq_len
 from mixgap.stages.train.batching import BatchLayout, exact_layouts
 
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
@@ -101,14 +103,17 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         per stage: ``evaluation``, ``judge``, ``generation``; None where the job has no such stage),
         ``tokens_source``, ``gpus``, ``gpu_memory_gb``, ``usable_memory_gb``, ``cpu``, ``launcher``, ``refusals``
         (one-line reasons; empty: the job fits), ``gpu_refusals`` (those about GPU memory or tensor parallelism),
-        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None)
-        and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
+        ``calibration`` (with ``cluster.calibration``: which figures were measured, :func:`_calibrated`; else None),
+        ``shapes`` (where a model's shape came from when not its YAML's ``arch:``, :func:`mixgap.plan.shapes.with_shapes`;
+        a model whose shape is unknown or contradicts its ``config.json`` is a refusal), ``student_params_b`` (the
+        student's planned parameters, billions; None without a shape) and ``decisions`` (what the run takes from the plan: ``train_per_device_batch_size``, ``eval_tensor_parallel_size``,
         ``eval_data_parallel_size``, ``judge_data_parallel_size``, ``generation_data_parallel_size`` =
         ``{teacher field: replicas}``).
     """
     memory = float(memory_gb or cfg.cluster.gpu_memory_gb)
     headroom = float(cfg.cluster.get("memory_headroom", 0.0))
     refusals: list[str] = []
+    cfg, shapes = with_shapes(cfg, plan, store, refusals)
     cfg, calibration = _calibrated(cfg, refusals)
     out: dict[str, Any] = {
         "gpus": 0 if cpu else gpus, "gpu_memory_gb": round(memory, 1), "world_size": None,
@@ -121,7 +126,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
         "usable_memory_gb": usable_memory_gb(memory, headroom),
         "data_parallel_size": {"evaluation": None, "judge": None, "generation": None},
-        "decisions": {}, "calibration": calibration,
+        "decisions": {}, "calibration": calibration, "shapes": shapes,
+        "student_params_b": (cfg.student.arch or {}).get("params_b"),
     }
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
@@ -129,7 +135,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         _scoring(cfg, plan, store, out)
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
-    if plan.builds("eval.") and cfg.student.get("arch") is not None:
+    if plan.builds("completions.") and cfg.student.get("arch") is not None:  # the verdicts load no model
         generation += _evaluation(cfg, plan, gpus, out)
     if plan.builds("judge.") and cfg.eval.get("judge") is not None:
         generation += _judge(cfg.eval.judge, gpus, out)
@@ -324,7 +330,7 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
     replicas = out["data_parallel_size"]["evaluation"] = data_parallel_size(gpus, tp)
     out["eval_tokens_per_s"] = round(rate, 1)
     one_arm = round(samples * new_tokens / (replicas * rate) / 3600, 3)
-    tuned, untuned = plan.builds("eval.tuned."), plan.builds("eval.untuned.")
+    tuned, untuned = plan.builds("completions.tuned."), plan.builds("completions.untuned.")
     out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
     out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
     # vLLM fills what the GPU has: the batch's KV cache, capped at the GPU's usable memory

@@ -44,8 +44,8 @@ def _replicas(report: dict[str, Any]) -> str:
 def describe(report: dict[str, Any]) -> str:
     """One line: where (GPUs and their memory, or the CPU), batch layout (and why its per-device batch is not the
     configured one, when it is not), train/generation memory per GPU, the evaluation's TP x replicas and its decode
-    bound, hours and GPU-hours, and which throughput figures a ``cluster.calibration`` file gave (on the CPU: the
-    layout only, the GPU figures belong to the cluster plan)."""
+    bound, hours and GPU-hours, which throughput figures a ``cluster.calibration`` file gave and where a model's shape
+    came from when not its YAML (on the CPU: the layout only, the GPU figures belong to the cluster plan)."""
     why = f" ({report['layout_reason']})" if report.get("layout_reason") else ""
     layout = (f"world {report['world_size']} x per-device {report['per_device_batch_size']} x accumulation "
               f"{report['gradient_accumulation_steps']} = global {report['global_batch_size']}{why}"
@@ -59,7 +59,8 @@ def describe(report: dict[str, Any]) -> str:
             f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}){scoring}; "
             + (f"scoring {duration(score)} + " if traces else "") + f"train {duration(report['train_hours_estimate'])} + "
             f"eval <= {duration(report['eval_hours_estimate'])} = {report['gpu_hours_estimate']:.2g} GPU-h"
-            + (f"; {report['calibration']}" if report.get("calibration") else ""))
+            + (f"; {report['calibration']}" if report.get("calibration") else "")
+            + "".join(f"; {note}" for note in report.get("shapes") or ()))
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:

@@ -4,7 +4,9 @@ artifacts (a shared artifact is built once)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +18,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mixgap.core.store import Store, StoreError
+from mixgap.plan import study
 from mixgap.plan.printout import summary_lines
 from mixgap.results.sweep import job_results
 
 log = logging.getLogger(__name__)
+ARMED = ("completions", "eval")  # kinds counted per arm (untuned / tuned), e.g. completions.untuned
 
 
 def _done_now(store: Store, key: str) -> bool:
@@ -34,7 +38,7 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Distinct artifacts per kind over several jobs' plans: ``{kind: {"distinct", "done", "uses"}}``.
 
     The kind is the role without its teacher or benchmark: ``generation``, ``pool``, ``mixture``,
-    ``checkpoint``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
+    ``checkpoint``, ``completions.untuned``, ``completions.tuned``, ``eval.untuned``, ``eval.tuned``, ``model``. ``done`` counts finished artifacts: as
     planned for ``stage=plan`` jobs, in the store now for the others.
     """
     kinds: dict[str, dict[str, int]] = {}
@@ -46,7 +50,7 @@ def plan_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             parts = row["role"].split(".")
             uses[row["key"]] += 1
             done = _done_now(store, row["key"]) if store is not None else row["done"]  # now, after the jobs ran
-            seen[row["key"]] = (".".join(parts[:2]) if parts[0] == "eval" else parts[0], done)
+            seen[row["key"]] = (".".join(parts[:2]) if parts[0] in ARMED else parts[0], done)
     for key, (kind, done) in seen.items():
         entry = kinds.setdefault(kind, {"distinct": 0, "done": 0, "uses": 0})
         entry["distinct"] += 1
@@ -69,8 +73,10 @@ class SweepSummary(Callback):
     multirun, how the jobs share artifacts (plan) or how they ended."""
 
     total: int | None = None  # jobs in the sweep, known in the process that launched it
+    started: float = 0.0  # when the multirun started (epoch seconds): a study submitted since is this one's
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
         try:
             task = list(config.hydra.overrides.task)
             keys = {o.split("=", 1)[0].lstrip("+~") for o in task}
@@ -110,7 +116,8 @@ class SweepSummary(Callback):
         if reused:
             kinds: Counter[str] = Counter()
             for role, wall in reused.items():
-                kinds[role.split(".")[0] if not role.startswith("eval.") else ".".join(role.split(".")[:2])] += wall
+                parts = role.split(".")
+                kinds[".".join(parts[:2]) if parts[0] in ARMED else parts[0]] += wall
             print("reused from the store (their build time when made): "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in kinds.items()))
         lines, refused = summary_lines(results)
@@ -121,8 +128,30 @@ class SweepSummary(Callback):
             print("artifacts they need (shared artifacts are built once):")
             for kind, entry in summary.items():
                 print(
-                    f"  {kind:<13} {entry['distinct']:>4} distinct ({entry['done']} done), "
+                    f"  {kind:<19} {entry['distinct']:>4} distinct ({entry['done']} done), "
                     f"used {entry['uses']} times"
                 )
         if refused:
             raise SystemExit(2)  # stage=plan: every job planned and printed; any refusal fails the sweep
+        lines, failed = study_summary(sweep_dir, self.started)
+        for line in lines:
+            print(line)
+        if failed:
+            raise SystemExit(1)  # a job of the study failed, or SLURM dropped it: each said above
+
+
+def study_summary(sweep_dir: Path, since: float) -> tuple[list[str], bool]:
+    """The lines of the study this multirun submitted to SLURM (the last submission of ``<sweep>/dag.json``, made
+    after ``since``): how its jobs ended, one line per job that failed or that SLURM dropped, what was not
+    resubmitted; and whether any job did not end done. Nothing for a sweep that submitted no study."""
+    path = sweep_dir / study.DAG
+    if not path.is_file():
+        return [], False
+    last = (json.loads(path.read_text())["submissions"] or [{}])[-1]
+    if float(last.get("submitted", 0)) < since:
+        return [], False
+    if not last.get("jobs"):
+        return ["the study (dag.json): nothing submitted (why: above)"], False
+    outcomes = [study.Outcome(**o) for o in last.get("outcomes", [])]
+    lines = [f"the study's {len(last['jobs'])} SLURM job(s) (dag.json):", *study.summary_lines(outcomes, last.get("kept", []))]
+    return lines, any(o.status != "done" for o in outcomes) or len(outcomes) < len(last["jobs"])

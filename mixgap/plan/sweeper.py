@@ -10,19 +10,23 @@ machine's CUDA devices or the CPU under the basic launcher, a cluster launcher's
 whole sweep with one line per bad job and field: a SLURM array is never submitted with a job that would fail.
 With ``stage=plan`` nothing is ever submitted: the jobs run in the calling process (the basic launcher's
 semantics) whatever ``hydra/launcher`` says, each planned for the resources that launcher would give it.
+
+On a SLURM launcher (``hydra_plugins.mixgap_launcher.StudyLauncher``) the sweep is a study of dependent jobs
+(:func:`study_of`, :mod:`mixgap.plan.dag`): its teacher pools, the grid, the report; ``stage=plan`` prints it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
+from mixgap.plan.dag import Point, Study, make_study
 from mixgap.plan.jobs import checked_plan
 from mixgap.plan.machine import Allocation, job_allocation, plan_job
 
@@ -49,7 +53,7 @@ def check_job(cfg: DictConfig, overrides: Sequence[str], gpus: Allocation | int)
         return str(err), None
     if plan is None:  # a reader (report, analyze): no plan, no preflight
         return None, None
-    store = Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None  # Store() would create it
+    store = existing_store(cfg)
     allocation = gpus if isinstance(gpus, Allocation) else Allocation(None, gpus)
     return None, plan_job(cfg, plan, allocation, store)
 
@@ -74,3 +78,18 @@ def submission_error(launcher: str, err: BaseException) -> str:
     text = str(err).strip().splitlines()
     first = text[0] if text else type(err).__name__
     return f"hydra/launcher={launcher} could not submit the sweep (nothing was started): {first}"
+
+
+def existing_store(cfg: DictConfig) -> Store | None:
+    """The job's store (``paths.cache``), None while its folder does not exist (``Store()`` would make it)."""
+    return Store(cfg.paths.cache) if Path(cfg.paths.cache).is_dir() else None
+
+
+def study_of(points: Sequence[Point], compose: Callable[[list[str]], DictConfig], master: DictConfig) -> Study:
+    """The study of a checked sweep on a SLURM launcher (:func:`mixgap.plan.dag.make_study`): ``compose`` is the
+    sweeper's ``load_sweep_config`` of one job's overrides, ``master`` the multirun's config (its sweep dir and
+    launcher)."""
+    launcher = master.hydra.runtime.choices.get("hydra/launcher", "slurm")
+    params = OmegaConf.to_container(master.hydra.launcher, resolve=True)
+    return make_study(points, lambda overrides: job_config(compose(overrides))[:2], Path(master.hydra.sweep.dir),
+                      launcher, params, existing_store)

@@ -6,7 +6,8 @@ A row of :data:`TABLE` gives
 - ``module``: the stage module whose ``run(ctx, roles)`` builds the row's roles (the stage contract,
   :mod:`mixgap.core.stage`);
 - ``stages``: the ``stage=`` values that build it (``plan`` plans what ``all`` builds);
-- ``artifacts``: the role prefixes of the store artifacts it builds (``eval.untuned.`` covers one per benchmark);
+- ``artifacts``: the role prefixes of the store artifacts it builds (``eval.untuned.`` covers one per benchmark:
+  the verdicts; ``completions.untuned.`` the generations they grade);
 - ``values``: the in-process values it builds, never stored: ``student`` (the untuned student's weights: a folder,
   or a checked Hub id), ``benchmarks`` (the evaluation problem sets, decontaminated against the mixture and
   subset), ``export`` (the exported folder);
@@ -15,8 +16,8 @@ A row of :data:`TABLE` gives
 
 Validation (the allowed ``stage=`` values, :func:`check_stage`), planning (:func:`mixgap.plan.jobs.make_plan`), the
 preflight and the pipeline all read it: a new stage is its module plus one row. :data:`READERS` is the small table
-of the stages that read finished sweeps instead (``report``, ``analyze``): another contract
-(``run(cfg, store, tracker_for)``), no role, no plan.
+of the stages that read finished sweeps instead (``report``, ``analyze``) or a study submitted to SLURM
+(``status``, ``cancel``): another contract (``run(cfg, store, tracker_for)``), no role, no plan.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from omegaconf import DictConfig
 from mixgap.core.config import data_root
 from mixgap.core.errors import ConfigError
 from mixgap.core.store import ArtifactSpec
+from mixgap.plan import study
 from mixgap.results import analysis, report
-from mixgap.stages import benchmarks, evaluate, export, generate, judge, mix, models, predict
+from mixgap.stages import benchmarks, completions, evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.backends.registry import backend_class
 from mixgap.stages.train import stage as train
 
@@ -57,6 +59,20 @@ def teachers(cfg: DictConfig) -> dict[str, DictConfig]:
     if cfg.stage == "generate" and cfg.get("teacher"):
         return {"teacher": cfg.teacher}
     return {"strong": cfg.mix.strong, "weak": cfg.mix.weak}
+
+
+def teacher_field(role: str) -> str:
+    """The config path of the teacher of ``role``: ``teacher`` (``stage=generate teacher=...``) or ``mix.<role>``."""
+    return "teacher" if role == "teacher" else f"mix.{role}"
+
+
+def model_field(role: str) -> str | None:
+    """The config path of the model whose weights a role's spec names in its ``weights`` field: ``student``, a
+    teacher's (``generation.<r>``: :func:`teacher_field`), ``eval.judge`` (``judge.<arm>.<benchmark>``); None for
+    the other roles."""
+    if role == "student" or role.startswith("judge."):
+        return "student" if role == "student" else "eval.judge"
+    return teacher_field(role.split(".", 1)[1]) if role.startswith("generation.") else None
 
 
 def check_teacher(field: str, teacher: DictConfig) -> None:
@@ -88,8 +104,8 @@ def teacher_specs(role: str, cfg: DictConfig, specs: Specs) -> dict[str, Artifac
     teacher = teachers(cfg).get(role)
     if teacher is None:
         return {}
-    check_teacher("teacher" if role == "teacher" else f"mix.{role}", teacher)
-    gen = generate.generation_spec(teacher, cfg.problems, data_root(cfg))
+    check_teacher(teacher_field(role), teacher)
+    gen = generate.generation_spec(teacher, cfg.problems, data_root(cfg), teacher_field(role))
     return {f"generation.{role}": gen, f"pool.{role}": generate.pool_spec(teacher, gen.key)}
 
 
@@ -125,17 +141,25 @@ def checkpoint_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
     return {"checkpoint": train.checkpoint_spec(cfg.finetune_mode, specs["student"].key, specs["mixture"].key)}
 
 
-def eval_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
-    """``eval.<arm>.<benchmark>`` for every benchmark: the untuned student or the checkpoint; with
-    ``data.decontamination=drop`` keyed by the training problem set too."""
+def completion_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
+    """``completions.<arm>.<benchmark>`` for every benchmark: the untuned student's or the checkpoint's
+    generations; with ``data.decontamination=drop`` keyed by the training problem set too."""
     if "mixture" not in specs:
         return {}
     model = specs["student" if arm == "untuned" else "checkpoint"].key
     strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
     exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
     root = data_root(cfg)
-    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, model, exclude, root)
+    return {f"completions.{arm}.{name}": completions.completions_spec(bench, cfg.eval, model, exclude, root,
+                                                                      str(cfg.student.chat_template))
             for name, bench in cfg.benchmark.items()}
+
+
+def eval_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
+    """``eval.<arm>.<benchmark>`` for every benchmark with completions: the verdicts on them under the grader's
+    version, ``eval.extract`` and ``eval.rule``."""
+    return {f"eval.{arm}.{name}": evaluate.eval_spec(bench, cfg.eval, specs[f"completions.{arm}.{name}"].key)
+            for name, bench in cfg.benchmark.items() if f"completions.{arm}.{name}" in specs}
 
 
 def judge_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
@@ -156,24 +180,43 @@ _SCORED = (*_MIXED, "predict")  # ... and stage=predict: a student-aware mixture
 #: generation) and names no stage= but its own: a row that takes the student as input pulls it in
 #: (:func:`mixgap.plan.jobs.stage_roles`).
 TABLE: tuple[Row, ...] = (
-    #   step                module      stages               artifacts                               values            specs
-    Row("prepare",          models,     ("prepare",),        ("model",),                             ("student",),     student_specs),
-    Row("generate.teacher", generate,   ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
-    Row("generate.strong",  generate,   _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
-    Row("generate.weak",    generate,   _TEACHERS,           ("generation.weak", "pool.weak"),       (),               partial(teacher_specs, "weak")),
-    Row("score",            predict,    _SCORED,             ("scores.",),                           (),               score_specs),
-    Row("mix",              mix,        _MIXED,              ("mixture",),                           (),               mixture_specs),
-    Row("benchmarks",       benchmarks, _MIXED,              (),                                     ("benchmarks",),  None),
-    Row("predict",          predict,    ("predict", "all"),  ("predict.",),                          (),               predict_specs),
-    Row("train",            train,      ("train", "all"),    ("checkpoint",),                        (),               checkpoint_specs),
-    Row("evaluate.untuned", evaluate,   ("evaluate", "all"), ("eval.untuned.",),                     (),               partial(eval_specs, "untuned")),
-    Row("evaluate.tuned",   evaluate,   ("all",),            ("eval.tuned.",),                       (),               partial(eval_specs, "tuned")),
-    Row("judge",            judge,      ("evaluate", "all"), ("judge.",),                            (),               judge_specs),
-    Row("export",           export,     ("export",),         (),                                     ("export",),      None),
+    #   step                   module       stages               artifacts                               values            specs
+    Row("prepare",             models,      ("prepare",),        ("model",),                             ("student",),     student_specs),
+    Row("generate.teacher",    generate,    ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
+    Row("generate.strong",     generate,    _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
+    Row("generate.weak",       generate,    _TEACHERS,           ("generation.weak", "pool.weak"),       (),               partial(teacher_specs, "weak")),
+    Row("score",               predict,     _SCORED,             ("scores.",),                           (),               score_specs),
+    Row("mix",                 mix,         _MIXED,              ("mixture",),                           (),               mixture_specs),
+    Row("benchmarks",          benchmarks,  _MIXED,              (),                                     ("benchmarks",),  None),
+    Row("predict",             predict,     ("predict", "all"),  ("predict.",),                          (),               predict_specs),
+    Row("train",               train,       ("train", "all"),    ("checkpoint",),                        (),               checkpoint_specs),
+    Row("completions.untuned", completions, ("evaluate", "all"), ("completions.untuned.",),              (),               partial(completion_specs, "untuned")),
+    Row("evaluate.untuned",    evaluate,    ("evaluate", "all"), ("eval.untuned.",),                     (),               partial(eval_specs, "untuned")),
+    Row("completions.tuned",   completions, ("all",),            ("completions.tuned.",),                (),               partial(completion_specs, "tuned")),
+    Row("evaluate.tuned",      evaluate,    ("all",),            ("eval.tuned.",),                       (),               partial(eval_specs, "tuned")),
+    Row("judge",               judge,       ("evaluate", "all"), ("judge.",),                            (),               judge_specs),
+    Row("export",              export,      ("export",),         (),                                     ("export",),      None),
 )  # fmt: skip
 
-#: The stages that read finished sweeps (``run(cfg, store, tracker_for)``), with the name of their tracker run.
-READERS: dict[str, tuple[ModuleType, str]] = {"report": (report, "report"), "analyze": (analysis, "analysis")}
+@dataclass(frozen=True)
+class Reader:
+    """A stage that reads sweeps instead of building (``run(cfg, store, tracker_for)``): its ``module``, the name of
+    its tracker run, the config node whose ``sweep`` names the folders it reads, and its own ``check`` of them
+    before any work (None: they must hold Hydra job folders, :func:`mixgap.results.sweep.read_sweeps`)."""
+
+    module: ModuleType
+    name: str
+    node: str
+    check: Callable[[DictConfig], None] | None = None
+
+
+#: The stages that read finished sweeps (report, analyze) or a submitted study (status, cancel).
+READERS: dict[str, Reader] = {
+    "report": Reader(report, "report", "report"),
+    "analyze": Reader(analysis, "analysis", "analyze"),
+    "status": Reader(study, "status", "study", study.check),
+    "cancel": Reader(study, "cancel", "study", study.check),
+}
 
 
 def stage_values() -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from mixgap.core.errors import ConfigError
 from mixgap.plan.estimates import CHARS_PER_TOKEN, PAPER_CHARS, PAPER_EXAMPLES, PROMPT_TOKENS
 from mixgap.plan.jobs import JobPlan
-from mixgap.stages.evaluate import sampling_fields
+from mixgap.stages.completions import sampling_fields
 
 
 def pool_lengths(cfg: DictConfig, plan: JobPlan, store: Any = None) -> tuple[dict[str, float], int, str]:
@@ -62,7 +62,7 @@ def scoring_tokens(cfg: DictConfig, plan: JobPlan, store: Any = None) -> tuple[f
 
 def eval_samples(cfg: DictConfig, bench: DictConfig) -> int:
     """Completions one evaluation arm decodes on ``bench``: problems (the benchmark's size, cut by
-    ``benchmark.<key>.limit`` / ``eval.limit``; its ``size`` is in its YAML) x samples per problem (:func:`mixgap.stages.evaluate.sampling_fields`)."""
+    ``benchmark.<key>.limit`` / ``eval.limit``; its ``size`` is in its YAML) x samples per problem (:func:`mixgap.stages.completions.sampling_fields`)."""
     problems = min(bench.size, bench.limit or math.inf, cfg.eval.limit or math.inf)
     sampling = sampling_fields(cfg.eval, bench)
     return int(problems) * (sampling["n_samples"] if sampling else 1)

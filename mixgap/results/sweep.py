@@ -25,8 +25,9 @@ from mixgap.stats.sampled import per_problem_mean
 log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
-NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "teacher", "hydra.", "mix.weight", "mix.strategy", "eval.backend",
-                 "eval.batch_size", "eval.tensor_parallel_size", "data.missing_pool", "finetune_mode.save_steps",
+NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "study.", "teacher", "hydra.", "mix.weight",
+                 "mix.strategy", "eval.backend", "eval.batch_size", "eval.chunk_size", "eval.tensor_parallel_size",
+                 "data.missing_pool", "finetune_mode.save_steps",
                  "finetune_mode.logging_steps", "predict.", "student.display_name", "mix.strong.display_name",
                  "mix.weak.display_name")
 #: The config fields naming a job's models as a reader knows them (``display_name``; "" = the config ``name``).
@@ -113,7 +114,8 @@ def read_result(folder: Path) -> dict[str, Any] | None:
 
 
 def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:
-    """Job folders (those holding ``.hydra/``) in ``sweep``: itself, or up to three levels below it.
+    """Job folders (those holding ``.hydra/``) in ``sweep``: itself, or up to three levels below it (not in
+    ``report/``, ``analysis/``, nor ``pools/``, the teacher pool jobs of a study submitted to SLURM).
 
     Raises:
         ConfigError: ``sweep`` names no folder (the message names ``field``).
@@ -129,7 +131,7 @@ def find_jobs(sweep: str | Path, field: str = "report.sweep") -> list[Path]:
             if (folder / ".hydra").is_dir():
                 found.append(folder)
             else:
-                below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name not in ("report", "analysis")]
+                below += [p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._" and p.name not in ("report", "analysis", "pools")]
         frontier = below
     return sorted(found, key=lambda p: (str(p.parent), p.name.zfill(12)))
 

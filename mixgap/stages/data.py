@@ -1,31 +1,33 @@
-"""Problems and benchmarks as one normalised record, from the Hugging Face Hub or the offline JSONL kit.
+"""Problems and benchmarks as one normalised record, from a local file, the offline JSONL kit or the Hugging Face Hub.
 
-Every source (MATH train, the five benchmarks, imported teacher responses) becomes a list of
-:class:`Problem` with ``id``, ``problem``, ``answer`` (gold final answer), ``solution`` and ``meta``.
-Hub ids and field names live in the config (``conf/benchmark/*.yaml``, ``conf/problems/*.yaml``); when
-``paths.data`` (``MIXGAP_DATA``) names a folder laid out like the kit (``math/``, ``gsm8k/``, ``eval/``,
-``traces/``), the same loaders read its already-normalised JSONL files instead.
-
-Decontamination compares training and evaluation problems by normalised text (:func:`normalize_text`).
+Every source (MATH train, the five benchmarks, a researcher's own benchmark, imported teacher responses) becomes a
+list of :class:`Problem` with ``id``, ``problem``, ``answer`` (gold final answer), ``solution`` and ``meta``. Where a
+source's rows are (:func:`source_kind`): its ``path`` (a local JSONL or Parquet file: absolute, or relative to the
+folder ``launch.py`` runs in, :func:`local_file`), else with ``paths.data`` (``MIXGAP_DATA``) set its ``kit_path``
+(a file of the offline kit, laid out ``math/``, ``gsm8k/``, ``eval/``, ``traces/``), else its Hub dataset
+(``hub_id``). Every row is read through the source's field map (``fields``) and ``answer_format``; a kit file in the
+kit's own normalised layout (every row has ``id``, ``problem`` and ``answer``) is read as it is.
 
 What identifies a source's content goes into the keys of the artifacts built from it (:func:`source_digest`): the
-SHA-256 of each kit file read, or the resolved revision (commit) of a Hub dataset.
+SHA-256 of the local or kit file read (never its location), or the resolved revision (commit) of a Hub dataset.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixgap.core.digests import file_sha256
+from mixgap.core.config import to_container
+from mixgap.core.digests import file_sha256, inventory
 from mixgap.core.errors import MixgapError
 from mixgap.grading.extract import extract_answer
 from mixgap.grading.official import boxed_answer
@@ -93,6 +95,51 @@ def kit_digest(data_root: Path, relative: str) -> dict[str, Any]:
     return {"kit": str(relative), "sha256": file_sha256(path) if path.is_file() else None}
 
 
+def local_file(value: str) -> Path:
+    """The file a ``path:`` field names: ``~`` expanded, a relative path read from the current folder (where
+    ``launch.py`` runs; Hydra's jobs keep it, ``hydra.job.chdir=false``), made absolute."""
+    return Path(os.path.expanduser(str(value))).resolve()
+
+
+def local_digest(path: Path) -> dict[str, Any]:
+    """``{"file": name, "sha256": digest}`` of a local file (a folder, an exported dataset: the SHA-256 of its files'
+    inventory, :func:`mixgap.core.digests.inventory`; None when absent). Never the location: a copy elsewhere gives
+    the same keys, an edited file a new one."""
+    if path.is_dir():
+        listing = json.dumps(inventory(path), sort_keys=True)
+        return {"file": path.name, "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    return {"file": path.name, "sha256": file_sha256(path) if path.is_file() else None}
+
+
+def read_file_rows(path: Path, what: str) -> list[dict[str, Any]]:
+    """The rows of a local file: JSONL, or Parquet (one file, or a dataset folder's shards: :func:`read_parquet_rows`).
+
+    Raises:
+        DataError: the file is not there (``what`` names the field that gave it) or a line is not JSON.
+    """
+    if not path.exists():
+        raise DataError(f"{what}: {path} does not exist (a relative path is read from the folder launch.py runs in, "
+                        f"{Path.cwd()}); give an absolute path")
+    if path.is_dir() or path.suffix == ".parquet":
+        return read_parquet_rows(path)
+    return read_jsonl(path)
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one Parquet file, or of a dataset folder's shards (``data/*.parquet``, else ``*.parquet``, in
+    name order), as ``mixgap.stages.export`` writes them.
+
+    Raises:
+        DataError: a folder without Parquet shards.
+    """
+    import datasets  # heavy: datasets (pyarrow), only for Parquet files
+
+    files = [path] if path.is_file() else sorted(path.glob("data/*.parquet")) or sorted(path.glob("*.parquet"))
+    if not files:
+        raise DataError(f"{path}: no Parquet shard (data/*.parquet or *.parquet); give a dataset folder or a file")
+    return datasets.Dataset.from_parquet([str(f) for f in files], keep_in_memory=True).to_list()
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
@@ -128,13 +175,30 @@ def hub_revision(hub_id: str) -> str:
     return _REVISIONS[hub_id]
 
 
+def source_kind(source: Any, data_root: Path | None) -> str:
+    """Where a source's rows are read (``SourceConfig``: a benchmark, the problems): ``file`` (its ``path``), ``kit``
+    (its ``kit_path`` under ``data_root``, the offline kit) or ``hub`` (its ``hub_id``)."""
+    if source.get("path"):
+        return "file"
+    return "kit" if data_root is not None and source.get("kit_path") else "hub"
+
+
 def source_digest(source: Any, data_root: Path | None) -> dict[str, Any]:
-    """What identifies a source's content, for the keys of the artifacts built from it: the kit file's
-    :func:`kit_digest` (``source.kit_path``) when ``data_root`` is set, else ``{"hub": id, "revision": ...}``
-    (:func:`hub_revision`). Never the kit's absolute path: a kit copied elsewhere gives the same keys."""
-    if data_root is not None:
-        return kit_digest(data_root, source.kit_path)
+    """What identifies a source's content, for the keys of the artifacts built from it (:func:`source_kind`): the
+    local file's :func:`local_digest`, the kit file's :func:`kit_digest` or ``{"hub": id, "revision": ...}``
+    (:func:`hub_revision`). Never an absolute path: a kit or a file copied elsewhere gives the same keys."""
+    kind = source_kind(source, data_root)
+    if kind == "file":
+        return local_digest(local_file(source.path))
+    if kind == "kit":
+        return kit_digest(data_root, source.kit_path)  # type: ignore[arg-type]
     return {"hub": source.hub_id, "revision": hub_revision(str(source.hub_id))}
+
+
+def keyed_source(source: Any) -> dict[str, Any]:
+    """A source's config fields as keys take them: without ``path`` (a local file is keyed by its content,
+    :func:`source_digest`, not where it lies)."""
+    return {k: v for k, v in to_container(source).items() if k != "path"}
 
 
 def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bool = True) -> list[dict[str, Any]]:
@@ -150,7 +214,7 @@ def load_hub_rows(hub_id: str, hub_config: str | None, split: str, *, in_kit: bo
             advice = f"without the Hub, set MIXGAP_DATA to the offline kit folder ({KIT_LAYOUT})"
         else:
             advice = ("it is on the Hub only (the offline kit has no copy): run this once where the Hub is reachable "
-                      "(the pool is then in the store), or give a local copy (dataset.path)")
+                      "(the pool is then in the store), or give a local copy (dataset.path: a JSONL or Parquet file)")
         raise DataError(
             f"cannot load {hub_id} ({split}) from the Hugging Face Hub ({type(err).__name__}); {advice}"
         ) from err
@@ -183,9 +247,24 @@ def gold_answer(row: Mapping[str, Any], answer_field: str | None, solution_field
     return str(value).strip()
 
 
-def _normalise_hub_row(row: Mapping[str, Any], index: int, source: Any) -> Problem | None:
-    """The :class:`Problem` of Hub row number ``index``, or None when it has no gold answer (:func:`gold_answer`)."""
+def _field(row: Mapping[str, Any], name: str, role: str, where: str, index: int, source: Any) -> Any:
+    """``row[name]``; DataError (one line) naming the file, the field, the source's field map entry and the fields
+    the row has."""
+    if name not in row:
+        hint = "; set fields.id: null to number the rows" if role == "id" else ""
+        raise DataError(f"{where}: row {index} has no field {name!r} (fields.{role} of {source.name}); its fields: "
+                        f"{', '.join(sorted(map(str, row)))}{hint}")
+    return row[name]
+
+
+def _normalise_row(row: Mapping[str, Any], index: int, source: Any, where: str) -> Problem | None:
+    """The :class:`Problem` of row number ``index`` through the source's field map and ``answer_format``, or None
+    when it has no gold answer (:func:`gold_answer`). ``fields.id`` null numbers it ``<name>-<index>``."""
     f = source.fields
+    gold = "solution" if source.answer_format == "boxed_in_solution" else "answer"  # what gold_answer reads
+    for role in ("id", "problem", gold):
+        if f[role] is not None:
+            _field(row, f[role], role, where, index, source)
     solution = row.get(f.solution) if f.solution else None
     if isinstance(solution, list):
         solution = solution[0] if solution else None
@@ -213,6 +292,11 @@ def _normalise_kit_row(row: Mapping[str, Any]) -> Problem:
     )
 
 
+def in_kit_layout(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row has the kit's normalised fields ``id``, ``problem`` and ``answer`` (the kit's README)."""
+    return all("id" in r and "problem" in r and "answer" in r for r in rows)
+
+
 def subset(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
     """The first ``limit`` problems of a seeded shuffle, kept in source order (all when ``limit`` is None)."""
     if limit is None or limit >= len(problems):
@@ -222,35 +306,48 @@ def subset(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Pr
 
 
 def read_problems(source: Any, data_root: Path | None) -> tuple[list[Problem], int]:
-    """Every problem of a source (``SourceConfig``/``BenchmarkConfig`` node), normalised, no subset taken, and how
-    many Hub rows were skipped for having no gold answer (:func:`gold_answer`; one warning names them). A skipped
-    row keeps its number: numbered ids (``fields.id=null``) stay the Hub row's index. The kit's rows are read as
-    normalised (their ``answer`` as written).
+    """Every problem of a source, normalised, no subset taken, and how many rows were skipped for having no gold
+    answer (:func:`gold_answer`; one warning names them). Rows are read from the source's local file, kit file or
+    Hub dataset (:func:`source_kind`) through its field map and ``answer_format``; a kit file in the kit's normalised
+    layout (:func:`in_kit_layout`) is read as it is. A skipped row keeps its number: numbered ids (``fields.id=null``,
+    said in one log line) stay the row's index.
 
     Args:
-        source: config node with ``name``, ``hub_id``, ``hub_config``, ``split``, ``kit_path``, ``fields``,
-            ``answer_format``.
+        source: config node with ``name``, ``path``, ``hub_id``, ``hub_config``, ``split``, ``kit_path``,
+            ``fields``, ``answer_format``.
         data_root: the offline kit folder, or None to read the Hub.
 
     Raises:
-        DataError: the kit file or the Hub dataset cannot be read, or ids repeat.
+        DataError: the file or the Hub dataset cannot be read, a mapped field is missing from a row (one line
+            naming the file, the field and the row's fields), or ids repeat.
     """
-    skipped: list[int] = []
-    if data_root is not None:
-        problems = [_normalise_kit_row(r) for r in read_jsonl(kit_file(data_root, source.kit_path))]
+    kind = source_kind(source, data_root)
+    if kind == "file":
+        where = str(local_file(source.path))
+        rows = read_file_rows(Path(where), f"{source.name}: path={source.path}")
+    elif kind == "kit":
+        path = kit_file(data_root, source.kit_path)  # type: ignore[arg-type]
+        rows, where = read_jsonl(path), str(path)
     else:
-        rows = load_hub_rows(source.hub_id, source.hub_config, source.split)
+        rows, where = load_hub_rows(source.hub_id, source.hub_config, source.split), f"{source.hub_id} ({source.split})"
+    skipped: list[int] = []
+    if kind == "kit" and in_kit_layout(rows):
+        problems = [_normalise_kit_row(r) for r in rows]
+    else:
         problems = []
         for i, row in enumerate(rows):
-            problem = _normalise_hub_row(row, i, source)
+            problem = _normalise_row(row, i, source, where)
             if problem is None:
                 skipped.append(i)
             else:
                 problems.append(problem)
-        if skipped:
-            log.warning("%s: %d of %d rows of %s (%s) have no gold answer (%s) and are skipped: rows %s",
-                        source.name, len(skipped), len(rows), source.hub_id, source.split, source.answer_format,
-                        ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""))
+        if source.fields.id is None:
+            log.info("%s: fields.id is null: its problems are numbered by row, %s-0 to %s-%d", source.name, source.name,
+                     source.name, len(rows) - 1)
+    if skipped:
+        log.warning("%s: %d of %d rows of %s have no gold answer (%s) and are skipped: rows %s", source.name,
+                    len(skipped), len(rows), where, source.answer_format,
+                    ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise DataError(f"{source.name}: problem ids repeat; set fields.id=null to number the rows")
@@ -262,7 +359,8 @@ def load_all(source: Any, data_root: Path | None) -> list[Problem]:
     return read_problems(source, data_root)[0]
 
 
-def _cap(*limits: int | None) -> int | None:
+def cap(*limits: int | None) -> int | None:
+    """The smallest of the limits that are set (None when none is)."""
     caps = [c for c in limits if c is not None]
     return min(caps) if caps else None
 
@@ -272,64 +370,9 @@ def load_problems(source: Any, data_root: Path | None, *, limit: int | None = No
     smaller applies; ``source.subset_seed`` picks it), and the rows of the whole source skipped for having no gold
     answer (the subset is taken from the problems that have one)."""
     problems, skipped = read_problems(source, data_root)
-    return subset(problems, _cap(source.limit, limit), source.subset_seed), skipped
+    return subset(problems, cap(source.limit, limit), source.subset_seed), skipped
 
 
 def load_source(source: Any, data_root: Path | None, *, limit: int | None = None) -> list[Problem]:
     """A source's problems, subset (:func:`load_problems`, without the skipped count)."""
     return load_problems(source, data_root, limit=limit)[0]
-
-
-def evaluation_sets(
-    benchmarks: Mapping[str, Any], data_root: Path | None, train: Sequence[Problem], policy: str,
-    limit: int | None = None,
-) -> tuple[dict[str, list[Problem]], dict[str, int]]:
-    """The problems each benchmark is evaluated on: decontaminated first, then subset.
-
-    Decontamination (:func:`decontaminate`) runs on the whole benchmark, so a ``limit`` subset always has
-    ``limit`` problems and none of them is a training problem (``drop``).
-
-    Returns:
-        (benchmark name -> problems, benchmark name -> overlap count over the whole benchmark).
-    """
-    full = {name: load_all(bench, data_root) for name, bench in benchmarks.items()}
-    kept, counts = decontaminate(train, full, policy)
-    return {
-        name: subset(kept[name], _cap(bench.limit, limit), bench.subset_seed) for name, bench in benchmarks.items()
-    }, counts
-
-
-def overlap(train: Iterable[Problem], bench: Iterable[Problem]) -> list[str]:
-    """Ids of benchmark problems whose normalised text equals a training problem's."""
-    seen = {normalize_text(p.problem) for p in train}
-    return [p.id for p in bench if normalize_text(p.problem) in seen]
-
-
-def decontaminate(
-    train: Sequence[Problem], benchmarks: Mapping[str, Sequence[Problem]], policy: str
-) -> tuple[dict[str, list[Problem]], dict[str, int]]:
-    """Check evaluation benchmarks against the training problems (normalised text).
-
-    Args:
-        train: the problems a mixture trains on.
-        benchmarks: benchmark name -> its evaluation problems.
-        policy: ``error`` (overlap raises), ``drop`` (overlapping problems are removed from evaluation),
-            or ``allow`` (kept, counted).
-
-    Returns:
-        (benchmarks to evaluate, overlap count per benchmark).
-
-    Raises:
-        DataError: policy ``error`` and a benchmark overlaps; the message names it and the count.
-    """
-    kept, counts = {}, {}
-    for name, problems in benchmarks.items():
-        hits = set(overlap(train, problems))
-        counts[name] = len(hits)
-        if hits and policy == "error":
-            raise DataError(
-                f"{len(hits)} of {len(problems)} {name} problems are in the training mixture; evaluate without "
-                "them with data.decontamination=drop, or allow it with data.decontamination=allow"
-            )
-        kept[name] = [p for p in problems if p.id not in hits] if policy == "drop" else list(problems)
-    return kept, counts

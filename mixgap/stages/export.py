@@ -34,8 +34,9 @@ from mixgap.stages.generate import POOL
 from mixgap.stages.mix import MIXTURE
 from mixgap.stages.verdicts import PREDICTIONS
 
-#: The role prefixes each exportable artifact needs built (``eval.<arm>.<benchmark>`` takes its own name); the plan
-#: adds the student wherever a role takes it as input. A mixture is always checked against the benchmarks.
+#: The role prefixes each exportable artifact needs built (``eval.<arm>.<benchmark>`` takes its own name and its
+#: completions'); the plan adds the student wherever a role takes it as input. A mixture is always checked against
+#: the benchmarks.
 NEEDS = {
     "pool.strong": ("generation.strong", "pool.strong"),
     "pool.weak": ("generation.weak", "pool.weak"),
@@ -62,7 +63,7 @@ def builds(artifact: str) -> tuple[str, ...]:
         return NEEDS[artifact]
     arm = ".".join(artifact.split(".")[:2])
     if arm in ("eval.untuned", "eval.tuned") and artifact.count(".") == 2:
-        return (*NEEDS[arm], artifact)
+        return (*NEEDS[arm], f"completions.{artifact.split('.', 1)[1]}", artifact)
     raise ConfigError(f"export.artifact={artifact!r} is not allowed; choose pool.strong, pool.weak, mixture, "
                       "eval.tuned.<benchmark> or eval.untuned.<benchmark>")
 
@@ -87,8 +88,10 @@ def _teacher(cfg: Any, role: str, store: Store, pool_key: str) -> dict[str, Any]
     teacher, fields, counts = cfg.mix[role], gen.get("config", {}), pool.get("counts", {})
     imported = not backend_class(teacher.backend).generates
     source = to_container(teacher.dataset) if imported else None
+    weights = fields.get("weights")
     return {
-        "name": teacher.name, "hf_id": teacher.hf_id, "revision": fields.get("revision") or "not recorded",
+        "name": teacher.name, "hf_id": teacher.hf_id,
+        "revision": (weights.get("revision") if isinstance(weights, dict) else None) or "not recorded",
         "family": teacher.family, "size_b": teacher.size_b, "cot": teacher.cot, "backend": teacher.backend,
         "prompt": "imported responses (no prompt run)" if imported else fields.get("prompt"),
         "sampling": "imported responses (unknown)" if imported else fields.get("sampling"),
@@ -116,10 +119,12 @@ def provenance(cfg: Any, store: Store, artifact: str, keys: dict[str, str]) -> d
                       "realised_weight": round(counts["strong"] / counts["N"], 4) if counts.get("N") else None,
                       "rows": counts.get("N"), "mixture_key": mix.get("key")}
     if artifact.startswith("eval."):
-        fields = man.get("config", {})
-        out["evaluation"] = {"benchmark": (fields.get("benchmark") or {}).get("name"), "grader": fields.get("grader"),
-                             "extract": fields.get("extract"), "rule": fields.get("rule"), "model_key": (man.get("inputs") or [None])[0],
-                             "student": cfg.student.name, "max_new_tokens": fields.get("max_new_tokens")}
+        fields, generated = man.get("config", {}), _manifest(store, (man.get("inputs") or [""])[0])
+        made = generated.get("config", {})
+        out["evaluation"] = {"benchmark": (made.get("benchmark") or {}).get("name"), "grader": fields.get("grader"),
+                             "extract": fields.get("extract"), "rule": fields.get("rule"),
+                             "completions_key": generated.get("key"), "model_key": (generated.get("inputs") or [None])[0],
+                             "student": cfg.student.name, "max_new_tokens": made.get("max_new_tokens")}
     return out
 
 
@@ -208,8 +213,8 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     text = card(prov, len(rows), shard_names(len(rows)), str(cfg.export.license))
     files = write_folder(rows, text, Path(cfg.export.out))
     result = {"folder": str(cfg.export.out), "artifact": artifact, "key": prov["store_key"], "rows": len(rows), "shards": files}
-    log.info("exported %s (%s): %d rows in %d Parquet shard(s) and a dataset card, %s", artifact, prov["store_key"],
-             len(rows), len(files), cfg.export.out)
+    ctx.receipt("export", f"{artifact} ({prov['store_key']}): {len(rows):,} rows in {len(files)} Parquet shard(s) and "
+                f"a dataset card, {cfg.export.out}")
     if cfg.export.repo_id:
         result["url"] = push(Path(cfg.export.out), str(cfg.export.repo_id), bool(cfg.export.private))
         log.info("pushed to %s (private=%s)", result["url"], bool(cfg.export.private))

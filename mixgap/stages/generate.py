@@ -26,6 +26,7 @@ from mixgap import grading
 from mixgap.core.config import data_root, to_container
 from mixgap.core.errors import MixgapError
 from mixgap.core.files import write_jsonl_atomic
+from mixgap.core.stage import share
 from mixgap.core.store import ArtifactSpec
 from mixgap.stages import data, models
 from mixgap.stages.backends import registry
@@ -37,22 +38,27 @@ GRADE_BENCHMARK = "math"  # MATH train problems are graded with the MATH policy
 #: Bump when the filter rule changes: every pool is then rebuilt (as when mixgap.grading.POLICY_VERSION does).
 FILTER_POLICY = "first-correct-not-truncated/v1"
 _COSMETIC = ("name", "display_name", "batch_size")  # never change a sample
-_GENERATION_ONLY = ("hf_id", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
+_GENERATION_ONLY = ("hf_id", "revision", "gguf", "prompt", "sampling", "max_model_len", "dtype", "tensor_parallel_size")
 
 
-def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> ArtifactSpec:
+def generation_spec(teacher: Any, problems: Any, data_root: Path | None, field: str = "teacher") -> ArtifactSpec:
     """Store spec of a teacher's raw samples (stage ``generation``).
 
     Fields: the teacher config minus cosmetic fields (``name``, ``display_name``, ``batch_size``) and minus the fields its
-    backend ignores; the weights' store key for a GGUF teacher; the problem source when the teacher
+    backend ignores; ``weights``: the store key of a GGUF teacher's converted weights, else what identifies its
+    weights (:func:`mixgap.stages.models.weights_identity`: a Hub id's resolved revision, a local folder's file
+    digests; ``hf_id`` and ``revision`` are in it, never a folder's path; ``field``, the teacher's config path, names
+    it in errors); the problem source when the teacher
     generates or when imported rows take ids/answers from it (the backend's ``needs_problems``), with what identifies
-    its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the kit file's SHA-256 or the Hub
-    revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``content``: the SHA-256
-    of its kit file (``dataset.path``) or the revision of its Hub dataset, so edited traces get a new key (never the
-    kit's absolute path). The student is not part of it.
+    its content (``problems_content``: :func:`mixgap.stages.data.source_digest`, the local or kit file's SHA-256 or
+    the Hub revision); ``source`` = ``kit`` or ``hub``; and, for an importing backend (``dataset``), ``source`` =
+    ``file``, ``kit`` or ``hub`` and ``content``: the SHA-256 of its local file (``dataset.path``) or kit file
+    (``dataset.kit_path``) or the revision of its Hub dataset, so edited traces get a new key (never a file's
+    location: a local file's ``path`` is not keyed, a kit file's is keyed as ``dataset.path``). The student is not
+    part of it.
 
     Raises:
-        ConfigError: ``teacher.backend`` is not a registered backend.
+        ConfigError: ``teacher.backend`` is not a registered backend; ``<field>.revision`` on a local folder.
     """
     backend = backend_class(teacher.backend, "teacher.backend")
     fields: dict[str, Any] = dict(to_container(teacher))
@@ -61,18 +67,29 @@ def generation_spec(teacher: Any, problems: Any, data_root: Path | None) -> Arti
     if not backend.generates:
         for name in _GENERATION_ONLY:
             fields.pop(name, None)
-        ds = teacher.dataset
-        fields["source"] = "kit" if ds.path else "hub"
-        fields["content"] = (data.kit_digest(data_root or Path("/"), ds.path) if ds.path
-                             else {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))})
+        ds, keyed = teacher.dataset, dict(fields["dataset"])
+        # a kit file is keyed under "path", the name its field had before local files (stores keep their keys); a
+        # local file is keyed by its content alone, never where it lies
+        keyed.pop("path", None)
+        keyed["path"] = keyed.pop("kit_path", None)
+        fields["dataset"] = keyed
+        if ds.get("path"):
+            fields["source"], fields["content"] = "file", data.local_digest(data.local_file(ds.path))
+        elif ds.get("kit_path"):
+            fields["source"], fields["content"] = "kit", data.kit_digest(data_root or Path("/"), ds.kit_path)
+        else:
+            fields["source"], fields["content"] = "hub", {"hub": ds.hub_id, "revision": data.hub_revision(str(ds.hub_id))}
     else:
         fields.pop("dataset", None)
+        fields.pop("revision", None)
         weights = models.model_spec(teacher)
-        fields["weights"] = weights.key if weights else teacher.hf_id
+        if weights is None:
+            fields.pop("hf_id", None)
+        fields["weights"] = weights.key if weights else models.weights_identity(teacher, field)
         fields["source"] = "kit" if data_root is not None else "hub"
     if backend.needs_problems(teacher):
-        fields["problems"] = to_container(problems)
-        fields["problems_source"] = "kit" if data_root is not None else "hub"
+        fields["problems"] = data.keyed_source(problems)
+        fields["problems_source"] = data.source_kind(problems, data_root)
         fields["problems_content"] = data.source_digest(problems, data_root)
     return ArtifactSpec("generation", fields)
 
@@ -291,3 +308,6 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     if no_gold:  # problems of the source the teacher never saw (no gold answer to keep a sample by)
         counts = {**counts, "skipped_no_gold_answer": no_gold}
     ctx.result["counts"][f"pool.{role}"] = counts
+    made = f"{teacher.name} pool: kept {share(counts.get('kept', 0), counts.get('tried', 0), 'problems')}"
+    ctx.receipt(f"generate.{role}", made + (f"; {no_gold:,} problems without a gold answer left out" if no_gold else ""),
+                (f"generation.{role}", f"pool.{role}"))

@@ -30,7 +30,7 @@ from mixgap.core.store import ArtifactSpec, Store
 from mixgap.grading import EXTRACTION_STYLE, SCORINGS
 from mixgap.stages.backends import registry
 from mixgap.stages.data import Problem, read_jsonl
-from mixgap.stages.models import resolve_model
+from mixgap.stages.models import resolve_model, weights_identity
 from mixgap.stats.bootstrap import mean_ci
 from mixgap.stats.sampled import per_problem_mean
 
@@ -40,8 +40,13 @@ _RUNTIME = ("batch_size", "tensor_parallel_size")  # how it runs, not what it an
 
 
 def judge_spec(judge: DictConfig, eval_key: str) -> ArtifactSpec:
-    """Store spec of one judge's verdicts on one evaluation: the judge's model, prompt and budget."""
-    fields = {k: v for k, v in to_container(judge).items() if k not in _RUNTIME}
+    """Store spec of one judge's verdicts on one evaluation: the judge's model, prompt and budget. A non-GGUF judge's
+    model is ``weights`` (:func:`mixgap.stages.models.weights_identity`: a Hub id's resolved revision, a local
+    folder's file digests) in place of ``hf_id`` and ``revision``."""
+    fields = {k: v for k, v in to_container(judge).items() if k not in (*_RUNTIME, "revision")}
+    if judge.get("gguf") is None:
+        fields.pop("hf_id", None)
+        fields["weights"] = weights_identity(judge, "eval.judge")
     return ArtifactSpec("judge", fields, (eval_key,))
 
 
@@ -247,3 +252,5 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
         table = ctx.result.get("scores" if arm == "tuned" else "untuned", {})
         if name in table:
             table[name]["judge"] = result
+    ctx.receipt("judge", "; ".join(f"{role.split('.', 1)[1]}: {r['flips']:,} of {r['sent']:,} rule misses judged "
+                                   f"correct ({r['judge_accuracy']:.1f}% judged)" for role, r in results.items()), roles)

@@ -312,6 +312,12 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     ctx.paths["mixture"] = mixture
     counts = ctx.counts("mixture")  # the id lists stay in the manifest
     ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
-    log.info("mixture (mix.strategy=%s): %d problems, %d strong, %d weak: realised w = %.3f%s", cfg.mix.strategy,
-             counts["N"], counts["strong"], counts["weak"], counts["strong"] / max(counts["N"], 1),
-             f"; {counts['scored']} scored in both pools, the rest weak" if "scored" in counts else "")
+    n, strong = counts["N"], counts["strong"]
+    chosen = (f"mix.weight={cfg.mix.weight}" if cfg.mix.strategy == "fixed" else f"mix.strategy={cfg.mix.strategy}"
+              + (f", mix.weight={cfg.mix.weight}" if cfg.mix.strategy == "rsr_budget" else ""))
+    made = f"{n:,} examples, {strong:,} strong and {counts['weak']:,} weak (realised w = {strong / n:.3f}; {chosen})"
+    if "scored" in counts:
+        made += f"; {counts['scored']:,} problems scored in both pools, the rest weak"
+    if "drop_pair" in counts:
+        made += f"; {counts['drop_pair']['excluded']:,} problems over-length in either pool left out (drop_pair)"
+    ctx.receipt("mix", made, ("mixture",))

@@ -39,9 +39,9 @@ Artifacts: one ``predict`` artifact per (untuned student, teacher pool, partner 
 settings); the key never depends on ``mix.weight``, so every weight of a sweep shares it. It holds
 ``traces.jsonl`` (one record per scored trace). A student-aware ``mix.strategy`` (:mod:`mixgap.stages.mix`) needs
 every problem scored: roles ``scores.strong`` / ``scores.weak`` (:func:`full_specs`), the same settings with
-``problems: all`` for the sample (no ``max_samples``, no ``seed``), built before the mixture. The sampled artifact
-stays its own (the report's learnability section reads it, its key unchanged), but when the job holds the full one
-its records are taken from it (:func:`sample_of`: the same problems, the same scores) instead of scored again. Intervals: percentile bootstrap over traces (problems),
+``problems: all`` for the sample (no ``max_samples``, no ``seed``), built before the mixture; the sampled artifact
+stays its own (the report's learnability section reads it, its key unchanged). Intervals: percentile bootstrap over
+traces (problems),
 ``predict.n_boot`` resamples; the strong − weak differences are paired (the same resampled problems for both
 pools), as :mod:`mixgap.stats` does for accuracies. The teacher-forced scoring (fp32 LM head, batching, the
 per-trace figures) is :mod:`mixgap.stages.scoring`, shared with the rank shift of Figure 8.
@@ -215,37 +215,6 @@ def read_traces(folder: Path) -> list[dict[str, Any]]:
     return read_jsonl(Path(folder) / TRACES)
 
 
-def sample_of(full: Mapping[str, Path], pools: Mapping[str, Path], role: str, max_samples: int, seed: int,
-              out_dir: Path) -> dict[str, Any]:
-    """Write the sampled ``predict`` artifact of ``role`` from the full ones (``scores.<pool>`` folders): the records
-    :func:`build_scores` would write, without scoring again. The full artifact holds every problem both pools kept
-    that fits ``max_seq_len`` (the same settings), so :func:`select_problems`'s walk through the seeded order takes a
-    problem when the full artifact has it and skips it (over-length) when not. The scores are the full pass's (its
-    batches differ, so they may differ from a pass of their own in float rounding, ~1e-6 nats).
-
-    Args:
-        full: finished full folders by pool. pools: finished pool folders by pool (which problems both kept).
-        role: which pool's records. max_samples, seed: ``predict.max_samples``, ``predict.seed``.
-
-    Returns:
-        Manifest extras as :func:`build_scores` (``wall_s_scoring`` 0, ``from_full`` True).
-    """
-    records = {str(r["id"]): r for r in read_traces(full[role])}
-    kept = [{str(row["id"]) for row in read_pool(pools[r])} for r in ROLES]
-    shared = sorted(kept[0] & kept[1], key=lambda pid: (rank_key(seed, pid), pid))
-    taken, skipped = [], 0
-    for pid in shared:
-        if len(taken) >= max_samples:
-            break
-        if pid in records:
-            taken.append(pid)
-        else:
-            skipped += 1
-    write_jsonl_atomic(Path(out_dir) / TRACES, [records[i] for i in taken])
-    return {"counts": {"shared": len(shared), "over_length": skipped, "selected": len(taken),
-                       "tokens": sum(records[i]["tokens"] for i in taken), "wall_s_scoring": 0.0, "from_full": True}}
-
-
 # ----------------------------------------------------------------------------- pool figures and the prediction
 
 
@@ -338,7 +307,7 @@ def build_full(cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: M
 
 def build_learnability(
     cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path], tracker: Any,
-    student_path: str | None = None, full: Mapping[str, Path] | None = None,
+    student_path: str | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) both ``predict`` artifacts of the job and return the ``learnability`` of ``result.json``.
 
@@ -346,8 +315,6 @@ def build_learnability(
         cfg: the job config. store: the artifact store. specs: the job's specs (``predict.strong``/``weak``).
         pools: finished pool folders by role. tracker: gets the per-pool figures as summary values.
         student_path: the untuned student's weights when already resolved; else resolved here.
-        full: the job's finished ``scores.<pool>`` folders, when it has them: the sample is taken from them
-            (:func:`sample_of`), no model is loaded.
 
     Returns:
         :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
@@ -355,15 +322,9 @@ def build_learnability(
     """
     load, loaded = _loader(cfg, store, student_path)
     p = cfg.predict
-
-    def make(role: str, out: Path) -> dict[str, Any]:
-        if full is None:
-            return build_scores(cfg, pools, role, load, out)
-        made = sample_of(full, pools, role, int(p.max_samples), int(p.seed), out)
-        return {"counts": {"teacher": cfg.mix[role].name, **made["counts"]}}
-
     try:
-        folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: make(r, o)) for r in ROLES}
+        folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o))
+                   for r in ROLES}
     finally:
         loaded.clear()
         gc.collect()
@@ -382,15 +343,24 @@ def build_learnability(
 def run(ctx: Any, roles: Sequence[str]) -> None:
     """The predict steps (stage contract, :mod:`mixgap.core.stage`): ``scores.<pool>`` (every problem, for a
     student-aware mixture: the step before the mix step), or both sampled ``predict.<pool>`` artifacts of the untuned
-    student and the job's ``learnability`` for ``result.json`` (from the full scores when the job has them)."""
+    student and the job's ``learnability`` for ``result.json``."""
     pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
     if any(role.startswith("scores.") for role in roles):
         for r, folder in build_full(ctx.cfg, ctx.store, ctx.specs, pools, ctx.value("student")).items():
             ctx.paths[f"scores.{r}"] = folder
-        ctx.result["counts"]["scores"] = {r: ctx.counts(f"scores.{r}") for r in ROLES}
+        counts = ctx.result["counts"]["scores"] = {r: ctx.counts(f"scores.{r}") for r in ROLES}
+        c = counts["strong"]
+        ctx.receipt("score", f"every problem both pools kept scored for mix.strategy={ctx.cfg.mix.strategy}: "
+                    f"{c['selected']:,} problems x 2 traces ({c['shared']:,} shared, {c['over_length']:,} over length), "
+                    f"{c['tokens'] + counts['weak']['tokens']:,} tokens",
+                    [role for role in roles if role.startswith("scores.")])
     if any(role.startswith("predict.") for role in roles):
-        full = {r: ctx.paths[f"scores.{r}"] for r in ROLES} if all(f"scores.{r}" in ctx.paths for r in ROLES) else None
         ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
-                                                        ctx.value("student"), full)
+                                                        ctx.value("student"))
         for role in roles:
             ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+        out = ctx.result["learnability"]
+        c, rsr, prediction = out["counts"]["strong"], {r: out[r]["rsr"]["estimate"] for r in ROLES}, out["prediction"]
+        ctx.receipt("predict", f"{c['selected']:,} problems scored in both pools ({c['shared']:,} shared, "
+                    f"{c['over_length']:,} over length); RSR strong {rsr['strong']:.3f}, weak {rsr['weak']:.3f}: "
+                    f"{prediction['better']} predicted better ({prediction['verdict']})", roles)

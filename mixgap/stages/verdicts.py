@@ -2,7 +2,8 @@
 :func:`mixgap.grading.grade` under every scoring (:data:`mixgap.grading.SCORINGS`: our policy, the paper's extraction
 under our rule, the paper's rule), and ``scores.json`` (pass@1 with its Wilson or bootstrap interval, pass@k, maj@n
 over equivalent answers, the length-stop fraction, every scoring's accuracy).
-:mod:`mixgap.stages.evaluate` generates the completions and writes each artifact through :func:`write_eval`."""
+:mod:`mixgap.stages.completions` generates the completions; :mod:`mixgap.stages.evaluate` writes each artifact of
+verdicts through :func:`write_eval`."""
 
 from __future__ import annotations
 
@@ -113,18 +114,9 @@ def scoring_accuracies(rows: Sequence[dict[str, Any]], in_force: str) -> dict[st
     return out
 
 
-def generation_share(completions: dict[str, Sequence[Sequence[Any]]], name: str) -> float:
-    """The fraction of one engine pass's generation that was benchmark ``name``'s: its completion tokens over
-    all benchmarks' (its samples over all when a backend reports no token counts); 0 for an empty pass."""
-    samples = {n: [c for group in groups for c in group] for n, groups in completions.items()}
-    counted = all(getattr(c, "completion_tokens", None) is not None for cs in samples.values() for c in cs)
-    sizes = {n: sum(c.completion_tokens for c in cs) if counted else len(cs) for n, cs in samples.items()}
-    return sizes[name] / sum(sizes.values()) if sum(sizes.values()) else 0.0
-
-
 def write_eval(
     bench: DictConfig, problems: Sequence[Problem], completions: Sequence[Sequence[Any]], cfg: DictConfig,
-    out_dir: Path, tracker: Any, backend: str, generation_s: float | None = None,
+    out_dir: Path, tracker: Any, backend: str,
 ) -> dict[str, Any]:
     """Grade and score one benchmark's completions into ``out_dir`` (``predictions.jsonl``, ``scores.json``).
 
@@ -135,9 +127,9 @@ def write_eval(
     Returns:
         Manifest extras: the problem ids evaluated, the backend, the scores, ``first_turn`` -- the first
         problem's ``id``, its filled ``user`` turn and the ``chat_template`` that renders it (``model``: the
-        tokenizer's own; the backend renders it as ``mixgap.stages.backends.base.render_prompts`` does) -- and
-        ``generation_s``, this benchmark's share (:func:`generation_share`) of the engine pass's generation seconds
-        (the artifact's ``wall_s`` counts only the grading that follows).
+        tokenizer's own; the backend renders it as ``mixgap.stages.backends.base.render_prompts`` does). The
+        generation's seconds are the completions artifact's (``generation_s`` in its manifest); this artifact's
+        ``wall_s`` counts the grading only.
     """
     extract, rule = cfg.eval.get("extract", "policy"), cfg.eval.get("rule", "policy")
     rows = grade_rows(bench, problems, completions, extract, rule)
@@ -159,7 +151,7 @@ def write_eval(
     first = {"id": problems[0].id, "user": fill_prompt(bench.prompt, problems[0].problem),
              "chat_template": str(cfg.student.get("chat_template", "model"))}
     return {"backend": backend, "batch_size": cfg.eval.batch_size, "problem_ids": [p.id for p in problems],
-            "scores": scores, "first_turn": first, "generation_s": None if generation_s is None else round(generation_s, 3)}
+            "scores": scores, "first_turn": first}
 
 
 def read_scores(eval_dir: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +268,22 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def for_tests() -> Iterator[Cluster]:
+    """The body of the tests' ``cluster`` fixture (no arguments: pytest would read them as fixtures): the cluster at
+    ``DEFAULT_ROOT`` started, and installed, unless one already runs there; stopped at the end only when started
+    here, by the pids it recorded.
+
+    Raises:
+        ClusterError: it cannot start (:func:`start`).
+    """
+    running = start()
+    try:
+        yield running
+    finally:
+        if running.started_here:
+            stop(running.root)
 
 
 def status(root: Path = DEFAULT_ROOT) -> dict[str, object]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,11 +29,9 @@ def test_the_card_command_plans_six_jobs_sharing_two_pools_and_three_mixtures(tm
     out = proc.stdout
     assert "6 jobs in" in out and "6 planned" in out
     assert "0 of 6 jobs refused" in out and "world 8 x per-device 1 x accumulation 1 = global 8" in out
-    for line in ("pool             2 distinct (0 done), used 12 times",
-                 "mixture          3 distinct (0 done), used 6 times",
-                 "checkpoint       6 distinct (0 done), used 6 times",
-                 "eval.untuned    10 distinct (0 done), used 30 times"):
-        assert line in out, out
+    for kind, distinct, uses in (("pool", 2, 12), ("mixture", 3, 6), ("checkpoint", 6, 6),
+                                 ("completions.untuned", 10, 30), ("eval.untuned", 10, 30)):
+        assert f"  {kind:<19} {distinct:>4} distinct (0 done), used {uses} times" in out, out
     plans = [json.loads((tmp_path / "sweep" / str(n) / "result.json").read_text()) for n in range(6)]
     assert {p["job"]["student"] for p in plans} == {"qwen0.5b", "qwen3b"}
     assert sorted(p["job"]["weight"] for p in plans) == [0.0, 0.0, 0.2, 0.2, 1.0, 1.0]
@@ -50,3 +50,45 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     proc = _launch(*args, "stage=plan", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(message)
+
+
+def test_one_byte_changed_in_a_local_students_weights_plans_its_evaluations_and_checkpoint_to_build(
+        tmp_path, smollm2_path, kit):
+    """A copy of the converted SmolLM2 folder as the student (student.hf_id=<folder>): its evaluations, checkpoint and
+    learnability scores, marked finished in the store, are planned done; after one byte of model.safetensors changes
+    (same size) they are planned "to build" under new keys, and the teachers' pools and the mixture keep theirs."""
+    student = tmp_path / "student"
+    student.mkdir()
+    for path in Path(smollm2_path).iterdir():
+        if path.name != "manifest.json":  # the store's record of the converted folder, not the model's
+            shutil.copy(path, student / path.name)
+    cache = tmp_path / "cache"
+
+    def plan(run: str) -> dict:
+        proc = _launch("+experiment=demo", "student=qwen0.5b", f"student.hf_id={student}", "stage=plan",
+                       f"paths.cache={cache}", f"paths.data={kit}", f"hydra.run.dir={tmp_path / run}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert f"student shape from {student}/config.json: 0.135B parameters" in proc.stdout + proc.stderr
+        return {row["role"]: row for row in json.loads((tmp_path / run / "result.json").read_text())["plan"]}
+
+    before = plan("first")
+    on_student = [role for role in before if role == "checkpoint" or role.startswith(("eval.", "predict."))]
+    assert len(on_student) == 13 and not any(before[role]["done"] for role in on_student)
+    for role in on_student:  # finished, as a store records it (a manifest without files is checked as JSON only)
+        key = before[role]["key"]
+        (cache / key.split("-")[0] / key).mkdir(parents=True)
+        (cache / key.split("-")[0] / key / "manifest.json").write_text(json.dumps({"key": key}))
+    assert all(row["done"] for role, row in plan("second").items() if role in on_student)
+    weights = student / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as fh:  # one byte in the last tensor's data: same size
+        fh.seek(size - 1)
+        last = fh.read(1)
+        fh.seek(size - 1)
+        fh.write(bytes([last[0] ^ 1]))
+    assert weights.stat().st_size == size
+    after = plan("third")
+    assert [role for role in on_student if after[role]["done"]] == []
+    assert all(after[role]["key"] != before[role]["key"] for role in on_student)
+    assert {role: after[role]["key"] for role in after if role not in on_student} == {
+        role: before[role]["key"] for role in before if role not in on_student}

@@ -133,7 +133,8 @@ def test_a_second_run_reuses_every_artifact(demo, kit):
                   cwd=sweep.parent, data=kit)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: p.stat().st_mtime for p in store.root.glob("*/*/manifest.json")} == finished
-    assert all(r["timings"]["train"] < 1 and r["timings"]["evaluate.tuned"] < 1 for r in _results(sweep))
+    assert all(r["timings"]["train"] < 1 and r["timings"]["completions.tuned"] < 1 and r["timings"]["evaluate.tuned"] < 1
+               for r in _results(sweep))
 
 
 def test_no_kit_and_no_hub_is_one_line_naming_mixgap_data(tmp_path):

@@ -1,7 +1,9 @@
-"""The hf backend with the real SmolLM2-135M-Instruct as a teacher, on a few MATH train problems (CPU)."""
+"""The hf backend with the real SmolLM2-135M-Instruct as a teacher, on a few MATH train problems, and as a student
+whose chunked evaluation is killed and resumed (CPU)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -10,7 +12,8 @@ from conftest import compose_cfg
 from mixgap.core.schema_models import PAPER_PROMPT
 from mixgap.core.store import Store
 from mixgap.core.tracking import NullTracker
-from mixgap.stages import data
+from mixgap.stages import completions, data
+from mixgap.stages.backends import registry
 from mixgap.stages.backends.base import render_prompts
 from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.generate import build_generation, build_pool
@@ -92,3 +95,43 @@ def test_sampling_n_per_prompt_is_seeded(backend, prompts):
     assert [[s.text for s in samples] for samples in first] == [[s.text for s in samples] for samples in again]
     assert len({s.text for s in first[0]}) > 1  # three different samples at temperature 1
     assert all(1 <= s.completion_tokens <= 8 for samples in first for s in samples)
+
+
+def test_a_killed_chunked_evaluation_resumes_to_the_same_completions(tmp_path, kit, smollm2_path, monkeypatch):
+    """Greedy completions of 6 MATH500 problems in chunks of 2, the engine killed after 2 chunks: the kept chunks
+    hold 4 samples, the rerun generates the other 2 only, and completions.jsonl is byte for byte that of an
+    uninterrupted run of one call (length-sorted batches of 4: other batches, other padding)."""
+    cfg = compose_cfg("student=smollm2_135m", "benchmark=[math500]", "eval.backend=hf", "eval.batch_size=4",
+                      "eval.max_new_tokens=24", "eval.max_model_len=null", "eval.chunk_size=2", data=kit)
+    problems = {"math500": data.load_source(cfg.benchmark.math500, kit, limit=6)}
+    specs = {"math500": completions.completions_spec(cfg.benchmark.math500, cfg.eval, "smollm2", None, kit, "model")}
+    real, engines, asked = registry.load_backend, [], []
+
+    def load(kind, model, **options):  # the real hf engine; the first one dies before its third chunk
+        engine = real(kind, model, **options)
+        engines.append(engine)
+        generate, mine = engine.generate, len(engines)
+
+        def counted(prompts, **kwargs):
+            if mine == 1 and len(asked) == 2:
+                raise RuntimeError("killed")
+            asked.append((mine, len(prompts)))
+            return generate(prompts, **kwargs)
+
+        engine.generate = counted
+        return engine
+
+    monkeypatch.setattr(completions.registry, "load_backend", load)
+    killed, whole = Store(tmp_path / "killed"), Store(tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="killed"):
+        completions.generate_model(cfg, killed, smollm2_path, specs, problems)
+    assert len(completions.finished_rows(killed.root / ".work" / specs["math500"].key)) == 4
+    counts = completions.generate_model(cfg, killed, smollm2_path, specs, problems)
+    assert counts == {"math500": {"samples": 6, "generated": 2, "resumed": 4}}
+    cfg.eval.chunk_size = 1024
+    completions.generate_model(cfg, whole, smollm2_path, specs, problems)
+    assert asked == [(1, 2), (1, 2), (2, 2), (3, 6)]  # killed: 2 chunks; rerun: the missing chunk; whole: one call
+    done = (killed.path(specs["math500"].key) / completions.COMPLETIONS).read_bytes()
+    assert done == (whole.path(specs["math500"].key) / completions.COMPLETIONS).read_bytes()
+    rows = [json.loads(line) for line in done.decode().splitlines()]
+    assert [r["id"] for r in rows] == [p.id for p in problems["math500"]] and all(r["completion"] for r in rows)

@@ -43,21 +43,13 @@ TINY = [  # a CPU job of a few minutes that still runs every stage for real
     "finetune_mode.global_batch_size=1", "finetune_mode.logging_steps=1", "tracking.backend=none",
     "predict.max_samples=4",  # learnability before training: one artifact per pool for the whole sweep
     "eval.max_model_len=null",  # SmolLM2's own context (the paper's 16,000 is beyond its 8,192)
+    "report.n_boot=200",  # the study's report job, after the grid (the kit's pools are imports: no pool job)
 ]
 SWEEP_TIMEOUT_S = float(os.environ.get("MIXGAP_SLURM_TEST_TIMEOUT_S", 330))  # the whole sweep, requeue included
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """The local cluster: started (and installed) unless one already runs at MIXGAP_SLURM_ROOT; stopped at
-    the end only when started here, by the pids it recorded."""
-    try:
-        running = slurm_cluster.start()
-    except slurm_cluster.ClusterError as err:
-        pytest.fail(f"the local SLURM cluster could not start: {err}")
-    yield running
-    if running.started_here:
-        slurm_cluster.stop(running.root)
+#: The local cluster (MIXGAP_SLURM_ROOT): started unless one runs there, stopped at the end when started here.
+cluster = pytest.fixture(scope="module", name="cluster")(slurm_cluster.for_tests)
 
 
 def _squeue(cluster, job_id: str) -> str:

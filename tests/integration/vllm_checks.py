@@ -49,10 +49,10 @@ def compose_cfg(items: list[str]):
 
 
 def run_stages(cfg, store, tmp: Path) -> dict:
-    """Teacher generation (``build_generation``) then evaluation (``Engine`` + ``build_eval``) of ``cfg``;
+    """Teacher generation (``build_generation``) then evaluation (``completions.Engine`` + ``write_eval``) of ``cfg``;
     returns their rows, counts, scores and wall seconds (used for both backends)."""
     from mixgap.core.tracking import NullTracker
-    from mixgap.stages import data, evaluate, models, verdicts
+    from mixgap.stages import completions, data, models, verdicts
     from mixgap.stages.generate import SAMPLES, build_generation
 
     root = Path(cfg.paths.data)
@@ -66,8 +66,11 @@ def run_stages(cfg, store, tmp: Path) -> dict:
     bench = cfg.benchmark.gsm8k
     problems = data.load_source(bench, root, limit=cfg.eval.limit)
     start = time.perf_counter()
-    with evaluate.Engine(model, cfg) as engine:
-        extras = evaluate.build_eval(engine, bench, problems, cfg, tmp / "eval", NullTracker())
+    with completions.Engine(model, cfg) as engine:
+        samples = completions.queue(bench, problems, cfg)
+        out = engine.generate(samples, desc="eval gsm8k")
+        grouped = [[c for s, c in zip(samples, out, strict=True) if s.id == p.id] for p in problems]
+        extras = verdicts.write_eval(bench, problems, grouped, cfg, tmp / "eval", NullTracker(), engine.kind)
     eval_s = time.perf_counter() - start
     return {
         "generation": {"rows": data.read_jsonl(tmp / "gen" / SAMPLES), "counts": counts, "seconds": gen_s},
@@ -77,7 +80,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
 
 
 def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
-    """The same GSM8K evaluation through :func:`mixgap.stages.evaluate.evaluate_model` on ``replicas`` vLLM engine
+    """The same GSM8K evaluation through :func:`mixgap.stages.completions.generate_model` on ``replicas`` vLLM engine
     replicas (one process and one engine each, the prompts sharded round robin), built in a store of its own;
     its rows, scores and wall seconds."""
     import subprocess
@@ -85,7 +88,7 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
 
     from mixgap.core.store import Store
     from mixgap.core.tracking import NullTracker
-    from mixgap.stages import data, evaluate, models, verdicts
+    from mixgap.stages import completions, data, evaluate, models, verdicts
     from mixgap.stages.backends import parallel
 
     started = []
@@ -100,14 +103,18 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
     bench = cfg.benchmark.gsm8k
     problems = data.load_source(bench, Path(cfg.paths.data), limit=cfg.eval.limit)
     local = Store(tmp)
-    spec = evaluate.eval_spec(bench, cfg.eval, "smollm2-replicas", None, None)
+    made = completions.completions_spec(bench, cfg.eval, "smollm2-replicas", None, None, "model")
+    spec = evaluate.eval_spec(bench, cfg.eval, made.key)
     start = time.perf_counter()
     parallel.subprocess = SimpleNamespace(Popen=spy)
     try:
-        scores = evaluate.evaluate_model(cfg, local, model, {"gsm8k": spec}, {"gsm8k": problems}, NullTracker(),
-                                         data_parallel_size=replicas)
+        completions.generate_model(cfg, local, model, {"gsm8k": made}, {"gsm8k": problems}, NullTracker(),
+                                   data_parallel_size=replicas)
     finally:
         parallel.subprocess = subprocess
+    local.get_or_build(spec, lambda out, _w: evaluate.grade_completions(bench, problems, local.path(made.key), "vllm",
+                                                                        cfg, out, NullTracker()))
+    scores = {"gsm8k": verdicts.read_scores(local.path(spec.key))}
     return {"replicas": replicas, "started": started, "python": sys.executable,
             "rows": data.read_jsonl(local.path(spec.key) / verdicts.PREDICTIONS), "scores": scores["gsm8k"],
             "seconds": time.perf_counter() - start}

@@ -115,7 +115,7 @@ def made(tmp_path_factory, kit):
     sweep = build_sweep(root)
     tracker, tokenizer = RecordingTracker(), WordTokenizer()
     mp = pytest.MonkeyPatch()
-    mp.setattr("mixgap.stages.models.check_hub_model", lambda name, hf_id: None)  # the student below is a fake
+    mp.setattr("mixgap.stages.models.hub_snapshot", lambda name, hf_id, revision: hf_id)  # the student below is a fake
     mp.setattr("mixgap.stages.scoring.load_student", lambda path: (NeverWaits(), tokenizer))
     mp.setattr("mixgap.core.tracking.make_tracker", lambda *a, **k: tracker)
     cfg = compose_cfg("stage=analyze", f"analyze.sweep={sweep}", "analyze.max_completions=3",

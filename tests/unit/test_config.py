@@ -113,8 +113,8 @@ def test_mix_ratio_presets_set_the_weight():
         (["paths.data=/no/such/folder"], "paths.data='/no/such/folder' (from MIXGAP_DATA or the command line) is not an existing folder"),
         (["stage=report"], "report.sweep is empty; give a multirun folder"),
         (["teacher@mix.strong=uwnsl_long", "mix.strong.dataset=null"], "mix.strong.dataset=None is not allowed"),
-        (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
-        (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
+        (["+experiment=demo", "paths.data=null"], "mix.strong.dataset.kit_path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),
+        (["+experiment=demo", "paths.data=''"], "mix.strong.dataset.kit_path='traces/long_cot_sky-t1-math-correct-5k-27b_math500.jsonl' is a file of the offline data kit, but MIXGAP_DATA (paths.data) is not set"),  # MIXGAP_DATA= (empty)
         (["eval.tensor_parallel_size=0"], "eval.tensor_parallel_size=0 is not allowed; it must be > 0"),
         (["eval.length_warning=2"], "eval.length_warning=2.0 is not allowed; it must be in [0, 1]"),
         (["report.n_boot=0"], "report.n_boot=0 is not allowed; it must be > 0"),
@@ -197,9 +197,10 @@ DECLARED = list(_declared(MixgapConfig))
 def test_the_schema_declares_the_allowed_values_of_the_fields_validate_checked():
     """The 76 field checks validate wrote out (one benchmark, both teachers, the judge; eval.rule and
     finetune_mode.loss_normalization among them) plus problems.limit, which shares its declaration with
-    benchmark.<name>.limit, plus mix.strategy and predict.batch_tokens."""
+    benchmark.<name>.limit, eval.chunk_size (declared with the field when it came), mix.strategy and
+    predict.batch_tokens."""
     declared = {path for path, _ in DECLARED}
-    assert len(declared) == 79 and {"mix.weight", "mix.strategy", "predict.batch_tokens", "eval.extract",
+    assert len(declared) == 80 and {"mix.weight", "mix.strategy", "predict.batch_tokens", "eval.extract", "eval.chunk_size",
                                     "finetune_mode.deepspeed", "mix.strong.sampling.n",
                                     "eval.judge.prompt", "benchmark.math.extraction", "problems.answer_format",
                                     "eval.n_samples_by_benchmark.aime24", "cluster.memory_headroom"} <= declared

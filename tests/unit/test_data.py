@@ -1,11 +1,11 @@
-"""Data loading from the offline kit, Hub-row normalisation, subsets and decontamination."""
+"""Data loading from the offline kit, Hub-row normalisation, subsets and decontamination (mixgap.stages.benchmarks)."""
 
 from __future__ import annotations
 
 import pytest
 
 from conftest import compose_cfg
-from mixgap.stages import data
+from mixgap.stages import benchmarks, data
 from mixgap.stages.data import DataError, Problem
 
 
@@ -123,7 +123,7 @@ def test_the_kits_math_train_through_the_hub_path_skips_and_counts_the_rows_with
 def test_hub_rows_are_normalised_with_the_configured_fields():
     bench = compose_cfg("benchmark=[gsm8k]").benchmark.gsm8k
     rows = [{"question": "Q1?", "answer": "work\n#### 7"}, {"question": "Q2?", "answer": "#### 1,000"}]
-    problems = [data._normalise_hub_row(r, i, bench) for i, r in enumerate(rows)]
+    problems = [data._normalise_row(r, i, bench, "openai/gsm8k (test)") for i, r in enumerate(rows)]
     assert [(p.id, p.problem, p.answer) for p in problems] == [("gsm8k-0", "Q1?", "7"), ("gsm8k-1", "Q2?", "1000")]
 
 
@@ -158,19 +158,19 @@ BENCH = {"math": [_p("m1", "what is $1+1$?"), _p("m2", "Another one"), _p("m3", 
 
 def test_overlap_is_by_normalised_text():
     assert data.normalize_text("Find  x.\n") == data.normalize_text("find x.") == "findx."
-    assert data.overlap(TRAIN, BENCH["math"]) == ["m1", "m3"]
+    assert benchmarks.overlap(TRAIN, BENCH["math"]) == ["m1", "m3"]
 
 
 def test_decontamination_error_names_the_benchmark_and_count():
     with pytest.raises(DataError, match=r"^2 of 3 math problems are in the training mixture"):
-        data.decontaminate(TRAIN, BENCH, "error")
+        benchmarks.decontaminate(TRAIN, BENCH, "error")
 
 
 def test_decontamination_drop_and_allow():
-    kept, counts = data.decontaminate(TRAIN, BENCH, "drop")
+    kept, counts = benchmarks.decontaminate(TRAIN, BENCH, "drop")
     assert [p.id for p in kept["math"]] == ["m2"] and [p.id for p in kept["aime24"]] == ["a1"]
     assert counts == {"math": 2, "aime24": 0}
-    kept, counts = data.decontaminate(TRAIN, BENCH, "allow")
+    kept, counts = benchmarks.decontaminate(TRAIN, BENCH, "allow")
     assert len(kept["math"]) == 3 and counts["math"] == 2
 
 
@@ -178,7 +178,7 @@ def test_kit_traces_overlap_math500_entirely(kit):
     """The kit's teacher traces are MATH500 test problems: training on them must not meet MATH500."""
     traces = [data._normalise_kit_row(r) for r in data.read_jsonl(kit / "traces/short_cot_qwen2.5-14b-instruct_math500.jsonl")]
     math_test = data.load_source(compose_cfg("benchmark=[math]").benchmark.math, kit)
-    assert len(data.overlap(traces, math_test)) == 500
+    assert len(benchmarks.overlap(traces, math_test)) == 500
 
 
 def test_fill_prompt_replaces_only_the_problem():
@@ -190,13 +190,13 @@ def test_fill_prompt_replaces_only_the_problem():
 def test_evaluation_sets_decontaminate_the_whole_benchmark_before_the_subset(kit):
     """Training on the kit's MATH500 traces: MATH is evaluated on the full test minus those 500, then subset."""
     traces = [data._normalise_kit_row(r) for r in data.read_jsonl(kit / "traces/short_cot_qwen2.5-14b-instruct_math500.jsonl")]
-    benchmarks = compose_cfg("benchmark=[math,aime24]").benchmark
-    sets, counts = data.evaluation_sets(benchmarks, kit, traces, "drop", limit=8)
+    chosen = compose_cfg("benchmark=[math,aime24]").benchmark
+    sets, counts = benchmarks.evaluation_sets(chosen, kit, traces, "drop", limit=8)
     assert counts == {"math": 500, "aime24": 0}
     assert len(sets["math"]) == 8 and len(sets["aime24"]) == 8
     math500 = {p.id for p in traces}
     assert not math500 & {p.id for p in sets["math"]}
-    full, _ = data.evaluation_sets(benchmarks, kit, traces, "drop")
+    full, _ = benchmarks.evaluation_sets(chosen, kit, traces, "drop")
     assert len(full["math"]) == 4500 and len(full["aime24"]) == 30
     with pytest.raises(DataError, match="^500 of 5000 math problems are in the training mixture"):
-        data.evaluation_sets(benchmarks, kit, traces, "error", limit=8)
+        benchmarks.evaluation_sets(chosen, kit, traces, "error", limit=8)

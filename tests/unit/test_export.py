@@ -92,6 +92,7 @@ def test_mixture_card_carries_weight_and_realised_weight(tmp_path):
     ("export.out=null", "export.out=None is not allowed with stage=export"),
 ])
 def test_bad_export_settings_are_one_line_errors(tmp_path, override, message):
+    (tmp_path / "t.jsonl").write_text("")  # a teacher file must exist (checked before any work)
     cfg = _cfg(tmp_path, tmp_path / "t.jsonl", "export.out=x", override)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         validate(cfg)
@@ -99,6 +100,7 @@ def test_bad_export_settings_are_one_line_errors(tmp_path, override, message):
 
 def test_a_push_without_the_hub_is_refused_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "t.jsonl").write_text("")
     cfg = _cfg(tmp_path, tmp_path / "t.jsonl", "export.out=x", "export.repo_id=me/pool")
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE is set") as err:
         run_job(cfg, tmp_path / "job")
@@ -107,6 +109,6 @@ def test_a_push_without_the_hub_is_refused_before_any_work(tmp_path, monkeypatch
 
 def test_builds_names_what_each_artifact_needs():
     assert export.builds("pool.weak") == ("generation.weak", "pool.weak")
-    assert export.builds("eval.tuned.aime24")[-2:] == ("checkpoint", "eval.tuned.aime24")
+    assert export.builds("eval.tuned.aime24")[-3:] == ("checkpoint", "completions.tuned.aime24", "eval.tuned.aime24")
     assert "checkpoint" not in export.builds("eval.untuned.aime24")
     assert export.shard_names(120_001) == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]

@@ -215,7 +215,9 @@ def test_a_backend_is_one_registered_class_that_generation_and_pool_use(tmp_path
     assert closed == [True]
     assert counts == {"problems": 4, "samples": 8, "resumed": 0, "finish_reason": {"stop": 8}, "status": {"ok": 8},
                       "skipped_no_gold_answer": 0}
-    assert generation_spec(teacher, cfg.problems, kit).fields["weights"] == "Qwen/QwQ-32B-Preview"
+    teacher.revision = "c" * 40  # a pinned commit: the Hub id at that commit is the teacher's weights
+    assert generation_spec(teacher, cfg.problems, kit).fields["weights"] == {"hub": "Qwen/QwQ-32B-Preview",
+                                                                             "revision": "c" * 40}
     pool_counts = build_pool(gen, teacher, tmp_path / "pool")["counts"]
     pool = read_jsonl(tmp_path / "pool" / "pool.jsonl")
     assert [(r["id"], r["response"], r["completion_tokens"]) for r in pool] == [

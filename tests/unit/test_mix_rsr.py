@@ -35,7 +35,7 @@ from mixgap.core.store import Store, make_key
 from mixgap.plan import jobs
 from mixgap.plan.preflight import preflight
 from mixgap.plan.printout import describe
-from mixgap.stages import mix, predict
+from mixgap.stages import mix
 from mixgap.stages.scoring import token_batches
 
 STRONG, WEAK = FIXTURES / "mix_strong_pool", FIXTURES / "mix_weak_pool"
@@ -151,28 +151,6 @@ def test_the_plan_scores_every_problem_before_a_student_aware_mixture(kit):
     everything = jobs.make_plan(compose_cfg("stage=all", "mix.strategy=rsr_budget", data=kit))
     names = [s.name for s in everything.steps]
     assert names.index("score") < names.index("mix") < names.index("predict") < names.index("train")
-
-
-def _pool(root: Path, ids: list[str]) -> Path:
-    root.mkdir(parents=True)
-    (root / "pool.jsonl").write_text("".join(json.dumps({"id": i, "response": "r"}) + "\n" for i in ids))
-    return root
-
-
-def test_the_sample_is_taken_from_the_full_scores_as_the_sampling_walk_would(tmp_path):
-    """Seed 0 orders p1..p7 by sha256 as p2 0e1d, p7 3ab4, p4 55df, p5 7a4a, p3 cb57, p6 e92f, p1 fc79; p4 and p5 were
-    over-length (not in the full artifact), so max_samples=3 takes p2, p7, skips p4 and p5, takes p3."""
-    assert sorted(SHARED, key=lambda pid: mix.rank_key(0, pid)) == ["p2", "p7", "p4", "p5", "p3", "p6", "p1"]
-    fits = {role: {pid: v for pid, v in RSR[role].items() if pid not in ("p4", "p5")} for role in ("strong", "weak")}
-    full = {role: _scores(tmp_path / f"full_{role}", fits[role]) for role in ("strong", "weak")}
-    pools = {"strong": _pool(tmp_path / "ps", SHARED + ["s1"]), "weak": _pool(tmp_path / "pw", SHARED)}
-    out = tmp_path / "sample"
-    out.mkdir()
-    made = predict.sample_of(full, pools, "weak", 3, 0, out)
-    taken = [json.loads(x) for x in (out / mix.TRACES).read_text().splitlines()]
-    assert [(r["id"], r["rsr"]) for r in taken] == [("p2", 2.0), ("p7", 2.25), ("p3", 2.5)]  # the weak pool's records
-    assert made["counts"] == {"shared": 7, "over_length": 2, "selected": 3, "tokens": 30, "wall_s_scoring": 0.0,
-                              "from_full": True}
 
 
 def test_scoring_batches_are_length_sorted_within_a_token_budget():

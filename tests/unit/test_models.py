@@ -1,4 +1,5 @@
-"""Where weights come from: Hub ids pass through; a GGUF package that is missing names its pip command."""
+"""Where weights come from: a local folder is loaded where it is; a model that cannot be loaded and a GGUF package that
+is missing are one line (tests/unit/test_model_keys.py: the keys, and a Hub model's snapshot at its commit)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mixgap.core.store import Store
 from mixgap.stages import models
 
 
-def test_a_hub_student_resolves_to_its_id_without_touching_the_store(tmp_path):
+def test_a_local_folder_student_resolves_to_the_folder_without_touching_the_store(tmp_path):
     from transformers import LlamaConfig
 
     LlamaConfig(num_hidden_layers=1).save_pretrained(tmp_path / "local")  # hf_id may be a local folder

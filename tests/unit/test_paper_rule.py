@@ -176,9 +176,9 @@ def test_presets_set_the_rule_and_the_key_holds_it():
     assert (demo.eval.extract, demo.eval.rule) == ("policy", "policy")
     validate(compose_cfg("eval.extract=policy", "eval.rule=policy"))
     bench = paper.benchmark.math
-    keys = {rule: eval_spec(bench, compose_cfg(f"eval.rule={rule}").eval, "m", None, None).key for rule in ("paper", "policy")}
+    keys = {rule: eval_spec(bench, compose_cfg(f"eval.rule={rule}").eval, "completions-m").key for rule in ("paper", "policy")}
     assert keys["paper"] != keys["policy"]
-    assert eval_spec(bench, paper.eval, "m", None, None).fields["rule"] == "paper"
+    assert eval_spec(bench, paper.eval, "completions-m").fields["rule"] == "paper"
 
 
 # five problems, one sample each; verdicts worked by hand (policy / boxed / paper):

@@ -47,11 +47,13 @@ def test_each_stage_builds_what_comes_before_it(stage, roles):
 
 def test_evaluate_is_the_untuned_student_and_all_adds_the_fine_tuned_one():
     cfg = compose_cfg("stage=evaluate", "benchmark=[aime24,amc23]", "paths.data=null")
-    assert list(jobs.make_plan(cfg).roles)[-2:] == ["eval.untuned.aime24", "eval.untuned.amc23"]
+    assert list(jobs.make_plan(cfg).roles)[-4:] == ["completions.untuned.aime24", "completions.untuned.amc23",
+                                                    "eval.untuned.aime24", "eval.untuned.amc23"]
     cfg = compose_cfg("stage=all", "benchmark=[aime24]", "paths.data=null", "student=smollm2_135m")
     assert list(jobs.make_plan(cfg).roles) == [
         "model", "generation.strong", "pool.strong", "generation.weak", "pool.weak", "mixture", "predict.strong",
-        "predict.weak", "checkpoint", "eval.untuned.aime24", "eval.tuned.aime24"]  # build order
+        "predict.weak", "checkpoint", "completions.untuned.aime24", "eval.untuned.aime24", "completions.tuned.aime24",
+        "eval.tuned.aime24"]  # build order
 
 
 def test_generate_with_a_teacher_plans_only_that_teacher():

@@ -13,7 +13,7 @@ from mixgap.core.errors import ConfigError
 from mixgap.grading.equivalence import is_equivalent
 from mixgap.stages.backends.base import cut_at_stop_string, first_prefix
 from mixgap.stages.backends.vllm import vllm_sampling_kwargs
-from mixgap.stages.evaluate import eval_spec, problem_seed, sampling_fields, stop_strings
+from mixgap.stages.completions import completions_spec, problem_seed, sampling_fields, stop_strings
 from mixgap.stages.verdicts import score
 from mixgap.stats.bootstrap import accuracy, bootstrap_arms, compare, mean_ci
 from mixgap.stats.intervals import detectable_gap, wilson_interval
@@ -162,10 +162,10 @@ def test_stop_defaults_are_the_papers_and_enter_the_key():
     assert stop_strings(cfg.benchmark.math, cfg.eval) == ["Problem:"]
     assert stop_strings(cfg.benchmark.gsm8k, cfg.eval) == ["Q:"]
     cfg.eval.stop = []
-    none = eval_spec(cfg.benchmark.math, cfg.eval, "m", None, None)
+    none = completions_spec(cfg.benchmark.math, cfg.eval, "m", None, None, "model")
     assert none.fields["stop"] == [] and none.fields["sampling"] is None  # no stop, greedy: in the key as such
     cfg.eval.stop = None
-    assert eval_spec(cfg.benchmark.math, cfg.eval, "m", None, None).fields["stop"] == ["Problem:"]
+    assert completions_spec(cfg.benchmark.math, cfg.eval, "m", None, None, "model").fields["stop"] == ["Problem:"]
 
 
 def test_sampling_fields_seeds_and_validation():

@@ -49,7 +49,7 @@ def _fields(launcher: str, *overrides: str) -> dict:
 
 def test_slurm_defaults_one_whole_node_one_task_with_requeue():
     f = _fields("slurm")
-    assert f["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert f["_target_"] == "hydra_plugins.mixgap_launcher.StudyLauncher"  # hydra-submitit-launcher's SlurmLauncher + the study
     assert (f["nodes"], f["tasks_per_node"], f["gpus_per_node"], f["cpus_per_task"], f["mem_gb"]) == (1, 1, 8, 32, 0)
     assert (f["partition"], f["account"], f["qos"], f["constraint"]) == (None, None, None, None)
     assert (f["timeout_min"], f["signal_delay_s"], f["max_num_timeout"]) == (1440, 300, 20)

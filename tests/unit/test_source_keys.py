@@ -1,5 +1,5 @@
 """Keys of artifacts built from outside the store follow the content read: kit files (SHA-256), Hub datasets (their
-revision), the GGUF file; evaluations record their share of the engine pass; a damaged sibling record is read apart."""
+revision), the GGUF file; reused artifacts report their build seconds; a damaged sibling record is read apart."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mixgap.core import runrecord
 from mixgap.core.store import ArtifactSpec, Store
 from mixgap.results.sweep import job_results
 from mixgap.stages import data, models
-from mixgap.stages.evaluate import eval_spec, generation_share
+from mixgap.stages.completions import completions_spec
 from mixgap.stages.generate import generation_spec
 
 TRACES = "traces/short_cot_qwen2.5-14b-instruct_math500.jsonl"
@@ -62,7 +62,7 @@ def test_generation_and_evaluation_keys_follow_the_problems_file(tmp_path):
     write_rows(tmp_path / "b", "math/math500_test.jsonl", ["6"])
     gen = {k: generation_spec(cfg.teacher, cfg.problems, tmp_path / k) for k in "ab"}
     assert gen["a"].key != gen["b"].key and gen["a"].fields["problems_source"] == "kit"
-    ev = {k: eval_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, tmp_path / k) for k in "ab"}
+    ev = {k: completions_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, tmp_path / k, "model") for k in "ab"}
     assert ev["a"].key != ev["b"].key
     assert ev["a"].fields["content"]["sha256"] == hashlib.sha256(
         (tmp_path / "a/math/math500_test.jsonl").read_bytes()).hexdigest()
@@ -97,11 +97,12 @@ def test_online_the_hub_revision_is_the_dataset_info_sha_and_a_new_revision_is_a
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info",
                         lambda self, repo_id, timeout=None: SimpleNamespace(sha=next(shas)))
     cfg = compose_cfg("benchmark=[math500]")
-    first = eval_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, None)
+    spec = lambda: completions_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, None, "model")  # noqa: E731
+    first = spec()
     assert first.fields["content"] == {"hub": "HuggingFaceH4/MATH-500", "revision": "a" * 40}
-    assert eval_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, None).key == first.key  # once per process
+    assert spec().key == first.key  # once per process
     monkeypatch.setattr(data, "_REVISIONS", {})
-    assert eval_spec(cfg.benchmark.math500, cfg.eval, "model-x", None, None).key != first.key
+    assert spec().key != first.key
 
 
 def test_the_gguf_weights_key_follows_the_file_content(tmp_path, monkeypatch):
@@ -115,24 +116,16 @@ def test_the_gguf_weights_key_follows_the_file_content(tmp_path, monkeypatch):
     assert models.gguf_spec(gguf).key != spec.key
 
 
-def test_each_evaluation_records_its_token_share_of_the_engine_pass():
-    done = lambda tokens: SimpleNamespace(completion_tokens=tokens)  # noqa: E731
-    completions = {"math500": [[done(300)], [done(100)]], "gsm8k": [[done(50), done(50)]]}
-    assert generation_share(completions, "math500") == 0.8 and generation_share(completions, "gsm8k") == 0.2
-    unknown = {"a": [[done(None)]], "b": [[done(5)], [done(7)], [done(9)]]}  # no token counts: by samples
-    assert generation_share(unknown, "a") == 0.25
-
-
-def test_reused_build_times_add_an_evaluations_generation_seconds(tmp_path):
+def test_reused_build_times_add_completions_generation_seconds(tmp_path):
     store = Store(tmp_path)
-    ev, pool = ArtifactSpec("eval", {"b": 1}), ArtifactSpec("pool", {"p": 1})
+    ev, pool = ArtifactSpec("completions", {"b": 1}), ArtifactSpec("pool", {"p": 1})
     store.get_or_build(ev, lambda out, _w: {"generation_s": 120.25})
     store.get_or_build(pool, lambda out, _w: None)
-    rows = [{"role": "eval.untuned.math500", "key": ev.key, "done": True},
+    rows = [{"role": "completions.untuned.math500", "key": ev.key, "done": True},
             {"role": "pool.strong", "key": pool.key, "done": True}]
-    walls = {r: store.manifest(s.key)["wall_s"] for r, s in (("eval.untuned.math500", ev), ("pool.strong", pool))}
+    walls = {r: store.manifest(s.key)["wall_s"] for r, s in (("completions.untuned.math500", ev), ("pool.strong", pool))}
     assert runrecord.reused_build_times(store, rows) == {
-        "eval.untuned.math500": round(walls["eval.untuned.math500"] + 120.25, 3), "pool.strong": walls["pool.strong"]}
+        "completions.untuned.math500": round(walls["completions.untuned.math500"] + 120.25, 3), "pool.strong": walls["pool.strong"]}
 
 
 def test_a_damaged_sibling_result_is_read_apart_and_the_others_as_they_are(tmp_path, caplog):

@@ -19,11 +19,15 @@ PINNED = json.loads((FIXTURES / "plan_keys.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
-def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
+def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit, hub_cached):
     """plan_keys.json: make_plan's stored roles and keys of 11 configs, computed by the code before the table (main at
-    7e18c6c; the kit's files, the pinned stack). One intended change: with finetune_mode.overlength=drop_pair,
-    stage=mix now plans the student's converted weights (``model``), which its mix step converts to read the
-    student's tokenizer."""
+    7e18c6c; the kit's files, the pinned stack), then once more when completions became their own artifacts (every
+    ``completions.<arm>.<benchmark>`` role added, every ``eval.*`` key and the ``judge.*`` keys on them changed; no
+    other key), and once more for the one change of model keys (a Hub model keyed by its resolved commit, here
+    ``hub_cached``'s: every key built from a Hub model changed; the demo's, of a GGUF student and the kit's traces, and
+    the converted weights' did not). One intended change of roles: with finetune_mode.overlength=drop_pair, stage=mix
+    now plans the student's converted weights (``model``), which its mix step converts to read the student's
+    tokenizer."""
     pinned = PINNED[name]
     plan = jobs.make_plan(compose_cfg(*pinned["overrides"], data=kit))
     assert {role: plan.key(role) for role in plan.roles} == pinned["keys"] | (
@@ -33,11 +37,11 @@ def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit):
 
 def test_allowed_stage_values_come_from_the_table_and_the_readers():
     assert table.stage_values() == ("plan", "prepare", "generate", "mix", "train", "evaluate", "all", "predict",
-                                    "export", "report", "analyze")
+                                    "export", "report", "analyze", "status", "cancel")
     with pytest.raises(ConfigError) as err:
         jobs.make_plan(compose_cfg("stage=fit", "paths.data=null"))
     assert str(err.value) == ("stage='fit' is not allowed; choose one of plan, prepare, generate, mix, train, evaluate, "
-                              "all, predict, export, report, analyze")
+                              "all, predict, export, report, analyze, status, cancel")
 
 
 def test_the_evaluation_sets_and_the_student_are_planned_roles_of_their_own_rows(kit):
@@ -47,9 +51,9 @@ def test_the_evaluation_sets_and_the_student_are_planned_roles_of_their_own_rows
     assert [(s.name, s.roles) for s in plan.steps] == [
         ("prepare", ("student",)), ("generate.strong", ("generation.strong", "pool.strong")),
         ("generate.weak", ("generation.weak", "pool.weak")), ("mix", ("mixture",)), ("benchmarks", ("benchmarks",)),
-        ("evaluate.untuned", ("eval.untuned.aime24",))]
+        ("completions.untuned", ("completions.untuned.aime24",)), ("evaluate.untuned", ("eval.untuned.aime24",))]
     assert plan.roles == ("generation.strong", "pool.strong", "generation.weak", "pool.weak", "mixture",
-                          "eval.untuned.aime24")  # the values are never store artifacts
+                          "completions.untuned.aime24", "eval.untuned.aime24")  # the values are never store artifacts
     generate = jobs.make_plan(compose_cfg("stage=generate", data=kit))  # nothing there takes the student as input
     assert [s.name for s in generate.steps] == ["generate.strong", "generate.weak"]
 
@@ -112,6 +116,8 @@ def test_a_new_stage_is_its_module_plus_one_row(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "job" / "result.json").read_text())["toy"] == 42
     again = run_job(cfg, tmp_path / "job2")
     assert again["artifacts"] == {"toy": key} and list(again["reused_build_s"]) == ["toy"] and again["toy"] == 42
+    # a stage that logs no receipt of its own still ends with one line (mixgap.core.stage.BuildContext.receipt)
+    assert (result["receipts"], again["receipts"]) == ({"toy": "toy: made toy"}, {"toy": "toy: reused: made toy"})
 
 
 def test_a_step_that_records_none_of_its_roles_breaks_the_contract(tmp_path, monkeypatch):

@@ -1,15 +1,19 @@
-"""One W&B run per job: distinct ids, each with its own config, finished even when the job raises."""
+"""One W&B run per job: distinct ids, each with its own config, finished even when the job raises; a job's id comes
+from its identity, so a requeue or rerun continues its run."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
+import sys
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import compose_cfg
 from mixgap import pipeline
-from mixgap.core.tracking import NullTracker, make_tracker, wandb_mode
+from mixgap.core.tracking import NullTracker, make_tracker, run_id, wandb_mode
 
 
 @pytest.mark.parametrize(
@@ -34,7 +38,7 @@ def test_tracking_none_gives_the_null_tracker(tmp_path):
     assert isinstance(make_tracker(cfg, group="g", job_type="all", name="0", run_dir=tmp_path), NullTracker)
 
 
-def test_three_jobs_give_three_offline_runs_even_when_one_raises(tmp_path, monkeypatch):
+def test_three_jobs_give_three_offline_runs_even_when_one_raises(tmp_path, monkeypatch, hub_cached):
     monkeypatch.setenv("WANDB_MODE", "offline")
 
     def build(cfg, store, tracker, plan, decisions, timings):
@@ -70,3 +74,45 @@ def _logged_config(run_dir):
         if "config: {'" in line:
             return ast.literal_eval(line.split("config: ", 1)[1])
     raise AssertionError(f"no config logged in {run_dir}")
+
+
+class FakeWandb:
+    """A stand-in ``wandb`` module: ``init`` records its arguments and returns a run whose id is the one asked
+    (as W&B does for ``id=``) and whose ``resumed`` says whether that id was started before."""
+
+    def __init__(self):
+        self.inits, self.started = [], set()
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        run = SimpleNamespace(id=kwargs["id"], resumed=kwargs["id"] in self.started, finish=lambda exit_code=0: None)
+        self.started.add(kwargs["id"])
+        return run
+
+
+def test_a_jobs_run_id_comes_from_its_identity_and_is_resumed_across_requeues(tmp_path, monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = compose_cfg("stage=train", "mix.weight=0.2", "tracking.mode=offline")
+    first = make_tracker(cfg, group="sweep", job_type="train", name="3", run_dir=tmp_path / "sweep" / "3")
+    requeued = make_tracker(cfg, group="sweep", job_type="train", name="3", run_dir=tmp_path / "sweep" / "3")
+    assert first.run_id == requeued.run_id == run_id(cfg, tmp_path / "sweep" / "3", "train")
+    assert re.fullmatch(r"[0-9a-f]{16}", first.run_id)
+    assert [i["resume"] for i in fake.inits] == ["allow", "allow"] and [i["id"] for i in fake.inits] == [first.run_id] * 2
+    assert (first.run.resumed, requeued.run.resumed) == (False, True)  # the second attempt continues the first's run
+    other_weight = compose_cfg("stage=train", "mix.weight=1", "tracking.mode=offline")
+    others = {run_id(other_weight, tmp_path / "sweep" / "3", "train"),  # another job in that folder
+              run_id(cfg, tmp_path / "sweep" / "4", "train"),  # the same values in another sweep folder
+              run_id(cfg, tmp_path / "sweep" / "3", "evaluate")}  # another stage there
+    assert len(others) == 3 and first.run_id not in others
+
+
+def test_a_rerun_job_writes_its_offline_run_under_the_same_id(tmp_path, monkeypatch, hub_cached):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(pipeline, "build", lambda cfg, store, tracker, plan, decisions, timings: {})
+    cfg = compose_cfg("stage=mix", f"paths.cache={tmp_path / 'cache'}")
+    ids = [pipeline.run_job(cfg, tmp_path / "job", group="sweep")["wandb_run_id"] for _ in range(2)]
+    runs = sorted((tmp_path / "job" / "wandb").glob("offline-run-*"))
+    assert ids[0] == ids[1] == run_id(cfg, tmp_path / "job", "mix")
+    assert len(runs) == 2  # offline-run-<time>-<id>, "-1" added by W&B when both start within one second
+    assert all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{ids[0]}(-\d+)?", run.name) for run in runs), runs

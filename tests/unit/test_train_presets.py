@@ -15,6 +15,7 @@ import transformers.training_args as training_args
 from conftest import compose_cfg
 from mixgap.core.config import to_container
 from mixgap.core.stage import BuildContext
+from mixgap.core.store import ArtifactSpec
 from mixgap.core.tracking import NullTracker
 from mixgap.stages.train import batching, trainer
 from mixgap.stages.train import stage as train_stage
@@ -122,7 +123,9 @@ def test_the_train_stage_hands_the_preflights_decision_to_the_run(monkeypatch, t
 
     monkeypatch.setattr(train_stage, "run_settings", spy)
     cfg = compose_cfg("student=qwen0.5b", "finetune_mode=full")
-    ctx = BuildContext(cfg, BuildHere(), NullTracker(), {"checkpoint": checkpoint_spec(cfg.finetune_mode, "s", "m")},
+    specs = {"student": ArtifactSpec("student", {"weights": {"hub": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "c" * 40}}),
+             "checkpoint": checkpoint_spec(cfg.finetune_mode, "s", "m")}
+    ctx = BuildContext(cfg, BuildHere(), NullTracker(), specs,
                        {"train_per_device_batch_size": 1}, paths={"mixture": tmp_path}, values={"student": "x"})
     with pytest.raises(Reached):
         train_stage.run(ctx, ["checkpoint"])

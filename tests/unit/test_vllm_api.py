@@ -22,8 +22,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose_cfg
 from fake_vllm import CLUSTER_API, CPU_API, accepted, fake_vllm, load_api
 from mixgap.plan.estimates import VLLM_MEMORY_UTILIZATION
-from mixgap.stages.backends.registry import load_backend
-from mixgap.stages.evaluate import resolve_backend
+from mixgap.stages.backends.registry import load_backend, resolve_backend
 from mixgap.stages.judge import JudgeEngine
 
 _spec = importlib.util.spec_from_file_location("vllm_api", ROOT / "requirements" / "vllm_api.py")

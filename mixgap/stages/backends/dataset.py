@@ -1,9 +1,9 @@
 """The ``dataset`` backend: existing teacher responses imported through a field map, no model loaded.
 
-The rows come from the authors' released UWNSL data on the Hub or from the kit's ``traces/`` JSONL files
-(``teacher.dataset``: ``hub_id``/``hub_config``/``split`` or ``path``: a JSONL file, a Parquet file or an exported
-dataset folder (:func:`read_parquet_rows`); and ``fields``, the row keys of
-problem, response, id and answer). They become ``samples.jsonl`` rows like a generation's
+The rows come from a local file of the researcher's own, the kit's ``traces/`` JSONL files or the authors' released
+UWNSL data on the Hub (``teacher.dataset``: ``path``, a JSONL file, a Parquet file or an exported dataset folder,
+:func:`mixgap.stages.data.read_file_rows`; ``kit_path``, the same under ``MIXGAP_DATA``; or
+``hub_id``/``hub_config``/``split``; and ``fields``, the row keys of problem, response, id and answer). They become ``samples.jsonl`` rows like a generation's
 (:func:`mixgap.stages.generate.sample_rows`), with unknown token counts and finish reasons.
 """
 
@@ -33,55 +33,49 @@ class DatasetImport:
     def import_samples(teacher: Any, root: Path | None,
                        problems: Sequence[data.Problem] | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """``samples.jsonl`` rows and counts of the teacher's dataset (:func:`read_rows`, :func:`import_responses`)."""
-        return import_responses(teacher, read_rows(teacher, root), problems)
+        return import_responses(teacher, read_rows(teacher, root), problems, where(teacher))
 
 
 def read_rows(teacher: Any, root: Path | None) -> list[dict[str, Any]]:
-    """The raw rows of ``teacher.dataset``: a JSONL of the offline kit (``path``, relative to ``root``) or a
-    Hub dataset (``hub_id``, ``hub_config``, ``split``).
+    """The raw rows of ``teacher.dataset``: a local file (``path``: JSONL, Parquet or an exported dataset folder,
+    :func:`mixgap.stages.data.read_file_rows`), a file of the offline kit (``kit_path``, relative to ``root``) or a
+    Hub dataset (``hub_id``, ``hub_config``, ``split``), the first one given.
 
     Raises:
-        DataError: a relative ``path`` without a kit root, neither ``hub_id`` nor ``path`` given, or no rows.
+        DataError: the file is not there, ``kit_path`` without a kit root, none of the three given, or no rows.
     """
     ds = teacher.dataset
-    if ds.path:
-        if root is None and not Path(ds.path).is_absolute():
+    if ds.get("path"):
+        path = data.local_file(ds.path)
+        rows, where = data.read_file_rows(path, f"teacher {teacher.name}: dataset.path={ds.path}"), str(path)
+    elif ds.get("kit_path"):
+        if root is None and not Path(ds.kit_path).is_absolute():
             raise data.DataError(
-                f"teacher {teacher.name}: dataset.path={ds.path!r} is a file of the offline data kit, but "
-                "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/)"
+                f"teacher {teacher.name}: dataset.kit_path={ds.kit_path!r} is a file of the offline data kit, but "
+                "MIXGAP_DATA (paths.data) is not set; point it at the kit folder (math/, gsm8k/, eval/, traces/), or "
+                "give a local file with dataset.path"
             )
-        path = Path(ds.path) if Path(ds.path).is_absolute() else (root or Path("/")) / ds.path
-        if path.is_dir() or path.suffix == ".parquet":  # a dataset folder (stage=export) or one Parquet file
-            rows = read_parquet_rows(path)
-        else:
-            rows = data.read_jsonl(data.kit_file(root or Path("/"), ds.path))
-        where = str(path)
+        path = Path(ds.kit_path) if Path(ds.kit_path).is_absolute() else (root or Path("/")) / ds.kit_path
+        if not path.exists():
+            data.kit_file(root or Path("/"), ds.kit_path)  # the kit's one-line error: MIXGAP_DATA and its layout
+        rows, where = data.read_file_rows(path, f"teacher {teacher.name}: dataset.kit_path"), str(path)
     elif ds.hub_id:
         rows, where = data.load_hub_rows(ds.hub_id, ds.hub_config, ds.split, in_kit=False), ds.hub_id
     else:
-        raise data.DataError(f"teacher {teacher.name}: dataset needs hub_id or path (both are null)")
+        raise data.DataError(f"teacher {teacher.name}: dataset needs path, kit_path or hub_id (all are null)")
     if not rows:  # an empty file would become an empty pool and a mixture of nothing, all marked finished
         raise data.DataError(f"teacher {teacher.name}: {where} holds no rows; give the teacher's responses")
     return rows
 
 
-def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of one Parquet file, or of a dataset folder's shards (``data/*.parquet``, else ``*.parquet``, in
-    name order), as ``mixgap.stages.export`` writes them.
-
-    Raises:
-        DataError: a folder without Parquet shards.
-    """
-    import datasets  # heavy: datasets (pyarrow), only for Parquet imports
-
-    files = [path] if path.is_file() else sorted(path.glob("data/*.parquet")) or sorted(path.glob("*.parquet"))
-    if not files:
-        raise data.DataError(f"{path}: no Parquet shard (data/*.parquet or *.parquet); give a dataset folder or a file")
-    return datasets.Dataset.from_parquet([str(f) for f in files], keep_in_memory=True).to_list()
+def where(teacher: Any) -> str:
+    """The file or Hub dataset a teacher's responses are read from, as a message names it."""
+    ds = teacher.dataset
+    return str(data.local_file(ds.path)) if ds.get("path") else str(ds.get("kit_path") or ds.hub_id)
 
 
-def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
-                     problems: Sequence[data.Problem] | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def import_responses(teacher: Any, rows: Sequence[dict[str, Any]], problems: Sequence[data.Problem] | None,
+                     source: str = "the dataset") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Existing responses as ``samples.jsonl`` rows, through the field map ``teacher.dataset.fields``.
 
     When ``fields.id`` or ``fields.answer`` is null, the row's problem text is matched to ``problems`` by
@@ -90,7 +84,8 @@ def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
     and finish reasons are unknown for imports (null); the status is ``ok``.
 
     Raises:
-        DataError: a mapped field is absent from a row (names the field and the row number).
+        DataError: a mapped field is absent from a row (one line naming ``source``, the row number, the field and
+            the row's fields).
     """
     f = teacher.dataset.fields
     by_text: dict[str, list[data.Problem]] = {}
@@ -101,9 +96,10 @@ def import_responses(teacher: Any, rows: Sequence[dict[str, Any]],
     counts: Counter[str] = Counter(rows=len(rows))
     out = []
     for n, row in enumerate(rows):
-        for name in (f.problem, f.response, f.id, f.answer):
-            if name is not None and name not in row:
-                raise data.DataError(f"teacher.dataset.fields: row {n} has no field {name!r} (keys: {sorted(row)})")
+        for role in ("problem", "response", "id", "answer"):
+            if f[role] is not None and f[role] not in row:
+                raise data.DataError(f"teacher {teacher.name}: {source}: row {n} has no field {f[role]!r} (dataset.fields."
+                                     f"{role}); its fields: {', '.join(sorted(map(str, row)))}")
         text = str(row[f.problem])
         if row[f.response] is None or str(row[f.response]) == "":
             counts["missing_response"] += 1

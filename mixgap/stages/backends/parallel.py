@@ -16,7 +16,9 @@ Replica independence: prompt ``i`` goes to replica ``i mod R``; a greedy complet
 and a sampled one on its prompt and its own seed (the caller's ``seeds[i]``; without them ``seed + i``, vLLM's
 own per-prompt rule), so a run gives the same completions for any ``R``. Resume: each replica writes its shard
 atomically into ``work_dir/<request digest>/``; a rerun of the same request starts only the replicas whose
-shard is missing (a killed replica's shard is redone, finished ones are read back).
+shard is missing (finished ones are read back). With ``chunk_size``, a replica also writes its shard in atomic
+chunks of that many prompts as it finishes them (``shard-<r>-of-<R>.chunk-<n>.jsonl``), and a restarted replica
+generates only the prompts of its missing chunks (:mod:`mixgap.stages.backends.replica`).
 """
 
 from __future__ import annotations
@@ -122,8 +124,13 @@ def request_digest(request: Mapping[str, Any]) -> str:
 
 def read_shard(path: Path) -> list[list[Completion]]:
     """A replica's finished shard: per prompt, its completions (``Completion`` fields as JSON)."""
+    return list(read_indexed(path).values())
+
+
+def read_indexed(path: Path) -> dict[int, list[Completion]]:
+    """The rows of a shard or chunk file (:func:`shard_rows`) by prompt index, in file order."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [[Completion(**c) for c in row["samples"]] for row in rows]
+    return {int(row["index"]): [Completion(**c) for c in row["samples"]] for row in rows}
 
 
 def shard_rows(indices: Sequence[int], outputs: Sequence[Sequence[Completion]]) -> list[dict[str, Any]]:
@@ -142,14 +149,16 @@ class ReplicaPool:
         load: the other arguments of :func:`mixgap.stages.backends.registry.load_backend` (``tensor_parallel_size``: GPUs
             per replica).
         command: the replica program (tests replace it); it is run as ``command + [request.json]``.
+        chunk_size: prompts per atomic chunk a replica writes as it goes (None: its whole shard at the end).
     """
 
     def __init__(self, kind: str, model: str, *, replicas: int, work_dir: Path, load: Mapping[str, Any],
-                 command: Sequence[str] = REPLICA_COMMAND, env: Mapping[str, str] | None = None):
+                 command: Sequence[str] = REPLICA_COMMAND, env: Mapping[str, str] | None = None,
+                 chunk_size: int | None = None):
         if replicas < 1:
             raise ValueError(f"data_parallel_size={replicas} is not allowed; it must be >= 1")
         self.kind, self.model, self.replicas, self.work_dir = kind, model, replicas, Path(work_dir)
-        self.load, self.command = dict(load), list(command)
+        self.load, self.command, self.chunk_size = dict(load), list(command), chunk_size
         self.env = dict(os.environ if env is None else env)
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
@@ -189,7 +198,7 @@ class ReplicaPool:
                 part = {**request, "prompts": [request["prompts"][i] for i in shards[r]],
                         "seeds": None if request["seeds"] is None else [request["seeds"][i] for i in shards[r]],
                         "stops": None if request["stops"] is None else [request["stops"][i] for i in shards[r]],
-                        "indices": shards[r], "output": str(outputs[r]),
+                        "indices": shards[r], "output": str(outputs[r]), "chunk_size": self.chunk_size,
                         "desc": f"{desc} [replica {r + 1}/{self.replicas}]"}
                 path = outputs[r].with_suffix(".request.json")
                 write_json_atomic(path, part)

@@ -11,6 +11,7 @@ Every registered class carries two class attributes the rest of the project asks
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ def generating() -> list[str]:
 
 def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: int | None = None,
                  tensor_parallel_size: int = 1, batch_size: int = 16, chat_template: str | None = None,
-                 seed: int = 0, data_parallel_size: int = 1, work_dir: Path | None = None) -> Any:
+                 seed: int = 0, data_parallel_size: int = 1, work_dir: Path | None = None,
+                 chunk_size: int | None = None) -> Any:
     """Load a generation engine (a :class:`mixgap.stages.backends.base.Backend`), or, with
     ``data_parallel_size > 1``, a :class:`mixgap.stages.backends.parallel.ReplicaPool` of that many engine
     processes (each on ``tensor_parallel_size`` GPUs) that loads nothing here.
@@ -85,6 +87,8 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
         seed: engine seed (vLLM) / base of the per-batch sampling seeds (hf).
         data_parallel_size: engine replicas, the prompts sharded across them (1: this process, as before).
         work_dir: where the replicas keep finished shards (needed when ``data_parallel_size > 1``).
+        chunk_size: with replicas, prompts per atomic chunk each replica writes as it finishes it (a killed
+            replica's rerun generates only its missing chunks); None: one shard a replica, written at its end.
 
     Raises:
         ConfigError (a ValueError): ``kind`` is not registered, or names an importer (``dataset``), which
@@ -99,5 +103,15 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
     if data_parallel_size > 1:
         if work_dir is None:
             raise ConfigError(f"data_parallel_size={data_parallel_size} needs a work_dir for the replicas' shards")
-        return ReplicaPool(kind, model, replicas=data_parallel_size, work_dir=work_dir, load=load)
+        return ReplicaPool(kind, model, replicas=data_parallel_size, work_dir=work_dir, load=load,
+                           chunk_size=chunk_size)
     return cls(model, **load)
+
+
+def resolve_backend(setting: str) -> str:
+    """``eval.backend``: ``auto`` is vLLM when a CUDA GPU is visible and vLLM is installed, else HF."""
+    if setting != "auto":
+        return setting
+    import torch  # heavy: torch, only when a model is evaluated
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"

@@ -259,13 +259,18 @@ def run(ctx: Any, roles: Any) -> None:
     trained at the preflight's per-device batch (``ctx.decisions["train_per_device_batch_size"]``; the checkpoint's
     key keeps the configured one: the per-device batch changes how a step is computed, not the global batch)."""
     per_device = ctx.decisions.get("train_per_device_batch_size")
+    student = dict(ctx.specs["student"].fields)  # the manifest records what the student was: revision or file digests
     ctx.paths["checkpoint"] = ctx.store.get_or_build(
         ctx.specs["checkpoint"],
-        lambda out, work: build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work, ctx.tracker,
-                                           per_device),
+        lambda out, work: {**build_checkpoint(ctx.cfg, ctx.path("mixture"), ctx.value("student"), out, work,
+                                              ctx.tracker, per_device), "student": student},
     )
     counts = ctx.counts("checkpoint")
     mixture = ctx.counts("mixture")
     if "drop_pair" in mixture:  # the mixture left these problems out (finetune_mode.overlength=drop_pair)
         counts = {**counts, "drop_pair": mixture["drop_pair"]}
     ctx.result["counts"]["train"] = counts
+    loss = counts.get("final_loss")
+    ctx.receipt("train", f"{counts['examples']:,} examples ({sum(counts['dropped'].values()):,} dropped, "
+                f"{sum(counts['truncated'].values()):,} truncated for length), {counts['steps']:,} optimiser step(s), final loss "
+                + (f"{loss:.4f}" if loss is not None else "none"), ("checkpoint",))
