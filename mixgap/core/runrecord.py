@@ -44,23 +44,26 @@ class Interrupted(KeyboardInterrupt):
 
 def job_identity(cfg: Any) -> dict[str, Any]:
     """The coordinates of a job in the study, recorded in its ``result.json`` (``job``): what the report groups
-    and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``)."""
+    and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``). ``student_size_b``: the
+    YAML's ``size_b``, else its ``arch.params_b``, else None (the job fills it from its plan's shape). ``strategy``
+    (``mix.strategy``, :mod:`mixgap.stages.mix`) only when not ``fixed``: a fixed job's identity, and so its W&B run
+    id (:func:`mixgap.core.tracking.run_id`), is what it was before the field existed."""
+    strategy = cfg.mix.get("strategy", "fixed")
     return {
         "stage": cfg.stage,
         "student": cfg.student.name,
         "student_family": cfg.student.family,
-        "student_size_b": cfg.student.size_b,
+        "student_size_b": cfg.student.size_b if cfg.student.size_b is not None else (cfg.student.arch or {}).get("params_b"),
         "strong": cfg.mix.strong.name,
         "weak": cfg.mix.weak.name,
         "strong_cot": cfg.mix.strong.cot,
         "weight": cfg.mix.weight,
-        "strategy": cfg.mix.get("strategy", "fixed"),  # which problems take the strong trace (mixgap.stages.mix)
         "mix_seed": cfg.mix.seed,
         "finetune_mode": cfg.finetune_mode.mode,
         "seed": cfg.seed,
         "benchmarks": list(cfg.benchmark),
         "benchmark_labels": {name: (b.get("label") or name) for name, b in cfg.benchmark.items()},
-    }
+    } | ({} if strategy == "fixed" else {"strategy": strategy})
 
 
 def slurm_job_id() -> str | None:
@@ -165,9 +168,9 @@ def describe(result: dict[str, Any]) -> str:
 
 def reused_build_times(store: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """``{role: seconds}`` of the artifacts that were already finished when the job planned (``rows``:
-    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests: ``wall_s`` plus, for an evaluation,
-    ``generation_s`` (its share of the engine pass that generated it, recorded apart because its ``wall_s`` is
-    the grading only). A cached rerun keeps what each reused artifact cost to build beside its own ``timings``,
+    :meth:`mixgap.plan.jobs.JobPlan.rows`), read from their manifests: ``wall_s`` plus, for completions,
+    ``generation_s`` (their share of the engine pass that generated them, recorded apart because their ``wall_s``
+    is the writing of the file only). A cached rerun keeps what each reused artifact cost to build beside its own ``timings``,
     instead of reporting zeros."""
     out = {}
     for row in rows:
