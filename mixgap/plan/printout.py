@@ -53,7 +53,7 @@ def describe(report: dict[str, Any]) -> str:
     if report.get("cpu"):
         return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
     traces, score = report.get("score_traces"), report.get("score_hours_estimate") or 0.0
-    scoring = (f", scoring {traces} traces {_gb(report['score_memory_gb_per_gpu'])} on 1 GPU" if traces else "")
+    scoring = (f", scoring {traces:,} traces {_gb(report['score_memory_gb_per_gpu'])} on 1 GPU" if traces else "")
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
             f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
             f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}){scoring}; "
@@ -87,7 +87,10 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
     seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
-        name = f"{job.get('student')} {job.get('strong')}/{job.get('weak')} w={job.get('weight')} {job.get('finetune_mode')}"
+        strategy = job.get("strategy")  # a student-aware mixture (mix.strategy): rsr selects by no weight
+        arm = (f"mix.strategy={strategy}" + ("" if strategy == "rsr" else f" w={job.get('weight')}") if strategy
+               else f"w={job.get('weight')}")
+        name = f"{job.get('student')} {job.get('strong')}/{job.get('weak')} {arm} {job.get('finetune_mode')}"
         lines.append(f"  {name:<28} {describe(pf)}")
         lines += [f"    {line}" for line in report_lines(pf)]
         refused = refused or bool(pf["refusals"])

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import FIXTURES, compose_cfg
+from conftest import FIXTURES, compose_cfg, write_study
+from mixgap import pipeline
+from mixgap.core import conftree
 from mixgap.core.config import validate
 from mixgap.core.errors import ConfigError
 from mixgap.core.stage import BuildContext
@@ -176,7 +179,7 @@ def test_the_slurm_plan_gives_the_full_scoring_its_hours_and_memory(kit):
     assert report["score_memory_gb_per_gpu"] == round(memory, 1)
     assert report["gpu_hours_estimate"] == round(8 * (report["train_hours_estimate"] + report["eval_hours_estimate"]
                                                       + report["score_hours_estimate"]), 3)
-    assert f"scoring 10766 traces {memory:.1f} GB on 1 GPU; scoring 4 min + train" in describe(report)
+    assert f"scoring 10,766 traces {memory:.1f} GB on 1 GPU; scoring 4 min + train" in describe(report)
     fixed = compose_cfg("student=qwen3b", "stage=plan", "data.missing_pool=wait", data=kit)
     assert preflight(fixed, jobs.make_plan(fixed), 8)["score_traces"] is None
 
@@ -186,3 +189,44 @@ def test_scoring_a_student_too_large_for_one_gpu_is_refused(kit):
     refusals = [r for r in preflight(cfg, jobs.make_plan(cfg), 8)["refusals"] if "scores every problem" in r]
     assert len(refusals) == 1 and refusals[0].startswith("mix.strategy=rsr scores every problem with student=llama70b "
                                                          "on one GPU: ")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_tiny_study_mixes_by_the_rsr_its_predict_artifacts_hold(tmp_path, kit, smollm2_path, caplog):
+    """stage=mix with mix.strategy=rsr, then rsr_budget at w = 0.3, on the tiny study (tests/conftest.py write_study)
+    with the real SmolLM2: the score step scores p1 and p2 in both pools (p0's strong trace, ~300 tokens, is over
+    max_seq_len=128: not scored), and each mixture's sources are recomputed here by hand from the two scores
+    artifacts' traces.jsonl. rsr: a problem is strong exactly when its strong trace has the lower RSR; p0, without
+    scores, is weak. rsr_budget: k = floor(0.3 x 3 + 0.5) = 1 strong problem, the one of p1, p2 with the larger
+    RSR_weak - RSR_strong. The second job reuses the scores (their key has no strategy)."""
+    base = [*write_study(tmp_path / "study"), f"paths.cache={tmp_path / 'cache'}", f"paths.data={kit}",
+            "student=smollm2_135m", "student.gguf=null", f"student.hf_id={smollm2_path}", "stage=mix",
+            "finetune_mode.max_seq_len=128", "predict.batch_size=2"]
+    store = Store(tmp_path / "cache")
+    caplog.set_level(logging.INFO, logger="mixgap")
+    for n, strategy in enumerate(("mix.strategy=rsr", "mix.strategy=rsr_budget")):
+        overrides = [*base, strategy, *(["mix.weight=0.3"] if n else [])]
+        tree = conftree.from_command_line(overrides)
+        pipeline.check_command_line(overrides, tree)
+        task = [o for o in overrides if not o.startswith("hydra.")]
+        result = pipeline.run_job(conftree.compose(task, tree), tmp_path / f"job{n}", overrides=task)
+        rsr = {role: {r["id"]: r["rsr"] for r in map(json.loads, (store.path(result["artifacts"][f"scores.{role}"])
+                                                                   / "traces.jsonl").read_text().splitlines())}
+               for role in ("strong", "weak")}
+        assert set(rsr["strong"]) == set(rsr["weak"]) == {"p1", "p2"}
+        assert len({rsr["strong"]["p1"], rsr["weak"]["p1"], rsr["strong"]["p2"], rsr["weak"]["p2"]}) == 4  # no tie
+        advantage = {p: rsr["weak"][p] - rsr["strong"][p] for p in ("p1", "p2")}
+        if n == 0:
+            by_hand = {"p0": "weak", **{p: "strong" if rsr["strong"][p] < rsr["weak"][p] else "weak" for p in advantage}}
+        else:
+            by_hand = {"p0": "weak", "p1": "weak", "p2": "weak", max(advantage, key=advantage.get): "strong"}
+        mixture = store.path(result["artifacts"]["mixture"]) / mix.MIXTURE
+        assert {r["id"]: r["source"] for r in map(json.loads, mixture.read_text().splitlines())} == by_hand
+        assert store.manifest(result["artifacts"]["mixture"])["inputs"][-2:] == [
+            result["artifacts"]["scores.strong"], result["artifacts"]["scores.weak"]]
+    lines = {line.split(":")[0]: line for line in (r.getMessage() for r in caplog.records if r.name == "mixgap.core.stage")}
+    tokens = sum(store.manifest(result["artifacts"][f"scores.{r}"])["counts"]["tokens"] for r in ("strong", "weak"))
+    assert lines["score"] == (f"score: reused: every problem both pools kept scored for mix.strategy=rsr_budget: 2 "
+                              f"problems x 2 traces (3 shared, 1 over length), {tokens:,} tokens")
+    assert lines["mix"] == ("mix: 3 examples, 1 strong and 2 weak (realised w = 0.333; mix.strategy=rsr_budget, "
+                            "mix.weight=0.3); 2 problems scored in both pools, the rest weak")
