@@ -18,7 +18,7 @@ from typing import Any
 
 from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.sweep import DisplayNames
-from mixgap.results.tables.names import arm_label, by_pair, student_aware
+from mixgap.results.tables.names import arm_title, by_pair, student_aware
 from mixgap.stats.bootstrap import AVERAGE
 from mixgap.stats.intervals import Interval
 
@@ -277,7 +277,7 @@ def p_best_vs_weight(row: dict[str, Any], path: Path, confidence: float = 0.95, 
     for bar, p in zip(bars, row["p_best"], strict=True):
         right.annotate(f"{p:.2f}", (bar.get_x() + bar.get_width() / 2, p), textcoords="offset points",
                        xytext=(0, 3), ha="center", fontsize=9)
-    right.set_xticks(list(x), [arm_label(w) if student_aware(w) else f"w={w:g}" for w in weights])
+    right.set_xticks(list(x), [arm_title(w) for w in weights])
     right.set_ylim(0, 1.12)
     right.set_ylabel("P(best) (share of paired resamples)")
     right.set_title("P(best): how often each w wins", fontsize=10)

@@ -27,7 +27,7 @@ from test_report import build_sweep
 from conftest import FIXTURES, compose_cfg
 from mixgap.core.tracking import NullTracker
 from mixgap.results import figures, report
-from mixgap.results.tables.names import arm_of, weight_label
+from mixgap.results.tables.names import arm_of, arm_title, weight_label
 from mixgap.stats.intervals import Interval
 
 BOOT = 20_000
@@ -60,6 +60,8 @@ def test_the_arm_of_a_job_is_its_weight_or_its_strategy():
     assert arm_of({"weight": 1.0, "strategy": "rsr"}) == "rsr"
     assert arm_of({"weight": 0.2, "strategy": "rsr_budget"}) == "rsr_budget w=0.2"
     assert weight_label("rsr", [70 / 170]) == "rsr (0.412)"
+    assert [arm_title(arm_of(i)) for i in ({"weight": 1.0}, {"weight": 0.0, "strategy": "rsr"},
+                                           {"weight": 0.2, "strategy": "rsr_budget"})] == ["w=1", "rsr", "rsr_budget w=0.2"]
 
 
 def test_p_best_is_over_the_weights_and_the_student_aware_arm_together(made):

@@ -51,6 +51,12 @@ def arm_label(arm: Arm) -> str:
     return arm if student_aware(arm) else f"{arm:g}"
 
 
+def arm_title(arm: Arm) -> str:
+    """An arm as a column or legend names it: ``w=0.2`` for a weight, the strategy otherwise (``rsr``,
+    ``rsr_budget w=0.2``), never the weight a student-aware ``rsr`` job carries but does not use."""
+    return arm if student_aware(arm) else f"w={arm:g}"
+
+
 def arm_order(arm: Arm) -> tuple:
     """Sort key of arms: the weights in order, then the student-aware strategies by name."""
     return (1, 0.0, arm) if student_aware(arm) else (0, float(arm), "")
