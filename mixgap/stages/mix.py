@@ -29,7 +29,6 @@ and the trace of the paper's majority (0.8 at w = 0.2); ``rsr_budget`` ranks suc
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
@@ -45,7 +44,6 @@ from mixgap.stages import data
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs
 
-log = logging.getLogger(__name__)
 MIXTURE = "mixture.jsonl"
 #: The per-trace records of a ``predict`` artifact (written by :mod:`mixgap.stages.predict`, read here for ``rsr``).
 TRACES = "traces.jsonl"

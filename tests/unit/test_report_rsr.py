@@ -24,8 +24,7 @@ import pytest
 from matplotlib.figure import Figure
 from test_report import build_sweep
 
-from conftest import FIXTURES, compose_cfg
-from mixgap.core.tracking import NullTracker
+from conftest import FIXTURES, RecordingTracker, compose_cfg
 from mixgap.results import figures, report
 from mixgap.results.tables.names import arm_of, arm_title, weight_label
 from mixgap.stats.intervals import Interval
@@ -52,7 +51,8 @@ def made(tmp_path_factory):
     sweeps, cache = build_sweep(root, _spec())
     cfg = compose_cfg("stage=report", f"report.sweep=['{sweeps[0]}']", f"paths.cache={cache}", "tracking.backend=none",
                       f"report.n_boot={BOOT}")
-    return report.run(cfg, None, lambda out: NullTracker())
+    tracker = RecordingTracker()
+    return {**report.run(cfg, None, lambda out: tracker), "tracker": tracker}
 
 
 def test_the_arm_of_a_job_is_its_weight_or_its_strategy():
@@ -66,12 +66,13 @@ def test_the_arm_of_a_job_is_its_weight_or_its_strategy():
 
 def test_p_best_is_over_the_weights_and_the_student_aware_arm_together(made):
     rows = list(csv.DictReader(open(made["recommend_csv"])))
-    p = {r["weight"]: float(r["p_best"]) for r in rows}
-    assert set(p) == {"0.0", "0.2", "1.0", "rsr"}  # the two rsr jobs are one arm
+    p = {r["arm"]: float(r["p_best"]) for r in rows}
+    assert set(p) == {"0", "0.2", "1", "rsr"}  # the two rsr jobs are one arm
+    assert [r["weight"] for r in rows] == ["0.0", "0.2", "1.0", ""]  # rsr selects by no weight
     a, b, c = 0.7**10 * 0.8**5, 0.6**15, 0.5**10 * 0.6**5
     assert p["rsr"] == pytest.approx((1 - a) + (a - b) / 2 + (b - c) / 3 + c / 4, abs=0.002)
     assert sum(p.values()) == pytest.approx(1.0, abs=1e-12)
-    rsr = next(r for r in rows if r["weight"] == "rsr")
+    rsr = next(r for r in rows if r["arm"] == "rsr")
     assert (rsr["strategy"], rsr["verdict"], rsr["vs_best_fixed"]) == ("rsr", "best", "better")
     assert float(rsr["delta_vs_best_fixed"]) == 25.0 and float(rsr["realised_weight"]) == pytest.approx(70 / 170)
     assert float(rsr["accuracy"]) == 75.0
@@ -97,3 +98,15 @@ def test_figure6_draws_a_student_aware_arm_at_its_realised_weight_apart_from_the
     marker = handles[0].lines[0]  # the errorbar's data line: one point, no line joining it to anything
     assert list(marker.get_xdata()) == [0.412] and list(marker.get_ydata()) == [75.0]
     assert marker.get_marker() == "D" and marker.get_linestyle() == "None" and len(ax.lines) == before + 1 + 2
+
+
+def test_every_wandb_table_of_the_report_takes_the_student_aware_arm(made):
+    """W&B refuses a column of numbers and names (wandb.Table's type check): every table the report logs, the
+    recommend table with its rsr row among them, is built as the W&B run would build it."""
+    import wandb  # heavy: wandb, only to build its tables
+
+    tables = made["tracker"].tables
+    columns, rows = tables["recommend"]
+    assert [row[columns.index("arm")] for row in rows] == ["0", "0.2", "1", "rsr"]
+    for name, (columns, rows) in tables.items():
+        assert len(wandb.Table(columns=columns, data=rows).data) == len(rows), name

@@ -46,6 +46,13 @@ def arm_strategy(arm: Arm) -> str:
     return arm.split(" ")[0] if student_aware(arm) else "fixed"
 
 
+def arm_weight(arm: Arm) -> float | None:
+    """The mix weight of an arm: the weight itself, ``rsr_budget``'s w, None for ``rsr`` (it selects by none)."""
+    if not student_aware(arm):
+        return float(arm)
+    return float(arm.split("w=")[1]) if "w=" in arm else None
+
+
 def arm_label(arm: Arm) -> str:
     """How an arm is printed: ``0.2`` for a weight, the strategy (``rsr``, ``rsr_budget w=0.2``) otherwise."""
     return arm if student_aware(arm) else f"{arm:g}"

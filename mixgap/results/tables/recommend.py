@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgap.results.tables.markdown import md_table, with_n
-from mixgap.results.tables.names import arm_label, arm_strategy, student_aware
+from mixgap.results.tables.names import arm_label, arm_strategy, arm_weight, student_aware
 
 HEADING = "## Which mix weight?"
 NOTHING = ("Nothing to recommend: every student and teacher pair of these sweeps was trained at a single mix "
@@ -59,16 +59,19 @@ def markdown(rows: Sequence[dict[str, Any]], single: Sequence[tuple], confidence
 
 
 def csv_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``recommend.csv``: one row per cell x arm (accuracies and Δ in percent / points); ``weight`` is the arm (a mix
-    weight, or a student-aware strategy's name, :func:`mixgap.results.tables.names.arm_of`), ``strategy`` its
-    ``mix.strategy``, and a student-aware arm's ``vs_best_fixed`` its verdict against the best fixed w."""
+    """``recommend.csv`` (and the W&B ``recommend`` table): one row per cell x arm (accuracies and Δ in percent /
+    points); ``arm`` names it (``0.2``, ``rsr``, ``rsr_budget w=0.2``: :func:`mixgap.results.tables.names.arm_label`),
+    ``weight`` is its mix weight, a number in every row (None for ``rsr``, which selects by none; W&B refuses a
+    column of numbers and names), ``strategy`` its ``mix.strategy``, and a student-aware arm's ``vs_best_fixed`` its
+    verdict against the best fixed w."""
     out = []
     for r in rows:
         for i, w in enumerate(r["weights"]):
             acc, delta = r["accuracy"][w], r["delta"].get(w)
             aware = (r.get("aware") or {}).get(w)
             out.append({"student": r["student"], "strong": r["strong"], "weak": r["weak"], "finetune_mode": r["mode"],
-                        "weight": w, "strategy": arm_strategy(w), "realised_weight": r["realised"][w],
+                        "weight": arm_weight(w), "arm": arm_label(w), "strategy": arm_strategy(w),
+                        "realised_weight": r["realised"][w],
                         "accuracy": acc.estimate if acc else None, "ci_low": acc.low if acc else None,
                         "ci_high": acc.high if acc else None, "shared_average": r["points"][i],
                         "p_best": r["p_best"][i], "recommended": w == r["best"], "verdict": r["status"][w],
