@@ -131,3 +131,50 @@ def test_ctrl_c_inside_hydra_before_the_job_starts_is_one_line(tmp_path):
     assert proc.returncode == 130
     assert stderr.splitlines() == [SIGINT_LINE]
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("result.json"))  # no job ran
+
+
+EVALUATE = ["+experiment=demo", "mix.weight=0", "stage=evaluate", "benchmark=[math500]", "eval.limit=6",
+            "eval.batch_size=2", "eval.max_new_tokens=32", "tracking.backend=none"]
+
+
+def _evaluate(tmp_path, kit, smollm2_path, name, *extra):
+    """``launch.py`` evaluating the untuned SmolLM2 on 6 MATH500 problems into the store ``<name>/cache``, the
+    session's converted weights linked in as the store's ``model`` artifact; returns the process and its store."""
+    store = Store(tmp_path / name / "cache")
+    if not (store.root / "model").exists():
+        (store.root / "model").mkdir(parents=True)
+        (store.root / "model" / Path(smollm2_path).name).symlink_to(smollm2_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MIXGAP_DATA": str(kit),
+           "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, str(ROOT / "launch.py"), *EVALUATE, *extra, f"paths.cache={store.root}",
+            f"hydra.run.dir={tmp_path / name / 'run'}"]
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True), store
+
+
+@pytest.mark.slow
+def test_a_kill_9_mid_evaluation_keeps_its_chunks_and_the_rerun_is_byte_identical(tmp_path, kit, smollm2_path):
+    """SIGKILL (no handler runs) once the first chunk of 2 completions is written: the rerun generates only the
+    samples not in a kept chunk, and completions.jsonl is byte for byte that of an uninterrupted run."""
+    proc, store = _evaluate(tmp_path, kit, smollm2_path, "killed", "eval.chunk_size=2")
+    try:
+        _wait_for(proc, lambda: list((store.root / ".work").glob("completions-*/chunk-*.jsonl")), "no chunk", 600)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kept = len(list((store.root / ".work").glob("completions-*/chunk-*.jsonl")))
+    assert proc.returncode == -signal.SIGKILL and 1 <= kept < 3
+    assert not list((store.root / "completions").glob("*/manifest.json"))  # nothing reads as finished
+    rerun, _ = _evaluate(tmp_path, kit, smollm2_path, "killed", "eval.chunk_size=2")
+    whole, other = _evaluate(tmp_path, kit, smollm2_path, "whole")
+    for done in (rerun, whole):
+        output, _ = done.communicate(timeout=900)
+        assert done.returncode == 0, output[-3000:]
+    counts = json.loads((tmp_path / "killed" / "run" / "result.json").read_text())["counts"]["completions.untuned"]
+    assert counts == {"samples": 6, "generated": 6 - 2 * kept, "resumed": 2 * kept}
+    [mine] = (store.root / "completions").glob("*/completions.jsonl")
+    [theirs] = (other.root / "completions").glob("*/completions.jsonl")
+    assert mine.parent.name == theirs.parent.name  # the chunk size is not in the key
+    assert mine.read_bytes() == theirs.read_bytes()
