@@ -140,7 +140,8 @@ def queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> li
 
 
 class Engine:
-    """A generation backend for one model, loaded on first use and closed on exit (context manager).
+    """A generation backend for one model (``served``: the model, the LoRA adapter served on it, the engine's context),
+    loaded on first use and closed on exit (context manager).
 
     Lazy loading means a job whose completions are all in the store (or in finished chunks) never loads the
     model. With ``data_parallel_size > 1`` it is that many replicas
