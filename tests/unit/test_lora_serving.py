@@ -134,3 +134,24 @@ def test_the_hf_backend_serves_an_adapter_unmerged_with_the_merged_models_greedy
         engine.close()
     assert texts["adapter"] == texts["merged"]
     assert sum(a != b for a, b in zip(texts["adapter"], texts["base"], strict=True)) >= 3
+
+
+def test_the_plan_log_names_each_arms_engine_here_and_on_the_cluster(caplog):
+    """``stage=plan`` on a CPU machine for a LoRA student: each arm's engine here (hf, the adapter through peft), then
+    on ``hydra/launcher=slurm`` (vLLM, the adapter through its LoRA) at the model's own context."""
+    from mixgap.plan.printout import log_preflight
+
+    cfg = compose_cfg(*LORA)
+    here = plan_preflight(cfg, make_plan(cfg), 1, None, cpu=True)
+    here["elsewhere"] = plan_preflight(cfg, make_plan(cfg), 8, None, launcher="slurm")
+    with caplog.at_level("INFO", logger="mixgap.plan.preflight"):
+        log_preflight(here)
+    assert [r.getMessage() for r in caplog.records if "evaluation" in r.getMessage()] == [
+        "preflight evaluation untuned: student=qwen14b on hf at eval.max_model_len=16000 tokens (prompt + completion)",
+        "preflight evaluation tuned: LoRA adapter (r 8) on student=qwen14b served by hf (peft PeftModel, unmerged; "
+        "eval.lora_serving=adapter) at the model's own context, 32,768 tokens (eval.lora_max_model_len=null)",
+        "preflight on hydra/launcher=slurm: evaluation untuned: student=qwen14b on vllm at eval.max_model_len=16000 "
+        "tokens (prompt + completion)",
+        "preflight on hydra/launcher=slurm: evaluation tuned: LoRA adapter (r 8) on student=qwen14b served by vllm "
+        "(enable_lora=True, max_lora_rank=8, max_loras=1; eval.lora_serving=adapter) at the model's own context, "
+        "32,768 tokens (eval.lora_max_model_len=null)"]
