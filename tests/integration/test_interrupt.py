@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_hub_cache
 from mixgap.core.store import Store
 
 SIGINT_LINE = "mixgap: interrupted by SIGINT; rerun the same command to resume"
@@ -79,7 +79,11 @@ def test_sigterm_during_training_is_recorded_as_interrupted(tmp_path, kit, smoll
 
 
 def _env(tmp_path, kit=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    """A subprocess's environment: offline, with a Hugging Face cache holding a commit of every Hub model of conf/
+    (the default teachers'), so no job is refused for an unresolved revision."""
+    hub = tmp_path / "hf-hub"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+           "HF_HUB_CACHE": str(hub if hub.is_dir() else write_hub_cache(hub))}
     return {**env, "MIXGAP_DATA": str(kit)} if kit is not None else env
 
 
