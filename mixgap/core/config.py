@@ -65,6 +65,9 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | No
             raise ConfigError(
                 f"{override} is not allowed with finetune_mode.mode='full'; LoRA fields need finetune_mode=lora"
             )
+    if cfg.mix.strategy != "fixed" and cfg.mix.problems != "intersection":
+        raise ConfigError(f"mix.problems={cfg.mix.problems} is not allowed with mix.strategy={cfg.mix.strategy}; a "
+                          "student-aware mixture chooses between the two traces of a problem: use mix.problems=intersection")
     if cfg.eval.rule == "paper" and cfg.eval.extract != "boxed":
         raise ConfigError(f"eval.rule=paper is not allowed with eval.extract={cfg.eval.extract}: the paper's rule decides "
                           "on the paper's extracted answer; set eval.extract=boxed, or eval.rule=policy")

@@ -45,7 +45,10 @@ class Interrupted(KeyboardInterrupt):
 def job_identity(cfg: Any) -> dict[str, Any]:
     """The coordinates of a job in the study, recorded in its ``result.json`` (``job``): what the report groups
     and compares by, and each benchmark's label (``conf/benchmark/<name>.yaml`` ``label``). ``student_size_b``: the
-    YAML's ``size_b``, else its ``arch.params_b``, else None (the job fills it from its plan's shape)."""
+    YAML's ``size_b``, else its ``arch.params_b``, else None (the job fills it from its plan's shape). ``strategy``
+    (``mix.strategy``, :mod:`mixgap.stages.mix`) only when not ``fixed``: a fixed job's identity, and so its W&B run
+    id (:func:`mixgap.core.tracking.run_id`), is what it was before the field existed."""
+    strategy = cfg.mix.get("strategy", "fixed")
     return {
         "stage": cfg.stage,
         "student": cfg.student.name,
@@ -60,7 +63,7 @@ def job_identity(cfg: Any) -> dict[str, Any]:
         "seed": cfg.seed,
         "benchmarks": list(cfg.benchmark),
         "benchmark_labels": {name: (b.get("label") or name) for name, b in cfg.benchmark.items()},
-    }
+    } | ({} if strategy == "fixed" else {"strategy": strategy})
 
 
 def slurm_job_id() -> str | None:

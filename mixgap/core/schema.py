@@ -63,6 +63,10 @@ class MixConfig:
     weight: float = ranged("[0, 1]", note="fraction from the strong source", default=0.2)  # of training examples
     problems: str = one_of("intersection", "union", default="intersection")  # of the problems both pools kept
     seed: int = 0
+    # which problems take the strong trace (mixgap.stages.mix): fixed = the k = floor(w N + 0.5) lowest seeded ranks;
+    # rsr = each problem the trace of lower RSR under this student (w unused); rsr_budget = the k problems whose RSR
+    # favours the strong trace most. Both student-aware strategies read the untuned student's scores of every problem
+    strategy: str = one_of("fixed", "rsr", "rsr_budget", default="fixed")
 
 @dataclass
 class LoraConfig:
@@ -186,12 +190,17 @@ class StudyConfig:
 @dataclass
 class PredictConfig:
     """Learnability before training (``stage=predict``, ``mixgap.stages.predict``): the untuned student scores a seeded
-    sample of each pool's kept traces (the same problems for both pools), as training would render them."""
+    sample of each pool's kept traces (the same problems for both pools), as training would render them. With a
+    student-aware ``mix.strategy`` it also scores every problem both pools kept (the mixture's choices): the same
+    settings, no sample."""
 
     enabled: bool = True  # stage=all runs it too (once per student x teacher pool, shared by every weight)
     # problems scored per pool (a seeded sample of the problems both pools kept)
     max_samples: int = ranged("> 0", default=256)
-    batch_size: int = ranged("> 0", default=4)  # sequences per forward pass
+    batch_size: int = ranged("> 0", default=16)  # at most this many sequences per forward pass
+    # at most this many padded tokens (sequences x the longest) per forward pass: length-sorted batches within a
+    # token budget (mixgap.stages.scoring.token_batches); 65,536 = 4 x 16,384, four of the longest traces
+    batch_tokens: int = ranged("> 0", default=65536)
     seed: int = 0  # which problems are sampled (mix.rank_key order)
     # None: finetune_mode.max_seq_len; pairs with a longer trace are skipped
     max_seq_len: int | None = ranged("> 0", default=None)

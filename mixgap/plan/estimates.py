@@ -21,6 +21,9 @@ Sources of the formulas (each function's docstring names its own):
 - training FLOPs: ``6 N D`` (Kaplan et al. 2020, Sec. 2.1), ``4 N D`` for LoRA (no weight gradients of the
   frozen base: the backward is half weight-, half input-gradients); MFU counts model FLOPs only (Chowdhery
   et al. 2022, PaLM, App. B), so recomputation is not in it.
+- teacher-forced scoring (a student-aware ``mix.strategy`` scores every problem): ``2 N`` FLOPs per token, the
+  forward pass alone (Kaplan et al. 2020, Table 1), at ``cluster.mfu``; memory = weights + the activations of one
+  batch without gradients + one LM-head call's fp32 logits (:func:`scoring_memory_gb`).
 """
 
 from __future__ import annotations
@@ -295,3 +298,40 @@ def train_hours(params: float, tokens: float, epochs: float, gpus: int, tflops: 
     return flops / (gpus * tflops * 1e12 * mfu) / 3600
 
 
+
+
+#: Positions per LM-head call of the teacher-forced scoring (``mixgap.stages.scoring.score_sequences``, ``chunk``).
+SCORING_CHUNK = 1024
+
+
+def scoring_batch_tokens(max_seq_len: int, batch_size: int, batch_tokens: int) -> int:
+    """Padded tokens of the largest scoring batch (``mixgap.stages.scoring.token_batches``): ``batch_size``
+    sequences of ``max_seq_len``, at most ``batch_tokens``, or one sequence when it alone is longer."""
+    return min(batch_size * max_seq_len, max(batch_tokens, max_seq_len))
+
+
+def scoring_memory_gb(arch: Any, batch_tokens: int, chunk: int = SCORING_CHUNK) -> float:
+    """GB on the one GPU that scores (``mixgap.stages.scoring``: the student on one device, no gradients):
+    weights + activations of one batch + logits + ``OVERHEAD_GB``.
+
+    - weights: bf16, ``2 N``, plus the fp32 copy of the LM head the scoring multiplies in (``4 V h``,
+      ``scoring_head``);
+    - activations of the batch of ``batch_tokens`` tokens (:func:`scoring_batch_tokens`), under
+      ``torch.inference_mode`` (nothing kept for a backward): one layer's tensors alive at a time, bounded by
+      Korthikanti et al. (2022, Sec. 4.1)'s ``34 t h`` bytes per layer, plus the body's output hidden states
+      (``2 t h``);
+    - logits of one LM-head call: ``chunk`` positions x ``V`` at :data:`LOGIT_BYTES` (fp32 logits 4, the
+      log-sum-exp's exponentials 4, the rank comparison's mask and the gather's copies within the other 4).
+    """
+    t = batch_tokens
+    weights = BF16 * arch.params_b * 1e9 + 4 * arch.vocab * arch.hidden
+    activations = 34 * t * arch.hidden + BF16 * t * arch.hidden
+    return (weights + activations + LOGIT_BYTES * min(chunk, t) * arch.vocab) / GB + OVERHEAD_GB
+
+
+def scoring_hours(params: float, tokens: float, tflops: float, mfu: float) -> float:
+    """Wall hours of teacher-forced scoring on one GPU: ``2 N`` FLOPs per token of a forward pass (Kaplan et al.
+    2020, Table 1: forward ``2 N``; no backward, against training's ``6 N``) over ``tokens`` (prompts and traces
+    of both pools), at ``mfu`` of the bf16 peak ``tflops``, the training's ``cluster.mfu`` (an assumption: the
+    fp32 LM head the ranks need runs below the bf16 peak, but its FLOPs are within ``N``)."""
+    return 2.0 * params * tokens / (tflops * 1e12 * mfu) / 3600

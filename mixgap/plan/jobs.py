@@ -5,7 +5,8 @@ can never disagree.
 
 Roles: ``model`` (converted GGUF weights, when the student has them) and ``student`` (the untuned student: its
 identity, and the value the prepare step resolves), ``generation.<r>`` and ``pool.<r>`` for r in strong/weak (or
-``teacher`` with ``stage=generate teacher=...``), ``mixture``, ``benchmarks`` (the evaluation sets), ``predict.<r>``
+``teacher`` with ``stage=generate teacher=...``), ``scores.<r>`` (the untuned student's scores of every problem, which
+a student-aware ``mix.strategy`` mixes by), ``mixture``, ``benchmarks`` (the evaluation sets), ``predict.<r>``
 (learnability before training), ``checkpoint``, ``completions.<arm>.<benchmark>`` (a model's generations) and
 ``eval.<arm>.<benchmark>`` (their verdicts) for arm in untuned/tuned, ``judge.<arm>.<benchmark>`` (the LLM re-judge
 of an evaluation, with ``eval.judge``) and ``export``.

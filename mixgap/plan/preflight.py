@@ -38,6 +38,9 @@ from mixgap.plan.estimates import (
     eval_tensor_parallel,
     generation_memory_gb,
     memory_remedies,
+    scoring_batch_tokens,
+    scoring_hours,
+    scoring_memory_gb,
     tensor_parallel_refusal,
     train_hours,
     train_memory_gb,
@@ -46,8 +49,9 @@ from mixgap.plan.estimates import (
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.plan.shapes import with_shapes
 from mixgap.plan.table import ARMS
-from mixgap.plan.workload import eval_samples, training_tokens
+from mixgap.plan.workload import eval_samples, scoring_tokens, training_tokens
 from mixgap.stages.backends.parallel import data_parallel_size
+from mixgap.stages.predict import effective_max_seq_len
 from mixgap.stages.train.batching import BatchLayout, exact_layouts
 
 #: The cluster launcher a refusal names when a job does not fit where it is (conf/hydra/launcher/slurm.yaml).
@@ -118,6 +122,7 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         "per_device_batch_size": None, "gradient_accumulation_steps": None, "global_batch_size": None, "layout_reason": None,
         "train_memory_gb_per_gpu": None, "generation_memory_gb_per_gpu": None, "eval_tensor_parallel_size": None,
         "train_hours_estimate": 0.0, "eval_hours_estimate": 0.0, "eval_untuned_hours_estimate": 0.0,
+        "score_hours_estimate": 0.0, "score_memory_gb_per_gpu": None, "score_traces": None,
         "gpu_hours_estimate": 0.0, "eval_tokens_per_s": None, "eval_rate_bound": None, "tokens_source": None,
         "trains": plan.builds("checkpoint"),
         "refusals": refusals, "gpu_refusals": [], "cpu": cpu, "launcher": launcher, "memory_headroom": headroom,
@@ -128,6 +133,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
     }
     gpus, generation = (1 if cpu else gpus), []
     generating: dict[str, int] = {}
+    if plan.builds("scores.") and cfg.student.get("arch") is not None:
+        _scoring(cfg, plan, store, out)
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
     out["evaluation"] = {arm: arm_engine(cfg, arm, cpu, cfg.student.get("arch")) for arm in ARMS
@@ -146,7 +153,8 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
                    if judge is not None and plan.builds("judge.") else None)
     if generation:
         out["generation_memory_gb_per_gpu"] = round(max(generation), 1)
-    out["gpu_hours_estimate"] = round(gpus * (out["train_hours_estimate"] + out["eval_hours_estimate"]), 3)
+    hours = out["train_hours_estimate"] + out["eval_hours_estimate"] + out["score_hours_estimate"]
+    out["gpu_hours_estimate"] = round(gpus * hours, 3)  # the scoring's one GPU holds the whole allocation
     out["decisions"] = {"train_per_device_batch_size": out["per_device_batch_size"],
                         "eval_tensor_parallel_size": out["eval_tensor_parallel_size"],
                         "eval_data_parallel_size": dp["evaluation"], "judge_data_parallel_size": dp["judge"],
@@ -269,6 +277,22 @@ def _train(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any, out: dict[str,
     tokens, out["tokens_source"] = training_tokens(cfg, plan, store)
     hours = train_hours(arch.params_b * 1e9, tokens, ft.epochs, world, cl.gpu_bf16_tflops, cl.mfu, ft.mode == "lora")
     out["train_hours_estimate"] = round(hours, 3)
+
+
+def _scoring(cfg: DictConfig, plan: JobPlan, store: Any, out: dict[str, Any]) -> None:
+    """The scoring of every problem a student-aware ``mix.strategy`` mixes by (``scores.<pool>``): its traces,
+    hours (:func:`mixgap.plan.estimates.scoring_hours`) and memory on the one GPU it runs on
+    (:func:`mixgap.plan.estimates.scoring_memory_gb`, the largest batch of ``predict.batch_size`` /
+    ``predict.batch_tokens``), into ``out``; refused when that exceeds the usable memory."""
+    arch, p, cl = cfg.student.arch, cfg.predict, cfg.cluster
+    tokens, out["score_traces"], out["score_tokens_source"] = scoring_tokens(cfg, plan, store)
+    out["score_hours_estimate"] = round(scoring_hours(arch.params_b * 1e9, tokens, cl.gpu_bf16_tflops, cl.mfu), 3)
+    batch = scoring_batch_tokens(effective_max_seq_len(cfg), int(p.batch_size), int(p.batch_tokens))
+    gb = out["score_memory_gb_per_gpu"] = round(scoring_memory_gb(arch, batch), 1)
+    if gb > out["usable_memory_gb"]:
+        _gpu_refusal(out, f"mix.strategy={cfg.mix.strategy} scores every problem with student={cfg.student.name} on one "
+                          f"GPU: {gb:.1f} GB for batches of {batch} tokens {_over(out)}; allowed: a smaller "
+                          f"predict.batch_tokens (now {p.batch_tokens}), GPUs with more memory, or mix.strategy=fixed")
 
 
 def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) -> list[float]:

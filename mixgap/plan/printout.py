@@ -62,9 +62,12 @@ def describe(report: dict[str, Any]) -> str:
               if report["world_size"] else "no batch layout (refused)" if report.get("trains") else "no training")
     if report.get("cpu"):
         return f"runs on the CPU here (no CUDA device: GPU memory and tensor parallelism do not apply); {layout}"
+    traces, score = report.get("score_traces"), report.get("score_hours_estimate") or 0.0
+    scoring = (f", scoring {traces:,} traces {_gb(report['score_memory_gb_per_gpu'])} on 1 GPU" if traces else "")
     return (f"{report['gpus']} GPU(s) of {report['gpu_memory_gb']:g} GB; {layout}; train {_gb(report['train_memory_gb_per_gpu'])}"
             f"/GPU, generation {_gb(report['generation_memory_gb_per_gpu'])}/GPU (eval TP "
-            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}); train {duration(report['train_hours_estimate'])} + "
+            f"{report['eval_tensor_parallel_size'] or '-'}{_replicas(report)}){scoring}; "
+            + (f"scoring {duration(score)} + " if traces else "") + f"train {duration(report['train_hours_estimate'])} + "
             f"eval <= {duration(report['eval_hours_estimate'])} = {report['gpu_hours_estimate']:.2g} GPU-h"
             + (f"; {report['calibration']}" if report.get("calibration") else "")
             + "".join(f"; {note}" for note in report.get("shapes") or ()))
@@ -94,14 +97,17 @@ def summary_lines(results: list[dict[str, Any]]) -> tuple[list[str], bool]:
     seen_untuned: set[tuple] = set()
     for result in planned:
         pf, job = result["preflight"], result.get("job", {})
-        name = f"{job.get('student')} {job.get('strong')}/{job.get('weak')} w={job.get('weight')} {job.get('finetune_mode')}"
+        strategy = job.get("strategy")  # a student-aware mixture (mix.strategy): rsr selects by no weight
+        arm = (f"mix.strategy={strategy}" + ("" if strategy == "rsr" else f" w={job.get('weight')}") if strategy
+               else f"w={job.get('weight')}")
+        name = f"{job.get('student')} {job.get('strong')}/{job.get('weak')} {arm} {job.get('finetune_mode')}"
         lines.append(f"  {name:<28} {describe(pf)}")
         lines += [f"    {line}" for line in report_lines(pf)]
         refused = refused or bool(pf["refusals"])
         costed = pf.get("elsewhere") or pf if pf.get("cpu") else pf
         on_cpu += bool(pf.get("cpu"))
         total += costed["gpu_hours_estimate"]
-        hours = costed["train_hours_estimate"] + costed["eval_hours_estimate"]
+        hours = costed["train_hours_estimate"] + costed["eval_hours_estimate"] + costed.get("score_hours_estimate", 0.0)
         untuned = job.get("student"), tuple(job.get("benchmarks") or ())
         if untuned in seen_untuned:  # the untuned evaluation is one shared artifact per student: count it once
             total -= costed["gpus"] * costed.get("eval_untuned_hours_estimate", 0.0)

@@ -110,12 +110,22 @@ def teacher_specs(role: str, cfg: DictConfig, specs: Specs) -> dict[str, Artifac
     return {f"generation.{role}": gen, f"pool.{role}": generate.pool_spec(teacher, gen.key)}
 
 
+def score_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
+    """``scores.strong`` / ``scores.weak``: the untuned student's scores of every problem both pools kept, when a
+    student-aware ``mix.strategy`` chooses the mixture's traces by them (its inputs, so the row above the mix row)."""
+    if "pool.strong" not in specs or cfg.mix.strategy == "fixed":
+        return {}
+    return predict.full_specs(cfg, specs["student"].key, specs["pool.strong"].key, specs["pool.weak"].key)
+
+
 def mixture_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
-    """``mixture``, of the strong and weak pools (none in a one-teacher job)."""
+    """``mixture``, of the strong and weak pools (none in a one-teacher job); a student-aware one also of the
+    student's scores (:func:`score_specs`)."""
     if "pool.strong" not in specs:
         return {}
+    scores = [specs[f"scores.{r}"].key for r in ("strong", "weak") if f"scores.{r}" in specs]
     return {"mixture": mix.mixture_spec(cfg.mix, specs["pool.strong"].key, specs["pool.weak"].key, cfg.finetune_mode,
-                                        specs["student"].key)}
+                                        specs["student"].key, scores)}
 
 
 def predict_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
@@ -167,6 +177,7 @@ def judge_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
 
 _TEACHERS = ("generate", "mix", "train", "evaluate", "all", "predict")  # every stage= that reads the strong/weak pools
 _MIXED = ("mix", "train", "evaluate", "all")  # every stage= that builds the mixture
+_SCORED = (*_MIXED, "predict")  # ... and stage=predict: a student-aware mixture's scores of every problem
 
 #: The stages, in build order. The student row comes first (a student that cannot be loaded fails before any
 #: generation) and names no stage= but its own: a row that takes the student as input pulls it in
@@ -177,6 +188,7 @@ TABLE: tuple[Row, ...] = (
     Row("generate.teacher",    generate,    ("generate",),       ("generation.teacher", "pool.teacher"), (),               partial(teacher_specs, "teacher")),
     Row("generate.strong",     generate,    _TEACHERS,           ("generation.strong", "pool.strong"),   (),               partial(teacher_specs, "strong")),
     Row("generate.weak",       generate,    _TEACHERS,           ("generation.weak", "pool.weak"),       (),               partial(teacher_specs, "weak")),
+    Row("score",               predict,     _SCORED,             ("scores.",),                           (),               score_specs),
     Row("mix",                 mix,         _MIXED,              ("mixture",),                           (),               mixture_specs),
     Row("benchmarks",          benchmarks,  _MIXED,              (),                                     ("benchmarks",),  None),
     Row("predict",             predict,     ("predict", "all"),  ("predict.",),                          (),               predict_specs),

@@ -18,7 +18,7 @@ from typing import Any
 
 from mixgap.core.files import write_atomic as atomic_write
 from mixgap.results.sweep import DisplayNames
-from mixgap.results.tables.names import by_pair
+from mixgap.results.tables.names import arm_title, by_pair, student_aware
 from mixgap.stats.bootstrap import AVERAGE
 from mixgap.stats.intervals import Interval
 
@@ -169,9 +169,27 @@ def weight_ticks(weights: Sequence[float], min_gap: float = 0.05) -> list[float]
     return ws if all(b - a >= min_gap for a, b in zip(ws, ws[1:], strict=False)) else None
 
 
+#: Figure 6's marker of a student-aware arm (mix.strategy), drawn apart from the w curve at its realised w.
+AWARE_MARKERS = {"rsr": "D", "rsr_budget": "^"}
+
+
+def _aware_points(ax: Any, points: Sequence[tuple[str, float, Interval]], color: str, shift: float) -> list[Any]:
+    """Student-aware arms ``(arm, realised w, interval)`` as lone markers with CI error bars (never joined to the
+    curve: they have no one weight), each labelled with its arm; returns their legend handles."""
+    handles = []
+    for arm, x, p in points:
+        marker = AWARE_MARKERS.get(arm.split(" ")[0], "s")
+        handles.append(ax.errorbar([x + shift], [p.estimate], yerr=[[p.estimate - p.low], [p.high - p.estimate]],
+                                   fmt=marker, mfc="white", color=color, capsize=4, ms=8, zorder=4,
+                                   label=f"{arm} (at its realised w)"))
+        ax.annotate(arm, (x + shift, p.estimate), textcoords="offset points", xytext=(7, -11), fontsize=7, color=color)
+    return handles
+
+
 def accuracy_vs_weight(
     series: dict[str, list[tuple[float, Interval]]], path: Path, strong: str, weak: str, confidence: float = 0.95,
     realised: dict[str, dict[float, float]] | None = None, reference: dict[str, Interval] | None = None,
+    aware: dict[str, list[tuple[str, float, Interval]]] | None = None,
 ) -> Path:
     """Figure 6: average accuracy vs mix weight w (fraction from ``strong``), one series per student: a marker with
     its CI as an error bar at each measured weight, consecutive markers joined by a thin dotted line (a guide to the
@@ -181,7 +199,8 @@ def accuracy_vs_weight(
     ``strong``/``weak``: the teachers' display names. ``realised``: per series label, nominal w -> the realised
     strong fraction (``mixgap.results.tables.names.realised_weight``); each point whose realised fraction differs from w by
     more than 0.0005 is annotated with it. ``reference``: label -> the untuned student's average, drawn as a dashed
-    horizontal line (no weight).
+    horizontal line (no weight). ``aware``: label -> the student-aware arms ``(arm, realised w, interval)``
+    (``mix.strategy``), open markers of :data:`AWARE_MARKERS` at their realised w, not joined to the curve.
     """
     from matplotlib.figure import Figure  # heavy: matplotlib, only when a figure is drawn
 
@@ -200,6 +219,7 @@ def accuracy_vs_weight(
             if real is not None and abs(real - w) > 0.0005:
                 ax.annotate(f"realised {real:.3f}", (w + shift, p.estimate), textcoords="offset points", xytext=(6, 6),
                             fontsize=7, color=f"C{i}")
+        handles += _aware_points(ax, (aware or {}).get(label, []), f"C{i}", shift)
         ref = (reference or {}).get(label)
         if ref is not None:
             handles.append(ax.axhline(ref.estimate, color=f"C{i}", ls="--", lw=1.2,
@@ -236,13 +256,18 @@ def p_best_vs_weight(row: dict[str, Any], path: Path, confidence: float = 0.95, 
     colors = [_STATUS_COLOR[row["status"][w]] for w in weights]
     fig = Figure(figsize=(10.0, 3.9))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
-    known = [(w, row["accuracy"][w]) for w in weights if row["accuracy"][w] is not None]
+    known = [(w, row["accuracy"][w]) for w in weights if row["accuracy"][w] is not None and not student_aware(w)]
     left.plot([w for w, _ in known], [v.estimate for _, v in known], ":", lw=0.8, color="0.5", zorder=1)
     for (w, v), c in zip(known, [_STATUS_COLOR[row["status"][w]] for w, _ in known], strict=True):
         left.errorbar([w], [v.estimate], yerr=[[v.estimate - v.low], [v.high - v.estimate]], fmt="o", color=c,
                       capsize=4, ms=8 if row["status"][w] == "best" else 6, zorder=2)
+    for w in weights:  # a student-aware arm: its own marker at its realised w, not on the dotted guide
+        v, x = row["accuracy"][w], (row.get("realised") or {}).get(w)
+        if student_aware(w) and v is not None and x is not None:
+            _aware_points(left, [(w, x, v)], _STATUS_COLOR[row["status"][w]], 0.0)
     left.set_xlim(-0.05, 1.05)
-    left.set_xticks(weights, [f"{w:g}" for w in weights])
+    ticks = [w for w in weights if not student_aware(w)]
+    left.set_xticks(ticks, [f"{w:g}" for w in ticks])
     left.set_xlabel(f"mix weight w = share of training examples from {names.teacher(row['strong'])}", fontsize=9)
     left.set_ylabel("average accuracy (%)")
     left.set_title(f"average accuracy, error bars = {100 * confidence:g}% CI", fontsize=10)
@@ -252,7 +277,7 @@ def p_best_vs_weight(row: dict[str, Any], path: Path, confidence: float = 0.95, 
     for bar, p in zip(bars, row["p_best"], strict=True):
         right.annotate(f"{p:.2f}", (bar.get_x() + bar.get_width() / 2, p), textcoords="offset points",
                        xytext=(0, 3), ha="center", fontsize=9)
-    right.set_xticks(list(x), [f"w={w:g}" for w in weights])
+    right.set_xticks(list(x), [arm_title(w) for w in weights])
     right.set_ylim(0, 1.12)
     right.set_ylabel("P(best) (share of paired resamples)")
     right.set_title("P(best): how often each w wins", fontsize=10)
@@ -277,12 +302,17 @@ def draw_all(
         if any(r["comparison"] for r in rows):
             written.append(gap_vs_size(rows, out / f"fig_gap_vs_size_{_slug(strong, weak)}.png", confidence, names))
     weights: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    aware: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     realised: dict[tuple[str, str], dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     modes = len({r["mode"] for rows in table3.values() for r in rows if r["weight"] is not None}) > 1
     untuned: dict[str, Interval] = {}
     for student, rows in table3.items():
         for r in rows:
-            if r["weight"] is not None:
+            if student_aware(r["weight"]):  # drawn at its realised w when known, apart from the curve
+                if r.get("realised") is not None:
+                    label = student_label(student, r["mode"], modes, names)
+                    aware[(r["strong"], r["weak"])][label].append((r["weight"], r["realised"], r["cells"][AVERAGE]))
+            elif r["weight"] is not None:
                 label = student_label(student, r["mode"], modes, names)
                 weights[(r["strong"], r["weak"])][label].append((r["weight"], r["cells"][AVERAGE]))
                 if r.get("realised") is not None:
@@ -295,5 +325,5 @@ def draw_all(
         if series:
             path = out / f"fig_average_vs_weight_{_slug(strong, weak)}.png"
             written.append(accuracy_vs_weight(series, path, names.teacher(strong), names.teacher(weak), confidence,
-                                              realised[(strong, weak)], reference=untuned))
+                                              realised[(strong, weak)], reference=untuned, aware=aware[(strong, weak)]))
     return written

@@ -36,7 +36,16 @@ from mixgap.results.tables.files import write_csv
 from mixgap.results.tables.flags import flagged_any, length_flags
 from mixgap.results.tables.gaps import gap_csv_rows, gap_markdown, result_rows
 from mixgap.results.tables.markdown import benchmark_labels, status_line
-from mixgap.results.tables.names import method_name, pair_kind, realised_weight, weight_label
+from mixgap.results.tables.names import (
+    Arm,
+    arm_label,
+    arm_order,
+    method_name,
+    pair_kind,
+    realised_weight,
+    student_aware,
+    weight_label,
+)
 from mixgap.results.tables.published import paper_gap, paper_method, paper_table3
 from mixgap.stats.bootstrap import accuracy, accuracy_ci, compare
 from mixgap.stats.runs import align, dropped_ids
@@ -161,8 +170,9 @@ def condition_accuracy(jobs: list[Job], arm: str, label: str, boot: dict[str, An
     return (accuracy(aligned([runs], label, warnings)[0], **boot), len(runs)) if runs else (None, 0)
 
 
-def _weight_order(weight: float) -> tuple:
-    return (0,) if weight == 1 else (1,) if weight == 0 else (2, weight)
+def _weight_order(weight: Arm) -> tuple:
+    """Table 3's order of a cell's arms: w = 1, w = 0, the other weights, then the student-aware arms."""
+    return (3, 0.0, weight) if student_aware(weight) else (0,) if weight == 1 else (1,) if weight == 0 else (2, weight)
 
 
 def table3_rows(
@@ -172,7 +182,8 @@ def table3_rows(
 
     Returns:
         ``{student: [row, ...]}``; a row has ``method``, ``teachers``, ``strong``, ``weak``, ``mode``,
-        ``weight`` (None for the untuned student), ``seeds`` (distinct runs), ``scoring`` (:func:`scoring`),
+        ``weight`` (None for the untuned student; the arm, :func:`mixgap.results.tables.names.arm_of`: a
+        student-aware strategy's row has its name), ``seeds`` (distinct runs), ``scoring`` (:func:`scoring`),
         ``cells`` (``stats.accuracy``:
         benchmark -> Interval, plus ``average``) and ``paper`` (``tables.paper_table3`` or None); tuned rows
         also ``realised`` (mean realised strong fraction, ``tables.realised_weight``, or None) and ``w_label``.
@@ -205,11 +216,12 @@ def table3_rows(
         acc, seeds = condition_accuracy(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", boot, warnings)
         realised = [realised_weight(j.counts.get("train")) for j in groups[cond]]
         known = [r for r in realised if r is not None]
+        fixed = not student_aware(weight)
         by_student[student].append({
-            "method": paper_method(strong, weak, weight) or method_name(weight, names),
+            "method": (fixed and paper_method(strong, weak, weight)) or method_name(weight, names),
             "teachers": f"{strong} / {weak}", "strong": strong, "weak": weak,
             "mode": mode, "weight": weight, "seeds": seeds, "cells": acc,
-            "paper": paper_table3(student, strong, weak, weight),
+            "paper": paper_table3(student, strong, weak, weight) if fixed else None,
             "realised": sum(known) / len(known) if known else None, "w_label": weight_label(weight, realised),
             "scoring": scoring(groups[cond], "tuned", f"{student} {strong}/{weak} w={weight}", warnings),
         })
@@ -219,19 +231,20 @@ def table3_rows(
 def weight_cells(
     groups: dict[tuple, list[Job]], warnings: list[str]
 ) -> tuple[dict[tuple, tuple[list[float], list[dict[str, Any]]]], list[tuple]]:
-    """Per (student, strong, weak, mode): its finished weights and their tuned arms aligned on the problems all
-    share (``(weights, arms)``, for :func:`mixgap.results.recommend.build`), and the cells with one weight only."""
+    """Per (student, strong, weak, mode): its finished arms (the weights, then the student-aware strategies,
+    :func:`mixgap.results.tables.names.arm_of`) and their tuned runs aligned on the problems all share
+    (``(arms, runs)``, for :func:`mixgap.results.recommend.build`), and the cells with one arm only."""
     by_cell: dict[tuple, dict[float, list[Job]]] = defaultdict(dict)
     for (student, strong, weak, mode, weight), members in groups.items():
         by_cell[(student, strong, weak, mode)][weight] = members
     cells, single = {}, []
     for cell, by_weight in by_cell.items():
-        weights = sorted(w for w in by_weight if runs_of(by_weight[w], "tuned"))
+        weights = sorted((w for w in by_weight if runs_of(by_weight[w], "tuned")), key=arm_order)
         if len(weights) < 2:
             single.append(cell)
             continue
         runs = [runs_of(by_weight[w], "tuned") for w in weights]  # seed collapses are warned about by Table 3
-        label = f"{cell[0]} {cell[1]}/{cell[2]} {cell[3]} (weights {', '.join(f'{w:g}' for w in weights)})"
+        label = f"{cell[0]} {cell[1]}/{cell[2]} {cell[3]} (weights {', '.join(arm_label(w) for w in weights)})"
         cells[cell] = (weights, aligned(runs, label, warnings))
     return cells, single
 

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from mixgap.core.errors import ConfigError
 from mixgap.core.runrecord import RESULT, describe, job_identity
 from mixgap.core.store import Store
+from mixgap.results.tables.names import arm_of
 from mixgap.stages import judge
 from mixgap.stages.data import read_jsonl
 from mixgap.stages.verdicts import scoring_accuracies
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 CONFIG = Path(".hydra") / "config.yaml"
 ARMS = ("tuned", "untuned")
 NOT_CONDITION = ("stage", "paths.", "tracking.", "report.", "analyze.", "study.", "teacher", "hydra.", "mix.weight",
-                 "eval.backend", "eval.batch_size", "eval.chunk_size", "eval.tensor_parallel_size", "data.missing_pool",
-                 "finetune_mode.save_steps",
+                 "mix.strategy", "eval.backend", "eval.batch_size", "eval.chunk_size", "eval.tensor_parallel_size",
+                 "data.missing_pool", "finetune_mode.save_steps",
                  "finetune_mode.logging_steps", "predict.", "student.display_name", "mix.strong.display_name",
                  "mix.weak.display_name")
 #: The config fields naming a job's models as a reader knows them (``display_name``; "" = the config ``name``).
@@ -72,9 +73,10 @@ class Job:
         return f"{self.identity.get('finetune_mode')}" + (f" ({self.variant})" if self.variant else "")
 
     def condition(self) -> tuple:
-        """What seeds share: (student, strong, weak, mode with variant, weight)."""
+        """What seeds share: (student, strong, weak, mode with variant, arm): the arm is the mix weight, or a
+        student-aware strategy's name (:func:`mixgap.results.tables.names.arm_of`), one more arm of the cell."""
         i = self.identity
-        return (i.get("student"), i.get("strong"), i.get("weak"), self.mode(), i.get("weight"))
+        return (i.get("student"), i.get("strong"), i.get("weak"), self.mode(), arm_of(i))
 
     def independent_seeds(self) -> tuple | None:
         """What makes this job's fine-tuned model an independent seed: ``(finetune_mode.seed, mix.seed)``, with
@@ -86,13 +88,14 @@ class Job:
         """
         if "finetune_mode.seed" not in self.seeds:
             return None
-        weight = self.identity.get("weight")
-        return (self.seeds["finetune_mode.seed"], None if weight in (0, 1) else self.seeds.get("mix.seed"))
+        arm = arm_of(self.identity)  # mix.strategy=rsr selects by the student's RSR alone
+        return (self.seeds["finetune_mode.seed"], None if arm in (0, 1, "rsr") else self.seeds.get("mix.seed"))
 
     def label(self) -> str:
         i = self.identity
+        arm = "" if (i.get("strategy") or "fixed") == "fixed" else f", mix.strategy={i['strategy']}"
         return (f"{'/'.join(self.folder.parts[-3:])} ({i.get('student')}, {i.get('strong')}/{i.get('weak')}, "
-                f"w={i.get('weight')}, {self.mode()}, seed={i.get('seed')}, mix_seed={i.get('mix_seed')}"
+                f"w={i.get('weight')}{arm}, {self.mode()}, seed={i.get('seed')}, mix_seed={i.get('mix_seed')}"
                 + (f", finetune_seed={self.seeds['finetune_mode.seed']}" if "finetune_mode.seed" in self.seeds else "")
                 + ")")
 

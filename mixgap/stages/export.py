@@ -40,9 +40,9 @@ from mixgap.stages.verdicts import PREDICTIONS
 NEEDS = {
     "pool.strong": ("generation.strong", "pool.strong"),
     "pool.weak": ("generation.weak", "pool.weak"),
-    "mixture": ("generation", "pool", "mixture", "benchmarks"),
-    "eval.untuned": ("generation", "pool", "mixture", "benchmarks"),
-    "eval.tuned": ("generation", "pool", "mixture", "benchmarks", "checkpoint"),
+    "mixture": ("generation", "pool", "scores", "mixture", "benchmarks"),  # scores: a student-aware mixture's
+    "eval.untuned": ("generation", "pool", "scores", "mixture", "benchmarks"),
+    "eval.tuned": ("generation", "pool", "scores", "mixture", "benchmarks", "checkpoint"),
 }
 ROWS_FILE = {"pool": POOL, "mixture": MIXTURE, "eval": PREDICTIONS}
 MARK = "mixgap-export"  # a card tag: a folder holding it is a previous export, safe to replace

@@ -10,13 +10,28 @@ Exact mixing rule (our reading of the paper, which states only "a ratio of 1:4" 
 - which problems: the k lowest-ranked shared problems, ranked by ``sha256(f"{seed}:{id}")``; the ranking
   depends only on the seed and the id, so the choice is deterministic for a seed, the strong problems at
   w = 0.2 are a subset of those at w = 0.4 (nested), and no problem appears twice.
+
+That is ``mix.strategy=fixed``, one w for every problem and every student. The student-aware strategies choose each
+problem's trace by the untuned student's Rank-Surprisal Ratio of both traces (Yang et al. 2026, arXiv 2601.14249:
+lower RSR = more learnable; the ``predict`` artifacts of every problem both pools kept, :mod:`mixgap.stages.predict`),
+on the same problems as the fixed arms (``mix.problems=intersection``), so the comparison is paired:
+
+- ``rsr``: a problem takes the strong trace when its RSR is strictly lower than the weak trace's (:func:`rsr_choice`);
+  ``mix.weight`` and ``mix.seed`` select nothing (not keyed);
+- ``rsr_budget``: the same k = floor(w N + 0.5) strong problems as the fixed arm of that w, chosen by the student:
+  those with the largest RSR_weak − RSR_strong, ties in the fixed rule's seeded rank (:func:`rsr_budget_choice`).
+
+A tie, or a problem without both scores (a trace over ``predict.max_seq_len``, which the scoring skips with its
+partner, or not scored), goes to the **weak** trace: the shorter one, which training is less likely to drop or cut,
+and the trace of the paper's majority (0.8 at w = 0.2); ``rsr_budget`` ranks such problems after every scored one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -30,12 +45,19 @@ from mixgap.stages import data
 from mixgap.stages.generate import read_pool
 from mixgap.stages.train import pairs
 
+log = logging.getLogger(__name__)
 MIXTURE = "mixture.jsonl"
+#: The per-trace records of a ``predict`` artifact (written by :mod:`mixgap.stages.predict`, read here for ``rsr``).
+TRACES = "traces.jsonl"
 
 
 def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetune_cfg: Any = None,
-                 student_key: str | None = None) -> ArtifactSpec:
+                 student_key: str | None = None, scores: Sequence[str] = ()) -> ArtifactSpec:
     """Store spec of a mixture (stage ``mixture``): fields ``{weight, problems, seed}``; inputs ``[strong, weak]``.
+
+    A student-aware ``mix.strategy`` adds ``strategy`` to the fields and the keys ``scores`` of the untuned student's
+    ``predict`` artifacts of every problem (strong, weak) to the inputs, so its mixture is per student; ``rsr`` keys
+    neither weight nor seed (they select nothing). A ``fixed`` mixture's key is unchanged by the strategy field.
 
     The weight is keyed as ``round(float(w), 6)`` (:func:`key_weight`), so ``1`` and ``1.0``, and ``0.2`` and
     ``0.2000001``, are one key: weights that close select the same ``k = floor(w N + 0.5)`` strong problems unless
@@ -46,6 +68,9 @@ def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetun
     With ``finetune_mode.overlength=drop_pair`` the mixture leaves out every problem over-length in either pool for
     this student (:func:`drop_pair_rows`): its fields then add the training turn and ``max_seq_len`` that decide
     the length, and its inputs the student (whose key carries tokenizer and chat template).
+
+    Raises:
+        ValueError: a student-aware strategy without the two ``scores`` keys.
     """
     fields: dict[str, Any] = {"weight": key_weight(mix_cfg.weight), "problems": mix_cfg.problems, "seed": int(mix_cfg.seed)}
     inputs: tuple[str, ...] = (strong_pool_key, weak_pool_key)
@@ -53,6 +78,14 @@ def mixture_spec(mix_cfg: Any, strong_pool_key: str, weak_pool_key: str, finetun
         fields["drop_pair"] = {"max_seq_len": int(finetune_cfg.max_seq_len), "prompt": str(finetune_cfg.prompt),
                                "system": finetune_cfg.get("system")}
         inputs += (str(student_key),)
+    strategy = mix_cfg.get("strategy", "fixed")
+    if strategy != "fixed":
+        if len(scores) != 2:
+            raise ValueError(f"mix.strategy={strategy} needs the student's predict artifacts of both pools; got {list(scores)}")
+        fields["strategy"] = strategy
+        if strategy == "rsr":
+            del fields["weight"], fields["seed"]
+        inputs += tuple(scores)
     return ArtifactSpec("mixture", fields, inputs)
 
 
@@ -85,8 +118,34 @@ def _unique(ids: Iterable[str], role: str) -> set[str]:
     return unique
 
 
+def rsr_choice(ids: Iterable[str], rsr_strong: Mapping[str, float], rsr_weak: Mapping[str, float]) -> set[str]:
+    """``mix.strategy=rsr``: the problems that take the strong trace, those whose strong trace has the strictly lower
+    RSR under the student (lower RSR = more learnable, Yang et al. 2026, Eq. 7). A tie, or a problem missing from
+    either mapping (not scored), takes the weak trace.
+
+    Args:
+        ids: the mixture's problems. rsr_strong, rsr_weak: problem id -> the trace's RSR (rank per nat).
+    """
+    return {pid for pid in ids if pid in rsr_strong and pid in rsr_weak and rsr_strong[pid] < rsr_weak[pid]}
+
+
+def rsr_budget_choice(ids: Iterable[str], rsr_strong: Mapping[str, float], rsr_weak: Mapping[str, float], k: int,
+                      seed: int) -> set[str]:
+    """``mix.strategy=rsr_budget``: the ``k`` problems that take the strong trace, in the order: every problem scored
+    in both pools by RSR_weak − RSR_strong, largest first (where the student's RSR favours the strong trace most),
+    equal differences by the fixed rule's seeded rank (:func:`rank_key`, then the id); then the problems without
+    both scores, by seeded rank. So ``len(result) == min(k, len(ids))``, as the fixed arm of the same w.
+    """
+    def order(pid: str) -> tuple:
+        scored = pid in rsr_strong and pid in rsr_weak
+        return (not scored, -(rsr_weak[pid] - rsr_strong[pid]) if scored else 0.0, rank_key(seed, pid), pid)
+
+    return set(sorted(ids, key=order)[:k])
+
+
 def select(strong_ids: Iterable[str], weak_ids: Iterable[str], weight: float, seed: int,
-           mode: str) -> tuple[list[str], set[str]]:
+           mode: str, strategy: str = "fixed", rsr: Mapping[str, Mapping[str, float]] | None = None,
+           ) -> tuple[list[str], set[str]]:
     """Choose the mixture's problems and which of them take the strong response.
 
     Args:
@@ -94,24 +153,35 @@ def select(strong_ids: Iterable[str], weak_ids: Iterable[str], weight: float, se
         weight: ``mix.weight`` in [0, 1], the fraction of examples from the strong pool.
         seed: ``mix.seed``.
         mode: ``intersection`` or ``union`` (``mix.problems``).
+        strategy: ``mix.strategy``: fixed, rsr (:func:`rsr_choice`) or rsr_budget (:func:`rsr_budget_choice`).
+        rsr: for a student-aware strategy, ``{"strong"|"weak": {problem id: RSR}}`` of the untuned student.
 
     Returns:
         (the mixture's problem ids sorted, the set of ids that take the strong response), with
-        ``len(strong) == floor(weight * N + 0.5)`` where N is the number of ids.
+        ``len(strong) == floor(weight * N + 0.5)`` where N is the number of ids (any count with ``rsr``).
 
     Raises:
-        ConfigError: weight outside [0, 1], an unknown mode, or (union) a weight whose strong count cannot
-            be met because problems only one pool kept are forced to that pool; it names mix.weight and
-            the feasible range.
-        ValueError: an id repeats within a pool.
+        ConfigError: weight outside [0, 1], an unknown mode or strategy, a student-aware strategy with
+            ``union``, or (union) a weight whose strong count cannot be met because problems only one pool kept
+            are forced to that pool; it names mix.weight and the feasible range.
+        ValueError: an id repeats within a pool, or a student-aware strategy without ``rsr``.
     """
     check_field(MixConfig, "weight", weight, "mix.weight")
     check_field(MixConfig, "problems", mode, "mix.problems")
+    check_field(MixConfig, "strategy", strategy, "mix.strategy")
+    if strategy != "fixed" and mode != "intersection":
+        raise ConfigError(f"mix.problems={mode} is not allowed with mix.strategy={strategy}; use mix.problems=intersection")
+    if strategy != "fixed" and rsr is None:
+        raise ValueError(f"mix.strategy={strategy} needs the student's RSR of both pools' traces")
     strong, weak = _unique(strong_ids, "strong"), _unique(weak_ids, "weak")
     shared = strong & weak
     only_strong = strong - weak if mode == "union" else set()
     ids = sorted(shared | (strong | weak if mode == "union" else set()))
     k = strong_count(weight, len(ids))
+    if strategy == "rsr":
+        return ids, rsr_choice(ids, rsr["strong"], rsr["weak"])
+    if strategy == "rsr_budget":
+        return ids, rsr_budget_choice(ids, rsr["strong"], rsr["weak"], k, seed)
     low, high = len(only_strong), len(only_strong) + len(shared)
     if not low <= k <= high:
         n = len(ids)
@@ -155,21 +225,32 @@ def drop_pair_ids(pools: dict[str, dict[str, dict[str, Any]]], problems: str, ov
     return excluded, {"problems": len(candidates), "excluded": len(excluded), "overlong": {r: len(v) for r, v in over.items()}}
 
 
-def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_dir: Path, overlong: Any = None) -> dict:
+def read_rsr(folder: Path) -> dict[str, float]:
+    """Problem id -> RSR of a finished ``predict`` artifact's traces (``traces.jsonl``)."""
+    return {str(r["id"]): float(r["rsr"]) for r in data.read_jsonl(Path(folder) / TRACES)}
+
+
+def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_dir: Path, overlong: Any = None,
+                  rsr: Mapping[str, Mapping[str, float]] | None = None) -> dict:
     """Write ``out_dir/mixture.jsonl`` (rows ``{id, problem, answer, response, source, teacher,
     completion_tokens}``, sorted by id) from two finished pools; with ``overlong`` (``drop_pair``), first without
-    the problems over-length in either pool (:func:`drop_pair_ids`).
+    the problems over-length in either pool (:func:`drop_pair_ids`); with ``rsr`` (a student-aware
+    ``mix.strategy``), each problem's source chosen by :func:`select`.
 
     Returns:
         ``{"counts": {"N", "strong", "weak", "tokens": {source: total or None when a pool has no token
-        counts}, "chars": {source: total}, "problem_ids": [...], "strong_ids": [...]}}`` (+ ``drop_pair``).
+        counts}, "chars": {source: total}, "problem_ids": [...], "strong_ids": [...], "strategy",
+        "strong_share" (strong / N, the realised w before training), "scored" (problems with both RSRs, for a
+        student-aware strategy)}}`` (+ ``drop_pair``).
     """
     pools = {"strong": _by_id(read_pool(strong_pool_dir)), "weak": _by_id(read_pool(weak_pool_dir))}
     dropped = None
     if overlong is not None:
         excluded, dropped = drop_pair_ids(pools, mix_cfg.problems, overlong)
         pools = {role: {i: r for i, r in rows.items() if i not in excluded} for role, rows in pools.items()}
-    ids, strong = select(pools["strong"], pools["weak"], key_weight(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems)
+    strategy = mix_cfg.get("strategy", "fixed")
+    ids, strong = select(pools["strong"], pools["weak"], key_weight(mix_cfg.weight), int(mix_cfg.seed), mix_cfg.problems,
+                         strategy, rsr)
     if not ids:  # nothing to train on: never a finished artifact
         raise data.DataError(f"the mixture has no problems: the strong pool keeps {len(pools['strong'])} and the weak pool "
                         f"{len(pools['weak'])} (mix.problems={mix_cfg.problems}); see the pools' manifests "
@@ -182,6 +263,9 @@ def build_mixture(strong_pool_dir: Path, weak_pool_dir: Path, mix_cfg: Any, out_
                      "source": source, "teacher": row["teacher"], "completion_tokens": row.get("completion_tokens")})
     write_jsonl_atomic(Path(out_dir) / MIXTURE, rows)
     counts = mixture_counts(rows)
+    counts.update(strategy=strategy, strong_share=round(counts["strong"] / counts["N"], 6))
+    if rsr is not None:
+        counts["scored"] = sum(pid in rsr["strong"] and pid in rsr["weak"] for pid in ids)
     if dropped is not None:
         counts["drop_pair"] = {**dropped, "N": counts["N"], "strong": counts["strong"], "weak": counts["weak"]}
     return {"counts": counts}
@@ -218,16 +302,22 @@ def run(ctx: Any, roles: Sequence[str]) -> None:
     overlong = None
     if cfg.finetune_mode.overlength == "drop_pair":
         overlong = pairs.overlong_test(ctx.value("student"), cfg.student.chat_template, cfg.finetune_mode)
+    rsr = None
+    if cfg.mix.strategy != "fixed":  # the plan built the student's scores of every problem first (scores.<pool>)
+        rsr = {role: read_rsr(ctx.path(f"scores.{role}")) for role in ("strong", "weak")}
     mixture = store.get_or_build(
         ctx.specs["mixture"],
-        lambda out, _work: build_mixture(ctx.path("pool.strong"), ctx.path("pool.weak"), cfg.mix, out, overlong),
+        lambda out, _work: build_mixture(ctx.path("pool.strong"), ctx.path("pool.weak"), cfg.mix, out, overlong, rsr),
     )
     ctx.paths["mixture"] = mixture
     counts = ctx.counts("mixture")  # the id lists stay in the manifest
     ctx.result["counts"]["mixture"] = {k: v for k, v in counts.items() if not k.endswith("_ids")}
     n, strong = counts["N"], counts["strong"]
-    made = (f"{n:,} examples, {strong:,} strong and {counts['weak']:,} weak (realised w = {strong / n:.3f}; "
-            f"mix.weight={cfg.mix.weight})")
+    chosen = (f"mix.weight={cfg.mix.weight}" if cfg.mix.strategy == "fixed" else f"mix.strategy={cfg.mix.strategy}"
+              + (f", mix.weight={cfg.mix.weight}" if cfg.mix.strategy == "rsr_budget" else ""))
+    made = f"{n:,} examples, {strong:,} strong and {counts['weak']:,} weak (realised w = {strong / n:.3f}; {chosen})"
+    if "scored" in counts:
+        made += f"; {counts['scored']:,} problems scored in both pools, the rest weak"
     if "drop_pair" in counts:
         made += f"; {counts['drop_pair']['excluded']:,} problems over-length in either pool left out (drop_pair)"
     ctx.receipt("mix", made, ("mixture",))

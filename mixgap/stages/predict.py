@@ -37,7 +37,11 @@ pool is longer than ``predict.max_seq_len`` (default ``finetune_mode.max_seq_len
 
 Artifacts: one ``predict`` artifact per (untuned student, teacher pool, partner pool of the pair, predict
 settings); the key never depends on ``mix.weight``, so every weight of a sweep shares it. It holds
-``traces.jsonl`` (one record per scored trace). Intervals: percentile bootstrap over traces (problems),
+``traces.jsonl`` (one record per scored trace). A student-aware ``mix.strategy`` (:mod:`mixgap.stages.mix`) needs
+every problem scored: roles ``scores.strong`` / ``scores.weak`` (:func:`full_specs`), the same settings with
+``problems: all`` for the sample (no ``max_samples``, no ``seed``), built before the mixture; the sampled artifact
+stays its own (the report's learnability section reads it, its key unchanged). Intervals: percentile bootstrap over
+traces (problems),
 ``predict.n_boot`` resamples; the strong − weak differences are paired (the same resampled problems for both
 pools), as :mod:`mixgap.stats` does for accuracies. The teacher-forced scoring (fp32 LM head, batching, the
 per-trace figures) is :mod:`mixgap.stages.scoring`, shared with the rank shift of Figure 8.
@@ -61,14 +65,13 @@ from mixgap.core.store import ArtifactSpec
 from mixgap.stages import models
 from mixgap.stages.data import fill_prompt, read_jsonl
 from mixgap.stages.generate import read_pool
-from mixgap.stages.mix import rank_key
+from mixgap.stages.mix import TRACES, rank_key
 from mixgap.stages.scoring import EPS, load_student, score_sequences, trace_record
 from mixgap.stages.train.labels import IGNORE, set_chat_template, tokenize_conversation
 from mixgap.stats.intervals import Interval, percentile_interval, verdict
 
 log = logging.getLogger(__name__)
 ROLES = ("strong", "weak")
-TRACES = "traces.jsonl"
 #: The figures reported per pool (each the mean over traces, RSR the ratio of means) and their units.
 FIGURES = {
     "surprisal": "nats/token", "mean_rank": "rank (clipped)", "median_rank": "rank", "top1_share": "fraction",
@@ -99,6 +102,19 @@ def predict_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) 
     }
 
 
+def full_specs(cfg: Any, student_key: str, strong_pool: str, weak_pool: str) -> dict[str, ArtifactSpec]:
+    """``{"scores.strong": ..., "scores.weak": ...}``: every problem both pools kept scored (a student-aware
+    ``mix.strategy`` reads them), fields as :func:`predict_specs` with ``problems: all`` instead of ``max_samples``
+    and ``seed`` (they choose no sample here); the same inputs."""
+    sampled = predict_specs(cfg, student_key, strong_pool, weak_pool)
+    out = {}
+    for role in ROLES:
+        spec = sampled[f"predict.{role}"]
+        fields = {"problems": "all", **{k: v for k, v in spec.fields.items() if k not in ("max_samples", "seed")}}
+        out[f"scores.{role}"] = ArtifactSpec("predict", fields, spec.inputs)
+    return out
+
+
 # ----------------------------------------------------------------------------- the sample of problems and its scores
 
 
@@ -108,8 +124,8 @@ def scored_positions(labels: Sequence[int]) -> list[int]:
 
 
 def select_problems(
-    strong: Mapping[str, Any], weak: Mapping[str, Any], encode: Callable[[Any], Any], max_samples: int, seed: int,
-    max_seq_len: int,
+    strong: Mapping[str, Any], weak: Mapping[str, Any], encode: Callable[[Any], Any], max_samples: int | None,
+    seed: int, max_seq_len: int,
 ) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, int]]:
     """The seeded sample of problems scored for *both* pools of a pair.
 
@@ -119,7 +135,8 @@ def select_problems(
 
     Args:
         strong, weak: pool rows by problem id. encode: row -> ``TokenizedExample`` (the training rendering).
-        max_samples, seed, max_seq_len: ``predict.max_samples``, ``predict.seed``, :func:`effective_max_seq_len`.
+        max_samples, seed, max_seq_len: ``predict.max_samples`` (None: every problem), ``predict.seed``,
+            :func:`effective_max_seq_len`.
 
     Returns:
         ``(ids, examples, counts)``: the chosen ids in sampling order, ``{id: {"strong": ex, "weak": ex}}``, and
@@ -128,7 +145,7 @@ def select_problems(
     shared = sorted(set(strong) & set(weak), key=lambda pid: (rank_key(seed, pid), pid))
     ids, examples, skipped = [], {}, 0
     for pid in shared:
-        if len(ids) >= max_samples:
+        if max_samples is not None and len(ids) >= max_samples:
             break
         pair = {"strong": encode(strong[pid]), "weak": encode(weak[pid])}
         if max(len(ex.input_ids) for ex in pair.values()) > max_seq_len:
@@ -153,7 +170,8 @@ def encoder(tokenizer: Any, prompt_template: str, system: str | None = None) -> 
 
 
 def build_scores(
-    cfg: Any, pools: Mapping[str, Path], role: str, load: Callable[[], tuple[Any, Any]], out_dir: Path
+    cfg: Any, pools: Mapping[str, Path], role: str, load: Callable[[], tuple[Any, Any]], out_dir: Path,
+    sample: bool = True,
 ) -> dict[str, Any]:
     """Write ``out_dir/traces.jsonl`` for the ``role`` pool: one :func:`trace_record` (plus ``id``) per problem.
 
@@ -162,6 +180,7 @@ def build_scores(
         pools: finished pool folders by role (``strong``, ``weak``). role: which one to score.
         load: returns ``(model, tokenizer)`` of the untuned student (called lazily, shared by both roles).
         out_dir: the artifact folder being built.
+        sample: the seeded sample of ``predict.max_samples`` problems; False: every problem (``scores.<role>``).
 
     Returns:
         Manifest extras ``{"counts": {teacher, shared, over_length, selected, tokens, wall_s_scoring}}``.
@@ -175,14 +194,14 @@ def build_scores(
     rows = {r: {row["id"]: row for row in read_pool(pools[r])} for r in ROLES}
     p = cfg.predict
     ids, examples, counts = select_problems(rows["strong"], rows["weak"], encoder(tokenizer, cfg.finetune_mode.prompt, cfg.finetune_mode.get("system")),
-                                            int(p.max_samples), int(p.seed), effective_max_seq_len(cfg))
+                                            int(p.max_samples) if sample else None, int(p.seed), effective_max_seq_len(cfg))
     if not ids:
         raise ValueError(f"predict: no problem kept by both pools fits max_seq_len={effective_max_seq_len(cfg)} "
                          f"({counts['shared']} shared, {counts['over_length']} over length); raise predict.max_seq_len")
     sequences = [(examples[i][role].input_ids, scored_positions(examples[i][role].labels)) for i in ids]
     start = time.perf_counter()
     scores = score_sequences(model, sequences, int(p.batch_size), pad_id=tokenizer.pad_token_id or 0,
-                             desc=f"predict {cfg.mix[role].name}")
+                             desc=f"predict {cfg.mix[role].name}", max_tokens=int(p.batch_tokens))
     wall = time.perf_counter() - start
     records = [{"id": i, **trace_record(n, r, int(p.rank_clip))} for i, (n, r) in zip(ids, scores, strict=True)]
     write_jsonl_atomic(Path(out_dir) / TRACES, records)
@@ -259,6 +278,33 @@ def learnability(
     return out
 
 
+def _loader(cfg: Any, store: Any, student_path: str | None) -> tuple[Callable[[], tuple[Any, Any]], list]:
+    """``(load, loaded)``: ``load()`` loads the untuned student once (lazily: a reused artifact loads nothing);
+    clear ``loaded`` to free it."""
+    path = student_path or models.resolve_model(cfg.student, store)
+    loaded: list[tuple[Any, Any]] = []
+
+    def load() -> tuple[Any, Any]:
+        if not loaded:
+            loaded.append(load_student(str(path)))
+        return loaded[0]
+
+    return load, loaded
+
+
+def build_full(cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path],
+               student_path: str | None = None) -> dict[str, Path]:
+    """Build (or reuse) both ``scores.<pool>`` artifacts (every problem both pools kept, :func:`full_specs`) with one
+    load of the student; returns their folders by pool."""
+    load, loaded = _loader(cfg, store, student_path)
+    try:
+        return {r: store.get_or_build(specs[f"scores.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o, False))
+                for r in ROLES}
+    finally:
+        loaded.clear()
+        gc.collect()
+
+
 def build_learnability(
     cfg: Any, store: Any, specs: Mapping[str, ArtifactSpec], pools: Mapping[str, Path], tracker: Any,
     student_path: str | None = None,
@@ -274,21 +320,14 @@ def build_learnability(
         :func:`learnability` plus ``artifacts`` (role -> key), ``teachers`` (role -> name) and the counts of
         :func:`build_scores` under ``counts``.
     """
-    path = student_path or models.resolve_model(cfg.student, store)
-    loaded: list[tuple[Any, Any]] = []
-
-    def load() -> tuple[Any, Any]:
-        if not loaded:
-            loaded.append(load_student(str(path)))
-        return loaded[0]
-
+    load, loaded = _loader(cfg, store, student_path)
+    p = cfg.predict
     try:
         folders = {r: store.get_or_build(specs[f"predict.{r}"], lambda o, _w, r=r: build_scores(cfg, pools, r, load, o))
                    for r in ROLES}
     finally:
         loaded.clear()
         gc.collect()
-    p = cfg.predict
     out = learnability({r: read_traces(folders[r]) for r in ROLES}, n_boot=int(p.n_boot), seed=int(p.seed),
                        confidence=float(p.confidence))
     out["artifacts"] = {r: specs[f"predict.{r}"].key for r in ROLES}
@@ -302,15 +341,26 @@ def build_learnability(
 
 
 def run(ctx: Any, roles: Sequence[str]) -> None:
-    """The predict step (stage contract, :mod:`mixgap.core.stage`): both ``predict.<pool>`` artifacts of the untuned
-    student, and the job's ``learnability`` for ``result.json``."""
+    """The predict steps (stage contract, :mod:`mixgap.core.stage`): ``scores.<pool>`` (every problem, for a
+    student-aware mixture: the step before the mix step), or both sampled ``predict.<pool>`` artifacts of the untuned
+    student and the job's ``learnability`` for ``result.json``."""
     pools = {r: ctx.path(f"pool.{r}") for r in ROLES}
-    ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
-                                                    ctx.value("student"))
-    for role in roles:
-        ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
-    out = ctx.result["learnability"]
-    c, rsr, prediction = out["counts"]["strong"], {r: out[r]["rsr"]["estimate"] for r in ROLES}, out["prediction"]
-    ctx.receipt("predict", f"{c['selected']:,} problems scored in both pools ({c['shared']:,} shared, "
-                f"{c['over_length']:,} over length); RSR strong {rsr['strong']:.3f}, weak {rsr['weak']:.3f}: "
-                f"{prediction['better']} predicted better ({prediction['verdict']})", roles)
+    if any(role.startswith("scores.") for role in roles):
+        for r, folder in build_full(ctx.cfg, ctx.store, ctx.specs, pools, ctx.value("student")).items():
+            ctx.paths[f"scores.{r}"] = folder
+        counts = ctx.result["counts"]["scores"] = {r: ctx.counts(f"scores.{r}") for r in ROLES}
+        c = counts["strong"]
+        ctx.receipt("score", f"every problem both pools kept scored for mix.strategy={ctx.cfg.mix.strategy}: "
+                    f"{c['selected']:,} problems x 2 traces ({c['shared']:,} shared, {c['over_length']:,} over length), "
+                    f"{c['tokens'] + counts['weak']['tokens']:,} tokens",
+                    [role for role in roles if role.startswith("scores.")])
+    if any(role.startswith("predict.") for role in roles):
+        ctx.result["learnability"] = build_learnability(ctx.cfg, ctx.store, ctx.specs, pools, ctx.tracker,
+                                                        ctx.value("student"))
+        for role in roles:
+            ctx.paths[role] = ctx.store.path(ctx.specs[role].key)
+        out = ctx.result["learnability"]
+        c, rsr, prediction = out["counts"]["strong"], {r: out[r]["rsr"]["estimate"] for r in ROLES}, out["prediction"]
+        ctx.receipt("predict", f"{c['selected']:,} problems scored in both pools ({c['shared']:,} shared, "
+                    f"{c['over_length']:,} over length); RSR strong {rsr['strong']:.3f}, weak {rsr['weak']:.3f}: "
+                    f"{prediction['better']} predicted better ({prediction['verdict']})", roles)

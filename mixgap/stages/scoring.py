@@ -23,9 +23,28 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mixgap.stages.backends.base import length_sorted_batches
-
 EPS = 1e-12  # rsr_cal.py: ratio = sum_rank / max(sum_nll, 1e-12)
+
+
+def token_batches(lengths: Sequence[int], max_sequences: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into length-sorted batches, longest first (least padding; an out-of-memory batch shows up at
+    once), each of at most ``max_sequences`` sequences and at most ``max_tokens`` padded tokens (rows x the batch's
+    longest, its first); a sequence longer than ``max_tokens`` is a batch of its own. ``max_tokens=None``: count only.
+    ``token_batches([5, 9, 3, 9], 3, 20)`` is ``[[1, 3], [0, 2]]`` (9 + 9, then 5 + 5 padded tokens).
+
+    Raises:
+        ValueError: ``max_sequences`` or ``max_tokens`` < 1.
+    """
+    if max_sequences < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"max_sequences={max_sequences}, max_tokens={max_tokens}: both must be >= 1")
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        last = batches[-1] if batches else None
+        if last and len(last) < max_sequences and (max_tokens is None or (len(last) + 1) * lengths[last[0]] <= max_tokens):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def token_ranks(logits: Any, targets: Any) -> Any:
@@ -154,7 +173,7 @@ def padded_hidden_states(body: Any, rows: Sequence[Sequence[int]], pad_id: int, 
 
 def score_sequences(
     model: Any, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, *, chunk: int = 1024,
-    pad_id: int = 0, desc: str = "scoring",
+    pad_id: int = 0, desc: str = "scoring", max_tokens: int | None = None,
 ) -> list[tuple[list[float], list[int]]]:
     """Surprisal and rank of the tokens at ``positions`` of each sequence, teacher-forced, batched, no gradients.
 
@@ -163,7 +182,8 @@ def score_sequences(
             is the LM head); it stays on its device.
         sequences: ``(input_ids, positions)``; each position t in ``[1, len)`` is scored from the logits at t-1;
             an empty ``positions`` gives ``([], [])``.
-        batch_size: sequences per forward pass (longest first, right padding, attention mask).
+        batch_size: at most this many sequences per forward pass (longest first, right padding, attention mask).
+        max_tokens: at most this many padded tokens per forward pass (:func:`token_batches`); None: no limit.
         chunk: positions per LM-head call (at most ``chunk x V`` fp32 logits at once).
         pad_id: id written into padding (masked, never scored).
         desc: tqdm label.
@@ -172,7 +192,7 @@ def score_sequences(
         Per sequence, in input order, ``(nlls, ranks)`` in position order (:func:`token_scores`).
 
     Raises:
-        ValueError: ``batch_size`` or ``chunk`` < 1, or a position outside ``[1, len(input_ids))``.
+        ValueError: ``batch_size``, ``max_tokens`` or ``chunk`` < 1, or a position outside ``[1, len(input_ids))``.
     """
     import torch  # heavy: torch, only when scoring
 
@@ -182,7 +202,7 @@ def score_sequences(
         if positions and not (1 <= min(positions) and max(positions) < len(ids)):
             raise ValueError(f"positions {min(positions)}..{max(positions)} are not in [1, {len(ids)}): the first token "
                              "has no logits before it")
-    batches = length_sorted_batches([len(ids) for ids, _ in sequences], batch_size)
+    batches = token_batches([len(ids) for ids, _ in sequences], batch_size, max_tokens)
     body, weight, bias, device = scoring_head(model)
     results: list[tuple[list[float], list[int]]] = [([], []) for _ in sequences]
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="sequence") as bar:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, conf_hub_models, fake_commit
 
 
-def _launch(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+def _launch(*args: str, cwd, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **extra_env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     env.pop("MIXGAP_DATA", None)
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -36,6 +36,27 @@ def test_the_card_command_plans_six_jobs_sharing_two_pools_and_three_mixtures(tm
     assert {p["job"]["student"] for p in plans} == {"qwen0.5b", "qwen3b"}
     assert sorted(p["job"]["weight"] for p in plans) == [0.0, 0.0, 0.2, 0.2, 1.0, 1.0]
     assert not (tmp_path / "cache").exists()  # planning builds nothing
+
+
+def test_a_student_aware_arm_on_slurm_plans_the_scoring_of_every_problem_with_its_hours(tmp_path):
+    """qwen3b with mix.strategy=rsr on hydra/launcher=slurm, on a Hugging Face cache that holds every model's commit
+    (as tests/conftest.py hub_cached): the grid job's line plans the untuned student's scoring of the paper's 5,383
+    problems x 2 traces on one GPU (hours: tests/unit/test_mix_rsr.py) before the mixture that reads it."""
+    cache = tmp_path / "hf-hub"
+    for hf_id in conf_hub_models():
+        ref = cache / f"models--{hf_id.replace('/', '--')}" / "refs" / "main"
+        ref.parent.mkdir(parents=True)
+        ref.write_text(fake_commit(hf_id))
+    proc = _launch("-m", "student=qwen3b", "mix.strategy=rsr", "stage=plan", "hydra/launcher=slurm",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, HF_HUB_CACHE=str(cache))
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("  qwen3b qwq32b/qwen32b mix.strategy=rsr full "))
+    assert "scoring 10,766 traces 16.1 GB on 1 GPU; scoring 4 min + train " in line, line
+    assert "  scores                 2 distinct (0 done), used 2 times" in proc.stdout
+    plan = json.loads((tmp_path / "sweep" / "0" / "result.json").read_text())
+    assert plan["job"]["strategy"] == "rsr" and plan["preflight"]["score_traces"] == 10766
+    roles = [row["role"] for row in plan["plan"]]
+    assert roles.index("scores.strong") < roles.index("scores.weak") < roles.index("mixture")
 
 
 @pytest.mark.parametrize(

@@ -197,10 +197,12 @@ DECLARED = list(_declared(MixgapConfig))
 def test_the_schema_declares_the_allowed_values_of_the_fields_validate_checked():
     """The 76 field checks validate wrote out (one benchmark, both teachers, the judge; eval.rule and
     finetune_mode.loss_normalization among them) plus problems.limit, which shares its declaration with
-    benchmark.<name>.limit, and eval.chunk_size, eval.lora_serving and eval.lora_max_model_len (declared with the
-    fields when they came)."""
+    benchmark.<name>.limit, and eval.chunk_size, eval.lora_serving, eval.lora_max_model_len, mix.strategy and
+    predict.batch_tokens (declared with the fields when they came)."""
     declared = {path for path, _ in DECLARED}
-    assert len(declared) == 80 and {"mix.weight", "eval.extract", "eval.chunk_size", "eval.lora_serving", "finetune_mode.deepspeed", "mix.strong.sampling.n",
+    assert len(declared) == 82 and {"mix.weight", "mix.strategy", "predict.batch_tokens", "eval.extract",
+                                    "eval.chunk_size", "eval.lora_serving", "finetune_mode.deepspeed",
+                                    "mix.strong.sampling.n",
                                     "eval.judge.prompt", "benchmark.math.extraction", "problems.answer_format",
                                     "eval.n_samples_by_benchmark.aime24", "cluster.memory_headroom"} <= declared
 
@@ -233,7 +235,7 @@ def test_omegaconf_ignores_the_declarations():
     assert node.mode == "full" and node.deepspeed == "zero3" and node.max_steps == -1 and node.lora.dropout == 0.0
     assert sorted(node) == sorted(f.name for f in dataclasses.fields(FinetuneConfig))
     assert OmegaConf.to_container(OmegaConf.structured(MixConfig)) == {
-        "strong": "???", "weak": "???", "weight": 0.2, "problems": "intersection", "seed": 0}
+        "strong": "???", "weak": "???", "weight": 0.2, "problems": "intersection", "seed": 0, "strategy": "fixed"}
     with pytest.raises(ValidationError):
         node.learning_rate = "fast"
 

@@ -113,7 +113,7 @@ def _jobs(params) -> list[list[str]]:
 
 
 def test_every_experiment_file_is_covered():
-    on_disk = {p.stem for p in (CONF / "experiment").glob("*.yaml")} - {"demo", "slurm_rehearsal"}  # the CPU presets
+    on_disk = {p.stem for p in (CONF / "experiment").glob("*.yaml")} - {"demo", "demo_rsr", "slurm_rehearsal"}  # the CPU presets
     assert on_disk == set(EXPECTED)
     assert {p.stem for p in (CONF / "experiment" / "pair").glob("*.yaml")} == set(PAIRS)
     assert {p.stem for p in (CONF / "experiment" / "method").glob("*.yaml")} == set(METHODS)
@@ -278,3 +278,31 @@ def test_header_gives_the_one_command_and_every_teacher_fits_a_node(name):
     assert "stage=generate" not in header  # no step before the one command
     for teacher in _teachers_needed(name):
         assert _tensor_parallel_size(teacher) <= _gpus_per_node("slurm"), teacher
+
+
+def test_one_override_gives_the_mix_weight_sweep_its_student_aware_arms():
+    """experiment/arms=student_aware (after or before +experiment=mix_weight_sweep: the sweep's defaults list puts it
+    after its own) replaces the weight axis: per pair, rsr and rsr_budget at w = 0.2, 4 jobs."""
+    for order in (["+experiment=mix_weight_sweep", "experiment/arms=student_aware"],
+                  ["experiment/arms=student_aware", "+experiment=mix_weight_sweep"]):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[*order, "hydra/launcher=slurm"], return_hydra_config=True)
+        assert {k: str(v) for k, v in cfg.hydra.sweeper.params.items()} == {
+            "+experiment/pair": "long_short,large_small", "mix.weight": "0.2", "mix.strategy": "rsr,rsr_budget"}
+        assert cfg.hydra.sweep.dir.startswith("multirun/mix_weight_sweep_student_aware/")
+    jobs = _jobs(cfg.hydra.sweeper.params)
+    assert len(jobs) == 4
+    job = jobs[-1]
+    composed = compose_cfg("+experiment=mix_weight_sweep", "experiment/arms=student_aware", *job)
+    validate(composed)
+    assert (composed.mix.strategy, composed.mix.weight, composed.student.name) == ("rsr_budget", 0.2, "qwen3b")
+
+
+def test_the_demo_with_a_student_aware_arm_sweeps_the_demo_weights_and_rsr():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=demo_rsr"], return_hydra_config=True)
+    assert _axes(cfg.hydra.sweeper.params) == {"mix.weight": ["0", "0.2", "1"], "mix.strategy": ["fixed", "rsr"]}
+    demo = compose_cfg("+experiment=demo_rsr", "mix.strategy=rsr")
+    assert (demo.student.name, demo.finetune_mode.max_seq_len, demo.finetune_mode.overlength) == (
+        "smollm2_135m", 896, "drop_pair")
+    assert demo.predict.max_seq_len is None  # scores every problem the mixture keeps

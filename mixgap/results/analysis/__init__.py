@@ -32,6 +32,7 @@ from mixgap.core.store import Store
 from mixgap.results import sweep as sweep_folders
 from mixgap.results.analysis import case_study, rank_shift, render
 from mixgap.results.analysis.case_study import Case, disagreements
+from mixgap.results.tables.names import arm_of, arm_title
 from mixgap.stages import models, scoring
 from mixgap.stages.data import fill_prompt, load_source, read_jsonl
 
@@ -115,8 +116,8 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
             seen.add(keys)
             ckpt = result.get("artifacts", {}).get("checkpoint")
             weight = job.identity.get("weight") if kind == "tuned" else None
-            cell.arms.append(Arm(
-                label="untuned" if kind == "untuned" else f"w={weight:g} seed={job.identity.get('seed')}",
+            cell.arms.append(Arm(  # a student-aware arm (mix.strategy) by its name, never by its unused w
+                label="untuned" if kind == "untuned" else f"{arm_title(arm_of(job.identity))} seed={job.identity.get('seed')}",
                 kind=kind, weight=weight, cfg=cfg, store=job_store,
                 rows={b: _rows(job_store, e.key) for b, e in evals.items()},
                 tokenizer_path=str(job_store.path(ckpt)) if kind == "tuned" and ckpt and job_store.is_done(ckpt) else None,
@@ -125,8 +126,8 @@ def read_cells(sweeps: Sequence[str], store: Store) -> tuple[list[Cell], list[st
     for cell in cells.values():
         cell.arms.sort(key=lambda a: (a.kind == "tuned", a.weight or 0.0, a.label))
         tuned = [a for a in cell.arms if a.kind == "tuned"]
-        for arm in tuned:  # the seed only where two arms share a weight
-            if sum(a.weight == arm.weight for a in tuned) == 1:
+        for arm in tuned:  # the seed only where two arms share a weight (or a strategy)
+            if sum(a.label.split(" seed=")[0] == arm.label.split(" seed=")[0] for a in tuned) == 1:
                 arm.label = arm.label.split(" seed=")[0]
         labels = [a.label for a in tuned]
         for arm in tuned:  # still equal (e.g. jobs differing in mix_seed only): name the job folder

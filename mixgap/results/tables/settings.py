@@ -11,7 +11,7 @@ from typing import Any
 
 from mixgap.results.tables.differences import differences_markdown, lora_evaluation, recipe_of
 from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table
-from mixgap.results.tables.names import realised_weight, weight_label
+from mixgap.results.tables.names import arm_of, realised_weight, weight_label
 from mixgap.results.tables.published import paper_math_label
 
 SEEDS_NOTE = ("What the seeds vary: `finetune_mode.seed` sets the training data order (and LoRA's initialisation); "
@@ -149,7 +149,7 @@ def _train_row(job: Any) -> list[Any] | None:
     kept, dropped, cut = train.get("kept", {}), train.get("dropped", {}), train.get("truncated", {})
     loss = train.get("final_loss")
     return [i.get("student"), f"{i.get('strong')} / {i.get('weak')}",
-            weight_label(i.get("weight"), [realised_weight(train)]),
+            weight_label(arm_of(i), [realised_weight(train)]),
             f"{mixture.get('N', '—')} ({mixture.get('strong', '—')} / {mixture.get('weak', '—')})",
             f"{dropped.get('strong', 0)} / {dropped.get('weak', 0)}", f"{cut.get('strong', 0)} / {cut.get('weak', 0)}",
             f"{kept.get('strong', 0)} / {kept.get('weak', 0)}", train.get("steps"),
