@@ -78,6 +78,12 @@ def test_sigterm_during_training_is_recorded_as_interrupted(tmp_path, kit, smoll
     assert list((store.root / ".work").glob("checkpoint-*"))  # the resumable state is kept
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A suite started in the background
+    (``cmd &`` in a script, ``nohup``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env(tmp_path, kit=None):
     """A subprocess's environment: offline, with a Hugging Face cache holding a commit of every Hub model of conf/
     (the default teachers'), so no job is refused for an unresolved revision."""
@@ -104,7 +110,8 @@ def test_ctrl_c_while_the_job_waits_is_one_line_and_recorded_as_interrupted(tmp_
     job = tmp_path / "run"
     with Store(tmp_path / "cache").holding(key):  # "another process" is building the strong pool
         proc = subprocess.Popen([*launch, "stage=mix", "data.missing_pool=wait", f"hydra.run.dir={job}"], cwd=tmp_path,
-                                env=_env(tmp_path, kit), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=_env(tmp_path, kit), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_sigint_default)
         try:
             log = job / "launch.log"
             _wait_for(proc, lambda: log.is_file() and f"waiting for {key}" in log.read_text(), "never waited")
@@ -124,7 +131,8 @@ def test_ctrl_c_inside_hydra_before_the_job_starts_is_one_line(tmp_path):
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "+hydra.callbacks.stall._target_=stall_callback.Stall",
                              f"+hydra.callbacks.stall.marker={marker}", f"paths.cache={tmp_path / 'cache'}"],
-                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         _wait_for(proc, marker.exists, "Hydra never called on_run_start")
         proc.send_signal(signal.SIGINT)
