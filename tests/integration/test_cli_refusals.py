@@ -34,9 +34,9 @@ def _launch(tmp_path, *args: str) -> subprocess.CompletedProcess:
                                        "(did you mean qwen7b?)"),
     (["mix.weight=0,1"], "mix.weight=0,1 is a sweep (one job per value); add -m: python launch.py -m mix.weight=0,1 ..."),
     (["+experiment=demo", "+mix.wieght=0.2"], "+mix.wieght=0.2: mix.wieght is not a field of the config schema; did "
-                                              "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
+                                              "you mean mix.weight? (mix has: strong, weak, weight, problems, seed, strategy)"),
     (["+experiment=demo", "mix.wieght=0.2"], "mix.wieght=0.2: mix.wieght is not a field of the config schema; did "
-                                             "you mean mix.weight? (mix has: strong, weak, weight, problems, seed)"),
+                                             "you mean mix.weight? (mix has: strong, weak, weight, problems, seed, strategy)"),
     (["experiment=demo"], "experiment=demo: no defaults list chooses the experiment group, so it is added, not set: "
                           "+experiment=demo"),
     (["+mix.weight=0.3"], "+mix.weight=0.3: mix.weight is already in the config, so it is set, not added: "
