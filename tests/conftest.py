@@ -123,6 +123,16 @@ def fake_commit(hf_id: str) -> str:
     return hashlib.sha1(hf_id.encode()).hexdigest()
 
 
+def write_hub_cache(cache: Path) -> Path:
+    """Write into ``cache`` a Hugging Face cache holding a commit (``refs/main``: :func:`fake_commit`) of every Hub
+    model of conf/ and no file (for a subprocess: its ``HF_HUB_CACHE``); returns ``cache``."""
+    for hf_id in conf_hub_models():
+        ref = cache / f"models--{hf_id.replace('/', '--')}" / "refs" / "main"
+        ref.parent.mkdir(parents=True)
+        ref.write_text(fake_commit(hf_id))
+    return cache
+
+
 @pytest.fixture()
 def hub_cached(tmp_path, monkeypatch):
     """A Hugging Face cache that holds a commit (``refs/main``: :func:`fake_commit`) of every Hub model of conf/ and no
@@ -133,11 +143,7 @@ def hub_cached(tmp_path, monkeypatch):
     from mixgap.plan import jobs, shapes
     from mixgap.stages import models
 
-    cache = tmp_path / "hf-hub"
-    for hf_id in conf_hub_models():
-        ref = cache / f"models--{hf_id.replace('/', '--')}" / "refs" / "main"
-        ref.parent.mkdir(parents=True)
-        ref.write_text(fake_commit(hf_id))
+    cache = write_hub_cache(tmp_path / "hf-hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     for module, memo in ((models, "_REVISIONS"), (jobs, "_CHECKED"), (shapes, "_READ")):

@@ -7,7 +7,9 @@ GPU node's ``vllm.LLM``/``SamplingParams``/``generate`` would get, and a keyword
 does not have fails there as it would on the cluster (``TypeError``/``AttributeError``).
 
 Generation is canned: prompt ``i``'s ``j``-th sample is ``reply(i, j)`` with ``min(3, max_tokens)`` token ids,
-finish reason ``stop`` when ``max_tokens > 3`` else ``length``.
+finish reason ``stop`` when ``max_tokens > 3`` else ``length``. ``LoRARequest`` is importable from
+``vllm.lora.request`` (:func:`modules` gives the three modules to put in ``sys.modules``) and takes that version's
+fields as keywords.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Record:
     llm: list[dict[str, Any]] = field(default_factory=list)
     sampling: list[dict[str, Any]] = field(default_factory=list)
     generate: list[tuple[list[Any], dict[str, Any]]] = field(default_factory=list)
+    lora: list[dict[str, Any]] = field(default_factory=list)
     reads: set[str] = field(default_factory=set)
 
     def used(self) -> set[str]:
@@ -89,6 +92,8 @@ class Record:
             out |= {f"LLM.__init__().{k}" for k in kw} | {f"EngineArgs.{k}" for k in kw}
         for kw in self.sampling:
             out |= {f"SamplingParams.{k}" for k in kw}
+        for kw in self.lora:
+            out |= {f"LoRARequest.{k}" for k in kw}
         for prompts, kw in self.generate:
             out |= {"LLM.generate().prompts", "LLM.generate"} | {f"LLM.generate().{k}" for k in kw}
             out |= {f"TokensPrompt.{k}" for p in prompts for k in p}
@@ -131,10 +136,24 @@ def fake_vllm(api: dict[str, Any], tokenizer: Any, *, model_len: int = 2048,
         engine = Strict(api, "LLMEngine", rec.reads, model_config=config)
         return Strict(api, "LLM", rec.reads, llm_engine=engine, get_tokenizer=lambda: tokenizer, generate=generate)
 
+    def lora_request(**kwargs: Any) -> dict[str, Any]:
+        check_call(api, "LoRARequest", "__init__", kwargs)
+        assert {"lora_name", "lora_int_id"} <= set(kwargs), "LoRARequest needs lora_name and lora_int_id"
+        rec.lora.append(kwargs)
+        return {"LoRARequest": kwargs}
+
     module = types.ModuleType("vllm")
     module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)  # importlib.util.find_spec("vllm") finds it
     module.__version__ = api["vllm"]
     for name, value in (("LLM", llm), ("SamplingParams", sampling_params)):
         assert name in api["exports"], f"vLLM {api['vllm']} does not export {name}"
         setattr(module, name, value)
+    module.lora = types.ModuleType("vllm.lora")
+    module.lora.request = types.ModuleType("vllm.lora.request")
+    module.lora.request.LoRARequest = lora_request
     return module, rec
+
+
+def modules(module: types.ModuleType) -> dict[str, types.ModuleType]:
+    """``{name: module}`` of a fake ``vllm`` and its ``vllm.lora.request``, for ``sys.modules``."""
+    return {"vllm": module, "vllm.lora": module.lora, "vllm.lora.request": module.lora.request}

@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.singleton import Singleton
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
 
 #: Launcher fields that size the executor itself rather than the sbatch script (as the parent's ``launch``).
 _INIT = ("submitit_folder", "max_num_timeout")
@@ -40,8 +43,6 @@ class StudyLauncher(SlurmLauncher):
         (``afterok:1:2``; "" for none) with ``--kill-on-invalid-dep=yes``; the parent's ``launch`` maps the fields
         the same way (``BaseQueueConf`` fields by name, the others with the ``slurm_`` prefix)."""
         import submitit  # heavy: submitit, only when submitting (Hydra imports every plugin at start)
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-        from omegaconf import OmegaConf
 
         params = {**self.params, **resources}
         init = {"folder": params["submitit_folder"]}
@@ -59,8 +60,6 @@ class StudyLauncher(SlurmLauncher):
 
     def _submit(self, jobs: list[Any], resources: dict[str, Any], dependency: str) -> list[Any]:
         """Submit ``jobs`` (:class:`mixgap.plan.dag.DagJob`) as one array (one plain job when alone)."""
-        from hydra.core.singleton import Singleton
-
         args = [(list(job.overrides), "hydra.sweep.dir", job.num, f"job_id_for_{job.num}", Singleton.get_state())
                 for job in jobs]
         return list(self.executor(resources, dependency).map_array(self, *zip(*args, strict=True)))
@@ -69,7 +68,9 @@ class StudyLauncher(SlurmLauncher):
         """Submit ``study`` (:class:`mixgap.plan.dag.Study`), record it in ``<sweep>/dag.json``, wait for every
         job to end and record their outcomes; returns them (:class:`mixgap.plan.study.Outcome`). A submission
         that fails part-way cancels what it submitted, then raises."""
-        from mixgap.plan import study as studies
+        from mixgap.plan import (
+            study as studies,  # lazy: Hydra imports every plugin at start, mixgap only to submit
+        )
 
         sweep = Path(study.sweep)
         sweep.mkdir(parents=True, exist_ok=True)

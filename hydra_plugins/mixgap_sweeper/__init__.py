@@ -82,7 +82,7 @@ class PreflightSweeper(BasicSweeper):
     def _launch_study(self, study: Any, points: list[Any]) -> Any:
         """Print the study, save ``multirun.yaml`` as the basic sweeper does, submit it and wait (or, with nothing
         to submit, record that in ``dag.json``)."""
-        from mixgap.plan.dag import study_lines
+        from mixgap.plan.dag import study_lines  # lazy: Hydra imports every plugin at start
         from mixgap.plan.study import add_submission
 
         print("\n".join(study_lines(study, points)), flush=True)

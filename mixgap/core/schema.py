@@ -138,6 +138,10 @@ class EvalConfig:
     # the rule after extraction: policy (mixgap's grading policy) | paper (the authors' is_equiv; needs extract=boxed)
     rule: str = one_of("policy", "paper", default="policy")
     max_model_len: int | None = ranged("> 0", default=None)  # the engine's context (prompt + completion); None = the model's own
+    # a LoRA checkpoint's tuned arm (mixgap.stages.serving): adapter = the base student with the trained adapter
+    # (vLLM's LoRA, as the authors' test_lora.sh; peft on the hf backend) | merged = the adapter merged into the weights
+    lora_serving: str = one_of("adapter", "merged", default="adapter")
+    lora_max_model_len: int | None = ranged("> 0", default=None)  # that arm's context; None = the model's own
     # samples per atomic chunk of completions (per replica with data parallelism), written as each finishes: the
     # most a killed evaluation loses; in no key. Each chunk ends with a thinning batch (vLLM keeps up to its
     # max_num_seqs in flight), so a larger chunk keeps the engine fuller

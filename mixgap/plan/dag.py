@@ -203,7 +203,7 @@ def _pool_job(need: PoolNeed, point: Point, compose: Callable[[list[str]], tuple
         plain, _ = compose(base)
         extra = teacher_overrides(to_container(plain.teacher), to_container(point.cfg.mix[need.field.split(".")[1]]))
         cfg, task = compose(base + (extra or []))
-        plan = checked_plan(cfg, task)
+        plan = checked_plan(cfg, task, planning=point.cfg.stage == "plan")
     except ConfigError as err:
         study.refusals.append(f"{label}: {err}")
         return None
@@ -290,7 +290,7 @@ def _add_pool(need: PoolNeed, point: Point, compose: Callable[[list[str]], tuple
     name = need.name if need.name not in taken else f"{need.name}-{need.generation.rsplit('-', 1)[-1][:8]}"
     resources = {**pool_resources(study.params, int(cfg.teacher.tensor_parallel_size)), "name": f"mixgap_generate_{name}"}
     gpus = resources.get("gpus_per_node") or 0
-    plan = checked_plan(cfg, task)
+    plan = checked_plan(cfg, task, planning=point.cfg.stage == "plan")
     report = plan_job(cfg, plan, Allocation(study.launcher, int(gpus)), store)
     study.refusals += [f"pool job {name}: {reason}" for reason in report["refusals"]]
     memory = report.get("generation_memory_gb_per_gpu")

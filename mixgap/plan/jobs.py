@@ -208,13 +208,15 @@ def refuse_unresolved(cfg: DictConfig, plan: JobPlan) -> None:
 _CHECKED: dict[str, JobPlan | None] = {}
 
 
-def checked_plan(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | None = None) -> JobPlan | None:
+def checked_plan(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree | None = None, *,
+                 planning: bool = False) -> JobPlan | None:
     """Every check of one composed job config before any work, and its plan: the stage
     (:func:`mixgap.plan.table.check_stage`), the values (:func:`mixgap.core.config.validate`, ``overrides`` being the
     job's command-line overrides, their group options read from the conf tree ``tree``), then the plan
-    (:func:`make_plan`) and its models' revisions (:func:`refuse_unresolved`); a reader (``report``, ``analyze``)
-    has no plan
-    (None): its sweep folders must hold job folders (:func:`mixgap.results.sweep.read_sweeps`).
+    (:func:`make_plan`) and its models' revisions (:func:`refuse_unresolved`, skipped with ``planning``: a job that
+    is only planned, never run, such as the pool job of a study under ``stage=plan``); a reader (``report``,
+    ``analyze``) has no plan (None): its sweep folders must hold job folders
+    (:func:`mixgap.results.sweep.read_sweeps`).
 
     Once per process: ``launch.py``'s check before Hydra, the sweeper's check of every point and
     :func:`mixgap.pipeline.run_job` share one result per resolved config and overrides; a refusal is not kept.
@@ -232,11 +234,11 @@ def checked_plan(cfg: DictConfig, overrides: Sequence[str] = (), tree: ConfTree 
         elif reader is not None:
             sweeps = to_container(cfg[reader.node].sweep)
             read_sweeps([sweeps] if isinstance(sweeps, str) else [str(s) for s in sweeps], None, f"{reader.node}.sweep")
-        plan = None if reader is not None else make_plan(cfg, overrides)
-        if plan is not None:
-            refuse_unresolved(cfg, plan)
-        _CHECKED[key] = plan
-    return _CHECKED[key]
+        _CHECKED[key] = None if reader is not None else make_plan(cfg, overrides)
+    plan = _CHECKED[key]
+    if plan is not None and not planning:
+        refuse_unresolved(cfg, plan)
+    return plan
 
 
 def generating_teachers(cfg: DictConfig, plan: JobPlan, store: Store | None) -> list[tuple[str, DictConfig]]:

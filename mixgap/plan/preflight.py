@@ -31,6 +31,7 @@ from omegaconf import DictConfig, open_dict
 
 from mixgap.core.errors import ConfigError
 from mixgap.plan.calibration import CalibrationError, planning_figures, read_calibration
+from mixgap.plan.engines import arm_engine
 from mixgap.plan.estimates import (
     PROMPT_TOKENS,
     decode_rate,
@@ -47,6 +48,7 @@ from mixgap.plan.estimates import (
 )
 from mixgap.plan.jobs import JobPlan, generating_teachers
 from mixgap.plan.shapes import with_shapes
+from mixgap.plan.table import ARMS
 from mixgap.plan.workload import eval_samples, scoring_tokens, training_tokens
 from mixgap.stages.backends.parallel import data_parallel_size
 from mixgap.stages.predict import effective_max_seq_len
@@ -135,7 +137,9 @@ def preflight(cfg: DictConfig, plan: JobPlan, gpus: int, store: Any = None, *, m
         _scoring(cfg, plan, store, out)
     if plan.builds("checkpoint"):
         _train(cfg, plan, gpus, store, out)
-    if plan.builds("completions.") and cfg.student.get("arch") is not None:  # the verdicts load no model
+    out["evaluation"] = {arm: arm_engine(cfg, arm, cpu, cfg.student.get("arch")) for arm in ARMS
+                         if plan.builds(f"completions.{arm}.")}
+    if out["evaluation"] and cfg.student.get("arch") is not None:  # the verdicts load no model
         generation += _evaluation(cfg, plan, gpus, out)
     if plan.builds("judge.") and cfg.eval.get("judge") is not None:
         generation += _judge(cfg.eval.judge, gpus, out)
@@ -292,33 +296,36 @@ def _scoring(cfg: DictConfig, plan: JobPlan, store: Any, out: dict[str, Any]) ->
 
 
 def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) -> list[float]:
-    """The evaluation part of :func:`preflight`: context, tensor parallel size, memory and hours (into ``out``);
-    returns the generation memory per GPU it needs (empty when refused)."""
+    """The evaluation part of :func:`preflight`: each arm's engine (``out["evaluation"]``,
+    :func:`mixgap.plan.engines.arm_engine`: the served model or LoRA adapter, at ``eval.max_model_len`` or, a LoRA
+    checkpoint's, ``eval.lora_max_model_len``), its context, one tensor parallel size for both arms (for the longer
+    sequence), memory and hours (into ``out``); returns the generation memory per GPU it needs (empty when refused)."""
     cl, student, arch, refusals = cfg.cluster, cfg.student, cfg.student.arch, out["refusals"]
     memory = out["usable_memory_gb"]
     context = cfg.eval.max_new_tokens + PROMPT_TOKENS
-    max_len = cfg.eval.get("max_model_len")
-    if max_len is not None and max_len > arch.max_position_embeddings:
-        refusals.append(
-            f"eval.max_model_len={max_len} is not allowed for student={student.name}; it must be <= its context, "
-            f"max_position_embeddings={arch.max_position_embeddings}"
-        )
-    elif max_len is None and context > arch.max_position_embeddings:
-        refusals.append(
-            f"eval.max_new_tokens={cfg.eval.max_new_tokens} is not allowed for student={student.name}: with a "
-            f"{PROMPT_TOKENS}-token prompt it exceeds max_position_embeddings={arch.max_position_embeddings}; "
-            f"allowed: <= {arch.max_position_embeddings - PROMPT_TOKENS}"
-        )
+    engines = {arm: out["evaluation"][arm] for arm in ARMS if arm in out["evaluation"]}
+    for field, max_len in dict.fromkeys((e["context_field"], e["max_model_len"]) for e in engines.values()):
+        if max_len is not None and max_len > arch.max_position_embeddings:
+            refusals.append(f"{field}={max_len} is not allowed for student={student.name}; it must be <= its context, "
+                            f"max_position_embeddings={arch.max_position_embeddings}")
+        elif max_len is None and context > arch.max_position_embeddings:
+            refusals.append(
+                f"eval.max_new_tokens={cfg.eval.max_new_tokens} is not allowed for student={student.name}: with a "
+                f"{PROMPT_TOKENS}-token prompt it exceeds max_position_embeddings={arch.max_position_embeddings}; "
+                f"allowed: <= {arch.max_position_embeddings - PROMPT_TOKENS}")
+    refusals += [e["refusal"] for e in engines.values() if e["refusal"]]
     bad_tp = tensor_parallel_refusal("eval.tensor_parallel_size", cfg.eval.tensor_parallel_size, arch, gpus)
     if bad_tp:
         _gpu_refusal(out, bad_tp)
         return []
-    # the engine's sequence: prompt + budget, cut at eval.max_model_len (vLLM ends a completion there)
-    one_sequence = min(context, max_len or context, arch.max_position_embeddings)
-    new_tokens = one_sequence - PROMPT_TOKENS if max_len is not None else cfg.eval.max_new_tokens
-    tp = eval_tensor_parallel(arch, cfg.eval.tensor_parallel_size, gpus, memory, one_sequence, cfg.eval.batch_size)
+    # each arm's engine sequence: prompt + budget, cut at its context (vLLM ends a completion there)
+    sequence = {arm: min(context, e["max_model_len"] or context, arch.max_position_embeddings) for arm, e in engines.items()}
+    new_tokens = {arm: sequence[arm] - PROMPT_TOKENS if e["max_model_len"] is not None else cfg.eval.max_new_tokens
+                  for arm, e in engines.items()}
+    longest = max(sequence.values())
+    tp = eval_tensor_parallel(arch, cfg.eval.tensor_parallel_size, gpus, memory, longest, cfg.eval.batch_size)
     out["eval_tensor_parallel_size"] = tp
-    need = generation_memory_gb(arch, tp, one_sequence)
+    need = generation_memory_gb(arch, tp, longest)
     if need > memory:
         _gpu_refusal(out,
             f"evaluation of student={student.name} needs {need:.1f} GB per GPU at eval.tensor_parallel_size={tp} "
@@ -326,15 +333,17 @@ def _evaluation(cfg: DictConfig, plan: JobPlan, gpus: int, out: dict[str, Any]) 
             f"{arch.heads} heads, <= {gpus} GPUs"
         )
     samples = sum(eval_samples(cfg, cfg.benchmark[name]) for name in cfg.benchmark)
-    rate, out["eval_rate_bound"] = decode_rate(arch, tp, cl, PROMPT_TOKENS, new_tokens)
     replicas = out["data_parallel_size"]["evaluation"] = data_parallel_size(gpus, tp)
-    out["eval_tokens_per_s"] = round(rate, 1)
-    one_arm = round(samples * new_tokens / (replicas * rate) / 3600, 3)
-    tuned, untuned = plan.builds("completions.tuned."), plan.builds("completions.untuned.")
-    out["eval_untuned_hours_estimate"] = one_arm if untuned else 0.0
-    out["eval_hours_estimate"] = round(one_arm * tuned + out["eval_untuned_hours_estimate"], 3)
+    hours = {}
+    for arm in engines:  # the untuned arm's rate is the one printed when it is built
+        rate, bound = decode_rate(arch, tp, cl, PROMPT_TOKENS, new_tokens[arm])
+        hours[arm] = round(samples * new_tokens[arm] / (replicas * rate) / 3600, 3)
+        if out["eval_rate_bound"] is None:
+            out["eval_tokens_per_s"], out["eval_rate_bound"] = round(rate, 1), bound
+    out["eval_untuned_hours_estimate"] = hours.get("untuned", 0.0)
+    out["eval_hours_estimate"] = round(sum(hours.values()), 3)
     # vLLM fills what the GPU has: the batch's KV cache, capped at the GPU's usable memory
-    return [min(generation_memory_gb(arch, tp, one_sequence * cfg.eval.batch_size), memory)]
+    return [min(generation_memory_gb(arch, tp, longest * cfg.eval.batch_size), memory)]
 
 
 def _engine(field: str, name: str, engine: DictConfig, context: int, gpus: int, out: dict[str, Any]) -> list[float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mixgap.plan.engines import engine_line
 from mixgap.plan.estimates import one_node_hours
 
 log = logging.getLogger("mixgap.plan.preflight")
@@ -14,12 +15,21 @@ NODE_GPUS = 8  # the one-node schedule of summary_lines: one node of 8 GPUs (hyd
 
 
 def log_preflight(report: dict[str, Any]) -> None:
-    """Log one line of the plan (layout, memory per GPU, hours), one per refusal, then its plan elsewhere."""
+    """Log one line of the plan (layout, memory per GPU, hours), one per evaluated arm (what serves it, at which
+    context: :func:`mixgap.plan.engines.engine_line`), one per refusal, then its plan elsewhere (and the arms it
+    serves otherwise there: vLLM on the cluster's GPUs where this CPU runs hf)."""
     log.info("preflight: %s", describe(report))
+    here = report.get("evaluation") or {}
+    for arm, engine in here.items():
+        log.info("preflight evaluation %s", engine_line(arm, engine))
     for reason in report["refusals"]:
         log.error("preflight refused: %s", reason)
     for line in report_lines(report)[len(report["refusals"]):]:
         log.info("preflight %s", line)
+    there = report.get("elsewhere") or {}
+    for arm, engine in (there.get("evaluation") or {}).items():
+        if engine != here.get(arm):
+            log.info("preflight on hydra/launcher=%s: evaluation %s", there["launcher"], engine_line(arm, engine))
 
 
 def duration(hours: float) -> str:

@@ -36,6 +36,7 @@ from mixgap.plan import study
 from mixgap.results import analysis, report
 from mixgap.stages import benchmarks, completions, evaluate, export, generate, judge, mix, models, predict
 from mixgap.stages.backends.registry import backend_class
+from mixgap.stages.serving import key_fields
 from mixgap.stages.train import stage as train
 
 ARMS = ("untuned", "tuned")
@@ -143,15 +144,17 @@ def checkpoint_specs(cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
 
 def completion_specs(arm: str, cfg: DictConfig, specs: Specs) -> dict[str, ArtifactSpec]:
     """``completions.<arm>.<benchmark>`` for every benchmark: the untuned student's or the checkpoint's
-    generations; with ``data.decontamination=drop`` keyed by the training problem set too."""
+    generations, keyed by how that arm is served (:func:`mixgap.stages.serving.key_fields`); with
+    ``data.decontamination=drop`` keyed by the training problem set too."""
     if "mixture" not in specs:
         return {}
     model = specs["student" if arm == "untuned" else "checkpoint"].key
     strong, weak = specs["pool.strong"].key, specs["pool.weak"].key
     exclude = mix.problem_set_key(cfg.mix, strong, weak) if cfg.data.decontamination == "drop" else None
     root = data_root(cfg)
+    engine = key_fields(cfg, arm)
     return {f"completions.{arm}.{name}": completions.completions_spec(bench, cfg.eval, model, exclude, root,
-                                                                      str(cfg.student.chat_template))
+                                                                      str(cfg.student.chat_template), engine)
             for name, bench in cfg.benchmark.items()}
 
 

@@ -47,6 +47,7 @@ from mixgap.stages.data import (
     source_digest,
     source_kind,
 )
+from mixgap.stages.serving import Serving, arm_serving
 
 log = logging.getLogger(__name__)
 COMPLETIONS = "completions.jsonl"
@@ -56,12 +57,13 @@ _NOT_IN_KEY = ("label", "size", "stop", "n_samples", "extraction")
 
 
 def completions_spec(bench: DictConfig, eval_cfg: DictConfig, model_key: str, exclude_key: str | None,
-                     data_root: Path | None, chat_template: str) -> ArtifactSpec:
+                     data_root: Path | None, chat_template: str, engine: dict[str, Any] | None = None) -> ArtifactSpec:
     """Store spec of one (model, benchmark) set of completions: only what generation depends on.
 
     Fields: the benchmark (its source, split, fields and prompt; not its label, size or extraction), the
-    ``chat_template`` that renders the prompt, the generation budget ``eval.max_new_tokens``, the engine's context
-    ``eval.max_model_len``, the stop strings (:func:`stop_strings`), the sampling (:func:`sampling_fields`: None when
+    ``chat_template`` that renders the prompt, the generation budget ``eval.max_new_tokens``, ``engine`` (the engine's
+    context and how a LoRA checkpoint is served, :func:`mixgap.stages.serving.key_fields`; None: ``max_model_len`` =
+    ``eval.max_model_len``), the stop strings (:func:`stop_strings`), the sampling (:func:`sampling_fields`: None when
     greedy; else n, temperature, top_p and ``eval.seed``), the problem set (``limit``, ``source`` file/kit/hub, ``content``
     :func:`mixgap.stages.data.source_digest`, ``selection``). Inputs: the model's key and, when decontamination drops
     problems, the training problem set's key. Never the grader, ``eval.extract`` or ``eval.rule`` (the verdicts' key,
@@ -70,7 +72,7 @@ def completions_spec(bench: DictConfig, eval_cfg: DictConfig, model_key: str, ex
         "benchmark": {k: v for k, v in keyed_source(bench).items() if k not in _NOT_IN_KEY},
         "chat_template": chat_template,
         "max_new_tokens": eval_cfg.max_new_tokens,
-        "max_model_len": eval_cfg.get("max_model_len"),
+        **(engine if engine is not None else {"max_model_len": eval_cfg.get("max_model_len")}),
         "limit": eval_cfg.limit,
         "source": source_kind(bench, data_root),
         "content": source_digest(bench, data_root),
@@ -138,16 +140,17 @@ def queue(bench: DictConfig, problems: Sequence[Problem], cfg: DictConfig) -> li
 
 
 class Engine:
-    """A generation backend for one model, loaded on first use and closed on exit (context manager).
+    """A generation backend for one model (``served``: the model, the LoRA adapter served on it, the engine's context),
+    loaded on first use and closed on exit (context manager).
 
     Lazy loading means a job whose completions are all in the store (or in finished chunks) never loads the
     model. With ``data_parallel_size > 1`` it is that many replicas
     (:class:`mixgap.stages.backends.parallel.ReplicaPool`), keeping their finished chunks in ``work_dir``.
     """
 
-    def __init__(self, model: str, cfg: DictConfig, tensor_parallel_size: int | None = None,
+    def __init__(self, served: Serving, cfg: DictConfig, tensor_parallel_size: int | None = None,
                  data_parallel_size: int | None = None, work_dir: Path | None = None):
-        self.model, self.cfg, self.backend, self.kind = model, cfg, None, registry.resolve_backend(cfg.eval.backend)
+        self.served, self.cfg, self.backend, self.kind = served, cfg, None, registry.resolve_backend(cfg.eval.backend)
         self.tensor_parallel_size = int(tensor_parallel_size or cfg.eval.tensor_parallel_size)
         self.data_parallel_size, self.work_dir = int(data_parallel_size or 1), work_dir
 
@@ -165,8 +168,8 @@ class Engine:
         if self.backend is None:
             template = self.cfg.student.chat_template
             self.backend = registry.load_backend(
-                self.kind, self.model, dtype="auto", tensor_parallel_size=self.tensor_parallel_size,
-                max_model_len=self.cfg.eval.get("max_model_len"), batch_size=self.cfg.eval.batch_size,
+                self.kind, self.served.model, dtype="auto", tensor_parallel_size=self.tensor_parallel_size,
+                max_model_len=self.served.max_model_len, adapter=self.served.adapter, batch_size=self.cfg.eval.batch_size,
                 chat_template=None if template == "model" else template, seed=self.cfg.seed,
                 data_parallel_size=self.data_parallel_size, work_dir=self.work_dir,
                 chunk_size=int(self.cfg.eval.chunk_size),
@@ -285,7 +288,7 @@ def write_completions(out_dir: Path, bench: DictConfig, problems: Sequence[Probl
 
 
 def generate_model(
-    cfg: DictConfig, store: Store, model_path: str, specs: dict[str, ArtifactSpec],
+    cfg: DictConfig, store: Store, served: Serving, specs: dict[str, ArtifactSpec],
     benchmarks: dict[str, list[Problem]], tracker: Any = None, tensor_parallel_size: int | None = None,
     data_parallel_size: int | None = None,
 ) -> dict[str, dict[str, int]]:
@@ -298,7 +301,8 @@ def generate_model(
     Args:
         cfg: the job config (``eval.*``, ``benchmark``, ``student.chat_template``).
         store: the artifact store.
-        model_path: the model folder (or Hub id).
+        served: the model folder (or Hub id), the LoRA adapter on it and the engine's context
+            (:class:`mixgap.stages.serving.Serving`).
         specs: ``{benchmark name: ArtifactSpec}`` of the model's completions (:func:`completions_spec`).
         benchmarks: ``{benchmark name: problems}`` (decontaminated, subset).
         tracker: experiment tracker (progress), or None.
@@ -317,7 +321,7 @@ def generate_model(
         if not benchmarks[name]:
             raise DataError(f"{name}: no problems to evaluate (all removed by decontamination or limit)")
     pending: dict[str, Pending] = {}
-    with Engine(model_path, cfg, tensor_parallel_size, data_parallel_size) as engine, ExitStack() as held:
+    with Engine(served, cfg, tensor_parallel_size, data_parallel_size) as engine, ExitStack() as held:
         for name, spec in specs.items():
             if store.is_done(spec.key):
                 continue
@@ -376,12 +380,13 @@ def read_completions(folder: Path, problems: Sequence[Problem]) -> list[list[Com
 
 def run(ctx: Any, roles: Sequence[str]) -> None:
     """A completions step (stage contract, :mod:`mixgap.core.stage`): one model (the untuned student, or the
-    checkpoint) on every planned benchmark in one engine pass; ``result.json`` ``counts.completions.<arm>``:
-    samples, generated here, resumed from an earlier attempt's chunks (summed over the benchmarks)."""
+    checkpoint: its weights, or the student with its LoRA adapter, :func:`mixgap.stages.serving.arm_serving`) on every
+    planned benchmark in one engine pass; ``result.json`` ``counts.completions.<arm>``: samples, generated here,
+    resumed from an earlier attempt's chunks (summed over the benchmarks)."""
     arm = roles[0].split(".")[1]
-    model = ctx.value("student") if arm == "untuned" else ctx.path("checkpoint")
+    served = arm_serving(ctx.cfg, arm, str(ctx.value("student")), ctx.path("checkpoint") if arm == "tuned" else None)
     specs = {role.split(".", 2)[2]: ctx.specs[role] for role in roles}
-    counts = generate_model(ctx.cfg, ctx.store, str(model), specs, ctx.value("benchmarks"), ctx.tracker,
+    counts = generate_model(ctx.cfg, ctx.store, served, specs, ctx.value("benchmarks"), ctx.tracker,
                             ctx.decisions.get("eval_tensor_parallel_size"), ctx.decisions.get("eval_data_parallel_size"))
     made = []
     for role in roles:

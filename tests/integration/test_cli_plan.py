@@ -93,8 +93,9 @@ def test_one_byte_changed_in_a_local_students_weights_plans_its_evaluations_and_
         return {row["role"]: row for row in json.loads((tmp_path / run / "result.json").read_text())["plan"]}
 
     before = plan("first")
-    on_student = [role for role in before if role == "checkpoint" or role.startswith(("eval.", "predict."))]
-    assert len(on_student) == 13 and not any(before[role]["done"] for role in on_student)
+    on_student = [role for role in before
+                  if role == "checkpoint" or role.startswith(("completions.", "eval.", "predict."))]
+    assert len(on_student) == 23 and not any(before[role]["done"] for role in on_student)
     for role in on_student:  # finished, as a store records it (a manifest without files is checked as JSON only)
         key = before[role]["key"]
         (cache / key.split("-")[0] / key).mkdir(parents=True)

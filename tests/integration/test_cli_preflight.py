@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, kit_root
+from conftest import ROOT, kit_root, write_hub_cache
 
 
 def _launch(*args: str, cwd, **extra_env: str) -> subprocess.CompletedProcess:
@@ -93,7 +93,7 @@ def test_table1_plans_on_slurm_without_submitting(tmp_path):
 def test_a_failed_slurm_submission_is_one_line(tmp_path):
     env_path = os.path.dirname(sys.executable)  # no srun/sbatch on this PATH: submitit cannot submit
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": env_path,
-           "MIXGAP_DATA": str(kit_root())}
+           "MIXGAP_DATA": str(kit_root()), "HF_HUB_CACHE": str(write_hub_cache(tmp_path / "hf-hub"))}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), "-m", "+experiment=long_vs_short", "hydra/launcher=slurm",
          "student=qwen0.5b", f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],

@@ -17,6 +17,7 @@ from mixgap.stages.backends import registry
 from mixgap.stages.backends.base import render_prompts
 from mixgap.stages.backends.registry import load_backend
 from mixgap.stages.generate import build_generation, build_pool
+from mixgap.stages.serving import Serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # measured: 39 s vs 4 s
 
@@ -124,12 +125,12 @@ def test_a_killed_chunked_evaluation_resumes_to_the_same_completions(tmp_path, k
     monkeypatch.setattr(completions.registry, "load_backend", load)
     killed, whole = Store(tmp_path / "killed"), Store(tmp_path / "whole")
     with pytest.raises(RuntimeError, match="killed"):
-        completions.generate_model(cfg, killed, smollm2_path, specs, problems)
+        completions.generate_model(cfg, killed, Serving(smollm2_path), specs, problems)
     assert len(completions.finished_rows(killed.root / ".work" / specs["math500"].key)) == 4
-    counts = completions.generate_model(cfg, killed, smollm2_path, specs, problems)
+    counts = completions.generate_model(cfg, killed, Serving(smollm2_path), specs, problems)
     assert counts == {"math500": {"samples": 6, "generated": 2, "resumed": 4}}
     cfg.eval.chunk_size = 1024
-    completions.generate_model(cfg, whole, smollm2_path, specs, problems)
+    completions.generate_model(cfg, whole, Serving(smollm2_path), specs, problems)
     assert asked == [(1, 2), (1, 2), (2, 2), (3, 6)]  # killed: 2 chunks; rerun: the missing chunk; whole: one call
     done = (killed.path(specs["math500"].key) / completions.COMPLETIONS).read_bytes()
     assert done == (whole.path(specs["math500"].key) / completions.COMPLETIONS).read_bytes()

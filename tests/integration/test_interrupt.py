@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_hub_cache
 from mixgap.core.store import Store
 
 SIGINT_LINE = "mixgap: interrupted by SIGINT; rerun the same command to resume"
@@ -78,8 +78,18 @@ def test_sigterm_during_training_is_recorded_as_interrupted(tmp_path, kit, smoll
     assert list((store.root / ".work").glob("checkpoint-*"))  # the resumable state is kept
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A suite started in the background
+    (``cmd &`` in a script, ``nohup``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env(tmp_path, kit=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    """A subprocess's environment: offline, with a Hugging Face cache holding a commit of every Hub model of conf/
+    (the default teachers'), so no job is refused for an unresolved revision."""
+    hub = tmp_path / "hf-hub"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+           "HF_HUB_CACHE": str(hub if hub.is_dir() else write_hub_cache(hub))}
     return {**env, "MIXGAP_DATA": str(kit)} if kit is not None else env
 
 
@@ -100,7 +110,8 @@ def test_ctrl_c_while_the_job_waits_is_one_line_and_recorded_as_interrupted(tmp_
     job = tmp_path / "run"
     with Store(tmp_path / "cache").holding(key):  # "another process" is building the strong pool
         proc = subprocess.Popen([*launch, "stage=mix", "data.missing_pool=wait", f"hydra.run.dir={job}"], cwd=tmp_path,
-                                env=_env(tmp_path, kit), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=_env(tmp_path, kit), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_sigint_default)
         try:
             log = job / "launch.log"
             _wait_for(proc, lambda: log.is_file() and f"waiting for {key}" in log.read_text(), "never waited")
@@ -120,7 +131,8 @@ def test_ctrl_c_inside_hydra_before_the_job_starts_is_one_line(tmp_path):
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "+hydra.callbacks.stall._target_=stall_callback.Stall",
                              f"+hydra.callbacks.stall.marker={marker}", f"paths.cache={tmp_path / 'cache'}"],
-                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         _wait_for(proc, marker.exists, "Hydra never called on_run_start")
         proc.send_signal(signal.SIGINT)
@@ -131,3 +143,50 @@ def test_ctrl_c_inside_hydra_before_the_job_starts_is_one_line(tmp_path):
     assert proc.returncode == 130
     assert stderr.splitlines() == [SIGINT_LINE]
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("result.json"))  # no job ran
+
+
+EVALUATE = ["+experiment=demo", "mix.weight=0", "stage=evaluate", "benchmark=[math500]", "eval.limit=6",
+            "eval.batch_size=2", "eval.max_new_tokens=32", "tracking.backend=none"]
+
+
+def _evaluate(tmp_path, kit, smollm2_path, name, *extra):
+    """``launch.py`` evaluating the untuned SmolLM2 on 6 MATH500 problems into the store ``<name>/cache``, the
+    session's converted weights linked in as the store's ``model`` artifact; returns the process and its store."""
+    store = Store(tmp_path / name / "cache")
+    if not (store.root / "model").exists():
+        (store.root / "model").mkdir(parents=True)
+        (store.root / "model" / Path(smollm2_path).name).symlink_to(smollm2_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MIXGAP_DATA": str(kit),
+           "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, str(ROOT / "launch.py"), *EVALUATE, *extra, f"paths.cache={store.root}",
+            f"hydra.run.dir={tmp_path / name / 'run'}"]
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True), store
+
+
+@pytest.mark.slow
+def test_a_kill_9_mid_evaluation_keeps_its_chunks_and_the_rerun_is_byte_identical(tmp_path, kit, smollm2_path):
+    """SIGKILL (no handler runs) once the first chunk of 2 completions is written: the rerun generates only the
+    samples not in a kept chunk, and completions.jsonl is byte for byte that of an uninterrupted run."""
+    proc, store = _evaluate(tmp_path, kit, smollm2_path, "killed", "eval.chunk_size=2")
+    try:
+        _wait_for(proc, lambda: list((store.root / ".work").glob("completions-*/chunk-*.jsonl")), "no chunk", 600)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kept = len(list((store.root / ".work").glob("completions-*/chunk-*.jsonl")))
+    assert proc.returncode == -signal.SIGKILL and 1 <= kept < 3
+    assert not list((store.root / "completions").glob("*/manifest.json"))  # nothing reads as finished
+    rerun, _ = _evaluate(tmp_path, kit, smollm2_path, "killed", "eval.chunk_size=2")
+    whole, other = _evaluate(tmp_path, kit, smollm2_path, "whole")
+    for done in (rerun, whole):
+        output, _ = done.communicate(timeout=900)
+        assert done.returncode == 0, output[-3000:]
+    counts = json.loads((tmp_path / "killed" / "run" / "result.json").read_text())["counts"]["completions.untuned"]
+    assert counts == {"samples": 6, "generated": 6 - 2 * kept, "resumed": 2 * kept}
+    [mine] = (store.root / "completions").glob("*/completions.jsonl")
+    [theirs] = (other.root / "completions").glob("*/completions.jsonl")
+    assert mine.parent.name == theirs.parent.name  # the chunk size is not in the key
+    assert mine.read_bytes() == theirs.read_bytes()

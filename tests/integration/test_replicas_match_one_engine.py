@@ -16,6 +16,7 @@ from mixgap.core.tracking import NullTracker
 from mixgap.stages.completions import COMPLETIONS, completions_spec, generate_model
 from mixgap.stages.data import Problem
 from mixgap.stages.evaluate import eval_spec, grade_completions
+from mixgap.stages.serving import Serving
 from mixgap.stages.verdicts import PREDICTIONS, SCORES, read_scores
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -32,7 +33,7 @@ PROBLEMS = {
 def _evaluate(cfg, root, replicas, model):
     store = Store(root)
     made = {n: completions_spec(cfg.benchmark[n], cfg.eval, "smollm2-test", None, None, "model") for n in PROBLEMS}
-    generate_model(cfg, store, model, made, PROBLEMS, NullTracker(), data_parallel_size=replicas)
+    generate_model(cfg, store, Serving(model), made, PROBLEMS, NullTracker(), data_parallel_size=replicas)
     specs = {n: eval_spec(cfg.benchmark[n], cfg.eval, made[n].key) for n in PROBLEMS}
     scores = {}
     for n, spec in specs.items():

@@ -140,13 +140,14 @@ def test_every_job_finishes_with_scores(sweep):
 
 
 def test_each_artifact_is_built_once_for_the_whole_sweep(sweep):
-    """Generation and pool once per teacher, the untuned evaluation once per student, one mixture and one
-    training per weight, whatever the number of jobs that needed them."""
+    """Generation and pool once per teacher, the untuned completions and their verdicts once per student, one
+    mixture and one training per weight, whatever the number of jobs that needed them."""
     built = Counter(m["stage"] for m in _manifests(sweep.store))
-    assert built == {"model": 1, "generation": 2, "pool": 2, "predict": 2, "mixture": 3, "checkpoint": 3, "eval": 1 + 3}
+    assert built == {"model": 1, "generation": 2, "pool": 2, "predict": 2, "mixture": 3, "checkpoint": 3,
+                     "completions": 1 + 3, "eval": 1 + 3}
     results = [r for _, r in job_results(sweep.dir)]
     for role in ("model", "generation.strong", "generation.weak", "pool.strong", "pool.weak", "predict.strong",
-                 "predict.weak", "eval.untuned.gsm8k"):
+                 "predict.weak", "completions.untuned.gsm8k", "eval.untuned.gsm8k"):
         assert len({r["artifacts"][role] for r in results}) == 1, role  # shared by the three jobs
     assert sorted(r["artifacts"]["checkpoint"] for r in results) == sorted(sweep.ckpt.values())
     assert not list((sweep.store / ".tmp").glob("*"))  # no half-written artifact left behind

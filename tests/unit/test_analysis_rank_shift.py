@@ -115,7 +115,7 @@ def test_the_shared_scoring_loop_gives_bigram_surprisals_and_ranks_at_scattered_
 def test_completion_ranks_rejects_prompt_outside_sequence():
     with pytest.raises(ValueError, match="n_prompt=0"):
         rs.completion_ranks(Bigram(), [([1, 2], 0)], batch_size=1)
-    with pytest.raises(ValueError, match="batch_size=0"):
+    with pytest.raises(ValueError, match=r"max_sequences=0, max_tokens=None: both must be >= 1"):
         rs.completion_ranks(Bigram(), [([1, 2], 1)], batch_size=0)
 
 

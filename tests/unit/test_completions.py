@@ -19,8 +19,10 @@ from mixgap.stages import completions, evaluate, generate
 from mixgap.stages.backends.base import Completion
 from mixgap.stages.backends.replica import run_request
 from mixgap.stages.data import DataError, Problem
+from mixgap.stages.serving import Serving, key_fields
 from mixgap.stages.verdicts import PREDICTIONS
 
+STUDENT = Serving("/weights/student")  # the untuned student at the model's own context (the demo's eval.max_model_len)
 #: Two small benchmarks; the fake student answers each prompt with the line of ANSWERS its problem names.
 PROBLEMS = {
     "math500": [Problem("a", "What is 2+3?", "5"), Problem("b", "What is 6*7?", "42"), Problem("c", "What is 1+1?", "2"),
@@ -118,7 +120,7 @@ def test_the_completions_key_holds_what_generation_depends_on_and_the_verdicts_k
 def test_another_scoring_regrades_the_stored_completions_without_loading_a_model(tmp_path, student):
     cfg, store = _cfg("eval.chunk_size=3"), Store(tmp_path / "cache")
     made = _specs(cfg)
-    counts = completions.generate_model(cfg, store, "/weights/student", made, PROBLEMS)
+    counts = completions.generate_model(cfg, store, STUDENT, made, PROBLEMS)
     assert counts == {"math500": {"samples": 5, "generated": 5, "resumed": 0},
                       "gsm8k": {"samples": 2, "generated": 2, "resumed": 0}}
     engine = student.loaded[0][3]
@@ -134,7 +136,7 @@ def test_another_scoring_regrades_the_stored_completions_without_loading_a_model
 
     cfg.eval.extract = "boxed"  # the official scorer: b has no box
     student.loaded.clear()
-    again = completions.generate_model(cfg, store, "/weights/student", _specs(cfg), PROBLEMS)
+    again = completions.generate_model(cfg, store, STUDENT, _specs(cfg), PROBLEMS)
     assert again["math500"] == {"samples": 5, "generated": 0, "resumed": 0} and student.loaded == []
     assert _specs(cfg) == made  # the same completions
     boxed = _grade(cfg, store, made)
@@ -149,15 +151,15 @@ def test_a_killed_evaluation_keeps_its_chunks_and_the_rerun_generates_only_the_r
     cfg = _cfg("eval.chunk_size=2")
     whole, killed = Store(tmp_path / "whole"), Store(tmp_path / "killed")
     made = _specs(cfg)
-    completions.generate_model(cfg, whole, "/weights/student", made, PROBLEMS)
+    completions.generate_model(cfg, whole, STUDENT, made, PROBLEMS)
     student.next = FakeStudent(fail_after=2)  # two chunks of 2 samples, then the engine dies
     with pytest.raises(RuntimeError, match="killed"):
-        completions.generate_model(cfg, killed, "/weights/student", made, PROBLEMS)
+        completions.generate_model(cfg, killed, STUDENT, made, PROBLEMS)
     assert not killed.is_done(made["math500"].key)
     kept = completions.finished_rows(killed.root / ".work" / made["math500"].key)
     assert sorted(kept) == [("a", 0), ("b", 0), ("c", 0), ("d", 0)]
     student.next = rerun = FakeStudent()
-    counts = completions.generate_model(cfg, killed, "/weights/student", made, PROBLEMS)
+    counts = completions.generate_model(cfg, killed, STUDENT, made, PROBLEMS)
     assert counts == {"math500": {"samples": 5, "generated": 1, "resumed": 4},
                       "gsm8k": {"samples": 2, "generated": 2, "resumed": 0}}
     assert [p for call in rerun.calls for p in call] == [
@@ -184,7 +186,7 @@ def test_sampled_samples_are_rows_of_their_own_seeds_whatever_the_chunk(tmp_path
 
     student.next = Seeded()
     made = _specs(cfg)
-    completions.generate_model(cfg, Store(tmp_path), "/weights/student", made, PROBLEMS)
+    completions.generate_model(cfg, Store(tmp_path), STUDENT, made, PROBLEMS)
     first = completions.problem_seed(0, "math500", "a")
     assert len(seen) == 21 and seen[:3] == [(seen[0][0], first), (seen[0][0], first + 1), (seen[0][0], first + 2)]
     rows = [json.loads(line) for line in open(Store(tmp_path).path(made["gsm8k"].key) / completions.COMPLETIONS)]
@@ -194,7 +196,7 @@ def test_sampled_samples_are_rows_of_their_own_seeds_whatever_the_chunk(tmp_path
 def test_the_verdicts_refuse_completions_of_other_problems(tmp_path, student):
     cfg, store = _cfg(), Store(tmp_path)
     made = _specs(cfg)
-    completions.generate_model(cfg, store, "/weights/student", made, PROBLEMS)
+    completions.generate_model(cfg, store, STUDENT, made, PROBLEMS)
     with pytest.raises(DataError, match="its problems differ from the evaluation set's .5 vs 4 problems; first "
                                         "difference: e"):
         completions.read_completions(store.path(made["math500"].key), PROBLEMS["math500"][:4])
@@ -205,7 +207,7 @@ def test_each_benchmark_gets_its_token_share_of_the_pass(tmp_path, student, monk
     monkeypatch.setattr(completions.time, "monotonic", lambda: next(clock, 100.0))
     cfg, store = _cfg(), Store(tmp_path)
     made = _specs(cfg)
-    completions.generate_model(cfg, store, "/weights/student", made, PROBLEMS)
+    completions.generate_model(cfg, store, STUDENT, made, PROBLEMS)
     tokens = {n: sum(3 + len(ANSWERS[k]) for k in keys) for n, keys in
               (("math500", ("2+3", "6*7", "1+1", "9-4", "3*3")), ("gsm8k", ("apples", "pens")))}
     assert tokens == {"math500": 12 + 19 + 12 + 19 + 10, "gsm8k": 18 + 14}  # 3 + the answer's characters each
@@ -265,3 +267,31 @@ def test_a_grader_change_regrades_the_stored_teacher_generation_and_never_reruns
     generate.run(ctx, ("generation.teacher", "pool.teacher"))
     assert ctx.result["counts"]["pool.teacher"]["kept"] == 1 and store.is_done(fixed.key)
     assert Path(ctx.paths["generation.teacher"]) == store.path(gen.key)
+
+
+def test_a_lora_checkpoint_is_served_as_the_student_with_its_adapter_at_the_models_own_context(tmp_path, student):
+    """``finetune_mode=lora`` with the paper presets' eval.lora_serving=adapter: the tuned arm's engine loads the
+    untuned student with the checkpoint's ``adapter/`` at the model's own context (max_model_len None, as the authors'
+    test_lora.sh); with eval.lora_serving=merged it loads the checkpoint at eval.lora_max_model_len. The untuned arm
+    loads the student at eval.max_model_len either way."""
+    checkpoint = tmp_path / "checkpoint"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+
+    def loaded(*overrides, arm="tuned"):
+        cfg = _cfg("finetune_mode=lora", "eval.max_model_len=400", *overrides)
+        specs = {f"completions.{arm}.{n}": completions.completions_spec(
+            cfg.benchmark[n], cfg.eval, "checkpoint-x", None, None, "model", key_fields(cfg, arm)) for n in PROBLEMS}
+        ctx = BuildContext(cfg, Store(tmp_path / "cache"), NullTracker(), specs,
+                           values={"benchmarks": PROBLEMS, "student": "/weights/student"},
+                           paths={"checkpoint": checkpoint})
+        completions.run(ctx, list(specs))
+        kind, model, options, _ = student.loaded[-1]
+        return model, options.get("adapter"), options["max_model_len"]
+
+    assert loaded() == ("/weights/student", str(checkpoint / "adapter"), None)
+    assert loaded("eval.lora_serving=merged", "eval.lora_max_model_len=300") == (str(checkpoint), None, 300)
+    assert loaded(arm="untuned") == ("/weights/student", None, 400)
+    (checkpoint / "adapter" / "adapter_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json, so eval.lora_serving=adapter cannot serve it"):
+        loaded("eval.lora_max_model_len=200")

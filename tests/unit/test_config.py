@@ -197,11 +197,12 @@ DECLARED = list(_declared(MixgapConfig))
 def test_the_schema_declares_the_allowed_values_of_the_fields_validate_checked():
     """The 76 field checks validate wrote out (one benchmark, both teachers, the judge; eval.rule and
     finetune_mode.loss_normalization among them) plus problems.limit, which shares its declaration with
-    benchmark.<name>.limit, eval.chunk_size (declared with the field when it came), mix.strategy and
-    predict.batch_tokens."""
+    benchmark.<name>.limit, and eval.chunk_size, eval.lora_serving, eval.lora_max_model_len, mix.strategy and
+    predict.batch_tokens (declared with the fields when they came)."""
     declared = {path for path, _ in DECLARED}
-    assert len(declared) == 80 and {"mix.weight", "mix.strategy", "predict.batch_tokens", "eval.extract", "eval.chunk_size",
-                                    "finetune_mode.deepspeed", "mix.strong.sampling.n",
+    assert len(declared) == 82 and {"mix.weight", "mix.strategy", "predict.batch_tokens", "eval.extract",
+                                    "eval.chunk_size", "eval.lora_serving", "finetune_mode.deepspeed",
+                                    "mix.strong.sampling.n",
                                     "eval.judge.prompt", "benchmark.math.extraction", "problems.answer_format",
                                     "eval.n_samples_by_benchmark.aime24", "cluster.memory_headroom"} <= declared
 

@@ -238,7 +238,7 @@ def _preset_jobs(tmp_path, preset, students, *extra):
 
 #: every difference from the authors' code a Table 1 sweep with full, LoRA and Llama students still has
 PAPER_DIFFERENCES = ("Loss groups", "End-of-turn newline", "Llama system header", "Validation split",
-                     "Problems of the pure arms", "LoRA settings", "LoRA evaluation", "Gold strings", "MATH pooling",
+                     "Problems of the pure arms", "LoRA settings", "LoRA max_lora_rank", "Gold strings", "MATH pooling",
                      "Teacher pools", "Engines")
 
 
@@ -246,6 +246,9 @@ def test_settings_table_says_which_recipe_is_in_force_and_prints_every_differenc
     text = settings_markdown(_preset_jobs(tmp_path, "long_vs_short", ("qwen3b", "llama3b", "qwen14b")))
     header = next(line for line in text.splitlines() if line.startswith("| Students"))
     assert "| Max len | Over-length | Loss |" in header and "| Eval MATH | Recipe | Source |" in header
+    assert "| LoRA r / alpha / dropout | LoRA targets | LoRA eval |" in header
+    lora_row = next(line for line in text.splitlines() if line.startswith("| qwen14b |"))
+    assert "| 8 / 16 / 0.0 |" in lora_row and "| adapter, model's context |" in lora_row
     row = next(line for line in text.splitlines() if line.startswith("| llama3b, qwen3b |"))
     assert "| 8192 | truncate | per_device |" in row and "released long/short-CoT configs" in row
     assert ("Training recipe in force: released long/short-CoT configs (MATH_{long,short}_CoT.yaml: 8,192 cut as "
@@ -268,6 +271,23 @@ def test_settings_differences_follow_the_overrides(tmp_path):
     assert "Loss normalisation" in names and "Loss groups" not in names
     _, names = listed("eval.judge.max_model_len=16000")
     assert "Judge context" in names
+    # a LoRA student's fine-tuned arm: served as test_lora.sh (adapter, the model's own context) or not
+    text, names = listed(students=("qwen14b",))
+    assert [n for n in names if n.startswith("LoRA")] == ["LoRA settings", "LoRA max_lora_rank"]
+    text, names = listed("eval.lora_serving=merged", "eval.lora_max_model_len=16000", students=("qwen14b",))
+    assert [n for n in names if n.startswith("LoRA")] == ["LoRA settings", "LoRA merged", "LoRA context"]
+    assert "ours caps prompt + completion at 16,000 tokens" in text and "| merged, 16,000 tokens |" in text
     text, names = listed("experiment/method=mix_long", preset="mix_distillation")
     assert "Training recipe in force: released Mix config (MATH_mix.yaml: 80 packed sequences, 4,096 cut as LLaMA-Factory)." in text
     assert "Mix batch" in names and "Training cut" not in names and "Loss groups" not in names
+
+
+def test_a_lora_job_from_before_the_serving_fields_reads_as_merged_at_its_context(tmp_path):
+    """A config snapshot without eval.lora_serving (a sweep run before adapters were served) was evaluated merged at
+    eval.max_model_len: the Settings table and the differences say so."""
+    job = _preset_jobs(tmp_path, "long_vs_short", ("qwen14b",))[0]
+    old = sweep.Job(job.folder, "done", job.identity,
+                    fields={k: v for k, v in job.fields.items() if not k.startswith("eval.lora_")})
+    text = settings_markdown([old])
+    assert "| merged, 16,000 tokens |" in text and "**LoRA merged**" in text and "**LoRA context**" in text
+    assert "LoRA max_lora_rank" not in text

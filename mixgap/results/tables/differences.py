@@ -55,6 +55,38 @@ def _cut_differs(job: Any) -> bool:
             or _field(job, "finetune_mode.max_seq_len") != (4096 if packed else 8192))
 
 
+def lora_evaluation(job: Any) -> tuple[str, int | None]:
+    """How a LoRA job's fine-tuned arm was evaluated: (``eval.lora_serving``, its context ``eval.lora_max_model_len``,
+    None: the model's own). A job from before those fields was evaluated merged at ``eval.max_model_len``."""
+    if "eval.lora_serving" not in job.fields:
+        return "merged", _field(job, "eval.max_model_len")
+    return _field(job, "eval.lora_serving"), _field(job, "eval.lora_max_model_len")
+
+
+def _lora_evaluation(lora: Sequence[Any]) -> list[str]:
+    """The differences of LoRA jobs' fine-tuned evaluation (:func:`lora_evaluation`) from the authors'
+    ``test_lora.sh``: vLLM with ``enable_lora=True`` and ``LoRARequest("finetuned", 1, path)`` on every request, no
+    ``max_model_len`` (the model's own context), vLLM's default ``max_lora_rank`` 16."""
+    served = [lora_evaluation(j) for j in lora]
+    lines = []
+    if any(how == "merged" for how, _ in served):
+        lines.append("**LoRA merged**: their `test_lora.sh` serves the adapter through vLLM's LoRA (`enable_lora`, a "
+                     "`LoRARequest` on every request: the base weights plus the low-rank product); `eval.lora_serving="
+                     "merged` evaluates the weights with the adapter merged in, which round differently. "
+                     "`eval.lora_serving=adapter` serves it their way.")
+    contexts = sorted({context for _, context in served} - {None})
+    if contexts:
+        lines.append("**LoRA context**: their `test_lora.sh` sets no `max_model_len`, so vLLM runs at the model's own "
+                     "context (32,768 for Qwen2.5: the full 16,000 new tokens after the prompt); ours caps prompt + "
+                     f"completion at {', '.join(f'{c:,}' for c in contexts)} tokens. `eval.lora_max_model_len=null` "
+                     "is theirs.")
+    if any(how == "adapter" for how, _ in served):
+        lines.append("**LoRA max_lora_rank**: their engine reserves vLLM's default rank 16 for the adapter; ours the "
+                     "trained rank (`finetune_mode.lora.r`, rounded up to a rank vLLM allows), which sizes vLLM's LoRA "
+                     "buffers, not the adapter.")
+    return lines
+
+
 def differences(jobs: Sequence[Any]) -> list[str]:
     """One Markdown line per difference between these jobs and the authors' code, each starting with its bold
     name (``**Training cut**``, ``**End-of-turn newline**``, ...); the always-true ones last."""
@@ -96,13 +128,11 @@ def differences(jobs: Sequence[Any]) -> list[str]:
         lines.append("**Problems of the pure arms**: we train every arm on the problems both pools kept "
                      "(`mix.problems=intersection`), so w changes the style, not the problems; their pure arms train on "
                      "each pool's own problems (every problem that teacher solved).")
-    if _any(trains, "finetune_mode.mode", lambda v: v == "lora"):
+    lora = [j for j in trains if _field(j, "finetune_mode.mode") == "lora"]
+    if lora:
         lines.append("**LoRA settings**: the paper's LoRA values (its Table 6) are not in its code; ours are "
                      "LLaMA-Factory's defaults (see the LoRA columns).")
-        lines.append("**LoRA evaluation**: their `test_lora.sh` serves the adapter through vLLM's LoRA (`enable_lora`) "
-                     "with no `max_model_len`, i.e. the model's own context (32,768 for Qwen2.5-32B); we merge the "
-                     "adapter and evaluate at `eval.max_model_len` (16,000), as their full fine-tunes (a later change "
-                     "evaluates adapters their way).")
+    lines += _lora_evaluation(lora)
     bench = _benchmarks(jobs)
     if {"amc23", "olympiadbench"} & bench:
         lines.append("**Gold strings**: their AMC23 golds are JSON floats (`27.0`), on which `strip_string` raises, so "

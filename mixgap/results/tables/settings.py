@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mixgap.results.tables.differences import differences_markdown, recipe_of
+from mixgap.results.tables.differences import differences_markdown, lora_evaluation, recipe_of
 from mixgap.results.tables.markdown import NO_LABELS, math_variant, md_table
 from mixgap.results.tables.names import arm_of, realised_weight, weight_label
 from mixgap.results.tables.published import paper_math_label
@@ -28,7 +28,7 @@ SETTINGS = (("Mode", "finetune_mode.mode"), ("LR", "finetune_mode.learning_rate"
             ("Warmup", "finetune_mode.warmup_ratio"), ("Global batch", "finetune_mode.global_batch_size"),
             ("Batch unit", "finetune_mode.batch_unit"), ("Max len", "finetune_mode.max_seq_len"),
             ("Over-length", "finetune_mode.overlength"), ("Loss", "finetune_mode.loss_normalization"),
-            ("LoRA r / alpha / dropout", None), ("LoRA targets", "finetune_mode.lora.target_modules"),
+            ("LoRA r / alpha / dropout", None), ("LoRA targets", "finetune_mode.lora.target_modules"), ("LoRA eval", None),
             ("Eval MATH", None), ("Recipe", None), ("Source", "finetune_mode.settings_source"))
 
 
@@ -48,13 +48,20 @@ def seeds_varied(jobs: Sequence[Any]) -> str:
     return "In these sweeps: " + ", ".join(f"`{k}` varies in {n} condition(s)" for k, n in varied.items()) + "."
 
 
+def _lora_eval_cell(job: Any) -> str:
+    """How a LoRA job's fine-tuned arm was served and at which context: ``adapter, model's context`` (the authors'
+    test_lora.sh), ``merged, 16,000 tokens`` (:func:`mixgap.results.tables.differences.lora_evaluation`)."""
+    how, context = lora_evaluation(job)
+    return f"{how}, " + ("model's context" if context is None else f"{context:,} tokens")
+
+
 def _setting_cells(job: Any, benchmarks: Sequence[str], labels: Mapping[str, str]) -> tuple[str, ...]:
     """One job's :data:`SETTINGS` cells from its config fields ``job.fields`` (``{dotted key: JSON value}``)."""
     f = job.fields
     lora_mode = json.loads(f["finetune_mode.mode"]) == "lora"
     computed = {"Eval MATH": math_variant(benchmarks, labels), "Recipe": recipe_of(job), "LoRA r / alpha / dropout": (
         " / ".join(str(json.loads(f.get(f"finetune_mode.lora.{k}", "null"))) for k in ("r", "alpha", "dropout"))
-        if lora_mode else "—")}
+        if lora_mode else "—"), "LoRA eval": _lora_eval_cell(job) if lora_mode else "—"}
     cells = []
     for header, key in SETTINGS:
         if key is None:

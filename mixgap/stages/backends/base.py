@@ -16,8 +16,10 @@ depend on the other prompts of its batch. Completion token counts include the st
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from mixgap.core.errors import MixgapError
@@ -46,7 +48,8 @@ class Backend(Protocol):
     """A loaded generation engine (see the module docstring for the shared semantics).
 
     A registered engine class (:func:`mixgap.stages.backends.registry.register`) is built as
-    ``cls(model, *, dtype, max_model_len, tensor_parallel_size, batch_size, chat_template, seed)`` by
+    ``cls(model, *, dtype, max_model_len, tensor_parallel_size, batch_size, chat_template, seed)`` (and ``adapter=``,
+    a LoRA adapter folder to serve on ``model``, when there is one) by
     :func:`mixgap.stages.backends.registry.load_backend` and carries the class attributes ``generates = True`` and
     ``needs_problems(teacher) -> bool``.
     """
@@ -87,6 +90,22 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float, n: int
         raise ValueError(f"top_p={top_p} is not allowed; it must be in (0, 1]")
     if n < 1:
         raise ValueError(f"n={n} is not allowed; it must be >= 1")
+
+
+def adapter_rank(adapter_dir: str | Path) -> int:
+    """The largest LoRA rank of a peft adapter folder: its ``adapter_config.json`` ``r``, or a larger one of its
+    ``rank_pattern`` (peft's per-module ranks, ``peft.LoraConfig``).
+
+    Raises:
+        FileNotFoundError: no ``adapter_config.json`` there. ValueError: it has no integer ``r``.
+    """
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; a LoRA adapter folder holds peft's adapter_config.json")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config.get("r"), int):
+        raise ValueError(f"{path}: r={config.get('r')!r} is not allowed; a LoRA adapter has an integer rank")
+    return max([config["r"], *(config.get("rank_pattern") or {}).values()])
 
 
 def render_prompts(tokenizer: Any, prompts: Sequence[str], chat_template: str | None = None) -> list[list[int]]:

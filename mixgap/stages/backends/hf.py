@@ -58,9 +58,11 @@ class HFBackend:
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = None,
                  batch_size: int = 16, chat_template: str | None = None, tensor_parallel_size: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, adapter: str | None = None):
         """Load ``model`` on the GPU when one is visible, else the CPU (arguments: :func:`load_backend`;
-        ``tensor_parallel_size`` and ``seed`` are not used: one device, seeds given per call)."""
+        ``tensor_parallel_size`` and ``seed`` are not used: one device, seeds given per call); with ``adapter``, that
+        LoRA adapter folder on it, unmerged (peft ``PeftModel.from_pretrained``: every adapted layer adds
+        ``scale x B(A(x))`` to the base layer's output, as vLLM's LoRA does)."""
         import torch  # heavy: torch, only when the hf engine loads
         from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers, as above
 
@@ -73,6 +75,10 @@ class HFBackend:
             raise ValueError(f"dtype={dtype!r} is not allowed; choose one of auto, float32, bfloat16, float16")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+        if adapter is not None:
+            from peft import PeftModel  # heavy: peft, only when an adapter is served
+
+            self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device).eval()
         self.max_model_len = max_model_len or int(self.model.config.max_position_embeddings)
         self.batch_size = batch_size
         self.chat_template = chat_template

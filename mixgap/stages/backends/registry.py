@@ -70,7 +70,7 @@ def generating() -> list[str]:
 def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: int | None = None,
                  tensor_parallel_size: int = 1, batch_size: int = 16, chat_template: str | None = None,
                  seed: int = 0, data_parallel_size: int = 1, work_dir: Path | None = None,
-                 chunk_size: int | None = None) -> Any:
+                 chunk_size: int | None = None, adapter: str | None = None) -> Any:
     """Load a generation engine (a :class:`mixgap.stages.backends.base.Backend`), or, with
     ``data_parallel_size > 1``, a :class:`mixgap.stages.backends.parallel.ReplicaPool` of that many engine
     processes (each on ``tensor_parallel_size`` GPUs) that loads nothing here.
@@ -89,6 +89,8 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
         work_dir: where the replicas keep finished shards (needed when ``data_parallel_size > 1``).
         chunk_size: with replicas, prompts per atomic chunk each replica writes as it finishes it (a killed
             replica's rerun generates only its missing chunks); None: one shard a replica, written at its end.
+        adapter: a peft LoRA adapter folder served on ``model`` (vllm: ``enable_lora`` and a ``LoRARequest``; hf:
+            peft's ``PeftModel``), or None: the model alone (:mod:`mixgap.stages.serving`).
 
     Raises:
         ConfigError (a ValueError): ``kind`` is not registered, or names an importer (``dataset``), which
@@ -99,7 +101,8 @@ def load_backend(kind: str, model: str, *, dtype: str = "auto", max_model_len: i
         raise ConfigError(f"backend kind={kind!r} is not allowed here: it imports existing responses and loads "
                           f"no model; choose one of {', '.join(generating())}")
     load = {"dtype": dtype, "max_model_len": max_model_len, "tensor_parallel_size": tensor_parallel_size,
-            "batch_size": batch_size, "chat_template": chat_template, "seed": seed}
+            "batch_size": batch_size, "chat_template": chat_template, "seed": seed,
+            **({"adapter": adapter} if adapter is not None else {})}
     if data_parallel_size > 1:
         if work_dir is None:
             raise ConfigError(f"data_parallel_size={data_parallel_size} needs a work_dir for the replicas' shards")

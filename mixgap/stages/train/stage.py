@@ -30,10 +30,11 @@ from mixgap.stages.mix import read_mixture
 from mixgap.stages.train import batching, checks, labels, launch, trainer
 
 log = logging.getLogger(__name__)
+#: where a LoRA checkpoint keeps its trained adapter (peft's folder), beside the merged model (the evaluation serves
+#: one or the other: eval.lora_serving, mixgap.stages.serving)
+ADAPTER_DIR = "adapter"
 #: finetune_mode fields that do not change the trained weights: logging/checkpoint cadence, the memory
 #: trade of activation recomputation, the ZeRO partitioning of the same computation, where it runs.
-#: where a LoRA checkpoint keeps its trained adapter (peft's folder), beside the merged model the evaluation loads
-ADAPTER_DIR = "adapter"
 NOT_IN_KEY = ("logging_steps", "save_steps", "gradient_checkpointing", "deepspeed", "launch", "settings_source")
 
 
