@@ -46,17 +46,22 @@ def ensure_vllm_venv() -> Path:
 @pytest.fixture(scope="module")
 def vllm_result(kit, test_cache, smollm2_path, tmp_path_factory):
     """The JSON of vllm_checks.py (stages, limits, versions), run once per module in the vLLM venv."""
-    python = ensure_vllm_venv()
     tmp = tmp_path_factory.mktemp("vllm")
+    return run_in_vllm_venv(Path(vllm_checks.__file__), kit, tmp, "--cache", str(test_cache), "--data", str(kit),
+                            "--tmp", str(tmp / "stages"))
+
+
+def run_in_vllm_venv(script: Path, kit: Path, tmp: Path, *args: str) -> dict:
+    """Run ``script`` with the vLLM venv's Python (offline, on the kit, a 1 GiB KV cache unless
+    VLLM_CPU_KVCACHE_SPACE says otherwise) with ``args`` and ``--out <tmp>/result.json``; its JSON."""
     out = tmp / "result.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MIXGAP_DATA": str(kit), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    run = subprocess.run([str(python), str(Path(vllm_checks.__file__)), "--cache", str(test_cache), "--data", str(kit),
-                          "--tmp", str(tmp / "stages"), "--out", str(out)],
+    run = subprocess.run([str(ensure_vllm_venv()), str(script), *args, "--out", str(out)],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     if run.returncode != 0 or not out.is_file():
-        pytest.fail(f"vllm_checks.py failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}")
+        pytest.fail(f"{script.name} failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}")
     return json.loads(out.read_text())
 
 
@@ -191,19 +196,9 @@ def lora_checkpoint(test_cache, smollm2_path):
 @pytest.fixture(scope="module")
 def vllm_lora_result(kit, test_cache, lora_checkpoint, tmp_path_factory):
     """The JSON of vllm_lora_checks.py (the adapter served by vLLM, then the merged weights), run in the vLLM venv."""
-    python = ensure_vllm_venv()
     tmp = tmp_path_factory.mktemp("vllm_lora")
-    out = tmp / "result.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MIXGAP_DATA": str(kit), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    script = Path(__file__).parent / "vllm_lora_checks.py"
-    run = subprocess.run([str(python), str(script), "--cache", str(test_cache), "--data", str(kit), "--checkpoint",
-                          lora_checkpoint, "--tmp", str(tmp / "runs"), "--out", str(out)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    if run.returncode != 0 or not out.is_file():
-        pytest.fail(f"vllm_lora_checks.py failed (rc {run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}")
-    return json.loads(out.read_text())
+    return run_in_vllm_venv(Path(__file__).parent / "vllm_lora_checks.py", kit, tmp, "--cache", str(test_cache),
+                            "--data", str(kit), "--checkpoint", lora_checkpoint, "--tmp", str(tmp / "runs"))
 
 
 def test_vllm_serves_the_trained_lora_adapter_with_the_merged_models_completions(vllm_lora_result, lora_checkpoint,
